@@ -1,0 +1,1 @@
+"""Dataset/model cards rendered from artifact manifests."""

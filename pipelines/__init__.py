@@ -1,0 +1,1 @@
+"""nanoforge data stages: Ray jobs that curate, mix, synthesize and select data."""

@@ -1,0 +1,54 @@
+"""Where Ray runs, chosen at the edge: embedded local Ray by default, a cluster when an address is given.
+
+    with ray_session(cfg.address):
+        build_pipeline(cfg).write_parquet(...)
+
+`address` (or the `RAY_ADDRESS` environment variable, which a Ray job sets for its entrypoint) attaches to a
+running cluster. Without one, Ray starts inside this process sized to the machine, with no dashboard and
+quiet logs; it is shut down when the block exits. A Ray that is already initialised is reused and left
+running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start or attach Ray. Returns True when this call started it (and so should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            configure_logging=True,
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = os.environ.get("NANOFORGE_PROGRESS", "1") != "0"
+    ctx.print_on_execution_start = False
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """`init_ray` for the duration of a block; shuts Ray down only if this block started it."""
+    import ray
+
+    started = init_ray(address, num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,1 @@
+"""Preference (DPO) and RL (GRPO) stages, rewards and checkpoint merging."""

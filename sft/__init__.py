@@ -1,0 +1,1 @@
+"""Supervised fine-tuning stage (TRL SFTTrainer), the chat template and the tiny base checkpoint."""
