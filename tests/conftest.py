@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-
 from datapaths import SHARED_DATA, shared_data  # noqa: F401  (re-exported for tests)
 
 os.environ.setdefault("NANOFORGE_PROGRESS", "0")  # no progress bars in test logs

@@ -14,8 +14,8 @@ SHARED_DATA = Path(os.environ.get("NANOFORGE_SHARED_DATA", REPO.parent / "shared
 def shared_data(*parts: str) -> Path:
     """Path under ../shared/data; skips the calling test with a clear message when it is absent.
 
-        from datapaths import shared_data
-        path = shared_data("gsm8k", "test.jsonl")
+    from datapaths import shared_data
+    path = shared_data("gsm8k", "test.jsonl")
     """
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():

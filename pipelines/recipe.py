@@ -1,0 +1,153 @@
+"""Recipes: an ordered list of stages, each a nanoforge command with its YAML and overrides.
+
+    # What the recipe produces (line 1), and the command that runs it (line 2):
+    # nanoforge run pipelines/recipes/demo.yaml
+    output_dir: runs/demo            # each stage writes to <output_dir>/<stage name>
+    stages:
+      - name: data
+        command: demo-data
+      - name: curate
+        command: curate
+        config: pipelines/configs/curate_demo.yaml      # relative to the recipe's repository root
+        args: {input_paths: ["{data}/web/*.jsonl.gz"]}  # flags on top of the YAML; {stage} is that stage's output
+        resources: {num_cpus: 2}                        # for `nanoforge submit` (one Ray job per stage)
+
+`run` executes the stages in this process on the embedded Ray; `submit` sends each one as a Ray job.
+Both build the same argv for a stage, so a stage behaves the same either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli import COMMANDS
+from pipelines.config import ConfigError, load_yaml
+
+RECIPE_KEYS = {"output_dir", "stages", "description"}
+STAGE_KEYS = {"name", "command", "config", "args", "resources", "runtime_env"}
+REF = re.compile(r"\{([A-Za-z0-9_\-]+)\}")
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    command: str
+    module: str
+    argv: list[str]  # what follows `nanoforge <command>` / `python -m <module>`
+    output_dir: str
+    needs: list[str]  # names of earlier stages whose outputs this one reads
+    resources: dict[str, Any]
+    runtime_env: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of what the stage runs (module + argv); upstream identity is mixed in by the caller."""
+        return hashlib.sha256(json.dumps([self.module, self.argv]).encode()).hexdigest()
+
+
+def to_flags(args: dict[str, Any]) -> list[str]:
+    """{"max_steps": 5, "input_paths": [a, b], "force": True} -> ["--max_steps", "5", "--input_paths", a, b, ...]."""
+    flags: list[str] = []
+    for key, value in args.items():
+        flags.append(f"--{key}")
+        if isinstance(value, list):
+            flags.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            flags.append(json.dumps(value))
+        elif isinstance(value, bool):
+            flags.append(str(value).lower())
+        else:
+            flags.append(str(value))
+    return flags
+
+
+def load_recipe(path: str | Path, output_dir: str | None = None, root: str | Path | None = None) -> list[Stage]:
+    """Parse and check a recipe: keys, commands, stage references, and each stage's YAML path.
+
+    `root` is where relative `config:` paths resolve (default: the repository holding the recipe, i.e. the
+    first parent with a pyproject.toml, else the recipe's folder).
+    """
+    path = Path(path)
+    recipe = load_yaml(path)
+    for key in recipe:
+        if key not in RECIPE_KEYS:
+            raise ConfigError(f"{path}: unknown recipe key '{key}' (expected one of {sorted(RECIPE_KEYS)})")
+    if root is None:
+        root = next((p for p in path.resolve().parents if (p / "pyproject.toml").exists()), path.resolve().parent)
+    out = Path(output_dir or recipe.get("output_dir") or f"runs/{path.stem}")
+    stages: list[Stage] = []
+    outputs: dict[str, str] = {}
+    for i, raw in enumerate(recipe.get("stages") or []):
+        where = f"{path}: stage {i + 1}"
+        if not isinstance(raw, dict) or "name" not in raw or "command" not in raw:
+            raise ConfigError(f"{where}: each stage needs at least `name` and `command`")
+        for key in raw:
+            if key not in STAGE_KEYS:
+                raise ConfigError(f"{where} ({raw['name']}): unknown key '{key}' (expected {sorted(STAGE_KEYS)})")
+        name, command = str(raw["name"]), str(raw["command"])
+        if name in outputs:
+            raise ConfigError(f"{where}: duplicate stage name '{name}'")
+        if command not in COMMANDS:
+            raise ConfigError(f"{where} ({name}): unknown command '{command}'; known: {', '.join(COMMANDS)}")
+        argv: list[str] = []
+        if raw.get("config"):
+            config = Path(raw["config"])
+            config = config if config.is_absolute() else Path(root) / config
+            if not config.is_file():
+                raise ConfigError(f"{where} ({name}): config file not found: {config}")
+            argv += ["--config", str(config)]
+        needs: list[str] = []
+        argv += to_flags(
+            {k: _resolve(v, outputs, needs, f"{where} ({name})") for k, v in (raw.get("args") or {}).items()}
+        )
+        outputs[name] = str(out / name)
+        argv += ["--output_dir", outputs[name]]
+        stages.append(
+            Stage(
+                name=name,
+                command=command,
+                module=COMMANDS[command][0],
+                argv=argv,
+                output_dir=outputs[name],
+                needs=sorted(set(needs)),
+                resources=dict(raw.get("resources") or {}),
+                runtime_env=dict(raw.get("runtime_env") or {}),
+            )
+        )
+    if not stages:
+        raise ConfigError(f"{path}: the recipe has no stages")
+    return stages
+
+
+def _resolve(value: Any, outputs: dict[str, str], needs: list[str], where: str) -> Any:
+    """Replace `{stage}` references by that stage's output directory, recording the dependency."""
+    if isinstance(value, list):
+        return [_resolve(v, outputs, needs, where) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        ref = m.group(1)
+        if ref not in outputs:
+            raise ConfigError(f"{where}: '{{{ref}}}' does not name an earlier stage")
+        needs.append(ref)
+        return outputs[ref]
+
+    return REF.sub(sub, value)
+
+
+def select_stages(stages: list[Stage], from_stage: str | None, only: str | None) -> list[Stage]:
+    names = [s.name for s in stages]
+    for flag, value in (("--from", from_stage), ("--only", only)):
+        if value and value not in names:
+            raise ConfigError(f"{flag} {value}: no such stage; stages are {', '.join(names)}")
+    if only:
+        return [s for s in stages if s.name == only]
+    if from_stage:
+        return stages[names.index(from_stage) :]
+    return stages

@@ -1,0 +1,97 @@
+"""Run a recipe end to end on this machine, resuming where an earlier run stopped.
+
+Local:    nanoforge run pipelines/recipes/demo.yaml [--output_dir runs/demo] [--from sft | --only curate] [--force]
+Cluster:  nanoforge submit pipelines/recipes/nano2.yaml --address http://HEAD:8265   (one Ray job per stage)
+
+Stages run in order in this process, on one embedded Ray (or the cluster named by --address / RAY_ADDRESS).
+A stage whose artifact is complete and was made from the same config and inputs is skipped by the stage
+itself (lineage), so rerunning after a crash picks up at the first unfinished stage. At the end a table says
+what each stage did, and `<output_dir>/report.md` keeps it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pipelines.config import ConfigError, parse
+from pipelines.lineage import read_manifest
+from pipelines.recipe import Stage, load_recipe, select_stages
+from pipelines.runtime import ray_session
+
+
+@dataclass
+class RunConfig:
+    recipe: str = field(default="", metadata={"help": "Recipe YAML (also the first positional argument)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Root of the stage outputs (default: recipe's)."})
+    from_stage: str | None = field(default=None, metadata={"help": "Start at this stage (also --from)."})
+    only: str | None = field(default=None, metadata={"help": "Run only this stage."})
+    force: bool = field(default=False, metadata={"help": "Rerun the selected stages even if up to date."})
+    address: str | None = field(default=None, metadata={"help": "Ray address; default embedded local Ray."})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, list[Stage]]:
+    """Parse flags, then load the recipe and parse every stage's arguments strictly with its own command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--recipe", *argv]
+    argv = ["--from_stage" if a == "--from" else a for a in argv]
+    cfg = parse(RunConfig, argv=argv)
+    if not cfg.recipe:
+        raise ConfigError("usage: nanoforge run RECIPE.yaml [--output_dir DIR] [--from STAGE] [--only STAGE]")
+    stages = load_recipe(cfg.recipe, cfg.output_dir)
+    for stage in stages:
+        try:
+            importlib.import_module(stage.module).parse_args(stage.argv)
+        except (ConfigError, ValueError, SystemExit) as e:
+            raise ConfigError(f"{cfg.recipe}: stage '{stage.name}' ({stage.command}): {e}") from None
+    return cfg, select_stages(stages, cfg.from_stage, cfg.only)
+
+
+def summarize(counts: dict) -> str:
+    """The first few scalar counts of a manifest, e.g. 'input=1200 kept=870 quarantined=4'."""
+    flat = [f"{k}={v}" for k, v in counts.items() if isinstance(v, int | float)]
+    return " ".join(flat[:4])
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, stages = parse_args(argv)
+    rows: list[tuple[str, str, str, str]] = []
+    status = 0
+    with ray_session(cfg.address):
+        for stage in stages:
+            before = read_manifest(stage.output_dir)
+            print(f"\n=== [{stage.name}] nanoforge {stage.command} {' '.join(stage.argv)}", flush=True)
+            start = time.monotonic()
+            try:
+                code = importlib.import_module(stage.module).main(
+                    stage.argv + (["--force", "true"] if cfg.force else [])
+                )
+            except Exception as e:  # report which stage failed, keep the table of what finished
+                print(f"[{stage.name}] failed: {type(e).__name__}: {e}", file=sys.stderr)
+                code = 1
+            duration = time.monotonic() - start
+            after = read_manifest(stage.output_dir)
+            if code:
+                rows.append((stage.name, "FAILED", f"{duration:.1f}s", ""))
+                status = 1
+                break
+            skipped = before is not None and after is not None and before.get("created_at") == after.get("created_at")
+            counts = summarize((after or {}).get("counts", {}))
+            rows.append((stage.name, "up to date" if skipped else "done", f"{duration:.1f}s", counts))
+    table = ["| stage | status | duration | counts |", "|---|---|---|---|"]
+    table += [f"| {' | '.join(row)} |" for row in rows]
+    print("\n" + "\n".join(table))
+    if rows and stages:
+        root = stages[0].output_dir.rsplit("/", 1)[0]
+        with open(f"{root}/report.md", "w") as f:
+            f.write(f"# nanoforge run {cfg.recipe}\n\n" + "\n".join(table) + "\n")
+    if status:
+        print(f"\nfix the error above and rerun `nanoforge run {cfg.recipe}`: finished stages are skipped.")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
