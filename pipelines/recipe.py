@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import re
 from pathlib import Path
@@ -139,6 +140,16 @@ def _resolve(value: Any, outputs: dict[str, str], needs: list[str], where: str) 
         return outputs[ref]
 
     return REF.sub(sub, value)
+
+
+def check_stages(recipe: str | Path, stages: list[Stage]) -> list[Stage]:
+    """Parse every stage's arguments strictly with its own command, so a typo fails before any stage runs."""
+    for stage in stages:
+        try:
+            importlib.import_module(stage.module).parse_args(stage.argv)
+        except (ConfigError, ValueError, SystemExit) as e:
+            raise ConfigError(f"{recipe}: stage '{stage.name}' ({stage.command}): {e}") from None
+    return stages
 
 
 def select_stages(stages: list[Stage], from_stage: str | None, only: str | None) -> list[Stage]:

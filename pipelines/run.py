@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pipelines.config import ConfigError, parse
 from pipelines.lineage import read_manifest
-from pipelines.recipe import Stage, load_recipe, select_stages
+from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
 from pipelines.runtime import ray_session
 
 
@@ -41,12 +41,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, list[Stage]]:
     cfg = parse(RunConfig, argv=argv)
     if not cfg.recipe:
         raise ConfigError("usage: nanoforge run RECIPE.yaml [--output_dir DIR] [--from STAGE] [--only STAGE]")
-    stages = load_recipe(cfg.recipe, cfg.output_dir)
-    for stage in stages:
-        try:
-            importlib.import_module(stage.module).parse_args(stage.argv)
-        except (ConfigError, ValueError, SystemExit) as e:
-            raise ConfigError(f"{cfg.recipe}: stage '{stage.name}' ({stage.command}): {e}") from None
+    stages = check_stages(cfg.recipe, load_recipe(cfg.recipe, cfg.output_dir))
     return cfg, select_stages(stages, cfg.from_stage, cfg.only)
 
 

@@ -1,0 +1,165 @@
+"""Submit a recipe to a Ray cluster: one Ray job per stage, in order, following each job's logs.
+
+Cluster:  nanoforge submit pipelines/recipes/nano2.yaml --address http://HEAD:8265 --output_dir /shared/runs/nano2
+Local:    ray start --head && nanoforge submit pipelines/recipes/demo.yaml --address http://127.0.0.1:8265
+
+Each job runs `python -m <stage module> <args>` (the same arguments `nanoforge run` uses). Its
+`submission_id` is derived from the stage's arguments and its upstream jobs' ids, so submitting the same
+recipe again finds the finished jobs and reuses them instead of running duplicates; a job that failed is
+submitted again under the next `-retryN` id. Stage `resources` in the recipe become the job's entrypoint
+resources (`num_gpus: 1` -> `entrypoint_num_gpus=1`).
+
+Code. By default the cluster already has nanoforge installed (the usual image-based setup). With
+`--working_dir .` the project folder is uploaded as the job's runtime env; the job then also gets
+`RAY_OVERRIDE_JOB_RUNTIME_ENV=1`, because vLLM and TRL call `ray.init` inside the job, and Ray refuses to
+merge a job's `working_dir` with a driver's runtime env otherwise. Output paths must be visible to every
+node (a shared filesystem or object store): relative ones are made absolute here.
+
+Authentication. With token authentication on (the default in Ray 2.60), Ray's client reads the token from
+`RAY_AUTH_TOKEN` or `~/.ray/auth_token`, as the `ray` CLI does; it is sent as a header and never printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pipelines.config import ConfigError, parse
+from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
+
+RESOURCE_ARGS = {"num_cpus": "entrypoint_num_cpus", "num_gpus": "entrypoint_num_gpus", "memory": "entrypoint_memory"}
+UPLOAD_EXCLUDES = [".venv", ".git", "runs", "benchmarks/data", "**/__pycache__", "*.egg-info"]
+
+
+@dataclass
+class SubmitConfig:
+    recipe: str = field(default="", metadata={"help": "Recipe YAML (also the first positional argument)."})
+    address: str | None = field(default=None, metadata={"help": "Ray dashboard address, e.g. http://HEAD:8265."})
+    output_dir: str | None = field(default=None, metadata={"help": "Root of stage outputs, visible to all nodes."})
+    from_stage: str | None = field(default=None, metadata={"help": "Start at this stage (also --from)."})
+    only: str | None = field(default=None, metadata={"help": "Submit only this stage."})
+    force: bool = field(default=False, metadata={"help": "Submit new jobs even where a finished one exists."})
+    working_dir: str | None = field(default=None, metadata={"help": "Upload this folder as the jobs' code."})
+    poll_s: float = field(default=1.0, metadata={"help": "Seconds between status/log polls."})
+    log_tail_lines: int = field(default=40, metadata={"help": "Log lines shown when a job fails."})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SubmitConfig, list[Stage]]:
+    """Parse flags and load the recipe (all its stages; --from/--only select among them in main)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--recipe", *argv]
+    argv = ["--from_stage" if a == "--from" else a for a in argv]
+    cfg = parse(SubmitConfig, argv=argv)
+    if not cfg.recipe:
+        raise ConfigError("usage: nanoforge submit RECIPE.yaml --address http://HEAD:8265")
+    output_dir = os.path.abspath(cfg.output_dir) if cfg.output_dir and "://" not in cfg.output_dir else cfg.output_dir
+    stages = load_recipe(cfg.recipe, output_dir)
+    if output_dir is None:  # the recipe's own default, made absolute so every node agrees on it
+        stages = load_recipe(cfg.recipe, os.path.abspath(stages[0].output_dir.rsplit("/", 1)[0]))
+    return cfg, check_stages(cfg.recipe, stages)
+
+
+def submission_ids(stages: list[Stage]) -> dict[str, str]:
+    """Stage name -> job id: a hash of the stage's arguments chained with its upstream stages' ids."""
+    ids: dict[str, str] = {}
+    for stage in stages:
+        upstream = ",".join(ids[n] for n in stage.needs)
+        digest = hashlib.sha256(f"{stage.fingerprint}|{upstream}".encode()).hexdigest()[:16]
+        ids[stage.name] = f"nanoforge-{stage.name}-{digest}"
+    return ids
+
+
+def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:
+    """Entrypoint, resources and runtime env of one stage's job."""
+    runtime_env = dict(stage.runtime_env)
+    env_vars = {"PYTHONUNBUFFERED": "1", **runtime_env.pop("env_vars", {})}
+    if cfg.working_dir:
+        runtime_env.setdefault("working_dir", cfg.working_dir)
+        runtime_env.setdefault("excludes", UPLOAD_EXCLUDES)
+        env_vars.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
+    argv = stage.argv + (["--force", "true"] if cfg.force else [])
+    kwargs = {
+        "entrypoint": shlex.join(["python", "-m", stage.module, *argv]),
+        "runtime_env": {**runtime_env, "env_vars": env_vars},
+        "metadata": {"nanoforge_stage": stage.name, "nanoforge_recipe": os.path.basename(cfg.recipe)},
+    }
+    for key, value in stage.resources.items():
+        if key not in RESOURCE_ARGS:
+            kwargs.setdefault("entrypoint_resources", {})[key] = value
+        else:
+            kwargs[RESOURCE_ARGS[key]] = value
+    return kwargs
+
+
+def follow(client, job_id: str, poll_s: float) -> str:
+    """Print the job's new log lines until it ends; return its final status name."""
+    from ray.job_submission import JobStatus
+
+    shown = 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            sys.stdout.write(logs[shown:])
+            sys.stdout.flush()
+            shown = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return status.value
+        time.sleep(poll_s)
+
+
+def find_or_submit(client, stage: Stage, base_id: str, cfg: SubmitConfig) -> tuple[str, bool]:
+    """The job to follow for `stage` and whether it is new or still running (False: it already succeeded).
+
+    A failed or stopped job, or a finished one under --force, is never resubmitted under its own id (Ray keeps
+    ids unique): the next free `-retryN` id is used.
+    """
+    from ray.job_submission import JobStatus
+
+    job_id, attempt = base_id, 0
+    while True:
+        try:
+            info = client.get_job_info(job_id)
+        except RuntimeError:  # Ray answers 404 for an unknown id
+            client.submit_job(submission_id=job_id, **job_kwargs(stage, cfg))
+            print(f"[{stage.name}] submitted {job_id}", flush=True)
+            return job_id, True
+        if info.status == JobStatus.SUCCEEDED and not cfg.force:
+            return job_id, False
+        if info.status in (JobStatus.PENDING, JobStatus.RUNNING):
+            print(f"[{stage.name}] following running job {job_id}", flush=True)
+            return job_id, True
+        attempt += 1
+        job_id = f"{base_id}-retry{attempt}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    cfg, stages = parse_args(argv)
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConfigError("submit needs --address http://HEAD:8265 (or RAY_ADDRESS)")
+    client = JobSubmissionClient(address)
+    ids = submission_ids(stages)
+    for stage in select_stages(stages, cfg.from_stage, cfg.only):
+        job_id, fresh = find_or_submit(client, stage, ids[stage.name], cfg)
+        if not fresh:
+            print(f"[{stage.name}] reusing finished job {job_id}: {stage.output_dir}", flush=True)
+            continue
+        final = follow(client, job_id, cfg.poll_s)
+        if final != JobStatus.SUCCEEDED.value:
+            tail = "\n".join(client.get_job_logs(job_id).splitlines()[-cfg.log_tail_lines :])
+            print(f"\n[{stage.name}] job {job_id} {final}. Last log lines:\n{tail}", file=sys.stderr)
+            return 1
+        print(f"[{stage.name}] {final}: {stage.output_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
