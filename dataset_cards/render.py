@@ -1,0 +1,353 @@
+"""Hub cards rendered from an artifact's `manifest.json`, so provenance is never typed by hand.
+
+    from dataset_cards.render import render_card
+    text = render_card("runs/demo/curate", repo_id="me/demo-docs", revision="nf-0123456789ab")
+
+There is one Jinja template per artifact kind in `templates/` (`documents.md.jinja`, `blend.md.jinja`, ...);
+they share the partials `_provenance.md.jinja` (stage, config, inputs and their lineage back to the raw
+shards, code version, packages), `_counts.md.jinja` (counts, drop reasons, conservation check) and
+`_data.md.jinja` (configs, splits, schema, `load_dataset`). The YAML front matter is built here with
+`huggingface_hub`'s `DatasetCardData` / `ModelCardData`, and the `configs` it lists (one per directory of
+Parquet shards, e.g. `documents/`, `rejected/`, `quarantine/`, `phase1/`) are what the Hub's dataset viewer
+and `datasets.load_dataset` read. Secrets (keys such as `token`, `api_key`, and any `hf_...` token or
+string passed in `secrets`) are redacted before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pyarrow.parquet as pq
+import yaml
+
+from pipelines.config import ConfigError
+from pipelines.lineage import MANIFEST, read_manifest
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class CardKind:
+    template: str  # templates/<template>.md.jinja
+    repo_type: str  # "dataset" or "model"
+    task_categories: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+KINDS: dict[str, CardKind] = {
+    "documents": CardKind("documents", "dataset", ("text-generation",), ("pretraining", "web-text")),
+    "blend": CardKind("blend", "dataset", ("text-generation",), ("pretraining", "data-mixture")),
+    "traces": CardKind("traces", "dataset", ("text-generation", "question-answering"), ("synthetic", "reasoning")),
+    "sft": CardKind("sft", "dataset", ("text-generation",), ("synthetic", "reasoning", "sft")),
+    "preference": CardKind("preference", "dataset", ("text-generation",), ("synthetic", "dpo", "preference")),
+    "rl_prompts": CardKind(
+        "rl_prompts", "dataset", ("reinforcement-learning", "question-answering"), ("math", "grpo")
+    ),
+    "checkpoint": CardKind("checkpoint", "model", (), ("nemotron-h",)),
+}
+# Other spellings stages may write in `manifest["kind"]`.
+ALIASES = {"sft_set": "sft", "preference_set": "preference", "preferences": "preference", "rl": "rl_prompts"}
+ALIASES |= {"rl_set": "rl_prompts", "model": "checkpoint"}
+
+STANDARD_FIELDS = {"kind", "name", "stage", "config", "config_hash", "inputs", "hash", "counts", "code_version"}
+STANDARD_FIELDS |= {"packages", "created_at", "duration_s", "status"}
+SPLITS = ("train", "validation", "test")
+SIDE_CONFIGS = ("rejected", "quarantine")  # kept for inspection; never the default view
+SECRET_KEY = re.compile(r"(^|_)(token|api_?key|secret|password|passwd|credentials?)$|^authorization$", re.I)
+HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+REDACTED = "<redacted>"
+# Config keys shown in the "model and sampling" (traces) and "training" (checkpoint) tables.
+GENERATION_KEYS = ("model", "backend", "revision", "sampl", "temperature", "top_", "max_new_tokens", "num_samples")
+GENERATION_KEYS += ("reasoning", "seed", "prompt_format")
+TRAINING_KEYS = ("model_name_or_path", "dataset", "learning_rate", "max_steps", "epochs", "batch_size", "beta")
+TRAINING_KEYS += ("loss_type", "lora", "max_length", "num_generations", "reward", "alpha", "dtype", "seed")
+
+
+def card_kind(kind: str) -> CardKind:
+    """The card template and Hub metadata for an artifact kind (`documents`, `traces`, `checkpoint`, ...)."""
+    name = ALIASES.get(kind, kind)
+    if name not in KINDS:
+        raise ConfigError(f"no card template for artifact kind '{kind}'; known kinds: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """A copy of `value` with credentials replaced by `<redacted>` (by key name, `hf_...` shape or exact value)."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "", False) else redact(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, REDACTED)
+        return HF_TOKEN.sub(REDACTED, value)
+    return value
+
+
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` bucket for `n` rows."""
+    bounds = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M")]
+    bounds += [(10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B")]
+    bounds += [(10**11, "10B<n<100B"), (10**12, "100B<n<1T")]
+    return next((label for bound, label in bounds if n < bound), "n>1T")
+
+
+def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
+    """One Hub dataset config per directory of Parquet shards, the default view first.
+
+    Each: `{"name", "default", "dir", "splits": {split: [relative paths]}, "data_files": [...], "rows": {split: n},
+    "schema": [(column, type)]}`. Files named `train-*`/`validation-*`/`test-*` form those splits; any other
+    name is `train`. Row counts and schemas come from Parquet footers (no data is read).
+    """
+    artifact = Path(artifact)
+    by_dir: dict[str, list[Path]] = {}
+    for f in sorted(artifact.rglob("*.parquet")):
+        rel = f.relative_to(artifact)
+        if not any(part.startswith(".") for part in rel.parts):
+            by_dir.setdefault(rel.parent.as_posix(), []).append(rel)
+    configs = []
+    for d, files in by_dir.items():
+        splits: dict[str, list[str]] = {}
+        for rel in files:
+            prefix = re.split(r"[-_.]", rel.name, maxsplit=1)[0]
+            splits.setdefault(prefix if prefix in SPLITS else "train", []).append(rel.as_posix())
+        splits = {s: splits[s] for s in SPLITS if s in splits}
+        if len(splits) == 1:  # one split: a glob, so the card stays short for thousands of shards
+            data_files = [{"split": next(iter(splits)), "path": f"{d}/*.parquet" if d != "." else "*.parquet"}]
+        else:
+            data_files = [{"split": s, "path": paths} for s, paths in splits.items()]
+        configs.append(
+            {
+                "name": "default" if d == "." else d.replace("/", "-"),
+                "dir": d,
+                "splits": splits,
+                "data_files": data_files,
+                "rows": {
+                    s: sum(pq.ParquetFile(artifact / p).metadata.num_rows for p in ps) for s, ps in splits.items()
+                },
+                "schema": [(f.name, str(f.type)) for f in pq.read_schema(artifact / files[0])],
+            }
+        )
+    main = [c for c in configs if c["name"] not in SIDE_CONFIGS]
+    side = [c for c in configs if c["name"] in SIDE_CONFIGS]
+    main.sort(key=lambda c: (c["name"] != "default", c["name"]))
+    for i, c in enumerate(main + side):
+        c["default"] = i == 0 and c in main
+    return main + side
+
+
+def tables(obj: Any, title: str = "") -> list[dict[str, Any]]:
+    """Markdown-ready tables `{"title", "columns", "rows"}` from nested JSON (blend.json, eval.json, ...).
+
+    A mapping of scalars is a key/value table; a mapping (or list) of mappings of scalars is one row per entry;
+    anything deeper is split by key, with the nested part printed as JSON past three levels.
+    """
+
+    def scalar(v: Any) -> bool:
+        return v is None or isinstance(v, bool | int | float | str) or (isinstance(v, list) and all(map(scalar, v)))
+
+    def records(v: Any) -> bool:
+        items = v.values() if isinstance(v, dict) else v
+        return (
+            isinstance(v, dict | list)
+            and len(v) > 0
+            and all(isinstance(r, dict) and all(map(scalar, r.values())) for r in items)
+        )
+
+    if records(obj):
+        rows = list(obj.items()) if isinstance(obj, dict) else [(str(i), r) for i, r in enumerate(obj)]
+        columns = list(dict.fromkeys(k for _, r in rows for k in r))
+        return [
+            {
+                "title": title,
+                "columns": ["", *columns],
+                "rows": [[k, *(r.get(c, "") for c in columns)] for k, r in rows],
+            }
+        ]
+    if not isinstance(obj, dict):
+        return [{"title": title, "columns": ["value"], "rows": [[obj]]}]
+    flat = [[k, v] for k, v in obj.items() if scalar(v) or title.count(".") >= 2]
+    out = [{"title": title, "columns": ["key", "value"], "rows": flat}] if flat else []
+    for k, v in obj.items():
+        if not (scalar(v) or title.count(".") >= 2):
+            out += tables(v, f"{title}.{k}" if title else str(k))
+    return out
+
+
+def lineage(inputs: list[dict[str, Any]], depth: int = 0, seen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Inputs and, through their manifests, their inputs, back to the raw shards: a flat list with `depth`."""
+    out = []
+    for inp in inputs:
+        path, node = str(inp.get("path", "")), {"depth": depth, "path": inp.get("path"), "hash": inp.get("hash", "")}
+        manifest = None if "://" in path else read_manifest(path)
+        if manifest is None:
+            node["what"] = (
+                "remote input"
+                if "://" in path
+                else "raw input"
+                if Path(path).exists()
+                else "raw input (not on this machine)"
+            )
+            out.append(node)
+            continue
+        node["what"] = f"{manifest.get('kind')} made by `nanoforge {manifest.get('stage')}`"
+        if manifest.get("hash") != inp.get("hash"):
+            node["what"] += f"; changed since (now {str(manifest.get('hash'))[:12]})"
+        out.append(node)
+        if depth < 16 and manifest.get("hash") not in seen:
+            out += lineage(manifest.get("inputs", []), depth + 1, seen | {manifest.get("hash")})
+    return out
+
+
+def count_summary(counts: dict[str, Any]) -> dict[str, Any]:
+    """Counts split into scalars, per-reason breakdowns (with % of input), decontamination and conservation."""
+    total = counts.get("input") if isinstance(counts.get("input"), int) else None
+    pct = (lambda n: f"{100 * n / total:.2f}%") if total else (lambda n: "")
+    scalars = [[k, v] for k, v in counts.items() if not isinstance(v, dict)]
+    breakdowns = [
+        {
+            "title": k,
+            "drops": any(w in k for w in ("reject", "drop", "unpaired", "quarantin", "skip")),
+            "rows": [
+                [reason, n, pct(n) if isinstance(n, int) else ""]
+                for reason, n in sorted(v.items(), key=lambda x: str(x[0]))
+            ],
+        }
+        for k, v in counts.items()
+        if isinstance(v, dict)
+    ]
+    decont = [
+        [r.split(":", 1)[1], n] for b in breakdowns for r, n, _ in b["rows"] if str(r).startswith("contaminated:")
+    ]
+    conservation = None
+    if total is not None and isinstance(counts.get("kept"), int):
+        parts = {
+            k: sum(v.values()) if isinstance(v, dict) else v
+            for k, v in counts.items()
+            if k in ("kept", "rejected", "quarantined")
+        }
+        accounted = sum(v for v in parts.values() if isinstance(v, int))
+        terms = " + ".join(f"{k} ({v})" for k, v in parts.items())
+        verdict = "holds" if accounted == total else f"DOES NOT hold (off by {total - accounted})"
+        conservation = f"input ({total}) = {terms}: {verdict}"
+    return {"scalars": scalars, "breakdowns": breakdowns, "decontamination": decont, "conservation": conservation}
+
+
+def pick(config: dict[str, Any], keys: tuple[str, ...]) -> list[list[Any]]:
+    return [[k, v] for k, v in config.items() if any(s in k for s in keys) and v not in (None, "", [], {})]
+
+
+def _cell(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, dict | list) else "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["cell"] = _cell
+    return env
+
+
+def _card_data(kc: CardKind, manifest: dict, configs: list, license: str, language: list[str], pretty_name: str):
+    from huggingface_hub import DatasetCardData, ModelCardData
+
+    tags = ["nanoforge", *kc.tags, *(["trl"] if manifest["stage"] in ("sft", "dpo", "grpo") else [])]
+    if kc.repo_type == "model":
+        base = str(manifest["config"].get("model_name_or_path") or "")
+        hub_base = base.count("/") == 1 and not Path(base).exists() and not base.startswith((".", "/"))
+        return ModelCardData(license=license, language=language, library_name="transformers",
+                             pipeline_tag="text-generation", base_model=base if hub_base else None, tags=tags)  # fmt: skip
+    default_rows = sum(configs[0]["rows"].values()) if configs else 0
+    return DatasetCardData(
+        license=license,
+        language=language,
+        task_categories=list(kc.task_categories),
+        size_categories=[size_category(default_rows)],
+        pretty_name=pretty_name,
+        tags=tags,
+        configs=[
+            {"config_name": c["name"], "data_files": c["data_files"], **({"default": True} if c["default"] else {})}
+            for c in configs
+        ],
+    )
+
+
+def render_card(
+    artifact: str | Path,
+    *,
+    repo_id: str,
+    revision: str,
+    license: str = "other",
+    language: list[str] | tuple[str, ...] = ("en",),
+    pretty_name: str | None = None,
+    secrets: tuple[str, ...] = (),
+) -> str:
+    """The README.md (YAML front matter + body) for the complete artifact at `artifact`."""
+    artifact = Path(artifact)
+    raw = read_manifest(artifact)
+    if raw is None:
+        raise ConfigError(f"{artifact}: no complete {MANIFEST}; only finished artifacts get a card")
+    manifest = redact(raw, secrets)
+    kc = card_kind(manifest["kind"])
+    configs = data_configs(artifact)
+    pretty_name = pretty_name or f"{manifest['name']} ({manifest['kind']}, nanoforge {manifest['stage']})"
+    card_data = _card_data(kc, manifest, configs, license, list(language), pretty_name)
+
+    def json_tables(pattern: str) -> list[dict[str, Any]]:
+        found = sorted(p for p in artifact.rglob(pattern) if not p.name.startswith("."))
+        return [
+            t
+            for p in found
+            for t in tables(redact(json.loads(p.read_text()), secrets), p.relative_to(artifact).as_posix())
+        ]
+
+    weights = sorted(artifact.glob("*.safetensors"))
+    context = {
+        "m": manifest,
+        "card_data": card_data.to_yaml(),
+        "repo_id": repo_id,
+        "revision": revision,
+        "pretty_name": pretty_name,
+        "config_yaml": yaml.safe_dump(manifest["config"], sort_keys=False, allow_unicode=True),
+        "lineage": lineage(manifest.get("inputs", [])),
+        "counts": count_summary(manifest.get("counts", {})),
+        "configs": configs,
+        # What a stage recorded beyond the standard fields (art.extra): thresholds, generator, decontamination...
+        "extra_tables": [t for k, v in manifest.items() if k not in STANDARD_FIELDS for t in tables(v, k)],
+        "generation": pick(manifest["config"], GENERATION_KEYS),
+        "training": pick(manifest["config"], TRAINING_KEYS),
+        "blend_tables": json_tables("blend.json"),
+        "eval_tables": json_tables("eval.json") if kc.repo_type == "model" else [],
+        "token_files": sorted(p.relative_to(artifact).with_suffix("").as_posix() for p in artifact.rglob("*.idx")),
+        "weights": [(p.name, p.stat().st_size) for p in weights],
+        "model_config": tables(_model_config(artifact / "config.json"), "config.json")
+        if kc.repo_type == "model"
+        else [],
+    }
+    text = _environment().get_template(f"{kc.template}.md.jinja").render(**context)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _model_config(path: Path) -> dict[str, Any]:
+    """The architecture fields of a transformers `config.json` worth showing on a card."""
+    if not path.is_file():
+        return {}
+    config = json.loads(path.read_text())
+    keep = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "hybrid_override_pattern", "vocab_size")
+    keep += ("num_attention_heads", "num_key_value_heads", "max_position_embeddings", "torch_dtype", "dtype")
+    return {k: config[k] for k in keep if k in config}

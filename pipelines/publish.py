@@ -1,0 +1,202 @@
+"""Publish a finished artifact to the Hugging Face Hub, with a card generated from its manifest.
+
+Local (no network, no token: writes exactly the files that would be uploaded, to inspect them):
+    nanoforge publish runs/demo/curate --repo_id me/demo-documents --dry_run runs/demo/publish-preview
+Hub (from any machine that sees the artifact directory, e.g. the cluster's head node):
+    nanoforge publish runs/demo/curate --repo_id me/demo-documents [--private] [--revision main]
+
+ARTIFACT is the first, positional argument (`--artifact` or an `artifact:` YAML key work too). What goes up, in
+one commit on branch `nf-<first 12 hex digits of the artifact hash>` (that hash combines the config hash with the
+input hashes, so one config run over other inputs never lands on the same branch; `--revision` overrides, and
+`--revision main` is what the Hub's dataset viewer shows):
+  - a dataset artifact (documents, blend, traces, sft/preference/rl sets) into a dataset repo: every file of the
+    artifact: Parquet shards (each directory of shards is a viewer config, see dataset_cards/render.py),
+    blend.json, Megatron .bin/.idx, stats and reports;
+  - a checkpoint into a model repo, safetensors only: pickle files (*.bin, *.pt, *.pth, *.pkl, ...) and Trainer
+    resume states (checkpoint-*/) are left out and listed, and a checkpoint with no *.safetensors is refused;
+  - README.md, the card rendered from the manifest, and manifest.json with credentials redacted.
+The token comes from the usual places (HF_TOKEN, `hf auth login`); it is never printed or written anywhere.
+HF_ENDPOINT or --endpoint points at another Hub. Publishing the same artifact again makes no new commit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dataset_cards.render import card_kind, redact, render_card
+from pipelines.config import ConfigError, parse
+from pipelines.lineage import MANIFEST
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib")  # never uploaded from any artifact
+CHECKPOINT_PICKLES = (
+    *PICKLE_SUFFIXES,
+    ".bin",
+)  # in a checkpoint, .bin is torch.save (pytorch_model.bin, training_args.bin)
+
+
+@dataclass
+class PublishConfig:
+    artifact: str = field(
+        default="", metadata={"help": "Artifact directory to publish (also the first positional argument)."}
+    )
+    repo_id: str = field(
+        default="", metadata={"help": "Hub repository ORG/NAME (a dataset repo, or a model repo for checkpoints)."}
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch to commit to; default nf-<first 12 hex of the artifact hash>."}
+    )
+    private: bool = field(default=False, metadata={"help": "Create the repository as private (ignored if it exists)."})
+    dry_run: str | None = field(
+        default=None,
+        metadata={"help": "Write the files that would be uploaded into this directory instead; no network or token."},
+    )
+    license: str = field(
+        default="other", metadata={"help": "Card license id (Hub license list, e.g. apache-2.0, cc-by-4.0, odc-by)."}
+    )
+    language: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "Card language codes."})
+    pretty_name: str | None = field(
+        default=None, metadata={"help": "Card title; default '<name> (<kind>, nanoforge <stage>)'."}
+    )
+    endpoint: str | None = field(default=None, metadata={"help": "Hub URL; default $HF_ENDPOINT or https://huggingface.co."})  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> PublishConfig:
+    """Parse flags; a leading positional argument is the artifact directory (`publish DIR --repo_id ...`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-"):
+        args = ["--artifact", args[0], *args[1:]]
+    return parse(PublishConfig, argv=args)
+
+
+def complete_manifest(path: Path) -> dict:
+    """The manifest of the finished artifact at `path`, or a ConfigError saying what is wrong with it."""
+    if not path.is_dir():
+        partial = path.parent / f".{path.name}.partial"
+        hint = f"; its stage left an unfinished {partial}: rerun the stage to finish it" if partial.exists() else ""
+        raise ConfigError(f"artifact directory not found: {path}{hint}")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} has no {MANIFEST}: not a nanoforge artifact, or its stage has not finished"
+        ) from None
+    except ValueError as e:
+        raise ConfigError(f"{path / MANIFEST} is not valid JSON ({e})") from None
+    if manifest.get("status") != "complete":
+        raise ConfigError(f"{path} is not complete (manifest status {manifest.get('status')!r}); rerun its stage")
+    return manifest
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ConfigError(f"--repo_id {repo_id!r} is not a Hub repository id: {e}") from None
+    if repo_id.count("/") != 1:
+        raise ConfigError(f"--repo_id {repo_id!r}: expected ORG/NAME (a user or organisation, then the repo name)")
+
+
+def artifact_files(path: Path, repo_type: str) -> tuple[dict[str, Path], list[str]]:
+    """Files to upload (path in repo -> local path) and files left out, with why. README/manifest are replaced."""
+    files, skipped = {}, []
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if any(part.startswith(".") for part in f.relative_to(path).parts) or rel in (MANIFEST, "README.md"):
+            continue
+        if repo_type == "model" and rel.startswith("checkpoint-"):
+            skipped.append(f"{rel} (Trainer resume state)")
+        elif f.suffix in (CHECKPOINT_PICKLES if repo_type == "model" else PICKLE_SUFFIXES):
+            skipped.append(f"{rel} (pickle: safetensors only)")
+        else:
+            files[rel] = f
+    if repo_type == "model" and not any(rel.endswith(".safetensors") for rel in files):
+        raise ConfigError(
+            f"{path}: no *.safetensors weights; nanoforge publishes checkpoints as safetensors only "
+            "(re-save with `model.save_pretrained(dir, safe_serialization=True)`)"
+        )
+    return files, skipped
+
+
+def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--dry_run directory {out} is not empty; give a new or empty directory")
+    for rel, src in contents.items():
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, bytes):
+            dest.write_bytes(src)
+        else:  # a copy, not a link: editing the preview must never change the artifact
+            shutil.copyfile(src, dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    cfg = parse_args(argv)
+    if not cfg.artifact:
+        raise ConfigError("no artifact given: nanoforge publish ARTIFACT_DIR --repo_id ORG/NAME")
+    path = Path(cfg.artifact)
+    manifest = complete_manifest(path)
+    check_repo_id(cfg.repo_id)
+    kind = card_kind(manifest["kind"])
+    revision = cfg.revision or f"nf-{manifest['hash'][:12]}"
+    token = get_token()
+    if token is None and cfg.dry_run is None:
+        raise ConfigError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (or preview with --dry_run DIR)")
+    secrets = (token,) if token else ()
+
+    files, skipped = artifact_files(path, kind.repo_type)
+    card = render_card(path, repo_id=cfg.repo_id, revision=revision, license=cfg.license,
+                       language=cfg.language, pretty_name=cfg.pretty_name, secrets=secrets)  # fmt: skip
+    public_manifest = json.dumps(redact(manifest, secrets), indent=2) + "\n"
+    contents: dict[str, Path | bytes] = {"README.md": card.encode(), MANIFEST: public_manifest.encode(), **files}
+
+    print(
+        f"[publish] {manifest['kind']} {path} -> {kind.repo_type} repo {cfg.repo_id} @ {revision}: {len(contents)} files"
+    )
+    for rel, src in list(contents.items())[:50]:
+        print(f"  {rel}  ({len(src) if isinstance(src, bytes) else src.stat().st_size} bytes)")
+    if len(contents) > 50:
+        print(f"  ... and {len(contents) - 50} more")
+    for why in skipped:
+        print(f"  left out: {why}")
+    if cfg.dry_run is not None:
+        write_dry_run(Path(cfg.dry_run), contents)
+        print(f"[publish] dry run: wrote these files to {cfg.dry_run}; nothing was uploaded")
+        return 0
+
+    api = HfApi(endpoint=cfg.endpoint, token=token)
+    step = "create the repository"
+    try:
+        api.create_repo(cfg.repo_id, repo_type=kind.repo_type, private=cfg.private, exist_ok=True)
+        if revision != "main":
+            step = f"create branch {revision}"
+            api.create_branch(cfg.repo_id, branch=revision, repo_type=kind.repo_type, exist_ok=True)
+        step = "commit the files"
+        commit = api.create_commit(
+            cfg.repo_id,
+            repo_type=kind.repo_type,
+            revision=revision,
+            operations=[
+                CommitOperationAdd(rel, src if isinstance(src, bytes) else str(src)) for rel, src in contents.items()
+            ],
+            commit_message=f"nanoforge publish: {manifest['kind']} {manifest['name']} ({manifest['hash'][:12]})",
+            commit_description=f"stage {manifest['stage']}, config_hash {manifest['config_hash']}, code {manifest.get('code_version')}",
+        )
+    except HfHubHTTPError as e:
+        raise ConfigError(f"the Hub refused to {step} for {cfg.repo_id}: {e}") from None
+    print(f"[publish] {commit.commit_url}")
+    if revision != "main":
+        print(f"[publish] on branch {revision}; the Hub's viewer shows main: pass --revision main to publish there")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

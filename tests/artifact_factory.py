@@ -1,0 +1,197 @@
+"""Tiny but complete artifacts of every kind, written through `pipelines.lineage.Artifact` (for card/publish tests).
+
+Each builder returns the artifact directory. Layouts follow DESIGN.md's contracts: curate writes `documents/`,
+`rejected/`, `quarantine/`; mix writes one directory per phase with `blend.json` and Megatron `.bin/.idx`;
+select writes SFT/preference/RL sets; a checkpoint is a `save_pretrained` folder with `eval.json`.
+Configs carry fake credentials (`SECRETS`) so tests can check they never reach a card or an upload.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.lineage import Artifact
+
+HF_TOKEN = "hf_" + "FakeTokenForTests0123456789abcd"
+API_KEY = "sk-local-test-key-42"
+SECRETS = (HF_TOKEN, API_KEY)
+
+
+def write_parquet(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def raw_shard(root: Path) -> Path:
+    """A raw JSONL shard of 10 web documents (the start of every lineage)."""
+    path = root / "raw" / "web-00000.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(json.dumps({"id": f"doc{i}", "text": f"document number {i} " * 20}) + "\n" for i in range(10))
+    )
+    return path
+
+
+def documents(root: Path, raw: Path, name: str = "curate", min_words: int = 50) -> Path:
+    """10 input documents: 6 kept, 3 rejected (two reasons), 1 quarantined."""
+    config = {"input_paths": [str(raw)], "output_dir": str(root / name), "min_words": min_words, "hub_token": HF_TOKEN}
+    art = Artifact(root / name, kind="documents", stage="curate", config=config, inputs=[raw])
+    with art.writing() as tmp:
+        kept = [
+            {"id": f"doc{i}", "text": f"document number {i}", "source": "web", "url": f"https://e.x/{i}"}
+            for i in range(6)
+        ]
+        write_parquet(tmp / "documents" / "part-00000.parquet", kept[:4])
+        write_parquet(tmp / "documents" / "part-00001.parquet", kept[4:])
+        reasons = ["gopher_short_document", "gopher_short_document", "contaminated:gsm8k"]
+        rejected = [
+            {"id": f"doc{6 + i}", "source": "web", "stage": "filter", "reason": r} for i, r in enumerate(reasons)
+        ]
+        write_parquet(tmp / "rejected" / "part-00000.parquet", rejected)
+        bad = [{"file": str(raw), "line_or_row": 9, "error": "invalid JSON", "raw": "{oops"}]
+        write_parquet(tmp / "quarantine" / "part-00000.parquet", bad)
+        art.counts = {
+            "input": 10,
+            "kept": 6,
+            "rejected": {"gopher_short_document": 2, "contaminated:gsm8k": 1},
+            "quarantined": 1,
+        }
+        art.extra = {"decontamination": {"gsm8k": {"ngram": 13, "documents_removed": 1}}}
+    return art.path
+
+
+def blend(root: Path, docs: Path) -> Path:
+    """Two phases with `blend.json` each, and Megatron token files for phase 1."""
+    config = {"sources": [str(docs)], "phases": [0.6, 0.4], "seed": 0, "output_dir": str(root / "mix")}
+    art = Artifact(root / "mix", kind="blend", stage="mix", config=config, inputs=[docs])
+    with art.writing() as tmp:
+        for phase, n in (("phase1", 5), ("phase2", 3)):
+            write_parquet(
+                tmp / phase / "part-00000.parquet",
+                [{"id": f"{phase}-{i}", "text": "t", "source": "web"} for i in range(n)],
+            )
+            weights = {"web": {"weight": 0.7, "target_tokens": 700, "achieved_tokens": 698, "epochs": 1.0}}
+            weights["wiki"] = {"weight": 0.3, "target_tokens": 300, "achieved_tokens": 301, "epochs": 2.5}
+            (tmp / phase / "blend.json").write_text(json.dumps(weights))
+        (tmp / "phase1" / "tokens.bin").write_bytes(np.arange(16, dtype=np.uint16).tobytes())
+        (tmp / "phase1" / "tokens.idx").write_bytes(b"MMIDIDX\x00\x00")
+        art.counts = {"documents": 8, "tokens": 1000}
+    return art.path
+
+
+def traces(root: Path, prompts: Path) -> Path:
+    """4 prompts x 2 samples as one root-level shard (the `default` config)."""
+    config = {
+        "prompts_path": str(prompts),
+        "backend": "transformers",
+        "model_name_or_path": "nvidia/NVIDIA-Nemotron-Nano-12B-v2-Base",
+    }
+    config |= {"num_samples": 2, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 256, "api_key": API_KEY}
+    art = Artifact(root / "synth", kind="traces", stage="synth", config=config, inputs=[prompts])
+    with art.writing() as tmp:
+        rows = [
+            {"id": f"p{i}:{k}", "prompt_id": f"p{i}", "verified": (i + k) % 3 != 0, "num_generated_tokens": 10 + i}
+            for i in range(4)
+            for k in range(2)
+        ]
+        write_parquet(tmp / "part-00000.parquet", rows)
+        art.counts = {"prompts": 4, "generated": 8, "verified": {"true": 5, "false": 3}, "errors": 0}
+        art.extra = {
+            "generator": {"model": config["model_name_or_path"], "revision": "main", "backend": "transformers"}
+        }
+    return art.path
+
+
+def sft(root: Path, trace_dir: Path) -> Path:
+    """An SFT set with `train-`/`test-` shards (two splits) made from the traces."""
+    art = Artifact(
+        root / "select" / "sft", kind="sft", stage="select", config={"no_think_share": 0.1}, inputs=[trace_dir]
+    )
+    with art.writing() as tmp:
+        msgs = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>1+1=2</think>2"}]
+        write_parquet(tmp / "train-00000.parquet", [{"messages": msgs}] * 4)
+        write_parquet(tmp / "test-00000.parquet", [{"messages": msgs}])
+        art.counts = {"input": 8, "kept": 5, "rejected": {"not_verified": 3}}
+    return art.path
+
+
+def preference(root: Path, trace_dir: Path) -> Path:
+    art = Artifact(
+        root / "select" / "preference",
+        kind="preference",
+        stage="select",
+        config={"pairs": "correct_vs_incorrect"},
+        inputs=[trace_dir],
+    )
+    with art.writing() as tmp:
+        row = {
+            "prompt": [{"role": "user", "content": "1+1?"}],
+            "chosen": [{"role": "assistant", "content": "2"}],
+            "rejected": [{"role": "assistant", "content": "3"}],
+        }
+        write_parquet(tmp / "part-00000.parquet", [row] * 3)
+        art.counts = {"prompts": 4, "pairs": 3, "unpaired": {"all_correct": 1}}
+    return art.path
+
+
+def rl_prompts(root: Path, trace_dir: Path) -> Path:
+    art = Artifact(
+        root / "select" / "rl_prompts",
+        kind="rl_prompts",
+        stage="select",
+        config={"pass_rate": [0.0, 1.0]},
+        inputs=[trace_dir],
+    )
+    with art.writing() as tmp:
+        write_parquet(
+            tmp / "part-00000.parquet", [{"prompt": [{"role": "user", "content": "2+2?"}], "answer": "4"}] * 2
+        )
+        art.counts = {"prompts": 4, "kept": 2, "dropped": {"pass_rate_1": 1, "pass_rate_0": 1}}
+    return art.path
+
+
+def checkpoint(root: Path, sft_set: Path) -> Path:
+    """A `save_pretrained`-style folder: safetensors weights plus the pickles a Trainer leaves behind."""
+    from safetensors.numpy import save_file
+
+    config = {"model_name_or_path": "nvidia/NVIDIA-Nemotron-Nano-12B-v2-Base", "dataset_name": str(sft_set)}
+    config |= {"learning_rate": 2e-5, "max_steps": 10, "hub_token": HF_TOKEN}
+    art = Artifact(root / "sft_ckpt", kind="checkpoint", stage="sft", config=config, inputs=[sft_set])
+    with art.writing() as tmp:
+        save_file({"w": np.ones((4, 4), dtype=np.float32)}, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(
+            json.dumps({"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "hidden_size": 64})
+        )
+        (tmp / "tokenizer.json").write_text("{}")
+        (tmp / "eval.json").write_text(
+            json.dumps({"gsm8k": {"think": {"pass@1": 0.4375}, "no_think": {"pass@1": 0.25}}})
+        )
+        (tmp / "training_args.bin").write_bytes(b"\x80\x04pickle")  # Trainer pickles its args: never uploaded
+        (tmp / "checkpoint-5").mkdir()
+        (tmp / "checkpoint-5" / "optimizer.pt").write_bytes(b"\x80\x04pickle")
+        art.counts = {"train_samples": 5, "steps": 10}
+    return art.path
+
+
+def all_kinds(root: Path) -> dict[str, Path]:
+    """One artifact of every kind, wired into one lineage: raw -> documents -> blend; prompts -> traces -> sets -> ckpt."""
+    raw = raw_shard(root)
+    docs = documents(root, raw)
+    prompts = root / "raw" / "prompts.jsonl"
+    prompts.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    trace_dir = traces(root, prompts)
+    sft_set = sft(root, trace_dir)
+    return {
+        "documents": docs,
+        "blend": blend(root, docs),
+        "traces": trace_dir,
+        "sft": sft_set,
+        "preference": preference(root, trace_dir),
+        "rl_prompts": rl_prompts(root, trace_dir),
+        "checkpoint": checkpoint(root, sft_set),
+    }
