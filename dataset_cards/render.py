@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipelines.config import ConfigError
-from pipelines.lineage import MANIFEST, read_manifest
+from pipelines.lineage import MANIFEST, input_hash, read_manifest
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -145,11 +145,11 @@ def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
     return main + side
 
 
-def tables(obj: Any, title: str = "") -> list[dict[str, Any]]:
+def tables(obj: Any, title: str = "", depth: int = 0) -> list[dict[str, Any]]:
     """Markdown-ready tables `{"title", "columns", "rows"}` from nested JSON (blend.json, eval.json, ...).
 
     A mapping of scalars is a key/value table; a mapping (or list) of mappings of scalars is one row per entry;
-    anything deeper is split by key, with the nested part printed as JSON past three levels.
+    anything deeper is split by key, and past three levels the rest is printed as JSON in a cell.
     """
 
     def scalar(v: Any) -> bool:
@@ -157,54 +157,55 @@ def tables(obj: Any, title: str = "") -> list[dict[str, Any]]:
 
     def records(v: Any) -> bool:
         items = v.values() if isinstance(v, dict) else v
-        return (
-            isinstance(v, dict | list)
-            and len(v) > 0
-            and all(isinstance(r, dict) and all(map(scalar, r.values())) for r in items)
-        )
+        return isinstance(v, dict | list) and len(v) > 0 and all(isinstance(r, dict) and all(map(scalar, r.values())) for r in items)  # fmt: skip
 
     if records(obj):
         rows = list(obj.items()) if isinstance(obj, dict) else [(str(i), r) for i, r in enumerate(obj)]
         columns = list(dict.fromkeys(k for _, r in rows for k in r))
-        return [
-            {
-                "title": title,
-                "columns": ["", *columns],
-                "rows": [[k, *(r.get(c, "") for c in columns)] for k, r in rows],
-            }
-        ]
+        body = [[k, *(r.get(c, "") for c in columns)] for k, r in rows]
+        return [{"title": title, "columns": ["", *columns], "rows": body}]
     if not isinstance(obj, dict):
         return [{"title": title, "columns": ["value"], "rows": [[obj]]}]
-    flat = [[k, v] for k, v in obj.items() if scalar(v) or title.count(".") >= 2]
-    out = [{"title": title, "columns": ["key", "value"], "rows": flat}] if flat else []
+    leaf = {k for k, v in obj.items() if scalar(v) or depth >= 2}
+    out = (
+        [{"title": title, "columns": ["key", "value"], "rows": [[k, obj[k]] for k in obj if k in leaf]}]
+        if leaf
+        else []
+    )
     for k, v in obj.items():
-        if not (scalar(v) or title.count(".") >= 2):
-            out += tables(v, f"{title}.{k}" if title else str(k))
+        if k not in leaf:
+            out += tables(v, f"{title} / {k}" if title else str(k), depth + 1)
     return out
 
 
 def lineage(inputs: list[dict[str, Any]], depth: int = 0, seen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """Inputs and, through their manifests, their inputs, back to the raw shards: a flat list with `depth`."""
+    """Inputs and, through their manifests, their inputs, back to the raw shards: a flat list with `depth`.
+
+    An input whose hash no longer matches the one recorded (rebuilt or edited since) is flagged, and its current
+    inputs are not followed: they are not this artifact's lineage.
+    """
     out = []
     for inp in inputs:
-        path, node = str(inp.get("path", "")), {"depth": depth, "path": inp.get("path"), "hash": inp.get("hash", "")}
-        manifest = None if "://" in path else read_manifest(path)
+        path, recorded = str(inp.get("path", "")), inp.get("hash", "")
+        node = {"depth": depth, "path": path, "hash": recorded}
+        out.append(node)
+        if "://" in path:
+            node["what"] = "remote input (identified by its URL)"
+            continue
+        manifest = read_manifest(path)
         if manifest is None:
-            node["what"] = (
-                "remote input"
-                if "://" in path
-                else "raw input"
-                if Path(path).exists()
-                else "raw input (not on this machine)"
-            )
-            out.append(node)
+            try:
+                now = input_hash(path)
+            except FileNotFoundError:
+                node["what"] = "raw input (not on this machine)"
+                continue
+            node["what"] = "raw input" + ("" if now == recorded else f"; changed since (now {now[:12]})")
             continue
         node["what"] = f"{manifest.get('kind')} made by `nanoforge {manifest.get('stage')}`"
-        if manifest.get("hash") != inp.get("hash"):
-            node["what"] += f"; changed since (now {str(manifest.get('hash'))[:12]})"
-        out.append(node)
-        if depth < 16 and manifest.get("hash") not in seen:
-            out += lineage(manifest.get("inputs", []), depth + 1, seen | {manifest.get("hash")})
+        if manifest.get("hash") != recorded:
+            node["what"] += f"; rebuilt since (now {str(manifest.get('hash'))[:12]})"
+        elif depth < 16 and recorded not in seen:
+            out += lineage(manifest.get("inputs", []), depth + 1, seen | {recorded})
     return out
 
 

@@ -94,6 +94,8 @@ def complete_manifest(path: Path) -> dict:
 def check_repo_id(repo_id: str) -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if not repo_id:
+        raise ConfigError("--repo_id ORG/NAME is required (the card's loading code names it, even in a dry run)")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -137,7 +139,7 @@ def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HTTPError  # the HTTP client's base error: refusals and unreachable Hubs
 
     cfg = parse_args(argv)
     if not cfg.artifact:
@@ -190,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             commit_message=f"nanoforge publish: {manifest['kind']} {manifest['name']} ({manifest['hash'][:12]})",
             commit_description=f"stage {manifest['stage']}, config_hash {manifest['config_hash']}, code {manifest.get('code_version')}",
         )
-    except HfHubHTTPError as e:
-        raise ConfigError(f"the Hub refused to {step} for {cfg.repo_id}: {e}") from None
+    except (HTTPError, OSError) as e:  # OSError: offline mode (HF_HUB_OFFLINE=1), unreadable files
+        raise ConfigError(f"could not {step} for {cfg.repo_id} at {api.endpoint}: {e}") from None
     print(f"[publish] {commit.commit_url}")
     if revision != "main":
         print(f"[publish] on branch {revision}; the Hub's viewer shows main: pass --revision main to publish there")

@@ -121,7 +121,9 @@ def test_lineage_flags_an_upstream_artifact_rebuilt_since(tmp_path):
     raw = raw_shard(tmp_path)
     mix = blend(tmp_path, documents(tmp_path, raw))
     documents(tmp_path, raw, min_words=80)  # same path, new config: the blend was made from the old one
-    assert "changed since" in render_card(mix, repo_id="a/b", revision="main")
+    card = render_card(mix, repo_id="a/b", revision="main")
+    assert "documents made by `nanoforge curate`; rebuilt since" in card
+    assert "web-00000.jsonl" not in card  # the rebuilt artifact's inputs are not the blend's lineage
 
 
 def test_blend_card_has_the_mixture_tables(cards, artifacts):
@@ -151,3 +153,13 @@ def test_checkpoint_card_has_eval_results(cards):
 def test_unknown_kind_is_a_clear_error():
     with pytest.raises(ConfigError, match="no card template for artifact kind 'tokens'"):
         card_kind("tokens")
+
+
+def test_lineage_flags_a_raw_shard_edited_since(tmp_path):
+    from artifact_factory import raw_shard
+
+    raw = raw_shard(tmp_path)
+    art = documents(tmp_path, raw)
+    assert "raw input\n" in render_card(art, repo_id="a/b", revision="main")
+    raw.write_text(raw.read_text() + '{"id": "late", "text": "added after curation"}\n')
+    assert "raw input; changed since" in render_card(art, repo_id="a/b", revision="main")

@@ -286,9 +286,29 @@ def test_checkpoint_with_only_pickle_weights_is_refused(hub, tmp_path):
 
 def test_a_wrong_token_is_a_clear_error(hub, docs, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
-    with pytest.raises(ConfigError, match="refused to create the repository") as e:
+    with pytest.raises(ConfigError, match="could not create the repository for nano/web-docs.*401") as e:
         publish.main([str(docs), "--repo_id", "nano/web-docs", "--endpoint", hub.url])
     assert "hf_xxx" not in str(e.value)
+
+
+def test_an_unreachable_hub_is_a_clear_error(hub, docs):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(
+        ConfigError, match=f"could not create the repository for nano/web-docs at http://127.0.0.1:{port}"
+    ):
+        publish.main([str(docs), "--repo_id", "nano/web-docs", "--endpoint", f"http://127.0.0.1:{port}"])
+
+
+def test_offline_mode_is_a_clear_error(hub, docs, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="could not create the repository.*offline mode is enabled"):
+        publish.main([str(docs), "--repo_id", "nano/web-docs", "--endpoint", hub.url])
 
 
 def test_dry_run_writes_exactly_the_upload_and_loads_with_datasets(docs, tmp_path, monkeypatch, capsys):
@@ -325,6 +345,7 @@ def test_dry_run_writes_exactly_the_upload_and_loads_with_datasets(docs, tmp_pat
         (["{docs}", "--repo_id", "a/b/c"], "not a Hub repository id"),
         (["{docs}", "--repo_id", "a/b..c"], "not a Hub repository id"),
         (["--repo_id", "a/b"], "no artifact given"),
+        (["{docs}"], "--repo_id ORG/NAME is required"),
     ],
 )
 def test_clear_errors(docs, tmp_path, argv, message):
