@@ -176,6 +176,7 @@ def test_word_problem_solutions_are_arithmetically_correct(demo):
         assert int(final.group(2)) == int(notes[-1][1])  # the answer is the last computed value
 
 
+@pytest.mark.slow  # loading spaCy's tokenizer took 20-30 s on the loaded 2-core machine; the filters ~1 s
 def test_datatrove_filters_keep_ordinary_pages_and_drop_spam(demo):
     # English word splitting in datatrove 0.10 uses spaCy's blank English tokenizer: no downloads needed.
     from datatrove.data import Document
