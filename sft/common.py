@@ -1,0 +1,271 @@
+"""What `sft/train.py`, `rl/dpo.py` and `rl/grpo.py` share, so that a diff between the three stages shows only
+their real differences: the dataset and eval fields, reading a dataset from the Hub or a local artifact, model
+loading kwargs, the LoRA default for hybrid models, the packing check, the metrics file, resuming, and writing
+the final checkpoint artifact (safetensors only, LoRA merged, eval.json when a math eval set is configured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pipelines.config import ConfigError, to_dict
+from pipelines.lineage import Artifact
+
+# Nemotron-H names its Mamba-2 projections in_proj/out_proj; PEFT has no default for the architecture, and LoRA on
+# attention alone would leave ~90% of the mixing layers of a hybrid model frozen.
+HYBRID_LORA_TARGETS = ["in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
+NOT_DATA_DIRS = {"rejected", "quarantine"}  # an artifact's dropped rows sit beside its data
+
+
+@dataclass
+class ScriptArgs:
+    """Dataset, evaluation and rerun fields shared by the sft, dpo and grpo stages (TRL's names where TRL has one)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, a local JSONL/Parquet file, or a local artifact directory (e.g. the "
+                  "`sft`, `preference` or `rl_prompts` folder written by `nanoforge select`)."},
+    )  # fmt: skip
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Hub dataset config name, or a subfolder of a local `dataset_name`."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on (Hub datasets)."})
+    math_eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Math set evaluated with `nanoforge eval` at the end of training (GSM8K-style JSONL, "
+                  "MATH-style JSONL or a prompts artifact); results go to eval.json in the checkpoint."},
+    )  # fmt: skip
+    math_eval_limit: int | None = field(default=50, metadata={"help": "Problems evaluated (first N); null = all."})
+    math_eval_num_samples: int = field(default=1, metadata={"help": "Samples per problem; pass@1 is their mean."})
+    math_eval_max_new_tokens: int = field(default=256, metadata={"help": "Token budget per eval completion."})
+    force: bool = field(default=False, metadata={"help": "Retrain even if an identical checkpoint exists."})
+
+
+def source_id(name: str) -> str:
+    """A lineage input for a local path or a Hub id (Hub content is identified by its name only)."""
+    return name if Path(name).exists() else f"hf://{name}"
+
+
+def data_files(path: Path) -> list[Path]:
+    """The data files of a local dataset: the file itself, or the JSONL/Parquet files under an artifact folder."""
+    if path.is_file():
+        return [path]
+    return sorted(
+        f
+        for f in path.rglob("*")
+        if f.suffix in DATA_SUFFIXES
+        and f.is_file()
+        and not NOT_DATA_DIRS.intersection(f.relative_to(path).parts)
+        and not any(p.startswith(".") for p in f.relative_to(path).parts)
+        and f.name != "manifest.json"
+    )
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a Hub id (`org/name`): relative/absolute, deeper than one slash, or a data file name."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(DATA_SUFFIXES)
+
+
+def load_rows(name: str | None, config: str | None = None, split: str = "train"):
+    """A `datasets.Dataset` from a Hub id, a local file, or a local artifact directory (its Parquet/JSONL files)."""
+    import datasets
+
+    if not name:
+        raise ConfigError("dataset_name is required (a Hub id, a JSONL/Parquet file or an artifact directory)")
+    path = Path(name) / config if config and Path(name).is_dir() else Path(name)
+    if not path.exists():
+        if Path(name).exists() or looks_local(name):
+            raise ConfigError(f"dataset not found: {path} (expected a JSONL/Parquet file or an artifact directory)")
+        return datasets.load_dataset(name, name=config, split=split)
+    files = data_files(path)
+    if not files:
+        raise ConfigError(f"{path}: no .parquet/.jsonl/.json data files found (rejected/ and quarantine/ are skipped)")
+    if {f.suffix for f in files} == {".parquet"}:
+        return datasets.Dataset.from_parquet([str(f) for f in files])
+    if ".parquet" in {f.suffix for f in files}:
+        raise ConfigError(f"{path}: mixes Parquet and JSON files; point dataset_name at one kind")
+    return datasets.Dataset.from_json([str(f) for f in files])
+
+
+def model_init_kwargs(training_args, model_args) -> dict[str, Any]:
+    """TRL's model kwargs with `dtype` always set: TRL loads in float32 unless told (`auto` = the checkpoint's)."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype or "auto",
+    }
+    return kwargs | dict(training_args.model_init_kwargs or {})
+
+
+def is_hybrid(model_name_or_path: str, trust_remote_code: bool = False) -> bool:
+    """Whether the model mixes Mamba (or other recurrent) layers with attention."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    layer_kinds = getattr(config, "layers_block_type", None) or getattr(config, "layer_types", None) or []
+    pattern = getattr(config, "hybrid_override_pattern", "") or ""
+    return "M" in pattern or any(k in ("mamba", "linear_attention") for k in layer_kinds)
+
+
+def peft_config(model_args, trust_remote_code: bool = False):
+    """TRL's LoRA config; on hybrid models the default targets include the Mamba in_proj/out_proj."""
+    from trl import get_peft_config
+
+    if model_args.use_peft and model_args.lora_target_modules is None:
+        hybrid = is_hybrid(model_args.model_name_or_path, trust_remote_code)
+        model_args.lora_target_modules = list(HYBRID_LORA_TARGETS) if hybrid else "all-linear"
+    return get_peft_config(model_args)
+
+
+def packing_leak(model, atol: float | None = None) -> str | None:
+    """Why samples packed into one row would see each other in `model`, or None when they stay apart.
+
+    Runs two random samples alone and packed the way TRL's padding-free collator packs them (position_ids,
+    seq_idx, cu_seq_lens) and compares the second sample's log-probs. Mamba layers keep samples apart only with
+    the mamba_ssm/causal_conv1d kernels (GPU); attention only with a varlen kernel (flash_attention_2/3).
+    """
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    atol = atol if atol is not None else (1e-3 if dtype == torch.float32 else 5e-2)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    first, second = (torch.randint(10, vocab, (n,), generator=g).tolist() for n in (13, 11))
+    packed = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+        [{"input_ids": first}, {"input_ids": second}]
+    )
+    packed.pop("labels")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([second], device=device)).logits.float().log_softmax(-1)[0]
+            together = model(**{k: v.to(device) for k, v in packed.items()}).logits.float().log_softmax(-1)[0]
+    except (ValueError, RuntimeError) as e:
+        return f"the model refuses packed input ({e})"
+    finally:
+        model.train(was_training)
+    diff = (together[len(first) :] - alone).abs().max().item()
+    if diff > atol:
+        return f"the second packed sample's log-probs differ by up to {diff:.3g} from the sample run alone"
+    return None
+
+
+def refuse_leaky_packing(trainer) -> None:
+    """Stop before training when padding-free/packed rows would leak state between samples (see packing_leak)."""
+    if not getattr(trainer, "padding_free", False) and not getattr(trainer.args, "padding_free", False):
+        return
+    why = packing_leak(trainer.accelerator.unwrap_model(trainer.model))
+    if why:
+        raise ConfigError(
+            f"packing/padding_free would let samples leak into each other on this model: {why}. Mamba layers keep "
+            "packed samples apart only with the mamba_ssm and causal_conv1d kernels (GPU), attention only with "
+            "attn_implementation flash_attention_2/3. Set packing: false and padding_free: false."
+        )
+
+
+class MetricsFile(TrainerCallback):
+    """Appends every log (loss, lr, rewards...) as one JSON line to `<output_dir>/metrics.jsonl`.
+
+    On resume, lines past the checkpoint's step are dropped first, so a step is never logged twice.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.path.exists():
+            kept = [
+                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= state.global_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def checkpoint_artifact(stage: str, script_args, training_args, model_args, inputs: list[str]) -> Artifact:
+    if not model_args.model_name_or_path:
+        raise ConfigError("model_name_or_path is required (a checkpoint folder or a Hub model id)")
+    return Artifact(
+        training_args.output_dir,
+        kind="checkpoint",
+        stage=stage,
+        config=to_dict(script_args, training_args, model_args),
+        inputs=[source_id(i) for i in inputs if i],
+    )
+
+
+@contextlib.contextmanager
+def checkpoint_writing(art: Artifact) -> Iterator[Path]:
+    """`art.writing()` on the main process only; under `accelerate launch` every rank trains into the same
+    partial directory, which exists before any rank starts and is renamed after every rank is done."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        with art.writing() as tmp:
+            state.wait_for_everyone()
+            yield tmp
+            state.wait_for_everyone()
+    else:
+        state.wait_for_everyone()
+        yield art.partial
+        state.wait_for_everyone()
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` folder left by an interrupted run in the partial directory, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    if found:
+        print(f"[resume] continuing from {found}")
+    return found
+
+
+def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: int) -> None:
+    """Write the trained model (LoRA merged), tokenizer and counts into `tmp`; run the math eval if configured."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # PEFT: the next stage loads a plain checkpoint
+        if trainer.accelerator.is_main_process:
+            model.merge_and_unload().save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+    else:
+        trainer.save_model(str(tmp))
+    if not trainer.accelerator.is_main_process:
+        return
+    for leftover in [*tmp.glob("checkpoint-*"), tmp / "training_args.bin"]:  # pickles; the artifact is safetensors
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    art.counts = {"train_rows": num_rows, "steps": trainer.state.global_step}
+    art.extra["final_loss"] = losses[-1] if losses else None
+    if script_args.math_eval_dataset:
+        from rl.evaluate import EvalConfig, evaluate
+
+        result = evaluate(
+            EvalConfig(
+                model=str(tmp),
+                dataset=script_args.math_eval_dataset,
+                limit=script_args.math_eval_limit,
+                num_samples=script_args.math_eval_num_samples,
+                max_new_tokens=script_args.math_eval_max_new_tokens,
+            )
+        )
+        art.extra["eval"] = {mode: r["pass@1"] for mode, r in result["modes"].items()}
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub()
