@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -116,32 +117,34 @@ def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
             by_dir.setdefault(rel.parent.as_posix(), []).append(rel)
     configs = []
     for d, files in by_dir.items():
+        rows = {rel.as_posix(): pq.ParquetFile(artifact / rel).metadata.num_rows for rel in files}
         splits: dict[str, list[str]] = {}
         for rel in files:
             prefix = re.split(r"[-_.]", rel.name, maxsplit=1)[0]
             splits.setdefault(prefix if prefix in SPLITS else "train", []).append(rel.as_posix())
         splits = {s: splits[s] for s in SPLITS if s in splits}
-        if len(splits) == 1:  # one split: a glob, so the card stays short for thousands of shards
+        # `datasets` (and so the Hub viewer) cannot read a zero-row Parquet file: list only shards with rows.
+        readable = {s: [p for p in ps if rows[p]] for s, ps in splits.items() if any(rows[p] for p in ps)}
+        if readable == splits and len(splits) == 1:  # a glob keeps the card short for thousands of shards
             data_files = [{"split": next(iter(splits)), "path": f"{d}/*.parquet" if d != "." else "*.parquet"}]
         else:
-            data_files = [{"split": s, "path": paths} for s, paths in splits.items()]
+            data_files = [{"split": s, "path": paths} for s, paths in readable.items()]
         configs.append(
             {
                 "name": "default" if d == "." else d.replace("/", "-"),
                 "dir": d,
                 "splits": splits,
                 "data_files": data_files,
-                "rows": {
-                    s: sum(pq.ParquetFile(artifact / p).metadata.num_rows for p in ps) for s, ps in splits.items()
-                },
+                "rows": {s: sum(rows[p] for p in ps) for s, ps in splits.items()},
                 "schema": [(f.name, str(f.type)) for f in pq.read_schema(artifact / files[0])],
             }
         )
     main = [c for c in configs if c["name"] not in SIDE_CONFIGS]
     side = [c for c in configs if c["name"] in SIDE_CONFIGS]
     main.sort(key=lambda c: (c["name"] != "default", c["name"]))
-    for i, c in enumerate(main + side):
-        c["default"] = i == 0 and c in main
+    first = next((c for c in main if c["data_files"]), None)
+    for c in configs:
+        c["default"] = c is first
     return main + side
 
 
@@ -240,11 +243,34 @@ def count_summary(counts: dict[str, Any]) -> dict[str, Any]:
         terms = " + ".join(f"{k} ({v})" for k, v in parts.items())
         verdict = "holds" if accounted == total else f"DOES NOT hold (off by {total - accounted})"
         conservation = f"input ({total}) = {terms}: {verdict}"
-    return {"scalars": scalars, "breakdowns": breakdowns, "decontamination": decont, "conservation": conservation}
+    return {
+        "total": total,
+        "scalars": scalars,
+        "breakdowns": breakdowns,
+        "decontamination": decont,
+        "conservation": conservation,
+    }
 
 
 def pick(config: dict[str, Any], keys: tuple[str, ...]) -> list[list[Any]]:
     return [[k, v] for k, v in config.items() if any(s in k for s in keys) and v not in (None, "", [], {})]
+
+
+def distinct(artifact: Path, config: dict[str, Any] | None, columns: tuple[str, ...], limit: int = 20) -> list[dict]:
+    """Distinct values (with row counts) of `columns` over a config's shards, e.g. each trace's generator and
+    sampling parameters as actually recorded in the data. Reads only those columns."""
+    files = [artifact / p for ps in (config or {}).get("splits", {}).values() for p in ps]
+    present = [c for c in columns if config and c in dict(config["schema"])]
+    if not files or not present:
+        return []
+    table = pa.concat_tables(pq.read_table(f, columns=present) for f in files).flatten()
+    # Per-sample seeds make every row distinct, and all-null fields say nothing.
+    table = table.select(
+        [c for c in table.column_names if c.rsplit(".", 1)[-1] != "seed" and table[c].null_count < len(table)]
+    )
+    counts = table.group_by(table.column_names).aggregate([([], "count_all")]).sort_by([("count_all", "descending")])
+    rows = [[*r.values()] for r in counts.slice(0, limit).to_pylist()]
+    return [{"title": " + ".join(present), "columns": [*table.column_names, "rows"], "rows": rows}]
 
 
 def _cell(value: Any) -> str:
@@ -273,7 +299,7 @@ def _card_data(kc: CardKind, manifest: dict, configs: list, license: str, langua
         hub_base = base.count("/") == 1 and not Path(base).exists() and not base.startswith((".", "/"))
         return ModelCardData(license=license, language=language, library_name="transformers",
                              pipeline_tag="text-generation", base_model=base if hub_base else None, tags=tags)  # fmt: skip
-    default_rows = sum(configs[0]["rows"].values()) if configs else 0
+    default_rows = sum(next((c["rows"] for c in configs if c["default"]), {}).values())
     return DatasetCardData(
         license=license,
         language=language,
@@ -284,6 +310,7 @@ def _card_data(kc: CardKind, manifest: dict, configs: list, license: str, langua
         configs=[
             {"config_name": c["name"], "data_files": c["data_files"], **({"default": True} if c["default"] else {})}
             for c in configs
+            if c["data_files"]  # a directory of empty shards is uploaded but is no viewer config
         ],
     )
 
@@ -331,6 +358,11 @@ def render_card(
         # What a stage recorded beyond the standard fields (art.extra): thresholds, generator, decontamination...
         "extra_tables": [t for k, v in manifest.items() if k not in STANDARD_FIELDS for t in tables(v, k)],
         "generation": pick(manifest["config"], GENERATION_KEYS),
+        "generated_with": distinct(
+            artifact, next((c for c in configs if c["default"]), None), ("generator", "sampling_params", "reasoning")
+        )
+        if kc.template == "traces"
+        else [],
         "training": pick(manifest["config"], TRAINING_KEYS),
         "blend_tables": json_tables("blend.json"),
         "eval_tables": json_tables("eval.json") if kc.repo_type == "model" else [],

@@ -26,7 +26,7 @@ def cards(artifacts):
     return {k: render_card(p, repo_id="nano/x", revision="nf-test", secrets=SECRETS) for k, p in artifacts.items()}
 
 
-def rows(card: str) -> set[tuple[str, ...]]:
+def rows_of(card: str) -> set[tuple[str, ...]]:
     """Every markdown table row of a card as a tuple of stripped cells (backticks removed)."""
     return {
         tuple(c.strip().strip("`") for c in line.strip()[1:-1].split("|"))
@@ -74,7 +74,7 @@ def test_body_carries_the_manifest(cards, artifacts, kind):
     card, manifest = cards[kind], read_manifest(artifacts[kind])
     for field in ("hash", "config_hash", "code_version", "stage"):
         assert manifest[field] in card
-    table = rows(card)
+    table = rows_of(card)
     for key, value in manifest["counts"].items():
         if isinstance(value, dict):  # a breakdown: one row per reason with its real count
             assert {(reason, str(n)) for reason, n in value.items()} <= {row[:2] for row in table}
@@ -91,7 +91,7 @@ def test_body_carries_the_manifest(cards, artifacts, kind):
 def test_documents_card_accounts_for_every_document(cards, artifacts):
     card, counts = cards["documents"], read_manifest(artifacts["documents"])["counts"]
     assert "Accounting: input (10) = kept (6) + rejected (3) + quarantined (1): holds." in card
-    assert ("contaminated:gsm8k", "1", "10.00%") in rows(card)
+    assert ("contaminated:gsm8k", "1", "10.00%") in rows_of(card)
     assert re.search(r"### Decontamination\n(.*\n)*\| gsm8k \| 1 \|", card)
     assert sum(counts["rejected"].values()) == 3
     assert 'load_dataset("nano/x", "rejected", revision="nf-test", split="train")' in card
@@ -128,14 +128,14 @@ def test_lineage_flags_an_upstream_artifact_rebuilt_since(tmp_path):
 
 def test_blend_card_has_the_mixture_tables(cards, artifacts):
     weights = json.loads((artifacts["blend"] / "phase1" / "blend.json").read_text())
-    table = rows(cards["blend"])
+    table = rows_of(cards["blend"])
     for source, w in weights.items():
         assert (source, *map(str, w.values())) in table
     assert "phase1/tokens.bin" in cards["blend"]
 
 
 def test_traces_card_has_model_and_sampling(cards):
-    table = rows(cards["traces"])
+    table = rows_of(cards["traces"])
     assert ("temperature", "0.6") in table and ("backend", "transformers") in table
     assert ("api_key", "<redacted>") not in table  # credentials are not sampling parameters
     assert "### generator" in cards["traces"]
@@ -147,7 +147,7 @@ def test_sft_card_has_train_and_test_splits(cards):
 
 
 def test_checkpoint_card_has_eval_results(cards):
-    assert ("think", "0.4375") in rows(cards["checkpoint"])
+    assert ("think", "0.4375") in rows_of(cards["checkpoint"])
 
 
 def test_unknown_kind_is_a_clear_error():
@@ -163,3 +163,25 @@ def test_lineage_flags_a_raw_shard_edited_since(tmp_path):
     assert "raw input\n" in render_card(art, repo_id="a/b", revision="main")
     raw.write_text(raw.read_text() + '{"id": "late", "text": "added after curation"}\n')
     assert "raw input; changed since" in render_card(art, repo_id="a/b", revision="main")
+
+
+def test_traces_card_summarises_generators_recorded_in_the_data(tmp_path):
+    """The per-row `generator`/`sampling_params` (not just the config) show up, without per-sample seeds."""
+    from artifact_factory import write_parquet
+
+    from pipelines.lineage import Artifact
+
+    art = Artifact(tmp_path / "synth", kind="traces", stage="synth", config={"backend": "vllm"})
+    with art.writing() as tmp:
+        gen = {"model": "nvidia/NVIDIA-Nemotron-Nano-12B-v2-Base", "revision": "main", "backend": "vllm"}
+        rows = [
+            {"id": f"p:{k}", "generator": gen, "reasoning": "on" if k < 3 else "off",
+             "sampling_params": {"temperature": 0.6 if k < 3 else 0.0, "seed": k}}
+            for k in range(4)
+        ]  # fmt: skip
+        write_parquet(tmp / "traces" / "part-0.parquet", rows)
+        art.counts = {"samples": 4}
+    table = rows_of(render_card(art.path, repo_id="a/b", revision="main"))
+    model = "nvidia/NVIDIA-Nemotron-Nano-12B-v2-Base"
+    assert (model, "main", "vllm", "0.6", "on", "3") in table  # 3 rows share one setting (seeds differ)
+    assert (model, "main", "vllm", "0.0", "off", "1") in table

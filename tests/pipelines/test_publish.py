@@ -336,6 +336,32 @@ def test_dry_run_writes_exactly_the_upload_and_loads_with_datasets(docs, tmp_pat
     assert sorted(rejected["reason"]) == sorted(pq.read_table(docs / "rejected").column("reason").to_pylist())
 
 
+def test_zero_row_shards_are_uploaded_but_kept_out_of_viewer_configs(docs, tmp_path):
+    """`datasets` cannot read a zero-row Parquet file, so the card must not point the viewer at one."""
+    from artifact_factory import write_parquet
+    from huggingface_hub import DatasetCard
+
+    empty = pq.read_table(docs / "documents" / "part-00000.parquet").slice(0, 0)
+    pq.write_table(empty, docs / "documents" / "part-00002.parquet")  # an empty shard among full ones
+    (docs / "quarantine" / "part-00000.parquet").unlink()
+    write_parquet(docs / "quarantine" / "part-00000.parquet", [])  # a folder with nothing but an empty shard
+    out = tmp_path / "preview"
+    publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out)])
+
+    assert (out / "documents" / "part-00002.parquet").exists() and (out / "quarantine" / "part-00000.parquet").exists()
+    configs = {c["config_name"]: c for c in DatasetCard((out / "README.md").read_text()).data.configs}
+    assert set(configs) == {"documents", "rejected"}
+    assert configs["documents"]["data_files"][0]["path"] == [
+        "documents/part-00000.parquet",
+        "documents/part-00001.parquet",
+    ]
+    import datasets
+
+    for name in configs:
+        ds = datasets.load_dataset(str(out), name, split="train", cache_dir=str(tmp_path / "cache"))
+        assert ds.num_rows == pq.read_table(docs / name).num_rows
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
