@@ -14,7 +14,8 @@ input hashes, so one config run over other inputs never lands on the same branch
     blend.json, Megatron .bin/.idx, stats and reports;
   - a checkpoint into a model repo, safetensors only: pickle files (*.bin, *.pt, *.pth, *.pkl, ...) and Trainer
     resume states (checkpoint-*/) are left out and listed, and a checkpoint with no *.safetensors is refused;
-  - README.md, the card rendered from the manifest, and manifest.json with credentials redacted.
+  - README.md, the card rendered from the manifest, and manifest.json with credentials redacted;
+  - and it deletes what else is on that revision (except .gitattributes), so it holds exactly this artifact.
 The token comes from the usual places (HF_TOKEN, `hf auth login`); it is never printed or written anywhere.
 HF_ENDPOINT or --endpoint points at another Hub. Publishing the same artifact again makes no new commit.
 """
@@ -138,7 +139,7 @@ def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HTTPError  # the HTTP client's base error: refusals and unreachable Hubs
 
     cfg = parse_args(argv)
@@ -182,13 +183,18 @@ def main(argv: list[str] | None = None) -> int:
             step = f"create branch {revision}"
             api.create_branch(cfg.repo_id, branch=revision, repo_type=kind.repo_type, exist_ok=True)
         step = "commit the files"
+        # The revision ends up holding exactly this artifact: files an earlier publish left there (say a shard
+        # that no longer exists) would otherwise be picked up by the card's `documents/*.parquet` globs.
+        stale = [p for p in api.list_repo_files(cfg.repo_id, repo_type=kind.repo_type, revision=revision)
+                 if p not in contents and p != ".gitattributes"]  # fmt: skip
+        for p in stale:
+            print(f"  removing from {revision}: {p}")
         commit = api.create_commit(
             cfg.repo_id,
             repo_type=kind.repo_type,
             revision=revision,
-            operations=[
-                CommitOperationAdd(rel, src if isinstance(src, bytes) else str(src)) for rel, src in contents.items()
-            ],
+            operations=[CommitOperationDelete(p) for p in stale]
+            + [CommitOperationAdd(rel, src if isinstance(src, bytes) else str(src)) for rel, src in contents.items()],
             commit_message=f"nanoforge publish: {manifest['kind']} {manifest['name']} ({manifest['hash'][:12]})",
             commit_description=f"stage {manifest['stage']}, config_hash {manifest['config_hash']}, code {manifest.get('code_version')}",
         )

@@ -62,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
             return out
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, payload: dict) -> None:
+    def _send(self, status: int, payload: dict | list) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -73,12 +73,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _repo(self, types: str, repo_id: str):
         return self.server.repos.get((types.rstrip("s"), repo_id))
 
-    def do_GET(self):
-        m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)/revision/([^/?]+)", self.path.split("?")[0])
+    def do_GET(self):  # repo_info (revision) and list_repo_files (tree, recursive, one page)
+        m = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)/(revision|tree)/([^/?]+)", self.path.split("?")[0])
         repo = m and self._repo(m[1], m[2])
-        if not repo or m[3] not in repo["branches"]:
+        if not repo or m[4] not in repo["branches"]:
             return self._send(404, {"error": "Repository or revision not found"})
-        self._send(200, {"id": m[2], "sha": repo["heads"][m[3]]})
+        if m[3] == "revision":
+            return self._send(200, {"id": m[2], "sha": repo["heads"][m[4]]})
+        files = repo["branches"][m[4]]
+        self._send(200, [{"type": "file", "path": p, "size": len(b), "oid": _git_sha1(b)} for p, b in files.items()])
 
     def do_PUT(self):  # the LFS "basic" transfer: the storage URL the batch API handed out (no auth, like S3)
         oid, body = self.path.rsplit("/", 1)[1], self._body()
@@ -167,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
             v = line["value"]
             if line["key"] == "file":
                 files[v["path"]] = base64.b64decode(v["content"])
+            elif line["key"] == "deletedFile":
+                files.pop(v["path"])
             elif line["key"] == "lfsFile":
                 if v["oid"] not in self.server.lfs:
                     return self._send(422, {"error": f"LFS object {v['oid']} was never uploaded"})
@@ -257,6 +262,18 @@ def test_private_flag_and_explicit_revision(hub, docs):
     repo = hub.repos[("dataset", "nano/web-docs")]
     assert repo["visibility"] == "private"
     assert [c["revision"] for c in repo["commits"]] == ["main"] and "README.md" in repo["branches"]["main"]
+
+
+def test_republishing_into_main_replaces_what_was_there(hub, tmp_path):
+    runs = tmp_path / "runs"
+    docs = documents(runs, raw_shard(runs))
+    argv = [str(docs), "--repo_id", "nano/web-docs", "--endpoint", hub.url, "--revision", "main"]
+    publish.main(argv)
+    (docs / "documents" / "part-00001.parquet").unlink()  # the next build of the artifact has one shard fewer
+    publish.main(argv)
+    files = hub.repos[("dataset", "nano/web-docs")]["branches"]["main"]
+    assert "documents/part-00001.parquet" not in files  # else the card's documents/*.parquet glob would read it
+    assert {"documents/part-00000.parquet", "README.md", ".gitattributes"} <= set(files)
 
 
 def test_checkpoint_goes_to_a_model_repo_without_pickles(hub, tmp_path):
