@@ -50,11 +50,26 @@ def builtin_corpus(seed: int, n: int = 3000) -> list[str]:
     return texts
 
 
-def read_corpus(paths: list[str]) -> tuple[list[str], dict[str, int]]:
-    """The `text` of every JSONL(.gz) row under `paths` (files, folders or globs), with counts of what was used.
+def row_text(line: str) -> str | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict):
+        return None
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    if isinstance(row.get("question"), str) and isinstance(row.get("answer"), str):
+        return row["question"] + "\n" + row["answer"]
+    return None
 
-    Rows that are not JSON objects with a string `text` (the demo corpus plants malformed lines) are counted as
-    skipped, not lost silently: the counts go to the manifest.
+
+def read_corpus(paths: list[str]) -> tuple[list[str], dict[str, int]]:
+    """The text of every JSONL(.gz) row under `paths` (files, folders or globs), with counts of what was used.
+
+    A row's text is its `text` field (web documents) or its `question` and `answer` (GSM8K-style problems). Rows
+    with neither (the demo corpus plants malformed lines) are counted as skipped, not lost silently: the counts go
+    to the manifest.
     """
     files = []
     for path in paths:
@@ -69,11 +84,8 @@ def read_corpus(paths: list[str]) -> tuple[list[str], dict[str, int]]:
             raise ConfigError(f"corpus_paths: {f} does not exist")
         with gzip.open(f, "rt", errors="replace") if f.suffix == ".gz" else open(f, errors="replace") as lines:
             for line in lines:
-                try:
-                    text = json.loads(line)["text"]
-                except (ValueError, TypeError, KeyError):
-                    text = None
-                if isinstance(text, str):
+                text = row_text(line)
+                if text is not None:
                     texts.append(text)
                 else:
                     skipped += 1

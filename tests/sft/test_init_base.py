@@ -37,6 +37,10 @@ def test_checkpoint_is_a_hybrid_nemotron_h(tiny_base, model_and_tokenizer):
     assert {"linear_attention", "full_attention", "mlp"} <= set(model.config.layer_types)
     assert any(type(layer.mixer).__name__ == "NemotronHMamba2Mixer" for layer in model.model.layers)
     assert model.config.vocab_size == len(tokenizer)
+    # Decoding generations with skip_special_tokens keeps the reasoning delimiters the verifier parses.
+    ids = tokenizer("<think>\n2 + 2</think>4<SPECIAL_12>")["input_ids"]
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "<think>\n2 + 2</think>4"
+    assert model.generation_config.eos_token_id[0] == tokenizer.convert_tokens_to_ids("<SPECIAL_12>")
     assert not list(tiny_base.glob("*.bin")), "weights must be safetensors only"
     manifest = read_manifest(tiny_base)
     assert manifest["kind"] == "checkpoint" and manifest["stage"] == "init-base"
@@ -107,11 +111,13 @@ def test_rerun_is_skipped_force_rebuilds_and_seed_matters(tmp_path, capsys):
 def test_tokenizer_trains_on_corpus_paths_and_counts_unusable_rows(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    rows = ['{"text": "zebra quagga okapi zebra quagga okapi"}'] * 20 + ["not json", '{"id": 7}', '{"text": 3}']
+    rows = ['{"text": "zebra quagga okapi zebra quagga okapi"}'] * 19 + ["not json", '{"id": 7}', '{"text": 3}', "[1]"]
     (corpus / "part-0.jsonl").write_text("\n".join(rows) + "\n")
+    (corpus / "math.jsonl").write_text('{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}\n')
     out = build_base(tmp_path / "base", corpus_paths=[str(corpus)])
     counts = read_manifest(out)["counts"]
-    assert counts["corpus_rows"] == 20 and counts["corpus_rows_skipped"] == 3
+    assert counts["corpus_rows"] == 19 + 1 and counts["corpus_rows_skipped"] == 4
+    assert counts["corpus_files"] == 2
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert len(tokenizer.tokenize(" zebra quagga okapi")) == 3  # words of that corpus became single tokens
     assert read_manifest(out)["inputs"][0]["path"] == str(corpus)
