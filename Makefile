@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nanoforge demo-data --output_dir $(OUT)/demo_data
-	$(VENV)/bin/nanoforge init-base --output_dir $(OUT)/base --preset tiny
+	$(VENV)/bin/nanoforge run pipelines/recipes/demo.yaml --output_dir $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)

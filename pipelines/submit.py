@@ -45,6 +45,7 @@ class SubmitConfig:
     force: bool = field(default=False, metadata={"help": "Submit new jobs even where a finished one exists."})
     working_dir: str | None = field(default=None, metadata={"help": "Upload this folder as the jobs' code."})
     poll_s: float = field(default=1.0, metadata={"help": "Seconds between status/log polls."})
+    agent_wait_s: float = field(default=120.0, metadata={"help": "How long to retry while no job agent is up."})
     log_tail_lines: int = field(default=40, metadata={"help": "Log lines shown when a job fails."})
 
 
@@ -100,10 +101,20 @@ def follow(client, job_id: str, poll_s: float) -> str:
     """Print the job's new log lines until it ends; return its final status name."""
     from ray.job_submission import JobStatus
 
-    shown = 0
+    import requests
+
+    shown, failures = 0, 0
     while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
+        try:
+            status = client.get_job_status(job_id)
+            logs = client.get_job_logs(job_id)
+            failures = 0
+        except requests.exceptions.ConnectionError:  # a busy head can drop a poll; give up after ~a minute
+            failures += 1
+            if failures * poll_s > 60:
+                raise
+            time.sleep(poll_s)
+            continue
         if len(logs) > shown:
             sys.stdout.write(logs[shown:])
             sys.stdout.flush()
@@ -111,6 +122,19 @@ def follow(client, job_id: str, poll_s: float) -> str:
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             return status.value
         time.sleep(poll_s)
+
+
+def submit_with_retry(client, job_id: str, kwargs: dict, wait_s: float) -> None:
+    """Submit, waiting out "No available agent" (a just-started node's job agent is not up yet)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.submit_job(submission_id=job_id, **kwargs)
+            return
+        except RuntimeError as e:
+            if "try again later" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def find_or_submit(client, stage: Stage, base_id: str, cfg: SubmitConfig) -> tuple[str, bool]:
@@ -125,8 +149,10 @@ def find_or_submit(client, stage: Stage, base_id: str, cfg: SubmitConfig) -> tup
     while True:
         try:
             info = client.get_job_info(job_id)
-        except RuntimeError:  # Ray answers 404 for an unknown id
-            client.submit_job(submission_id=job_id, **job_kwargs(stage, cfg))
+        except RuntimeError as e:
+            if "404" not in str(e):  # anything but "no such job" is a real error
+                raise
+            submit_with_retry(client, job_id, job_kwargs(stage, cfg), cfg.agent_wait_s)
             print(f"[{stage.name}] submitted {job_id}", flush=True)
             return job_id, True
         if info.status == JobStatus.SUCCEEDED and not cfg.force:
