@@ -44,11 +44,8 @@ class EvalConfig:
     output: str | None = field(default=None, metadata={"help": "Where to write eval.json; default <model>/eval.json."})
 
 
-def load_problems(cfg: EvalConfig) -> list[dict]:
-    """Rows -> `{prompt_id, messages, answer}` with the field mapping `synth` uses (format detected per file)."""
-    from sft.common import load_rows
-
-    rows = load_rows(cfg.dataset)
+def to_problems(rows, source: str) -> list[dict]:
+    """Rows -> `{prompt_id, messages, answer}` with the field mapping `synth` uses (the format read off the columns)."""
     columns = set(rows.column_names)
     if "question" in columns:
         fmt, fields = "gsm8k", fields_for("gsm8k", {})
@@ -57,14 +54,20 @@ def load_problems(cfg: EvalConfig) -> list[dict]:
     elif columns & {"prompt", "messages"}:
         fmt, fields = "messages", fields_for("messages", {"prompt": "prompt" if "prompt" in columns else "messages"})
     else:
-        raise ConfigError(
-            f"{cfg.dataset}: expected `question`, `problem`, `prompt` or `messages`; got {sorted(columns)}"
-        )
-    n = len(rows) if cfg.limit is None else min(cfg.limit, len(rows))
-    problems = [to_prompt(rows[i], fmt, fields, None) for i in range(n)]
+        raise ConfigError(f"{source}: expected `question`, `problem`, `prompt` or `messages`; got {sorted(columns)}")
+    return [to_prompt(row, fmt, fields, None) for row in rows]
+
+
+def load_problems(cfg: EvalConfig) -> list[dict]:
+    from sft.common import load_rows
+
+    rows = load_rows(cfg.dataset)
+    if cfg.limit is not None:
+        rows = rows.select(range(min(cfg.limit, len(rows))))
+    problems = to_problems(rows, cfg.dataset)
     missing = sum(p["answer"] is None for p in problems)
     if missing:
-        raise ConfigError(f"{cfg.dataset}: {missing} of {n} problems have no gold answer; pass@1 needs one for each")
+        raise ConfigError(f"{cfg.dataset}: {missing} of {len(problems)} problems have no gold answer")
     return problems
 
 

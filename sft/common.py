@@ -249,7 +249,8 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
         trainer.save_model(str(tmp))
     if not trainer.accelerator.is_main_process:
         return
-    for leftover in [*tmp.glob("checkpoint-*"), tmp / "training_args.bin"]:  # pickles; the artifact is safetensors
+    # Optimizer/RNG pickles and TRL's model card: the artifact is safetensors + config, its card comes from the manifest
+    for leftover in [*tmp.glob("checkpoint-*"), tmp / "training_args.bin", tmp / "README.md"]:
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     art.counts = {"train_rows": num_rows, "steps": trainer.state.global_step}

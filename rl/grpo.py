@@ -1,0 +1,140 @@
+"""Reinforcement learning with TRL's `GRPOTrainer` on math prompts, rewarded by the verifier (`rl/rewards.py`).
+
+Local:    nanoforge grpo --config rl/configs/grpo_demo.yaml
+Cluster:  accelerate launch --config_file sft/configs/accelerate_multi_gpu.yaml -m rl.grpo \
+              --config rl/configs/grpo_nano2_12b.yaml
+
+Prompts are `prompt` (messages) + `answer` rows (the `rl_prompts/` set of `nanoforge select`), or a GSM8K/MATH
+style file mapped the way `synth` maps it. Reasoning is chosen per prompt: a prompt keeps its own `/think` or
+`/no_think`; unflagged prompts get `/no_think` with probability `no_think_fraction`, else reasoning on. Rewards
+are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollouts use vLLM when
+`use_vllm: true` and a GPU is present (`vllm_mode: colocate` shares the training GPUs, `server` talks to
+`trl vllm-serve`), plain `generate` otherwise. A killed run resumes from its last `checkpoint-N` on rerun.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import GRPOConfig, GRPOTrainer, ModelConfig
+
+from pipelines.config import ConfigError, parse
+from pipelines.prompt_formats import with_reasoning_flag
+from rl.evaluate import to_problems
+from rl.rewards import REWARDS
+from sft.common import (
+    MetricsFile,
+    ScriptArgs,
+    checkpoint_artifact,
+    checkpoint_writing,
+    last_checkpoint,
+    load_rows,
+    model_init_kwargs,
+    peft_config,
+    refuse_leaky_packing,
+    save_checkpoint,
+)
+
+
+@dataclass
+class GRPOScriptArgs(ScriptArgs):
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "think_format", "overlong"],
+        metadata={"help": f"Rewards from rl/rewards.py: {', '.join(REWARDS)}; weights go in `reward_weights`."},
+    )
+    overlong_buffer: int = field(
+        default=64, metadata={"help": "Tokens before max_completion_length where the overlong penalty starts."}
+    )
+    no_think_fraction: float = field(
+        default=0.0, metadata={"help": "Share of unflagged prompts trained with /no_think (reasoning off)."}
+    )
+
+
+def reasoning_of(messages: list[dict]) -> str | None:
+    """`on`/`off` from the last `/think` or `/no_think` in the system and user turns (as the chat template reads
+    it), or None when there is none."""
+    found = None
+    for m in messages:
+        if m["role"] in ("system", "user"):
+            text = m["content"].replace("</think>", "")
+            on, off = text.rfind("/think"), text.rfind("/no_think")
+            found = "on" if on > off else "off" if off > on else found
+    return found
+
+
+def rl_prompts(rows, no_think_fraction: float, seed: int):
+    """`prompt` (flagged messages), `answer` and `reasoning` columns; each prompt's mode is decided once."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    out = []
+    for p in to_problems(rows, "dataset_name"):
+        mode = reasoning_of(p["messages"])
+        if mode is None:
+            mode = "off" if rng.random() < no_think_fraction else "on"
+            p["messages"] = with_reasoning_flag(p["messages"], mode)
+        out.append({"prompt": p["messages"], "answer": p["answer"], "reasoning": mode})
+    return Dataset.from_list(out)
+
+
+def rewards(script_args: GRPOScriptArgs, training_args: GRPOConfig) -> list:
+    unknown = [name for name in script_args.reward_funcs if name not in REWARDS]
+    if unknown:
+        raise ConfigError(f"unknown reward_funcs {unknown}; choose from {list(REWARDS)}")
+    lengths = dict(
+        max_completion_length=training_args.max_completion_length, overlong_buffer=script_args.overlong_buffer
+    )
+    return [
+        functools.partial(REWARDS[n], **lengths) if n == "overlong" else REWARDS[n] for n in script_args.reward_funcs
+    ]
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArgs, GRPOConfig, ModelConfig]:
+    return parse(GRPOScriptArgs, GRPOConfig, ModelConfig, argv=argv)
+
+
+def build_trainer(
+    script_args: GRPOScriptArgs, training_args: GRPOConfig, model_args: ModelConfig, output_dir
+) -> GRPOTrainer:
+    import torch
+
+    training_args.output_dir = str(output_dir)
+    training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
+    if training_args.use_vllm and not torch.cuda.is_available():
+        print("[grpo] use_vllm is set but no GPU is present: generating with transformers instead")
+        training_args.use_vllm = False
+    rows = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    dataset = rl_prompts(rows, script_args.no_think_fraction, training_args.seed)
+    trainer = GRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=rewards(script_args, training_args),
+        args=training_args,
+        train_dataset=dataset,
+        peft_config=peft_config(model_args, training_args.trust_remote_code),
+        callbacks=[MetricsFile(Path(output_dir) / "metrics.jsonl")],
+    )
+    refuse_leaky_packing(trainer)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    script_args, training_args, model_args = parse_args(argv)
+    inputs = [model_args.model_name_or_path, script_args.dataset_name]
+    art = checkpoint_artifact("grpo", script_args, training_args, model_args, inputs)
+    if art.up_to_date() and not script_args.force:
+        print(art.skip_message())
+        return 0
+    with checkpoint_writing(art) as tmp:
+        trainer = build_trainer(script_args, training_args, model_args, tmp)
+        trainer.train(resume_from_checkpoint=last_checkpoint(tmp))
+        save_checkpoint(trainer, tmp, art, script_args, len(trainer.train_dataset))
+    print(f"[grpo] wrote {art.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
