@@ -1,0 +1,252 @@
+"""Build weighted phase blends: shuffled Parquet shards, Megatron `.bin/.idx` (or token-id Parquet), blend.json.
+
+Nemotron-H and Nemotron Nano 2 pretrain in phases over one token budget: phase 1 favours diversity, later phases
+upweight high-quality sources (Nemotron-CC's top buckets, math, code), switching at fractions of the budget, with
+a cap on how many epochs any source may be repeated. This stage builds such a blend from documents artifacts.
+
+    nanoforge mix --config pipelines/configs/mix_demo.yaml
+    # on a cluster:
+    ray job submit --address http://HEAD:8265 --working-dir . -- nanoforge mix --config pipelines/configs/mix_nemotron_h.yaml
+
+`input_paths` are documents artifacts (curate or quality output); a source takes one of them by position
+(`input: 0`), optionally a bucket subset of it (`labels: [High, Medium-High]` or `buckets: [18, 19]`, from
+`nanoforge quality`), and may set its own `max_epochs`. A phase is `{name, fraction, weights: {source: w}}`; the
+fractions of `total_tokens` sum to 1 and weights are by tokens. The plan is in pipelines/blend.py.
+
+Three Ray Data passes, resumable from `.work/` in the partial directory:
+  1. prepare: read each source's subset, tokenize (`tokenizers`, batch encode, EOS appended; without a
+     tokenizer, tokens are estimated as UTF-8 bytes / 4), write `.work/prepared/`;
+  2. route: the driver plans from (source, id hash, tokens) alone, then every prepared document is copied once
+     per pick into `.work/staged/phase=P/shard=K/` with its shuffled position;
+  3. shards: one task per shard sorts its rows by position and writes `<phase>/part-KKKKK.parquet` (and
+     `.bin/.idx`), so the output is byte-identical for a seed however the work was split.
+Output: the shards, `blend.json` (per phase and source: weight, target and achieved tokens, epochs; Megatron
+`--data-path` strings), `report.md` with `mixture.png` (target vs achieved), manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipelines.blend import Phase, ShortfallError, plan_blend, shuffle_phase, token_dtype, write_report
+from pipelines.buckets import label_buckets
+from pipelines.config import ConfigError, parse, to_dict
+from pipelines.lineage import Artifact
+from pipelines.mix_ops import default_eos, load_tokenizer, prepare_batch, route_batch, write_shard
+from pipelines.runtime import ray_session
+
+SOURCE_KEYS = {"name", "input", "labels", "buckets", "max_epochs"}
+PHASE_KEYS = {"name", "fraction", "weights"}
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class MixConfig:
+    input_paths: list[str] = field(default_factory=list, metadata={"help": "Documents artifacts (dirs with documents/*.parquet)."})  # fmt: skip
+    sources: list[dict] = field(default_factory=list, metadata={"help": "[{name, input: index into input_paths, labels | buckets, max_epochs}]."})  # fmt: skip
+    phases: list[dict] = field(default_factory=list, metadata={"help": "[{name, fraction of total_tokens, weights: {source: weight}}]."})  # fmt: skip
+    total_tokens: int = field(default=0, metadata={"help": "Token budget of the whole blend (all phases)."})
+    max_epochs: float = field(default=4.0, metadata={"help": "Default cap on passes over a source (upsampling limit)."})  # fmt: skip
+    on_shortfall: str = field(default="error", metadata={"help": "A source too small under its cap: error | report."})  # fmt: skip
+    seed: int = field(default=0, metadata={"help": "Seed of document picks and shuffles."})
+    tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer dir or tokenizer.json; none: no token files, estimated counts."})  # fmt: skip
+    eos_token: str | None = field(default=None, metadata={"help": "Appended to every document; default the tokenizer's eos_token, '' for none."})  # fmt: skip
+    token_format: str = field(default="megatron", metadata={"help": "megatron (.bin/.idx per shard) | parquet (input_ids column)."})  # fmt: skip
+    docs_per_shard: int = field(default=100_000, metadata={"help": "Documents per output shard."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
+    batch_size: int = field(default=1000, metadata={"help": "Documents per Ray Data batch."})
+    output_dir: str = field(default="runs/mix", metadata={"help": "Artifact directory to write."})
+    force: bool = field(default=False, metadata={"help": "Rerun even if the artifact is up to date."})
+    address: str | None = field(default=None, metadata={"help": "Ray address (default: embedded local Ray)."})
+
+
+def parse_args(argv: list[str] | None = None) -> MixConfig:
+    return parse(MixConfig, argv=argv)
+
+
+def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
+    """Sources resolved to {name, path, buckets, max_epochs} and phases, or a ConfigError that says what to fix."""
+    if cfg.total_tokens <= 0 or not cfg.sources or not cfg.phases:
+        raise ConfigError("set total_tokens > 0, sources and phases (see pipelines/configs/mix_demo.yaml)")
+    if cfg.on_shortfall not in ("error", "report") or cfg.token_format not in ("megatron", "parquet"):
+        raise ConfigError(f"on_shortfall must be error|report, token_format megatron|parquet; got {cfg.on_shortfall}, {cfg.token_format}")  # fmt: skip
+    sources = []
+    for i, s in enumerate(cfg.sources):
+        if not isinstance(s, dict) or not NAME.match(str(s.get("name", ""))) or set(s) - SOURCE_KEYS:
+            raise ConfigError(f"sources[{i}] = {s}: expected {{name: [A-Za-z0-9_.-]+, input, labels | buckets, max_epochs}}")  # fmt: skip
+        idx = s.get("input", 0)
+        if not isinstance(idx, int) or not 0 <= idx < len(cfg.input_paths):
+            raise ConfigError(f"source {s['name']}: input {idx} is not an index into input_paths ({len(cfg.input_paths)} given)")  # fmt: skip
+        path = Path(cfg.input_paths[idx])
+        files = sorted((path / "documents").glob("*.parquet"))
+        if not files:
+            raise ConfigError(f"source {s['name']}: {path} has no documents/*.parquet (expected a documents artifact)")
+        try:
+            buckets = sorted({b for label in s.get("labels", []) for b in label_buckets(label)} | set(s.get("buckets", [])))  # fmt: skip
+        except ValueError as e:
+            raise ConfigError(f"source {s['name']}: {e}") from None
+        if buckets and "quality_bucket" not in pq.read_schema(files[0]).names:
+            raise ConfigError(f"source {s['name']} selects quality buckets but {path} has no quality_bucket column; run `nanoforge quality` first")  # fmt: skip
+        sources.append({"name": s["name"], "path": str(path), "buckets": buckets or None, "max_epochs": float(s.get("max_epochs", cfg.max_epochs))})  # fmt: skip
+    names = [s["name"] for s in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"source names must be unique: {names}")
+    phases = []
+    for i, p in enumerate(cfg.phases):
+        if not isinstance(p, dict) or set(p) - PHASE_KEYS or not NAME.match(str(p.get("name", ""))):
+            raise ConfigError(f"phases[{i}] = {p}: expected {{name: [A-Za-z0-9_.-]+, fraction, weights: {{source: weight}}}}")  # fmt: skip
+        weights = p.get("weights") or {}
+        unknown = sorted(set(weights) - set(names))
+        if unknown or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ConfigError(f"phase {p['name']}: weights {weights} must be >= 0, not all 0, over sources {names}")
+        phases.append(Phase(p["name"], float(p.get("fraction", 0)), {k: float(v) for k, v in weights.items()}))
+    if abs(sum(p.fraction for p in phases) - 1) > 1e-6 or any(p.fraction <= 0 for p in phases):
+        raise ConfigError(f"phase fractions {[p.fraction for p in phases]} must be > 0 and sum to 1")
+    return sources, phases
+
+
+def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) -> None:
+    """Pass 1: every source's documents (its bucket subset), with a hash key and token counts (and ids)."""
+    import ray
+
+    parts = []
+    for s in sources:
+        ds = ray.data.read_parquet(str(Path(s["path"]) / "documents"))
+        kwargs = {"source": s["name"], "buckets": s["buckets"], "text_column": cfg.text_column}
+        kwargs |= {"tokenizer": cfg.tokenizer, "eos_id": eos_id}
+        parts.append(ds.map_batches(prepare_batch, fn_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow"))  # fmt: skip
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    ds.write_parquet(str(out))
+
+
+def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: Path) -> tuple[dict, dict]:
+    """(selection per source for the router, stats), from the prepared (source, key, num_tokens) columns."""
+    index = pq.read_table(prepared, columns=["blend_source", "key", "num_tokens"])
+    tokens, keys = {}, {}
+    for s in sources:
+        rows = index.filter(np.asarray(index["blend_source"].to_numpy(zero_copy_only=False) == s["name"]))
+        k = rows["key"].to_numpy()
+        order = np.argsort(k, kind="stable")  # a stable order of documents, whatever order Ray read them in
+        keys[s["name"]], tokens[s["name"]] = k[order], rows["num_tokens"].to_numpy()[order]
+        if len(k) and (np.diff(keys[s["name"]]) == 0).any():
+            raise ConfigError(f"source {s['name']}: duplicate document ids in {s['path']}; ids must be unique")
+    epochs = {s["name"]: s["max_epochs"] for s in sources}
+    try:
+        picks, stats = plan_blend(tokens, phases, cfg.total_tokens, epochs, cfg.seed, cfg.on_shortfall)
+    except ShortfallError as e:
+        raise ConfigError(str(e)) from None
+    selection = {name: {"key": [], "phase": [], "shard": [], "position": [], "epoch": []} for name in keys}
+    for p, phase in enumerate(phases):
+        in_phase = [(name, picks[name]["phase"] == p) for name in keys]
+        position = shuffle_phase(cfg.seed, phase.name, sum(int(m.sum()) for _, m in in_phase))
+        start = 0
+        for name, mask in in_phase:
+            n, sel = int(mask.sum()), selection[name]
+            sel["key"].append(keys[name][picks[name]["doc"][mask]])
+            sel["phase"].append(np.full(n, p, np.int32))
+            sel["position"].append(position[start : start + n])
+            sel["shard"].append(position[start : start + n] // cfg.docs_per_shard)
+            sel["epoch"].append(picks[name]["epoch"][mask].astype(np.int32))
+            start += n
+    for name, sel in selection.items():
+        cols = {k: np.concatenate(v) for k, v in sel.items()}
+        order = np.argsort(cols["key"], kind="stable")  # the router looks keys up with searchsorted
+        selection[name] = {k: v[order] for k, v in cols.items()}
+    return selection, stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    sources, phases = check(cfg)
+    tokenizer, eos, eos_id = None, None, None
+    if cfg.tokenizer:  # a bad path or EOS fails before any work
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        eos = default_eos(cfg.tokenizer) if cfg.eos_token is None else cfg.eos_token or None
+        eos_id = tokenizer.token_to_id(eos) if eos else None
+        if eos and eos_id is None:
+            raise ConfigError(f"eos_token {eos!r} is not in the vocabulary of {cfg.tokenizer}")
+    inputs = [*cfg.input_paths, *([cfg.tokenizer] if cfg.tokenizer else [])]
+    art = Artifact(cfg.output_dir, kind="blend", stage="mix", config=to_dict(cfg), inputs=inputs)
+    if art.up_to_date() and not cfg.force:
+        print(art.skip_message())
+        return 0
+    import ray
+
+    with ray_session(cfg.address), art.writing() as tmp:
+        work = tmp / ".work"
+        prepared, staged = work / "prepared", work / "staged"
+        if not (prepared / "_SUCCESS").exists():
+            shutil.rmtree(prepared, ignore_errors=True)
+            prepare(cfg, sources, eos_id, prepared)
+            (prepared / "_SUCCESS").touch()
+        selection, stats = plan(cfg, sources, phases, prepared)
+        if not (staged / "_SUCCESS").exists():
+            shutil.rmtree(staged, ignore_errors=True)
+            routed = ray.data.read_parquet(str(prepared)).map_batches(
+                route_batch,
+                fn_kwargs={"selection_ref": ray.put(selection)},
+                batch_size=cfg.batch_size,
+                batch_format="pyarrow",
+            )
+            routed.write_parquet(str(staged), partition_cols=["phase", "shard"])
+            (staged / "_SUCCESS").touch()
+        shards = [
+            {"phase": p, "shard": k}
+            for p in range(len(phases))
+            for k in range(-(-sum(int((sel["phase"] == p).sum()) for sel in selection.values()) // cfg.docs_per_shard))
+        ]
+        dtype = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
+        kwargs = {"staged": str(staged), "out": str(tmp), "phases": [p.name for p in phases]}
+        kwargs |= {"token_format": cfg.token_format if tokenizer else None, "dtype": dtype}
+        written = ray.data.from_items(shards).map(write_shard, fn_kwargs=kwargs).take_all() if shards else []
+        shutil.rmtree(work)
+
+        blend = {
+            "seed": cfg.seed,
+            "total_tokens": cfg.total_tokens,
+            "tokens": f"tokenizer {cfg.tokenizer}, eos {eos!r} appended"
+            if tokenizer
+            else "estimated: UTF-8 bytes / 4",
+            "token_format": (cfg.token_format if tokenizer else None),
+            "sources": {s["name"]: {**s, **stats["sources"][s["name"]]} for s in sources},
+            "phases": stats["phases"],
+        }
+        for p, phase in enumerate(phases):
+            mine = sorted((w for w in written if w["phase"] == p), key=lambda w: w["shard"])
+            blend["phases"][phase.name]["shards"] = [w["file"] for w in mine]
+            if tokenizer and cfg.token_format == "megatron":  # Megatron-LM --data-path: "weight prefix ..."
+                paths = " ".join(f"{w['tokens']} {w['file'].removesuffix('.parquet')}" for w in mine)
+                blend["phases"][phase.name]["megatron_data_path"] = paths
+        (tmp / "blend.json").write_text(json.dumps(blend, indent=2) + "\n")
+        header = [f"# Blend: {cfg.total_tokens:,} tokens in {len(phases)} phases (seed {cfg.seed})", "", f"Tokens: {blend['tokens']}."]  # fmt: skip
+        write_report(tmp, stats, header)
+        art.counts = {
+            "input_docs": sum(r["available_docs"] for r in stats["sources"].values()),
+            "docs_used": {n: r["docs_used"] for n, r in stats["sources"].items()},
+            "docs_unused": {n: r["docs_unused"] for n, r in stats["sources"].items()},
+            "phases": {
+                n: {
+                    "docs": sum(r["docs"] for r in ph["sources"].values()),
+                    "tokens": ph["achieved_tokens"],
+                    "shards": len(ph["shards"]),
+                }
+                for n, ph in blend["phases"].items()
+            },  # fmt: skip
+            "shortfall_tokens": {
+                n: r["shortfall_tokens"] for n, r in stats["sources"].items() if r["shortfall_tokens"]
+            },
+        }
+    print(f"[mix] {art.path}: {json.dumps(art.counts['phases'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
