@@ -1,0 +1,263 @@
+"""Generation backends for `synth`, one small interface: `BACKENDS[name](ds, cfg) -> ds`.
+
+Each takes a Ray dataset of sample rows (one row per sample: `id`, `prompt_id`, `messages` with the reasoning flag
+in the system turn, `reasoning`, `sampling` = {temperature, top_p, max_new_tokens, seed}, `solution`, ...) and
+returns it with four more columns:
+
+    completion            str | None   the generated assistant text (None when the row failed)
+    num_generated_tokens  int | None   tokens the model generated (None when unknown)
+    truncated             bool         generation stopped at max_new_tokens
+    error                 str | None   why the row failed; failures are recorded, never fatal to the run
+
+- `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
+  output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason).
+- `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM.
+- `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`) via `HttpRequestProcessorConfig`.
+- `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from pipelines.prompt_formats import replay_completion
+
+OUTPUT_COLUMNS = ("completion", "num_generated_tokens", "truncated", "error")
+
+
+def _rows(batch: pa.Table) -> list[dict[str, Any]]:
+    return batch.to_pylist()
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows)
+
+
+# --- replay ---------------------------------------------------------------------------------------------------------
+
+
+def replay(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    """Existing solutions as traces; token counts come from `model_name_or_path`'s tokenizer when one is given."""
+
+    def convert(batch: pa.Table) -> pa.Table:
+        tokenizer = _tokenizer(cfg.model_name_or_path) if cfg.model_name_or_path else None
+        rows = _rows(batch)
+        for row in rows:
+            if not row.get("solution"):
+                row.update(completion=None, num_generated_tokens=None, truncated=False, error="replay: no solution")
+                continue
+            text = replay_completion(cfg.prompt_format, row["solution"], row.get("answer"), row["reasoning"])
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None
+            row.update(completion=text, num_generated_tokens=n, truncated=False, error=None)
+        return _table(rows)
+
+    return ds.map_batches(convert, batch_format="pyarrow", batch_size=cfg.batch_size)
+
+
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# --- transformers ---------------------------------------------------------------------------------------------------
+
+
+class TransformersGenerator:
+    """A Ray Data actor holding one model; `__call__` generates a batch of rows, grouped by sampling parameters."""
+
+    def __init__(self, model: str, num_threads: int, max_prompt_tokens: int | None, dtype: str = "float32"):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(num_threads)
+        self.torch = torch
+        self.tokenizer = _tokenizer(model)
+        self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end where generation starts
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        self.max_prompt_tokens = max_prompt_tokens
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = _rows(batch)
+        prompts = [
+            self.tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=False) for r in rows
+        ]
+        groups: dict[tuple, list[int]] = {}
+        for i, row in enumerate(rows):
+            n_prompt = len(self.tokenizer(prompts[i], add_special_tokens=False)["input_ids"])
+            if self.max_prompt_tokens and n_prompt > self.max_prompt_tokens:
+                row.update(completion=None, num_generated_tokens=None, truncated=False,
+                           error=f"prompt too long: {n_prompt} tokens > max_prompt_tokens={self.max_prompt_tokens}")  # fmt: skip
+                continue
+            s = row["sampling"]
+            groups.setdefault((s["temperature"], s["top_p"], s["max_new_tokens"]), []).append(i)
+        for (temperature, top_p, max_new_tokens), idx in groups.items():
+            try:
+                outs = self._generate([prompts[i] for i in idx], temperature, top_p, max_new_tokens, rows[idx[0]])
+            except Exception:  # one bad row must not sink its batch: retry each row alone
+                outs = []
+                for i in idx:
+                    try:
+                        outs += self._generate([prompts[i]], temperature, top_p, max_new_tokens, rows[i])
+                    except Exception as e_row:
+                        outs.append(dict(completion=None, num_generated_tokens=None, truncated=False,
+                                         error=f"{type(e_row).__name__}: {e_row}"[:2000]))  # fmt: skip
+            for i, out in zip(idx, outs, strict=True):
+                rows[i].update(out)
+        return _table(rows)
+
+    def _generate(self, prompts: list[str], temperature: float, top_p: float, max_new_tokens: int, first: dict):
+        torch = self.torch
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sample = temperature > 0
+        torch.manual_seed(first["sampling"]["seed"])  # reproducible for the same batch composition
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=top_p if sample else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        results = []
+        for ids in out[:, enc["input_ids"].shape[1] :].tolist():
+            stop = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
+            n = len(ids) if stop is None else stop + 1  # the stop token counts, as in vLLM
+            text = self.tokenizer.decode(ids[: n if stop is None else stop], skip_special_tokens=True)
+            results.append(dict(completion=text, num_generated_tokens=n, truncated=stop is None, error=None))
+        return results
+
+
+def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    if not Path(cfg.model_name_or_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(f"model not found: {cfg.model_name_or_path} (offline, and not a local folder)")
+    return ds.map_batches(
+        TransformersGenerator,
+        fn_constructor_kwargs=dict(
+            model=cfg.model_name_or_path, num_threads=cfg.num_cpus_per_worker, max_prompt_tokens=cfg.max_prompt_tokens
+        ),
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+        num_cpus=cfg.num_cpus_per_worker,
+    )
+
+
+# --- vllm -----------------------------------------------------------------------------------------------------------
+
+
+def vllm_engine_kwargs(cfg) -> dict[str, Any]:
+    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe)."""
+    kwargs = {"max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
+    if _is_nemotron_h(cfg.model_name_or_path):
+        kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
+    return kwargs
+
+
+def _is_nemotron_h(model: str) -> bool:
+    config = Path(model) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("model_type") == "nemotron_h"
+    name = model.lower()
+    return "nemotron-h" in name or "nemotron-nano" in name or "nemotron_h" in name
+
+
+def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    config = vLLMEngineProcessorConfig(
+        model_source=cfg.model_name_or_path,
+        engine_kwargs=vllm_engine_kwargs(cfg),
+        concurrency=cfg.num_workers,
+        batch_size=cfg.batch_size,
+        accelerator_type=cfg.accelerator_type,
+        should_continue_on_error=True,  # failed rows come back with __inference_error__ instead of killing the run
+    )
+    processor = build_processor(
+        config,
+        preprocess=lambda row: dict(
+            sampling_params=dict(
+                temperature=row["sampling"]["temperature"],
+                top_p=row["sampling"]["top_p"],
+                max_tokens=row["sampling"]["max_new_tokens"],
+                seed=row["sampling"]["seed"],
+            )
+        ),
+    )
+
+    def from_vllm(row: dict[str, Any]) -> dict[str, Any]:
+        error = row.pop("__inference_error__", "") or None
+        n = row.get("num_generated_tokens")
+        return {
+            **{k: row[k] for k in row if k in _SAMPLE_COLUMNS},
+            "completion": None if error else row.get("generated_text", ""),
+            "num_generated_tokens": None if error else n,
+            "truncated": bool(not error and n is not None and n >= row["sampling"]["max_new_tokens"]),
+            "error": error,
+        }
+
+    return processor(ds).map(from_vllm)
+
+
+# --- openai-compatible endpoint -------------------------------------------------------------------------------------
+
+
+def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    config = HttpRequestProcessorConfig(
+        url=cfg.api_base.rstrip("/") + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+        qps=cfg.qps,
+        max_retries=cfg.max_retries,  # connection errors past this abort the run; a rerun resumes (see synth)
+        concurrency=cfg.num_workers,
+        batch_size=cfg.batch_size,
+    )
+
+    def to_payload(row: dict[str, Any]) -> dict[str, Any]:
+        s = row["sampling"]
+        payload = dict(model=cfg.model_name_or_path, messages=row["messages"], temperature=s["temperature"],
+                       top_p=s["top_p"], max_tokens=s["max_new_tokens"], seed=s["seed"])  # fmt: skip
+        return dict(payload=payload)
+
+    def from_response(row: dict[str, Any]) -> dict[str, Any]:
+        resp = row.get("http_response") or {}
+        out = {k: row[k] for k in row if k in _SAMPLE_COLUMNS}
+        choices = resp.get("choices") or []
+        if resp.get("error") or not choices:
+            error = resp.get("error") or "no choices in response"
+            message = error.get("message", json.dumps(error)) if isinstance(error, dict) else str(error)
+            return out | dict(
+                completion=None, num_generated_tokens=None, truncated=False, error=f"endpoint: {message}"
+            )
+        choice, usage = choices[0], resp.get("usage") or {}
+        msg = choice.get("message") or {}
+        content = msg.get("content") or ""
+        reasoning = msg.get("reasoning_content") or msg.get("reasoning")  # vllm serve --reasoning-parser splits it
+        if reasoning:
+            content = f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}"
+        return out | dict(
+            completion=content,
+            num_generated_tokens=usage.get("completion_tokens"),
+            truncated=choice.get("finish_reason") == "length",
+            error=None,
+        )
+
+    return build_processor(config, preprocess=to_payload, postprocess=from_response)(ds)
+
+
+_SAMPLE_COLUMNS = frozenset({"id", "prompt_id", "messages", "answer", "solution", "reasoning", "sampling", "source"})
+BACKENDS = {"replay": replay, "transformers": transformers, "vllm": vllm, "openai": openai}

@@ -1,0 +1,236 @@
+"""synth: prompts -> reasoning traces, generated (or replayed), verified against the gold answer.
+
+Local:    nanoforge synth --config pipelines/configs/synth_demo.yaml
+Cluster:  RAY_ADDRESS=ray://head:10001 nanoforge synth --config pipelines/configs/synth_nano2.yaml
+
+Plan: read prompts (local JSONL/Parquet or a Hub dataset) -> map to `messages` + gold `answer` by `prompt_format`
+(prompt_formats.py) -> drop duplicates and eval-set contamination (reasons recorded) -> one row per sample
+(`id = "{prompt_id}:{k}"`, reasoning mode and sampling parameters per row) -> backend (backends.py) -> verify
+(verify.py) -> Parquet shards. Prompts are small and are collected on the driver; samples stream through Ray Data.
+
+Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
+same config and inputs reads the ids already there and generates only the missing samples (we do not rely on Ray
+Data checkpointing, which needs a read -> ... -> write plan). Rows that fail are written with `error`, not fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.config import ConfigError, parse, to_dict
+from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
+from pipelines.prompt_formats import PromptError, fields_for, to_prompt
+from pipelines.traces import REJECTED_SCHEMA, read_shards, sample_rows, to_trace, write_shard
+
+
+@dataclass
+class SynthConfig:
+    prompts_path: str = field(
+        default="", metadata={"help": "Local JSONL/Parquet file, folder or glob, or a Hub dataset id."}
+    )
+    prompts_split: str = field(default="train", metadata={"help": "Split, for a Hub dataset."})
+    prompts_subset: str | None = field(
+        default=None, metadata={"help": "Config name, for a Hub dataset (gsm8k: main)."}
+    )
+    prompt_format: str = field(default="gsm8k", metadata={"help": "gsm8k | math | messages (see prompt_formats.py)."})
+    prompt_field: str | None = field(default=None, metadata={"help": "Rename: the question field (format default)."})
+    answer_field: str | None = field(default=None, metadata={"help": "Rename: the gold answer field."})
+    solution_field: str | None = field(default=None, metadata={"help": "Rename: the worked solution (replay)."})
+    id_field: str | None = field(default=None, metadata={"help": "Field holding a stable prompt id (else a hash)."})
+    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
+    source: str | None = field(default=None, metadata={"help": "Source name stored per trace (default: path stem)."})
+    backend: str = field(default="transformers", metadata={"help": "vllm | transformers | openai | replay."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Model (or tokenizer, for replay)."})
+    model_revision: str | None = field(default=None, metadata={"help": "Model revision, recorded in `generator`."})
+    num_samples: int = field(default=4, metadata={"help": "Samples per prompt (replay: always 1)."})
+    reasoning: str = field(default="on", metadata={"help": "on (/think) | off (/no_think) | mixed (think_ratio on)."})
+    think_ratio: float = field(default=0.5, metadata={"help": "Share of samples with reasoning on, when mixed."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Generation budget per sample, in tokens."})
+    max_prompt_tokens: int | None = field(default=None, metadata={"help": "Longer prompts fail with an error."})
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature, reasoning on."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus top_p, reasoning on."})
+    no_think_temperature: float = field(default=0.0, metadata={"help": "Temperature, reasoning off (0 = greedy)."})
+    no_think_top_p: float = field(default=1.0, metadata={"help": "top_p, reasoning off."})
+    seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from it and its id."})
+    decontaminate_against: list[str] = field(
+        default_factory=list, metadata={"help": "Eval sets to drop prompts against: NAME=PATH:FIELD (issue 4)."}
+    )
+    decontaminate_ngram: int = field(default=13, metadata={"help": "Word n-gram size for decontamination."})
+    batch_size: int = field(default=16, metadata={"help": "Rows per backend batch."})
+    num_workers: int = field(default=1, metadata={"help": "Model replicas (actors / vLLM engines / HTTP workers)."})
+    num_cpus_per_worker: int = field(default=1, metadata={"help": "CPUs (torch threads) per transformers worker."})
+    accelerator_type: str | None = field(default=None, metadata={"help": "vllm: GPU type to schedule on (H100)."})
+    engine_kwargs: dict = field(default_factory=dict, metadata={"help": "vllm: extra engine kwargs (YAML only)."})
+    api_base: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: endpoint base URL."})
+    api_key_env: str | None = field(default="OPENAI_API_KEY", metadata={"help": "openai: env var with the key."})
+    qps: int | None = field(default=None, metadata={"help": "openai: max requests per second per worker."})
+    max_retries: int = field(default=3, metadata={"help": "openai: retries per request on 429/5xx/connection."})
+    shard_rows: int = field(default=256, metadata={"help": "Traces per shard file (the resume granularity)."})
+    output_dir: str = field(default="runs/synth", metadata={"help": "Where the traces artifact goes."})
+    force: bool = field(default=False, metadata={"help": "Rerun even if the artifact is up to date."})
+    address: str | None = field(default=None, metadata={"help": "Ray address (default: embedded local Ray)."})
+
+
+# Fields that change speed or batching, not which samples exist (a resumed run may change them).
+IGNORED = NON_SEMANTIC_FIELDS | {
+    "batch_size",
+    "num_cpus_per_worker",
+    "shard_rows",
+    "qps",
+    "max_retries",
+    "api_key_env",
+}
+
+
+def read_prompts(cfg: SynthConfig) -> list[dict]:
+    """Source rows as dicts, in file order (Ray Data reads; prompts are small enough to collect)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    files = sorted(glob.glob(cfg.prompts_path, recursive=True))
+    files = [f for p in files for f in (sorted(Path(p).rglob("*.*")) if Path(p).is_dir() else [Path(p)])]
+    files = [str(f) for f in files if f.suffix in (".jsonl", ".json", ".parquet") or f.name.endswith(".jsonl.gz")]
+    if files:
+        parquet = all(f.endswith(".parquet") for f in files)
+        ds = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=True)
+    elif "/" in cfg.prompts_path and not Path(cfg.prompts_path).exists():  # a Hub dataset id
+        import datasets
+
+        hub = datasets.load_dataset(cfg.prompts_path, cfg.prompts_subset, split=cfg.prompts_split)
+        ds = ray.data.from_huggingface(hub)
+    else:
+        raise ConfigError(f"prompts_path: no JSONL/Parquet files at '{cfg.prompts_path}' (nor a Hub dataset id)")
+    if cfg.max_prompts:
+        ds = ds.limit(cfg.max_prompts)
+    try:
+        return ds.take_all()  # in file order: max_prompts must pick the same prompts on every (re)run
+    finally:
+        ctx.execution_options.preserve_order = keep_order
+
+
+def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
+    """Map rows to prompts; reject unusable rows, duplicate prompts and contaminated ones, each with a reason."""
+    fields = fields_for(cfg.prompt_format, dict(prompt=cfg.prompt_field, answer=cfg.answer_field,
+                                                solution=cfg.solution_field))  # fmt: skip
+    kept, rejected, seen = [], [], set()
+    for i, row in enumerate(rows):
+        try:
+            prompt = to_prompt(row, cfg.prompt_format, fields, cfg.id_field)
+        except (PromptError, KeyError, TypeError) as e:
+            rejected.append({"prompt_id": f"row:{i}", "reason": "unusable_row", "detail": str(e)})
+            continue
+        if prompt["prompt_id"] in seen:
+            rejected.append({"prompt_id": prompt["prompt_id"], "reason": "duplicate_prompt", "detail": f"row {i}"})
+            continue
+        seen.add(prompt["prompt_id"])
+        kept.append(prompt)
+    if cfg.decontaminate_against:
+        kept, contaminated = decontaminate_prompts(kept, cfg)
+        rejected += contaminated
+    return kept, rejected
+
+
+def decontaminate_prompts(prompts: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
+    """Integration point with pipelines/decontaminate.py (issue 4): drop prompts sharing an n-gram with an eval set."""
+    try:
+        from pipelines import decontaminate
+    except ImportError:
+        raise ConfigError(
+            "decontaminate_against is set but pipelines/decontaminate.py is not available yet (issue 4)"
+        ) from None
+    texts = ["\n".join(m["content"] for m in p["messages"]) for p in prompts]
+    reasons = decontaminate.contamination_reasons(texts, cfg.decontaminate_against, ngram=cfg.decontaminate_ngram)
+    kept = [p for p, r in zip(prompts, reasons, strict=True) if r is None]
+    rejected = [
+        {"prompt_id": p["prompt_id"], "reason": r, "detail": None} for p, r in zip(prompts, reasons, strict=True) if r
+    ]
+    return kept, rejected
+
+
+def main(argv: list[str] | None = None) -> int:
+    synthesize(parse_args(argv))
+    return 0
+
+
+def synthesize(cfg: SynthConfig) -> Path:
+    """Run the stage for a parsed config; returns the traces artifact path."""
+    import ray
+
+    from pipelines.backends import BACKENDS
+    from pipelines.runtime import ray_session
+
+    if not cfg.source:  # ".../gsm8k/train.jsonl" -> "gsm8k/train"; a Hub id as it is
+        local = Path(cfg.prompts_path.split("*")[0].rstrip("/"))
+        cfg.source = f"{local.parent.name}/{local.stem}" if local.exists() else cfg.prompts_path
+    num_samples = 1 if cfg.backend == "replay" else cfg.num_samples
+    art = Artifact(
+        cfg.output_dir, kind="traces", stage="synth", config=to_dict(cfg), inputs=_inputs(cfg), ignore=IGNORED
+    )
+    if art.up_to_date() and not cfg.force:
+        print(art.skip_message())
+        return art.path
+    with ray_session(cfg.address), art.writing() as tmp:
+        prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
+        done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
+        pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
+        print(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
+        if pending:
+            generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
+            ds = ray.data.from_items(pending, override_num_blocks=max(1, math.ceil(len(pending) / cfg.batch_size)))
+            ds = BACKENDS[cfg.backend](ds, cfg).map(lambda row: to_trace(row, generator))
+            for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
+                write_shard(tmp / "traces", batch.to_pylist())
+        write_shard(tmp / "rejected", rejected, REJECTED_SCHEMA)
+        art.counts = count(read_shards(tmp / "traces"), len(prompts) + len(rejected), rejected, len(done))
+        if art.counts["samples"] != len(prompts) * num_samples:
+            raise RuntimeError(f"[synth] expected {len(prompts) * num_samples} traces, have {art.counts['samples']}")
+    print(f"[synth] wrote {art.path}: {art.counts}")
+    return art.path
+
+
+def count(traces, prompts_input: int, rejected: list[dict], resumed: int) -> dict:
+    t = traces.select(["reasoning", "verified", "error", "truncated"]).to_pydict()
+    verified = Counter({True: "true", False: "false", None: "null"}[v] for v in t["verified"])
+    return {
+        "prompts_input": prompts_input,
+        "prompts_kept": prompts_input - len(rejected),
+        "prompts_rejected": dict(Counter(r["reason"] for r in rejected)),
+        "samples": traces.num_rows,
+        "samples_resumed": resumed,
+        "errors": sum(e is not None for e in t["error"]),
+        "truncated": sum(t["truncated"]),
+        "verified": {k: verified.get(k, 0) for k in ("true", "false", "null")},
+        "reasoning": dict(Counter(t["reasoning"])),
+    }
+
+
+def _inputs(cfg: SynthConfig) -> list[str]:
+    """Local paths as they are (stat-hashed by lineage); Hub ids as hf:// URLs (hashed by name)."""
+    paths = [cfg.prompts_path] + [e.split("=", 1)[-1].rsplit(":", 1)[0] for e in cfg.decontaminate_against]
+    return [p if glob.glob(p) or "://" in p else f"hf://datasets/{p}" for p in paths]
+
+
+def parse_args(argv: list[str] | None = None) -> SynthConfig:
+    cfg = parse(SynthConfig, argv=argv)
+    if isinstance(cfg.reasoning, bool):  # YAML 1.1 reads a bare `on`/`off` as a boolean
+        cfg.reasoning = "on" if cfg.reasoning else "off"
+    choices = {"backend": ("vllm", "transformers", "openai", "replay"), "reasoning": ("on", "off", "mixed"),
+               "prompt_format": ("gsm8k", "math", "messages")}  # fmt: skip
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got '{getattr(cfg, name)}'")
+    if not cfg.prompts_path:
+        raise ConfigError("prompts_path is required (a JSONL/Parquet file, folder or glob, or a Hub dataset id)")
+    if cfg.backend != "replay" and not cfg.model_name_or_path:
+        raise ConfigError(f"backend '{cfg.backend}' needs model_name_or_path")
+    return cfg
+
+
+if __name__ == "__main__":
+    sys.exit(main())
