@@ -1,8 +1,7 @@
 """Preference optimisation with TRL's `DPOTrainer` on `prompt` / `chosen` / `rejected` pairs.
 
 Local:    nanoforge dpo --config rl/configs/dpo_demo.yaml
-Cluster:  accelerate launch --config_file sft/configs/accelerate_multi_gpu.yaml -m rl.dpo \
-              --config rl/configs/dpo_nano2_12b.yaml
+Cluster:  accelerate launch --num_processes 8 -m rl.dpo --config rl/configs/dpo_nano2_12b.yaml
 
 `loss_type` is TRL's: `sigmoid` (DPO), `sigmoid_norm` (length-normalised: log-probs averaged over tokens, so
 long answers are not preferred or punished for their length), `apo_zero`, or a list to combine with

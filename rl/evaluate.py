@@ -81,7 +81,7 @@ def transformers_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[d
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=cfg.dtype)
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     eos = set(model.generation_config.eos_token_id or [tokenizer.eos_token_id]) | {tokenizer.eos_token_id}
-    sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if cfg.temperature else {}
+    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p) if cfg.temperature else {}
 
     def generate(texts: list[str]) -> list[list[dict]]:
         out: list[list[dict]] = []

@@ -1,8 +1,7 @@
 """Reinforcement learning with TRL's `GRPOTrainer` on math prompts, rewarded by the verifier (`rl/rewards.py`).
 
 Local:    nanoforge grpo --config rl/configs/grpo_demo.yaml
-Cluster:  accelerate launch --config_file sft/configs/accelerate_multi_gpu.yaml -m rl.grpo \
-              --config rl/configs/grpo_nano2_12b.yaml
+Cluster:  accelerate launch --num_processes 8 -m rl.grpo --config rl/configs/grpo_nano2_12b.yaml
 
 Prompts are `prompt` (messages) + `answer` rows (the `rl_prompts/` set of `nanoforge select`), or a GSM8K/MATH
 style file mapped the way `synth` maps it. Reasoning is chosen per prompt: a prompt keeps its own `/think` or

@@ -19,9 +19,10 @@ from transformers import TrainerCallback
 from pipelines.config import ConfigError, to_dict
 from pipelines.lineage import Artifact
 
-# Nemotron-H names its Mamba-2 projections in_proj/out_proj; PEFT has no default for the architecture, and LoRA on
-# attention alone would leave ~90% of the mixing layers of a hybrid model frozen.
-HYBRID_LORA_TARGETS = ["in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+# Nemotron-H names its Mamba-2 input projection in_proj; PEFT has no default target list for the architecture, and
+# LoRA on attention alone would leave the mixing layers (~90% of Nano 2) frozen. The Mamba out_proj is left out on
+# purpose: the fused Mamba kernel (GPU) reads `out_proj.weight` directly, bypassing the adapter, so PEFT refuses it.
+HYBRID_LORA_TARGETS = ["in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 NOT_DATA_DIRS = {"rejected", "quarantine"}  # an artifact's dropped rows sit beside its data
 
@@ -118,7 +119,7 @@ def is_hybrid(model_name_or_path: str, trust_remote_code: bool = False) -> bool:
 
 
 def peft_config(model_args, trust_remote_code: bool = False):
-    """TRL's LoRA config; on hybrid models the default targets include the Mamba in_proj/out_proj."""
+    """TRL's LoRA config; on hybrid models the default targets include the Mamba in_proj (see HYBRID_LORA_TARGETS)."""
     from trl import get_peft_config
 
     if model_args.use_peft and model_args.lora_target_modules is None:
@@ -152,7 +153,11 @@ def packing_leak(model, atol: float | None = None) -> str | None:
     try:
         with torch.no_grad():
             alone = model(input_ids=torch.tensor([second], device=device)).logits.float().log_softmax(-1)[0]
-            together = model(**{k: v.to(device) for k, v in packed.items()}).logits.float().log_softmax(-1)[0]
+            together = (
+                model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()})
+                .logits.float()
+                .log_softmax(-1)[0]
+            )
     except (ValueError, RuntimeError) as e:
         return f"the model refuses packed input ({e})"
     finally:

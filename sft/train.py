@@ -1,15 +1,15 @@
 """Supervised fine-tuning with TRL's `SFTTrainer` on conversational `messages`, with our chat template.
 
-Local:    nanoforge sft --config sft/configs/demo.yaml
-Cluster:  accelerate launch --config_file sft/configs/accelerate_multi_gpu.yaml -m sft.train \
-              --config sft/configs/nano2_12b.yaml
+Local:    nanoforge sft --config sft/configs/sft_demo.yaml
+Cluster:  accelerate launch --num_processes 8 -m sft.train --config sft/configs/sft_nano2_12b.yaml
 
 The loss covers assistant tokens only (`assistant_only_loss`: the template's `{% generation %}` spans, end of
 turn included). The model loads in its checkpoint dtype unless `dtype` says otherwise (TRL alone loads float32).
-`use_peft: true` trains LoRA adapters, by default on the Mamba in_proj/out_proj as well as attention and MLP, and
-the checkpoint holds the merged weights. Packing and padding-free are checked on the actual model before training
-and refused when packed samples would leak state into each other (Mamba without its kernels, attention without a
-varlen kernel: always the case on CPU). A killed run resumes from its last `checkpoint-N` on rerun.
+`use_peft: true` trains LoRA adapters, by default on the Mamba in_proj as well as attention and MLP (not on the
+Mamba out_proj, which the fused GPU kernel uses without going through the adapter), and the checkpoint holds the
+merged weights. Packing and padding-free are checked on the actual model before training and refused when packed
+samples would leak state into each other (Mamba without its kernels, attention without a varlen kernel: always
+the case on CPU). A killed run resumes from its last `checkpoint-N` on rerun.
 """
 
 from __future__ import annotations

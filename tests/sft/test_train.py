@@ -1,0 +1,204 @@
+"""`nanoforge sft` on the tiny hybrid base: the model moves, only assistant tokens are trained, LoRA reaches the
+Mamba projections, packing is refused where packed samples leak into each other, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipelines.config import ConfigError
+from pipelines.lineage import read_manifest
+from sft import train
+from sft.common import packing_leak
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: a second thread only adds contention on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def conversations(n: int, seed: int = 0) -> list[dict]:
+    """Addition dialogues in the traces format: 3/4 reason (`<think>...</think>answer`), 1/4 `/no_think`."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(1, 30), rng.randint(1, 30)
+        if i % 4 == 3:
+            user, answer = f"What is {a} plus {b}? /no_think", f"The answer is {a + b}."
+        else:
+            user, answer = (
+                f"What is {a} plus {b}?",
+                f"<think>\n{a} plus {b} is {a + b}.\n</think>The answer is {a + b}.",
+            )
+        rows.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def gsm8k_style(path: Path, n: int = 4) -> Path:
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(n)]
+    return write_jsonl(path, rows)
+
+
+def sft_argv(base: Path, data: Path, out: Path, **overrides) -> list[str]:
+    args = dict(model_name_or_path=base, dataset_name=data, output_dir=out, assistant_only_loss=True, max_length=256,
+                dtype="float32", bf16=False, activation_checkpointing=False, learning_rate=3e-3, max_steps=40,
+                per_device_train_batch_size=8, logging_steps=5, save_steps=20, report_to="none", disable_tqdm=True,
+                seed=0) | overrides  # fmt: skip
+    return [x for k, v in args.items() for x in (f"--{k}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_base, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sft")
+    data = write_jsonl(tmp / "sft.jsonl", conversations(48))
+    evalset = gsm8k_style(tmp / "test.jsonl")
+    argv = sft_argv(tiny_base, data, tmp / "out", math_eval_dataset=evalset, math_eval_limit=4,
+                    math_eval_max_new_tokens=8)  # fmt: skip
+    assert train.main(argv) == 0
+    return tmp / "out", argv
+
+
+def test_sft_lowers_loss_and_changes_every_kind_of_layer(sft_run, tiny_base):
+    out, _ = sft_run
+    losses = [
+        row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row
+    ]
+    assert len(losses) == 8 and losses[-1] < 0.7 * losses[0], losses
+    before, after = load_file(tiny_base / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    for part in ("embeddings", "mixer.in_proj", "mixer.out_proj", "mixer.q_proj", "mixer.up_proj", "lm_head"):
+        changed = [name for name in before if part in name and not torch.equal(before[name], after[name])]
+        assert changed, f"no {part} tensor changed"
+
+
+def test_sft_checkpoint_is_a_complete_safetensors_artifact_with_eval(sft_run, capsys):
+    out, argv = sft_run
+    manifest = read_manifest(out)
+    assert manifest["kind"] == "checkpoint" and manifest["counts"] == {"train_rows": 48, "steps": 40}
+    assert set(manifest["eval"]) == {"think", "no_think"}  # the stage ran `eval` on the finished model
+    assert json.loads((out / "eval.json").read_text())["problems"] == 4
+    assert not list(out.glob("checkpoint-*")) and not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+    assert (out / "chat_template.jinja").exists()  # the next stage renders prompts the same way
+    assert train.main(argv) == 0  # same config and inputs: nothing to do
+    assert "is up to date" in capsys.readouterr().out
+
+
+def test_only_assistant_tokens_carry_loss(tiny_base, tmp_path):
+    messages = [
+        {"role": "system", "content": "You add numbers."},
+        {"role": "user", "content": "What is 2 plus 3?"},
+        {"role": "assistant", "content": "<think>\n2 plus 3 is 5.\n</think>The answer is 5."},
+        {"role": "user", "content": "And 4 plus 4? /no_think"},
+        {"role": "assistant", "content": "The answer is 8."},
+    ]
+    data = write_jsonl(tmp_path / "one.jsonl", [{"messages": messages}])
+    trainer = train.build_trainer(*train.parse_args(sft_argv(tiny_base, data, tmp_path / "out")), tmp_path / "out")
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    spans, current = [], []
+    for token, label in zip(ids, labels, strict=True):
+        if label != -100:
+            current.append(token)
+        elif current:
+            spans, current = [*spans, trainer.processing_class.decode(current)], []
+    # Exactly the assistant turns plus their end of turn: an earlier turn keeps its answer only (as at inference),
+    # the `<think></think>` the template puts before a no-reasoning answer is prompt, not target.
+    assert spans == ["The answer is 5.<SPECIAL_12>", "The answer is 8.<SPECIAL_12>"]
+
+
+def test_lora_default_targets_reach_mamba_and_are_merged(tiny_base, tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", conversations(16))
+    argv = sft_argv(tiny_base, data, tmp_path / "lora", use_peft=True, lora_r=4, lora_alpha=8, max_steps=3,
+                    learning_rate=1e-2, logging_steps=1)  # fmt: skip
+    assert train.main(argv) == 0
+    before, after = load_file(tiny_base / "model.safetensors"), load_file(tmp_path / "lora" / "model.safetensors")
+    assert before.keys() == after.keys()  # merged: a plain checkpoint, no adapter tensors
+    changed = {name.split(".")[-2] for name in before if not torch.equal(before[name], after[name])}
+    assert {"in_proj", "q_proj", "up_proj"} <= changed
+    assert "out_proj" not in changed  # the fused Mamba kernel reads out_proj.weight directly: PEFT refuses it
+    assert "embeddings" not in changed and "lm_head" not in changed  # frozen under LoRA
+
+
+def test_packed_samples_leak_on_cpu_and_packing_is_refused(tiny_base, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(1)
+    first, second = torch.randint(10, 500, (1, 20), generator=g), torch.randint(10, 500, (1, 16), generator=g)
+
+    def per_token_nll(logits, ids):
+        return torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
+
+    with torch.no_grad():
+        alone = [per_token_nll(model(input_ids=x).logits, x) for x in (first, second)]
+        # Packed the way padding-free packing feeds a model: one row, positions restarting at each sample. Without
+        # the varlen kernels nothing tells the Mamba scan (or SDPA) where the second sample starts.
+        positions = torch.cat([torch.arange(20), torch.arange(16)])[None]
+        logits = model(input_ids=torch.cat([first, second], 1), position_ids=positions).logits
+    packed_first = per_token_nll(logits[:, :20], first)
+    packed_second = per_token_nll(logits[:, 20:], second)
+    torch.testing.assert_close(packed_first, alone[0])  # causal: the first sample cannot see the second
+    assert (packed_second - alone[1]).abs().max() > 1e-2  # but the second sees the first: state leaked
+
+    assert packing_leak(model) is not None  # the check the stages run reaches the same verdict
+    data = write_jsonl(tmp_path / "sft.jsonl", conversations(8))
+    with pytest.raises(ConfigError, match="leak into each other"):
+        train.main(sft_argv(tiny_base, data, tmp_path / "packed", packing=True, max_steps=1))
+
+
+@pytest.mark.gpu
+def test_packing_keeps_samples_apart_with_mamba_kernels(tiny_base):
+    pytest.importorskip("mamba_ssm")
+    pytest.importorskip("causal_conv1d")
+    pytest.importorskip("flash_attn")
+    from transformers import AutoModelForCausalLM
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.bfloat16,
+                                                 attn_implementation="flash_attention_2").cuda()  # fmt: skip
+    assert packing_leak(model) is None
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", conversations(32))
+    out = tmp_path / "out"
+    argv = sft_argv(tiny_base, data, out, max_steps=12, save_steps=4, logging_steps=1)
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "sft.train", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    partial = tmp_path / ".out.partial"
+    deadline = time.monotonic() + 300
+    while not (partial / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # a crash: no cleanup, no manifest
+    proc.wait()
+    assert not out.exists() and read_manifest(out) is None
+
+    assert train.main(argv) == 0
+    steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    assert steps == list(range(1, 13))  # steps 1-4 from the killed run, 5-12 after resuming, none twice
+    assert read_manifest(out)["counts"]["steps"] == 12
