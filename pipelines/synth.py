@@ -58,7 +58,7 @@ class SynthConfig:
     no_think_top_p: float = field(default=1.0, metadata={"help": "top_p, reasoning off."})
     seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from it and its id."})
     decontaminate_against: list[str] = field(
-        default_factory=list, metadata={"help": "Eval sets to drop prompts against: NAME=PATH:FIELD (issue 4)."}
+        default_factory=list, metadata={"help": "Eval sets to drop prompts against: NAME=PATH:FIELD."}
     )
     decontaminate_ngram: int = field(default=13, metadata={"help": "Word n-gram size for decontamination."})
     batch_size: int = field(default=16, metadata={"help": "Rows per backend batch."})
@@ -137,15 +137,12 @@ def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], lis
 
 
 def decontaminate_prompts(prompts: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
-    """Integration point with pipelines/decontaminate.py (issue 4): drop prompts sharing an n-gram with an eval set."""
-    try:
-        from pipelines import decontaminate
-    except ImportError:
-        raise ConfigError(
-            "decontaminate_against is set but pipelines/decontaminate.py is not available yet (issue 4)"
-        ) from None
-    texts = ["\n".join(m["content"] for m in p["messages"]) for p in prompts]
-    reasons = decontaminate.contamination_reasons(texts, cfg.decontaminate_against, ngram=cfg.decontaminate_ngram)
+    """Drop prompts sharing a word n-gram with an eval set (decontaminate.py); reason `contaminated:<name>`."""
+    from pipelines.decontaminate import build_index, contamination_reasons
+
+    index = build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram)
+    texts = ["\n".join(m["content"] for m in p["messages"] if m["role"] != "system") for p in prompts]
+    reasons = contamination_reasons(texts, index)
     kept = [p for p, r in zip(prompts, reasons, strict=True) if r is None]
     rejected = [
         {"prompt_id": p["prompt_id"], "reason": r, "detail": None} for p, r in zip(prompts, reasons, strict=True) if r

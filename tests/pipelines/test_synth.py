@@ -1,0 +1,114 @@
+"""synth with the replay backend on real GSM8K worked solutions -> traces -> select, counts adding up; resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from datapaths import shared_data
+
+from pipelines.lineage import read_manifest
+from pipelines.select import parse_args as select_args
+from pipelines.select import select
+from pipelines.synth import parse_args, synthesize
+
+pytestmark = pytest.mark.slow  # real Ray Data runs: a few seconds each on an idle 2-core machine
+
+
+def rows(folder):
+    return sum(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    """300 real GSM8K train problems, plus one duplicate, three GSM8K *test* questions and one unusable row."""
+    train = shared_data("gsm8k", "train.jsonl").read_text().splitlines()[:300]
+    test = shared_data("gsm8k", "test.jsonl").read_text().splitlines()[:3]
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("\n".join([*train, train[0], *test, json.dumps({"question": "", "answer": "#### 1"})]) + "\n")
+    return path
+
+
+def test_replay_traces_then_select(ray_local, prompts, tmp_path):
+    test_path = shared_data("gsm8k", "test.jsonl")
+    out = synthesize(
+        parse_args(
+            [
+                "--prompts_path",
+                str(prompts),
+                "--backend",
+                "replay",
+                "--reasoning",
+                "on",
+                "--decontaminate_against",
+                f"gsm8k_test={test_path}:question",
+                "--shard_rows",
+                "64",
+                "--output_dir",
+                str(tmp_path / "traces"),
+            ]
+        )  # fmt: skip
+    )
+    counts = read_manifest(out)["counts"]
+    rejected = pq.read_table(out / "rejected").to_pylist()
+    reasons = {r["reason"] for r in rejected}
+    assert counts["prompts_input"] == 305
+    assert counts["prompts_input"] == counts["prompts_kept"] + sum(counts["prompts_rejected"].values())
+    assert counts["prompts_rejected"]["duplicate_prompt"] == 1 and counts["prompts_rejected"]["unusable_row"] == 1
+    assert counts["prompts_rejected"]["contaminated:gsm8k_test"] >= 3  # the planted test questions (and any real)
+    assert reasons == {"duplicate_prompt", "unusable_row", "contaminated:gsm8k_test"}
+
+    traces = pq.read_table(out / "traces").to_pylist()
+    assert len(traces) == counts["samples"] == counts["prompts_kept"]  # replay: one trace per prompt
+    assert len({t["id"] for t in traces}) == len(traces)
+    assert all(t["id"] == f"{t['prompt_id']}:0" for t in traces)
+    assert counts["verified"] == {"true": len(traces), "false": 0, "null": 0}  # worked solutions verify
+    for t in traces[:20]:
+        system, user, assistant = t["messages"]
+        assert system == {"role": "system", "content": "/think"} and user["role"] == "user"
+        assert assistant["content"].startswith("<think>\n") and "</think>" in assistant["content"]
+        assert "<<" not in assistant["content"]  # GSM8K calculator annotations removed
+        assert t["predicted_answer"] == t["answer"] and t["generator"]["backend"] == "replay"
+
+    sel = select(select_args(["--traces_path", str(out), "--output_dir", str(tmp_path / "select")]))
+    c = read_manifest(sel)["counts"]
+    assert c["samples"] == len(traces) and c["prompts"] == len(traces)
+    assert c["sft"]["input"] == c["sft"]["kept"] + sum(c["sft"]["rejected"].values())
+    assert c["sft"]["kept"] == sum(c["sft"]["variants"].values()) == rows(sel / "sft")
+    assert 0 < c["sft"]["variants"]["no_think"] < 0.2 * c["sft"]["kept"]  # ~10% by default
+    assert c["rl_prompts"] == {"input": len(traces), "kept": 0, "rejected": {"too_easy": len(traces)}}
+    assert c["preference"]["kept"] == 0 and c["preference"]["no_pair"] == {"no_incorrect": len(traces)}
+    for name in ("sft", "preference", "rl_prompts"):
+        assert read_manifest(sel / name)["counts"] == c[name]
+    assert "Pass rate per prompt" in (sel / "report.md").read_text()
+
+
+def test_resume_keeps_finished_samples(ray_local, prompts, tmp_path):
+    argv = ["--prompts_path", str(prompts), "--backend", "replay", "--max_prompts", "200", "--shard_rows", "40",
+            "--output_dir", str(tmp_path / "traces")]  # fmt: skip
+    done = synthesize(parse_args(argv))
+    manifest = read_manifest(done)
+    # Make it look like a run killed midway: the partial directory of the same hash with only some shards in it.
+    partial = done.parent / f".{done.name}.partial"
+    done.rename(partial)
+    (partial / "manifest.json").unlink()
+    (partial / ".lineage.json").write_text(json.dumps({"hash": manifest["hash"], "stage": "synth"}))
+    shutil.rmtree(partial / "rejected")
+    shards = sorted((partial / "traces").glob("*.parquet"))
+    kept, dropped = shards[: len(shards) // 2], shards[len(shards) // 2 :]
+    finished = {f.name: f.read_bytes() for f in kept}
+    for f in dropped:
+        f.unlink()
+    n_finished = sum(pq.read_metadata(f).num_rows for f in kept)
+
+    again = synthesize(parse_args(argv))
+    counts = read_manifest(again)["counts"]
+    assert counts["samples_resumed"] == n_finished > 0
+    assert counts["samples"] == manifest["counts"]["samples"]
+    for name, data in finished.items():  # finished shards were kept as they were, not regenerated
+        assert (again / "traces" / name).read_bytes() == data
+    ids = pq.read_table(again / "traces", columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == counts["samples"]
+    assert not partial.exists()
