@@ -1,0 +1,128 @@
+"""GRPO rewards as tables (one comment per case), the verifier on real labelled GSM8K solutions, and the GRPO
+prompt preparation (reasoning on/off per prompt)."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import json
+
+import pytest
+from datapaths import shared_data
+
+import rl.rewards
+from rl.grpo import reasoning_of, rl_prompts
+from rl.rewards import accuracy, overlong_penalty, think_format
+
+ACCURACY = [
+    # (completion as TRL passes it, gold answer, reasoning mode, expected reward)
+    ("2 + 2 = 4.</think>The answer is \\boxed{4}.", "4", "on", 1.0),  # boxed answer after the think block
+    ("2 + 2 = 4.</think>#### 4", "4", "on", 1.0),  # GSM8K-style final line
+    ("2 + 2 = 4.</think>The answer is 5.", "4", "on", 0.0),  # a wrong final answer; the 4 in the reasoning is ignored
+    ("Let me think: it is 4", "4", "on", 0.0),  # thinking never closed: no answer was given, although 4 appears
+    ("The answer is 1,200.", "1200", "off", 1.0),  # thousands separator
+    ("The answer is \\boxed{\\frac{1}{2}}", "0.5", "off", 1.0),  # math-verify compares values, not strings
+    ("The answer is 7.", None, "off", None),  # no gold answer: the reward does not apply
+    ("", "4", "off", 0.0),  # empty completion
+    ([{"role": "assistant", "content": "#### 4"}], "4", "off", 1.0),  # conversational completion (TRL's list form)
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "mode", "expected"), ACCURACY)
+def test_accuracy_table(completion, gold, mode, expected):
+    assert accuracy([completion], answer=[gold], reasoning=[mode]) == [expected]
+
+
+THINK_FORMAT = [
+    # (completion, reasoning mode, expected reward); with reasoning on the prompt already opened `<think>\n`
+    ("plan the sum</think>The answer is 4.", "on", 1.0),  # closed once, then an answer
+    ("plan the sum</think>", "on", 0.0),  # no answer after the reasoning
+    ("plan the sum without end", "on", 0.0),  # reasoning never closed
+    ("<think>plan</think>4", "on", 0.0),  # reopened the think block the prompt had opened
+    ("a</think>b</think>4", "on", 0.0),  # closed twice
+    ("The answer is 4.", "off", 1.0),  # reasoning off: a plain answer
+    ("x</think>4", "off", 0.0),  # think tags in reasoning-off mode
+    ("   ", "off", 0.0),  # empty answer
+]
+
+
+@pytest.mark.parametrize(("completion", "mode", "expected"), THINK_FORMAT)
+def test_think_format_table(completion, mode, expected):
+    assert think_format([completion], reasoning=[mode]) == [expected]
+
+
+OVERLONG = [
+    # (completion length in tokens, expected penalty) for max_completion_length=100, overlong_buffer=20
+    (50, 0.0),  # well inside the budget
+    (80, 0.0),  # exactly where the buffer starts
+    (90, -0.5),  # halfway through the buffer
+    (100, -1.0),  # at the limit, where TRL cuts the completion off
+    (130, -1.0),  # never below -1
+]
+
+
+@pytest.mark.parametrize(("length", "expected"), OVERLONG)
+def test_overlong_table(length, expected):
+    assert overlong_penalty(["x"], [[1] * length], max_completion_length=100, overlong_buffer=20) == [expected]
+
+
+def test_rewards_accept_everything_trl_passes():
+    """TRL calls rewards with prompts, completion_ids, every column and trainer hooks; the defaults assume reasoning on."""
+    extra = dict(prompts=[[{"role": "user", "content": "2+2?"}]], completion_ids=[[1, 2]], trainer_state=None,
+                 log_extra=None, log_metric=None, prompt_id=["p0"])  # fmt: skip
+    assert accuracy(["4</think>#### 4"], answer=["4"], **extra) == [1.0]
+    assert think_format(["4</think>#### 4"], answer=["4"], **extra) == [1.0]
+
+
+def test_docstring_examples_hold():
+    assert doctest.testmod(rl.rewards).failed == 0
+
+
+def test_accuracy_agrees_with_human_labels_on_real_gsm8k_solutions():
+    """OpenAI's GSM8K model solutions carry an is_correct label per solution (4 models x 1319 problems)."""
+    path = shared_data("gsm8k", "example_model_solutions.jsonl")
+    completions, golds, labels = [], [], []
+    for row in map(json.loads, path.read_text().splitlines()):
+        gold = row["ground_truth"].rsplit("A:", 1)[1].strip()  # the reference ends with "A: 18"
+        for key in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
+            sample = ast.literal_eval(row[key]) if isinstance(row[key], str) else row[key]
+            completions.append(sample["solution"])  # no think block: scored as a reasoning-off answer
+            golds.append(gold)
+            labels.append(float(sample["is_correct"]))
+    rewards = accuracy(completions, answer=golds, reasoning=["off"] * len(golds))
+    agree = sum(r == label for r, label in zip(rewards, labels, strict=True))
+    assert len(labels) == 5276 and sum(labels) == 2001  # 286 + 515 + 458 + 742 correct, per SOURCES.md
+    assert agree == len(labels)  # measured: 5276 / 5276
+
+
+REASONING_OF = [
+    # (messages, mode the chat template would pick)
+    ([{"role": "user", "content": "2+2?"}], None),  # no flag: the caller decides (template default is on)
+    ([{"role": "system", "content": "/no_think"}, {"role": "user", "content": "2+2?"}], "off"),  # system flag
+    ([{"role": "system", "content": "/no_think"}, {"role": "user", "content": "2+2? /think"}], "on"),  # last wins
+    ([{"role": "user", "content": "a /think then /no_think"}], "off"),  # last within one message wins
+    (
+        [{"role": "assistant", "content": "/no_think"}, {"role": "user", "content": "x"}],
+        None,
+    ),  # assistants don't count
+]
+
+
+@pytest.mark.parametrize(("messages", "expected"), REASONING_OF)
+def test_reasoning_of_table(messages, expected):
+    assert reasoning_of(messages) == expected
+
+
+def test_rl_prompts_flag_each_prompt_once():
+    from datasets import Dataset
+
+    rows = Dataset.from_list(
+        [{"question": f"What is {i} plus 1?", "answer": f"{i} + 1\n#### {i + 1}"} for i in range(200)]
+        + [{"question": "Already off? /no_think", "answer": "#### 0"}]
+    )
+    prompts = rl_prompts(rows, no_think_fraction=0.25, seed=0)
+    assert prompts.column_names == ["prompt", "answer", "reasoning"] and prompts[3]["answer"] == "4"
+    assert all(reasoning_of(p) == r for p, r in zip(prompts["prompt"], prompts["reasoning"], strict=True))
+    off = prompts["reasoning"][:200].count("off")
+    assert 30 <= off <= 70  # ~25% of the unflagged prompts
+    assert prompts[200]["reasoning"] == "off" and prompts[200]["prompt"][0]["role"] == "user"  # kept as written
