@@ -39,8 +39,7 @@ from pipelines.filters import FILTER_NAMES, check_filters
 from pipelines.lineage import Artifact
 from pipelines.quality_ops import (
     WEIGHT,
-    FastTextScorer,
-    HFScorer,
+    EnsembleScorer,
     add_weight,
     bucket_batch,
     bucket_histogram,
@@ -84,9 +83,9 @@ class QualityConfig:
     batch_size: int = field(default=256, metadata={"help": "Documents per Ray Data batch."})
     hf_batch_size: int = field(default=64, metadata={"help": "Documents per forward pass of a HF classifier."})
     hf_max_length: int = field(default=512, metadata={"help": "Tokens per document seen by a HF classifier."})
-    num_workers: int = field(default=2, metadata={"help": "Max actors per classifier."})
+    num_workers: int = field(default=2, metadata={"help": "Max scoring actors (each runs every classifier)."})
     num_gpus: float = field(
-        default=-1, metadata={"help": "GPUs per HF classifier actor; -1: 1 if the cluster has GPUs."}
+        default=-1, metadata={"help": "GPUs per scoring actor when a classifier is HF; -1: 1 if the cluster has GPUs."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the threshold sample."})
     output_dir: str = field(default="runs/quality", metadata={"help": "Artifact directory to write."})
@@ -116,22 +115,23 @@ def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: P
 
     ds = ray.data.read_parquet(str(docs_dir))
     ds = ds.map_batches(add_weight, fn_kwargs={"text_column": cfg.text_column}, batch_format="pyarrow")
-    gpus = cfg.num_gpus if cfg.num_gpus >= 0 else float(ray.cluster_resources().get("GPU", 0) > 0)
+    specs = []
     for path, name in zip(cfg.classifiers, names, strict=True):
         args = {"path": str(path), "column": f"quality_score_{name}", "text_column": cfg.text_column}
         if classifier_kind(path) == "fasttext":
-            scorer, args, resources = FastTextScorer, {**args, "label": cfg.fasttext_label}, {"num_cpus": 1}
+            specs.append({"kind": "fasttext", "args": {**args, "label": cfg.fasttext_label}})
         else:
-            args = {**args, "max_length": cfg.hf_max_length, "batch_size": cfg.hf_batch_size}
-            scorer, resources = HFScorer, ({"num_gpus": gpus} if gpus else {"num_cpus": 1})
-        ds = ds.map_batches(
-            scorer,
-            fn_constructor_kwargs=args,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.num_workers),
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-            **resources,
-        )
+            specs.append({"kind": "hf", "args": {**args, "max_length": cfg.hf_max_length, "batch_size": cfg.hf_batch_size}})  # fmt: skip
+    gpus = cfg.num_gpus if cfg.num_gpus >= 0 else float(ray.cluster_resources().get("GPU", 0) > 0)
+    resources = {"num_gpus": gpus} if gpus and any(s["kind"] == "hf" for s in specs) else {"num_cpus": 1}
+    ds = ds.map_batches(
+        EnsembleScorer,
+        fn_constructor_kwargs={"specs": specs},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.num_workers),
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        **resources,
+    )
     ds.write_parquet(str(out))
 
 

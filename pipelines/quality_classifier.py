@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("set both positive_paths (high-quality text) and negative_paths (web text)")
     if not 0 < cfg.heldout_fraction < 1:
         raise ConfigError(f"heldout_fraction must be in (0, 1), got {cfg.heldout_fraction}")
+    for path in [*cfg.positive_paths, *cfg.negative_paths]:
+        _files(path)  # a missing input fails here, naming it
     art = Artifact(
         cfg.output_dir,
         kind="quality-classifier",

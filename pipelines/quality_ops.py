@@ -1,6 +1,6 @@
 """Ray Data operators of `nanoforge quality`: scorer actors, bucket assignment, bucket-aware heuristic filters.
 
-Scorers are actor classes that add one float score column per batch.
+A scorer adds one float score column per batch; `EnsembleScorer` is the actor that runs them all.
 A classifier is given by path and its kind is read from what is there:
   - a fastText model (`*.bin`/`*.ftz`, or a `train-quality-classifier` artifact holding `model.bin`):
     score = P(label), e.g. DCLM's `__label__hq`;
@@ -106,6 +106,22 @@ class HFScorer:
         return batch.append_column(self.column, pa.array(scores, pa.float32()))
 
 
+class EnsembleScorer:
+    """The Ray Data actor: loads every classifier once and adds one `quality_score_<name>` per classifier.
+
+    One actor pool for the whole ensemble, not one per classifier: on a small machine a pool per classifier can
+    hold every CPU and starve the readers feeding them.
+    """
+
+    def __init__(self, specs: list[dict]):
+        self.scorers = [(FastTextScorer if s["kind"] == "fasttext" else HFScorer)(**s["args"]) for s in specs]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        for scorer in self.scorers:
+            batch = scorer(batch)
+        return batch
+
+
 def heuristic_verdicts(texts: list[str], ids: list[str], filters: tuple[str, ...]) -> list[tuple[str, str] | None]:
     """Per document, (filter, reason) of the first of curate's datatrove filters that drops it, else None.
 
@@ -179,7 +195,8 @@ def kept_rows(batch: pa.Table) -> pa.Table:
 
 
 def rejected_rows(batch: pa.Table, text_column: str) -> pa.Table:
-    """Rows a heuristic filter dropped, as curate writes them (id, source, stage, reason, detail, url, text)."""
+    """Rows a heuristic filter dropped, as curate writes them (id, source, stage, reason, detail, url, text), plus
+    their bucket, label and scores."""
     batch = batch.filter(pc.is_valid(batch["_reason"]))
     n = len(batch)
 
@@ -187,6 +204,7 @@ def rejected_rows(batch: pa.Table, text_column: str) -> pa.Table:
         return batch[name] if name in batch.column_names else pa.nulls(n, pa.string())
 
     detail = pc.binary_join_element_wise("quality_label=", batch["quality_label"], "")
+    scores = {name: batch[name] for name in batch.column_names if name.startswith("quality_score_")}
     return pa.table(
         {
             "id": batch["id"],
@@ -198,5 +216,6 @@ def rejected_rows(batch: pa.Table, text_column: str) -> pa.Table:
             "text": batch[text_column],
             "quality_bucket": batch["quality_bucket"],
             "quality_label": batch["quality_label"],
+            **scores,
         }
     )
