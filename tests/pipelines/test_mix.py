@@ -1,0 +1,236 @@
+"""mix: token fractions per phase, epoch caps, shortfalls, determinism, Megatron .bin/.idx read back into tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datapaths import shared_data
+
+from pipelines import mix
+from pipelines.blend import Phase, ShortfallError, plan_blend, read_megatron, shuffle_phase, write_megatron
+from pipelines.buckets import bucket_labels
+from pipelines.config import ConfigError
+
+PHASES = [
+    Phase("diverse", 0.6, {"web": 0.6, "math": 0.2, "code": 0.2}),
+    Phase("quality", 0.4, {"web": 0.2, "math": 0.5, "code": 0.3}),
+]
+
+
+def synthetic_sources(seed: int = 0) -> dict[str, np.ndarray]:
+    """Tokens per document: many documents of 50-2000 tokens, as in a real corpus."""
+    rng = np.random.default_rng(seed)
+    return {"web": rng.integers(50, 2000, 3000), "math": rng.integers(50, 800, 2000), "code": rng.integers(100, 1500, 800)}  # fmt: skip
+
+
+def test_plan_hits_every_phase_fraction_within_half_a_percent():
+    tokens = synthetic_sources()
+    picks, stats = plan_blend(tokens, PHASES, 2_000_000, {s: 4.0 for s in tokens}, seed=0)
+    for p, phase in enumerate(PHASES):
+        got = stats["phases"][phase.name]
+        assert abs(got["achieved_tokens"] - got["target_tokens"]) / got["target_tokens"] < 0.005
+        for s, row in got["sources"].items():
+            assert abs(row["achieved_fraction"] - row["target_fraction"]) < 0.005, (phase.name, s)
+            # the picks are what the stats say: tokens of the documents picked for this phase
+            mine = picks[s]["phase"] == p
+            assert tokens[s][picks[s]["doc"][mine]].sum() == row["achieved_tokens"]
+            # nearest-document rounding: off by at most half of the largest document
+            assert abs(row["achieved_tokens"] - row["target_tokens"]) <= tokens[s].max() / 2 + 1
+
+
+def test_epochs_run_across_phases_and_repeat_a_document_only_after_the_whole_source():
+    tokens = synthetic_sources()
+    picks, stats = plan_blend(tokens, PHASES, 2_000_000, {s: 4.0 for s in tokens}, seed=0)
+    code = picks["code"]  # code: 800 docs ~ 640k tokens, target 0.2*1.2M + 0.3*0.8M = 480k -> within epoch 0
+    assert stats["sources"]["code"]["epochs"] == pytest.approx(480_000 / tokens["code"].sum(), abs=0.01)
+    math = picks["math"]  # math: ~850k tokens available, 0.2*1.2M + 0.5*0.8M = 640k: within one epoch
+    assert len(np.unique(math["doc"])) == len(math["doc"])  # no repeats within the first epoch
+    # a source pushed past one epoch: every document once (epoch 0), then a fresh permutation (epoch 1)
+    small = {"web": tokens["web"], "math": tokens["math"][:600], "code": tokens["code"]}  # ~255k tokens
+    picks, stats = plan_blend(small, PHASES, 2_000_000, {s: 4.0 for s in small}, seed=0)
+    m = picks["math"]
+    assert 2 < stats["sources"]["math"]["epochs"] <= 4
+    assert np.all(np.diff(m["epoch"]) >= 0) and np.all(np.diff(m["phase"]) >= 0)  # one stream, phases in order
+    for e in range(int(m["epoch"].max())):  # every complete epoch is a permutation of all 600 documents
+        assert sorted(m["doc"][m["epoch"] == e]) == list(range(600))
+    assert np.bincount(m["doc"]).max() <= np.ceil(stats["sources"]["math"]["epochs"])
+
+
+def test_a_source_too_small_under_its_cap_is_an_error_or_a_reported_shortfall():
+    tokens = synthetic_sources()
+    tokens["math"] = tokens["math"][:100]  # ~40k tokens; the phases want 640k -> 16 epochs
+    caps = {"web": 4.0, "math": 2.0, "code": 4.0}
+    with pytest.raises(ShortfallError, match=r"math: needs 640,000 tokens = .* epochs of .* max_epochs 2.0"):
+        plan_blend(tokens, PHASES, 2_000_000, caps, seed=0)
+    picks, stats = plan_blend(tokens, PHASES, 2_000_000, caps, seed=0, on_shortfall="report")
+    available = tokens["math"].sum()
+    assert stats["sources"]["math"]["achieved_tokens"] <= 2 * available  # the cap holds
+    assert stats["sources"]["math"]["epochs"] <= 2.0
+    assert stats["sources"]["math"]["shortfall_tokens"] == 640_000 - 2 * available
+    assert np.bincount(picks["math"]["doc"]).max() <= 2
+    assert stats["sources"]["web"]["shortfall_tokens"] == 0
+
+
+def test_the_plan_and_the_shuffle_depend_only_on_the_seed():
+    tokens = synthetic_sources()
+    caps = {s: 4.0 for s in tokens}
+    a, _ = plan_blend(tokens, PHASES, 1_000_000, caps, seed=1)
+    b, _ = plan_blend(tokens, PHASES, 1_000_000, caps, seed=1)
+    c, _ = plan_blend(tokens, PHASES, 1_000_000, caps, seed=2)
+    assert all(np.array_equal(a[s]["doc"], b[s]["doc"]) for s in tokens)
+    assert not np.array_equal(a["web"]["doc"], c["web"]["doc"])
+    assert np.array_equal(shuffle_phase(1, "diverse", 1000), shuffle_phase(1, "diverse", 1000))
+    assert sorted(shuffle_phase(1, "diverse", 1000)) == list(range(1000))
+
+
+@pytest.mark.parametrize("dtype, vocab", [(np.uint16, 500), (np.int32, 100_000)])
+def test_megatron_files_match_datatrove_byte_for_byte(tmp_path, dtype, vocab):
+    from datatrove.pipeline.tokens.megatron_tokenizer import MegatronTokenizedFile
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, vocab, rng.integers(1, 50)).tolist() for _ in range(37)]
+    theirs = MegatronTokenizedFile(str(tmp_path), "theirs", token_size=np.dtype(dtype).itemsize)
+    for d in docs:
+        theirs.write(d)
+    theirs.close()
+    write_megatron(tmp_path / "ours", [len(d) for d in docs], np.concatenate(docs), dtype)
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / f"ours{ext}").read_bytes() == (tmp_path / f"theirs{ext}").read_bytes()
+    assert [x.tolist() for x in read_megatron(tmp_path / "ours")] == docs
+
+
+# --- the stage, end to end on real text ----------------------------------------------------------------------------
+
+
+def write_documents(root: Path, rows: list[dict]) -> Path:
+    """A documents artifact as curate/quality write it (documents/part-*.parquet), in two files."""
+    (root / "documents").mkdir(parents=True)
+    table = pa.Table.from_pylist([{"url": None, "metadata": "{}", "lang": "en", **r} for r in rows])
+    half = len(rows) // 2
+    pq.write_table(table.slice(0, half), root / "documents" / "part-00000.parquet")
+    pq.write_table(table.slice(half), root / "documents" / "part-00001.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> dict[str, Path]:
+    """Real text: C4 pages with quality buckets (as `quality` writes them) and math (GSM8K, MATH-500)."""
+    tmp = tmp_path_factory.mktemp("corpora")
+    c4 = [json.loads(x)["text"] for x in shared_data("llamafactory_demo", "c4_demo.jsonl").open()]
+    buckets = np.arange(len(c4)) % 20  # 15 pages per bucket: 30 are High or Medium-High
+    web = [
+        {"id": f"c4-{i}", "text": t, "source": "c4", "quality_bucket": int(b), "quality_label": str(label)}
+        for i, (t, b, label) in enumerate(zip(c4, buckets, bucket_labels(buckets), strict=True))
+    ]
+    gsm = [json.loads(x) for x in shared_data("gsm8k", "test.jsonl").open()][:600]
+    math = [json.loads(x) for x in shared_data("math500", "test.jsonl").open()]
+    maths = [{"id": f"gsm-{i}", "text": r["question"] + "\n" + r["answer"], "source": "gsm8k"} for i, r in enumerate(gsm)]  # fmt: skip
+    maths += [{"id": r["unique_id"], "text": r["problem"] + "\n\n" + r["solution"], "source": "math500"} for r in math]  # fmt: skip
+    return {"web": write_documents(tmp / "web", web), "math": write_documents(tmp / "math", maths)}
+
+
+def mix_yaml(path: Path, corpora: dict[str, Path], tokenizer: Path, **overrides) -> Path:
+    config = {
+        "input_paths": [str(corpora["web"]), str(corpora["math"])],
+        "sources": [
+            {"name": "web_high", "input": 0, "labels": ["High", "Medium-High"], "max_epochs": 2},
+            {"name": "web_rest", "input": 0, "labels": ["Medium", "Medium-Low", "Low"]},
+            {"name": "math", "input": 1},
+        ],
+        "phases": [
+            {"name": "phase1", "fraction": 0.6, "weights": {"web_high": 0.1, "web_rest": 0.6, "math": 0.3}},
+            {"name": "phase2", "fraction": 0.4, "weights": {"web_high": 0.3, "web_rest": 0.2, "math": 0.5}},
+        ],
+        "total_tokens": 250_000,
+        "tokenizer": str(tokenizer),
+        "eos_token": "</s>",
+        "docs_per_shard": 150,
+        "seed": 3,
+        **overrides,
+    }
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.parent != root} | {"blend.json": (root / "blend.json").read_bytes()}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_mix_builds_phased_shuffled_tokenized_blends(ray_local, tmp_path, corpora, tiny_base):
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "blend"
+    config = mix_yaml(tmp_path / "mix.yaml", corpora, tiny_base)
+    assert mix.main(["--config", str(config), "--output_dir", str(out)]) == 0
+    blend = json.loads((out / "blend.json").read_text())
+    tok = Tokenizer.from_file(str(tiny_base / "tokenizer.json"))
+    eos = tok.token_to_id("</s>")
+
+    for name, phase in blend["phases"].items():
+        shards = [pq.read_table(out / f) for f in phase["shards"]]
+        assert len(shards) >= 2 and all(len(s) <= 150 for s in shards)
+        table = pa.concat_tables(shards).to_pandas()
+        # blend.json tells the truth about the shards
+        assert phase["achieved_tokens"] == table["num_tokens"].sum()
+        for source, row in phase["sources"].items():
+            assert table.loc[table["blend_source"] == source, "num_tokens"].sum() == row["achieved_tokens"]
+        # within half a document of each target (math documents are short: within 0.5% of the phase share)
+        largest = table.groupby("blend_source")["num_tokens"].max()
+        for source, row in phase["sources"].items():
+            assert abs(row["achieved_tokens"] - row["target_tokens"]) <= largest[source] / 2 + 1
+        assert abs(phase["sources"]["math"]["achieved_fraction"] - phase["sources"]["math"]["target_fraction"]) < 0.005
+        # shuffled: the sources are interleaved, not in runs
+        runs = (table["blend_source"] != table["blend_source"].shift()).sum()
+        assert runs > len(table) / 3
+        # the Megatron files hold exactly the tokens of the Parquet rows, in the same order
+        for f in phase["shards"]:
+            docs = pq.read_table(out / f).column("text").to_pylist()
+            sequences = read_megatron(out / f.removesuffix(".parquet"))
+            assert [s.tolist() for s in sequences] == [e.ids + [eos] for e in tok.encode_batch(docs, add_special_tokens=False)]  # fmt: skip
+        assert phase["megatron_data_path"].split()[1::2] == [f.removesuffix(".parquet") for f in phase["shards"]]
+
+    # bucket subsets and the epoch cap: web_high (30 High/Medium-High pages) is upsampled, at most 2 epochs
+    high = blend["sources"]["web_high"]
+    assert high["buckets"] == [18, 19] and high["available_docs"] == 30 and 1 < high["epochs"] <= 2
+    everything = pa.concat_tables([pq.read_table(out / f) for p in blend["phases"].values() for f in p["shards"]])
+    web_high = everything.filter(pa.compute.equal(everything["blend_source"], "web_high")).to_pandas()
+    assert set(web_high["quality_label"]) <= {"High", "Medium-High"}
+    assert web_high["id"].value_counts().max() <= 2 and set(web_high["epoch"]) == {0, 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["input_docs"] == 300 + 1100  # every web page is in exactly one subset
+    assert (out / "report.md").read_text().count("| web_high |") == 3 and (out / "mixture.png").stat().st_size > 0
+
+    # byte-identical for the same seed, however the work is split into batches
+    again = tmp_path / "again"
+    assert mix.main(["--config", str(config), "--output_dir", str(again), "--batch_size", "64"]) == 0
+    assert files(again) == files(out)
+
+    # token-id Parquet instead of .bin/.idx: the same tokens, in an input_ids column
+    as_parquet = tmp_path / "parquet"
+    assert mix.main(["--config", str(config), "--output_dir", str(as_parquet), "--token_format", "parquet"]) == 0
+    first = blend["phases"]["phase1"]["shards"][0]
+    ids = pq.read_table(as_parquet / first).column("input_ids").to_pylist()
+    assert ids == [s.tolist() for s in read_megatron(out / first.removesuffix(".parquet"))]
+    assert not list(as_parquet.rglob("*.bin"))
+
+
+def test_mix_config_errors_say_what_to_fix(tmp_path, corpora, tiny_base):
+    def run(**overrides):
+        return mix.main(["--config", str(mix_yaml(tmp_path / "m.yaml", corpora, tiny_base, **overrides))])
+
+    with pytest.raises(ConfigError, match="sum to 1"):
+        run(phases=[{"name": "p", "fraction": 0.5, "weights": {"math": 1}}])
+    with pytest.raises(ConfigError, match="over sources"):
+        run(phases=[{"name": "p", "fraction": 1.0, "weights": {"books": 1}}])
+    with pytest.raises(ConfigError, match="no quality_bucket column; run `nanoforge quality` first"):
+        run(sources=[{"name": "m", "input": 1, "labels": ["High"]}], phases=[{"name": "p", "fraction": 1, "weights": {"m": 1}}])  # fmt: skip
+    with pytest.raises(ConfigError, match="not an index into input_paths"):
+        run(sources=[{"name": "m", "input": 5}])
+    with pytest.raises(ConfigError, match="not in the vocabulary"):
+        run(eos_token="<|endoftext|>")
