@@ -9,8 +9,13 @@
       - name: curate
         command: curate
         config: pipelines/configs/curate_demo.yaml      # relative to the recipe's repository root
-        args: {input_paths: ["{data}/web/*.jsonl.gz"]}  # flags on top of the YAML; {stage} is that stage's output
+        args: {input_paths: ["{data}/web/*.jsonl.gz"]}  # flags on top of the YAML; {stage} is that stage's output,
+                                                        # {root} the recipe's output root
         resources: {num_cpus: 2}                        # for `nanoforge submit` (one Ray job per stage)
+      - name: eval
+        command: eval
+        output: false                                   # writes into another stage's artifact: no --output_dir
+        args: {model: "{sft}"}
 
 `run` executes the stages in this process on the embedded Ray; `submit` sends each one as a Ray job.
 Both build the same argv for a stage, so a stage behaves the same either way.
@@ -30,7 +35,7 @@ from pipelines.cli import COMMANDS
 from pipelines.config import ConfigError, load_yaml
 
 RECIPE_KEYS = {"output_dir", "stages", "description"}
-STAGE_KEYS = {"name", "command", "config", "args", "resources", "runtime_env"}
+STAGE_KEYS = {"name", "command", "config", "args", "resources", "runtime_env", "output"}
 REF = re.compile(r"\{([A-Za-z0-9_\-]+)\}")
 
 
@@ -40,7 +45,8 @@ class Stage:
     command: str
     module: str
     argv: list[str]  # what follows `nanoforge <command>` / `python -m <module>`
-    output_dir: str
+    output_dir: str  # this stage's artifact (the recipe's root for a stage with `output: false`)
+    root: str  # the recipe's output root
     needs: list[str]  # names of earlier stages whose outputs this one reads
     resources: dict[str, Any]
     runtime_env: dict[str, Any]
@@ -67,10 +73,10 @@ def to_flags(args: dict[str, Any]) -> list[str]:
     return flags
 
 
-def load_recipe(path: str | Path, output_dir: str | None = None, root: str | Path | None = None) -> list[Stage]:
+def load_recipe(path: str | Path, output_dir: str | None = None, config_root: str | Path | None = None) -> list[Stage]:
     """Parse and check a recipe: keys, commands, stage references, and each stage's YAML path.
 
-    `root` is where relative `config:` paths resolve (default: the repository holding the recipe, i.e. the
+    `config_root` is where relative `config:` paths resolve (default: the repository holding the recipe, i.e. the
     first parent with a pyproject.toml, else the recipe's folder).
     """
     path = Path(path)
@@ -78,11 +84,12 @@ def load_recipe(path: str | Path, output_dir: str | None = None, root: str | Pat
     for key in recipe:
         if key not in RECIPE_KEYS:
             raise ConfigError(f"{path}: unknown recipe key '{key}' (expected one of {sorted(RECIPE_KEYS)})")
-    if root is None:
-        root = next((p for p in path.resolve().parents if (p / "pyproject.toml").exists()), path.resolve().parent)
+    if config_root is None:
+        parents = path.resolve().parents
+        config_root = next((p for p in parents if (p / "pyproject.toml").exists()), path.resolve().parent)
     out = Path(output_dir or recipe.get("output_dir") or f"runs/{path.stem}")
     stages: list[Stage] = []
-    outputs: dict[str, str] = {}
+    outputs: dict[str, str] = {"root": str(out)}  # `{root}` is the recipe's output root
     for i, raw in enumerate(recipe.get("stages") or []):
         where = f"{path}: stage {i + 1}"
         if not isinstance(raw, dict) or "name" not in raw or "command" not in raw:
@@ -92,13 +99,13 @@ def load_recipe(path: str | Path, output_dir: str | None = None, root: str | Pat
                 raise ConfigError(f"{where} ({raw['name']}): unknown key '{key}' (expected {sorted(STAGE_KEYS)})")
         name, command = str(raw["name"]), str(raw["command"])
         if name in outputs:
-            raise ConfigError(f"{where}: duplicate stage name '{name}'")
+            raise ConfigError(f"{where}: stage name '{name}' is used twice (or is the reserved name 'root')")
         if command not in COMMANDS:
             raise ConfigError(f"{where} ({name}): unknown command '{command}'; known: {', '.join(COMMANDS)}")
         argv: list[str] = []
         if raw.get("config"):
             config = Path(raw["config"])
-            config = config if config.is_absolute() else Path(root) / config
+            config = config if config.is_absolute() else Path(config_root) / config
             if not config.is_file():
                 raise ConfigError(f"{where} ({name}): config file not found: {config}")
             argv += ["--config", str(config)]
@@ -106,8 +113,11 @@ def load_recipe(path: str | Path, output_dir: str | None = None, root: str | Pat
         argv += to_flags(
             {k: _resolve(v, outputs, needs, f"{where} ({name})") for k, v in (raw.get("args") or {}).items()}
         )
-        outputs[name] = str(out / name)
-        argv += ["--output_dir", outputs[name]]
+        if raw.get("output", True):  # `output: false`: a stage with no artifact of its own (eval, publish)
+            outputs[name] = str(out / name)
+            argv += ["--output_dir", outputs[name]]
+        else:
+            outputs[name] = str(out)
         stages.append(
             Stage(
                 name=name,
@@ -115,6 +125,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None, root: str | Pat
                 module=COMMANDS[command][0],
                 argv=argv,
                 output_dir=outputs[name],
+                root=str(out),
                 needs=sorted(set(needs)),
                 resources=dict(raw.get("resources") or {}),
                 runtime_env=dict(raw.get("runtime_env") or {}),

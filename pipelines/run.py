@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     table += [f"| {' | '.join(row)} |" for row in rows]
     print("\n" + "\n".join(table))
     if rows and stages:
-        root = stages[0].output_dir.rsplit("/", 1)[0]
-        with open(f"{root}/report.md", "w") as f:
+        with open(f"{stages[0].root}/report.md", "w") as f:
             f.write(f"# nanoforge run {cfg.recipe}\n\n" + "\n".join(table) + "\n")
     if status:
         print(f"\nfix the error above and rerun `nanoforge run {cfg.recipe}`: finished stages are skipped.")

@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SubmitConfig, list[Stage]
     output_dir = os.path.abspath(cfg.output_dir) if cfg.output_dir and "://" not in cfg.output_dir else cfg.output_dir
     stages = load_recipe(cfg.recipe, output_dir)
     if output_dir is None:  # the recipe's own default, made absolute so every node agrees on it
-        stages = load_recipe(cfg.recipe, os.path.abspath(stages[0].output_dir.rsplit("/", 1)[0]))
+        stages = load_recipe(cfg.recipe, os.path.abspath(stages[0].root))
     return cfg, check_stages(cfg.recipe, stages)
 
 
@@ -99,9 +99,8 @@ def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:
 
 def follow(client, job_id: str, poll_s: float) -> str:
     """Print the job's new log lines until it ends; return its final status name."""
-    from ray.job_submission import JobStatus
-
     import requests
+    from ray.job_submission import JobStatus
 
     shown, failures = 0, 0
     while True:
