@@ -158,11 +158,19 @@ def read_rejections(step_dir: Path, chunk: str) -> dict[int, tuple[str, str, str
     if not part.is_dir():
         return {}
     files = sorted(part.glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f, schema=REJECTION_COLUMNS.remove(0)) for f in files])
+    table = pa.concat_tables([pq.read_table(f, columns=["row", "stage", "reason", "duplicate_of"]) for f in files])
     return {r["row"]: (r["stage"], r["reason"], r["duplicate_of"]) for r in table.to_pylist()}
 
 
 # --- pass 3: shards --------------------------------------------------------------------------------------------
+
+
+def _footer(path: Path) -> dict:
+    return json.loads(pq.read_schema(path).metadata[b"nanoforge"])
+
+
+def count_candidates(chunk_files: list[Path]) -> int:
+    return sum(_footer(f)["candidates"] for f in chunk_files)
 
 
 def plan_shards(chunk_files: list[Path], shard_bytes: int) -> list[list[str]]:
@@ -170,12 +178,11 @@ def plan_shards(chunk_files: list[Path], shard_bytes: int) -> list[list[str]]:
     shards: list[list[str]] = [[]]
     size = 0
     for f in chunk_files:
-        meta = json.loads(pq.read_schema(f).metadata[b"nanoforge"])
         if shards[-1] and size >= shard_bytes:
             shards.append([])
             size = 0
         shards[-1].append(f.name.removesuffix(".parquet"))
-        size += meta["candidate_bytes"]
+        size += _footer(f)["candidate_bytes"]
     return shards if shards[0] else []
 
 

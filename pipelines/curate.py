@@ -116,10 +116,12 @@ def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
 def exact_duplicates(chunk_files: list[Path], cfg: CurateConfig):
     """Global step: candidates grouped by text hash; all but the first in input order are `exact_duplicate`."""
     import ray
+    from ray.data.expressions import col
 
-    ds = ray.data.read_parquet([str(f) for f in chunk_files], columns=["chunk", "row", "id", "hash", "status"])
-    ds = ds.filter(lambda r: r["status"] == "kept")
-    return ds.groupby("hash").map_groups(chunks.mark_duplicates, batch_format="pyarrow")
+    ds = ray.data.read_parquet([str(f) for f in chunk_files]).select_columns(["chunk", "row", "id", "hash", "status"])
+    ds = ds.filter(expr=col("status") == "kept")
+    partitions = max(1, min(64, chunks.count_candidates(chunk_files) // 1_000_000 + 1))  # ~1M hashes per partition
+    return ds.groupby("hash", num_partitions=partitions).map_groups(chunks.mark_duplicates, batch_format="pyarrow")
 
 
 def global_steps(cfg: CurateConfig) -> list[tuple[str, Callable]]:
@@ -135,8 +137,11 @@ def shard_pass(cfg: CurateConfig, shards: list[tuple[int, list[str]]], settings:
     return ds.map_batches(chunks.write_shards, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
 
 
-def run(cfg: CurateConfig, files: list[str], out: Path) -> list[dict]:
-    """The three passes, each skipping what an interrupted run already finished in `out/.work`."""
+def run(cfg: CurateConfig, files: list[str], out: Path) -> tuple[list[dict], dict]:
+    """The three passes, each skipping what an interrupted run already finished in `out/.work`.
+
+    Returns the per-shard counts and what was resumed: {"chunks", "chunks_reused", "chunks_processed", "shards",
+    "shards_reused"}."""
     work = out / ".work"
     for d in (work / "chunks", work / "units", work / "rejects", work / "shards", out / "documents", out / "rejected", out / "quarantine"):  # fmt: skip
         d.mkdir(parents=True, exist_ok=True)
@@ -144,9 +149,9 @@ def run(cfg: CurateConfig, files: list[str], out: Path) -> list[dict]:
     units = plan_units(files, cfg.chunk_bytes, cfg.text_field, cfg.source)
     done = chunks.finished_chunks(work)
     todo = [u for u in units if not chunks.unit_finished(u, work, done)]
-    if todo:
-        chunk_pass(cfg, todo, settings, done).materialize()
+    processed = chunk_pass(cfg, todo, settings, done).materialize().count() if todo else 0
     chunk_files = sorted((work / "chunks").glob("*.parquet"))
+    resumed = {"chunks": len(chunk_files), "chunks_reused": len(done), "chunks_processed": processed}
     for name, step in global_steps(cfg):
         target = work / "rejects" / name
         if not (work / "rejects" / f"{name}.done").exists():
@@ -157,7 +162,8 @@ def run(cfg: CurateConfig, files: list[str], out: Path) -> list[dict]:
     todo_shards = [(i, c) for i, c in shards if not (work / "shards" / f"{i:05d}.json").exists()]
     if todo_shards:
         shard_pass(cfg, todo_shards, settings).materialize()
-    return [json.loads((work / "shards" / f"{i:05d}.json").read_text()) for i, _ in shards]
+    resumed.update(shards=len(shards), shards_reused=len(shards) - len(todo_shards))
+    return [json.loads((work / "shards" / f"{i:05d}.json").read_text()) for i, _ in shards], resumed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     with ray_session(cfg.address), art.writing() as out:
-        stats = report.aggregate(run(cfg, files, out), files=files, skipped=skipped_files(cfg.input_paths))
+        shard_stats, resumed = run(cfg, files, out)
+        stats = report.aggregate(shard_stats, files=files, skipped=skipped_files(cfg.input_paths), resumed=resumed)
         report.write(out, stats)
         art.counts = stats["counts"]
-        art.extra = {"pii_redactions": stats["pii_redactions"], "rejected_by_stage": stats["rejected_by_stage"]}
+        art.extra = {k: stats[k] for k in ("rejected_by_stage", "pii_redactions", "resumed")}
         shutil.rmtree(out / ".work")
     print(report.summary_line(stats, time.monotonic() - start, art.path))
     return 0

@@ -94,6 +94,32 @@ def build_filters(spec: str) -> list[tuple[str, Any]]:
     return [(name, classes[name](**kwargs)) for name, kwargs in json.loads(spec)]
 
 
+_WARM_CHARS = 2_000_000  # text whose words stay in spaCy's vocabulary for the life of a worker process
+
+
+def warm_tokenizer(texts: list[str], language: str = "eng") -> None:
+    """Tokenize the first ~2 MB of text a worker sees outside spaCy's memory zone, once per process.
+
+    datatrove tokenizes inside `memory_zone()` (so the vocabulary cannot grow without bound), which makes spaCy
+    rebuild every word's lexeme on every call: about half the filtering time. Words seen here stay, so later
+    calls find them. Tokens do not depend on the vocabulary, so decisions are the same (tests/pipelines/
+    test_curate_blocks.py checks it on real web text)."""
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    tokenizer = load_word_tokenizer(language)
+    if getattr(tokenizer, "_warmed", False) or not hasattr(tokenizer, "tokenizer"):
+        return
+    nlp = tokenizer.tokenizer
+    size = 0
+    for text in texts:
+        if size > _WARM_CHARS:
+            break
+        nlp.max_length = max(nlp.max_length, len(text) + 10)
+        nlp.make_doc(text)
+        size += len(text)
+    tokenizer._warmed = True
+
+
 # --- normalize -------------------------------------------------------------------------------------------------
 
 _PARAGRAPH_GAP = re.compile(r"\n{3,}")
@@ -372,6 +398,8 @@ def process_chunk(chunk: str, items: list, label: str, path: str, source: str, s
         docs = still
 
     filters = build_filters(settings["filters"])
+    if filters and settings.get("warm_tokenizer", True):
+        warm_tokenizer([row["text"] for _, row in docs])
     for _, row in docs:
         doc = Document(text=row["text"], id=row["id"])
         for name, block in filters:

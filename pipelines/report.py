@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pipelines.chunks import LENGTH_BINS
 
+STAGE_ORDER = ["read", "extract", "normalize", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]  # fmt: skip
 
-def aggregate(shard_stats: list[dict], *, files: list[str], skipped: list[str]) -> dict:
+
+def aggregate(shard_stats: list[dict], *, files: list[str], skipped: list[str], resumed: dict) -> dict:
     """Sum the per-shard counts. `counts` is the manifest's: input == kept + sum(rejected) + quarantined."""
     by_stage: dict[str, Counter] = {}
     pii, sources = Counter(), {}
@@ -38,7 +40,9 @@ def aggregate(shard_stats: list[dict], *, files: list[str], skipped: list[str]) 
         raise AssertionError(f"curate lost documents: {counts}")  # a bug, never a user mistake
     return {
         "counts": counts,
-        "rejected_by_stage": {stage: dict(sorted(r.items())) for stage, r in by_stage.items()},
+        "rejected_by_stage": {
+            stage: dict(sorted(by_stage[stage].items())) for stage in sorted(by_stage, key=_stage_rank)
+        },
         "pii_redactions": {k: pii.get(k, 0) for k in ("email", "ip_address", "phone_number")},
         "sources": {name: dict(c) for name, c in sorted(sources.items())},
         "length_histogram": {
@@ -48,18 +52,25 @@ def aggregate(shard_stats: list[dict], *, files: list[str], skipped: list[str]) 
         },  # fmt: skip
         "files": len(files),
         "skipped_files": skipped,
-        "shards": len(shard_stats),
+        "resumed": resumed,
     }
+
+
+def _stage_rank(stage: str) -> tuple[int, str]:
+    """Per-document stages in pipeline order, then global steps (exact_dedup, ...) in name order."""
+    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
 
 def summary_line(stats: dict, seconds: float, path: Path) -> str:
     c = stats["counts"]
     n = max(c["input"], 1)
     top = ", ".join(f"{reason} {k}" for reason, k in list(c["rejected"].items())[:3])
+    r = stats["resumed"]
+    resumed = f" (resumed: {r['chunks_reused']}/{r['chunks']} chunks already done)" if r["chunks_reused"] else ""
     return (
         f"[curate] {c['input']} in -> {c['kept']} kept ({100 * c['kept'] / n:.1f}%), "
         f"{sum(c['rejected'].values())} rejected ({top or 'none'}), {c['quarantined']} quarantined "
-        f"in {seconds:.1f}s ({c['input'] / max(seconds, 1e-9):.0f} docs/s) -> {path}"
+        f"in {seconds:.1f}s ({c['input'] / max(seconds, 1e-9):.0f} docs/s){resumed} -> {path}"
     )
 
 
@@ -123,7 +134,9 @@ def plot(stats: dict, path: Path) -> None:
     edges = hist["bin_edges_chars"]
     ax2.stairs(hist["kept"], [e + 1 for e in edges], label="kept", color="tab:green")
     ax2.stairs(hist["rejected"], [e + 1 for e in edges], label="rejected", color="tab:red")
+    used = [i for i, (a, b) in enumerate(zip(hist["kept"], hist["rejected"], strict=True)) if a or b] or [0]
     ax2.set_xscale("log")
+    ax2.set_xlim(edges[used[0]] + 1, edges[used[-1] + 1] + 1)
     ax2.set_xlabel("document length (characters)")
     ax2.set_ylabel("documents")
     ax2.set_title("document lengths")
