@@ -653,8 +653,18 @@ def report(a) -> None:
                   f"(read+write), bf16 matmul {env['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s; {env['versions']}", ""]  # fmt: skip
     lines += ["| benchmark | setting | result |", "|---|---|---|"]
     for name, r in res.items():
+        try:
+            lines += report_lines(name, r)
+        except (KeyError, TypeError, ValueError) as e:
+            lines.append(f"| {name} | | unreadable result ({e!r}) |")
+    print("\n".join(lines))
+
+
+def report_lines(name: str, r: dict) -> list[str]:
+    lines = []
+    if True:
         if name in ("env", "build"):
-            continue
+            return lines
         if name.startswith("vllm_gen") or name.startswith("hf_gen") or name.startswith("synth_raw"):
             start = r.get("engine_start_s")
             for run in r.get("runs", []):
@@ -678,8 +688,10 @@ def report(a) -> None:
                 lines.append(f"| {name} | | {r.get('status')}: {r.get('error', '')[:300]} |")
         elif name.startswith("sft"):
             if r.get("status") == "ok":
+                mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
+                mem = f"{r['max_mem_GiB']:.0f} GiB" if r.get("max_mem_GiB") else ""
                 lines.append(f"| {name} | {r['param_dtype']}, padding_free={r['padding_free']} | {r['tokens_per_s']:,.0f} tok/s, "
-                             f"MFU {r['mfu']:.1%}, padding waste {r['padding_waste']:.0%}, {r['max_mem_GiB']:.0f} GiB |")  # fmt: skip
+                             f"MFU {mfu}, padding waste {r['padding_waste']:.0%}, {mem} |")  # fmt: skip
             else:
                 lines.append(f"| {name} | | {r.get('status')}: {r.get('error', '')[:300]} |")
         elif name.startswith("grpo"):
@@ -689,7 +701,7 @@ def report(a) -> None:
                              f"+ logprobs {m['other_prep']:.2f} + train {m['train']:.2f} |")  # fmt: skip
             else:
                 lines.append(f"| {name} | | {r.get('status')}: {r.get('error', '')[:300]} |")
-    print("\n".join(lines))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
