@@ -225,15 +225,66 @@ def xxh64_spans(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarr
     return h
 
 
+_Q1, _Q2, _Q3, _Q4, _Q5 = (np.uint32(x) for x in (2654435761, 2246822519, 3266489917, 668265263, 374761393))
+
+
+def _rotl32(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def xxh32_spans(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """uint32 xxh32 (seed 0) of `buf[s : s + n]` for every (s, n) (datatrove's hash at precision 32)."""
+    pad = buf + b"\0" * 4
+    u32 = np.ndarray((len(buf) + 1,), dtype="<u4", buffer=pad, strides=(1,))
+    u8 = np.frombuffer(pad, dtype=np.uint8)
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    with np.errstate(over="ignore"):
+        h = np.full(len(starts), _Q5, dtype=np.uint32)
+        pos = starts.copy()
+        stripes = lengths >> 4
+        long = np.flatnonzero(stripes)
+        if long.size:
+            p = pos[long]
+            v = [np.full(long.size, x, dtype=np.uint32) for x in (_Q1 + _Q2, _Q2, np.uint32(0), -_Q1)]
+            todo = np.arange(long.size)
+            for k in range(int(stripes[long].max())):
+                todo = todo[stripes[long][todo] > k]
+                q = p[todo] + 16 * k
+                for j in range(4):
+                    v[j][todo] = _rotl32(v[j][todo] + u32[q + 4 * j] * _Q2, 13) * _Q1
+            h[long] = _rotl32(v[0], 1) + _rotl32(v[1], 7) + _rotl32(v[2], 12) + _rotl32(v[3], 18)
+            pos[long] += stripes[long] << 4
+        h += lengths.astype(np.uint32)
+        rest = lengths & 15
+        for k in range(3):  # up to three 4-byte lanes
+            i = np.flatnonzero((rest >> 2) > k)
+            if not i.size:
+                break
+            h[i] = _rotl32(h[i] + u32[pos[i]] * _Q3, 17) * _Q4
+            pos[i] += 4
+        for k in range(3):  # up to three single bytes
+            i = np.flatnonzero((rest & 3) > k)
+            if not i.size:
+                break
+            h[i] = _rotl32(h[i] + u8[pos[i]].astype(np.uint32) * _Q5, 11) * _Q1
+            pos[i] += 1
+        h ^= h >> np.uint32(15)
+        h *= _Q2
+        h ^= h >> np.uint32(13)
+        h *= _Q3
+        h ^= h >> np.uint32(16)
+    return h
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Shingles and signatures
 
 
-def word_ngram_hashes(doc_strings: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+def word_ngram_hashes(doc_strings: list[str], n: int, precision: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """xxh64 of every " "-joined word n-gram of each document (tokens already joined by single spaces).
 
     Returns (hashes uint64 [M], offsets int64 [N+1]): document i's n-grams are hashes[offsets[i]:offsets[i+1]],
-    in text order (repeats kept), equal to datatrove's `xxhash64(" ".join(ngram))`.
+    in text order (repeats kept), equal to datatrove's `xxhash64(" ".join(ngram))` (xxhash32 at precision 32).
     """
     buf = "\n".join(doc_strings).encode()  # no token contains whitespace, so " " and "\n" delimit tokens and docs
     arr = np.frombuffer(buf, dtype=np.uint8)
@@ -248,10 +299,14 @@ def word_ngram_hashes(doc_strings: list[str], n: int) -> tuple[np.ndarray, np.nd
     keep = (tok_doc[:k] == tok_doc[n - 1 :]) & (ends > starts)  # n tokens of one document (an empty doc has none)
     starts, ends, docs = starts[keep], ends[keep], tok_doc[:k][keep]
     offsets = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=len(doc_strings)))])
-    return xxh64_spans(buf, starts, ends - starts), offsets
+    return _span_hash(precision)(buf, starts, ends - starts).astype(np.uint64), offsets
 
 
-def char_ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+def _span_hash(precision: int):
+    return xxh32_spans if precision == 32 else xxh64_spans
+
+
+def char_ngram_hashes(texts: list[str], n: int, precision: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """xxh64 of the UTF-32-LE bytes of every n-character window of each text; (hashes, offsets) as above."""
     buf = "".join(texts).encode("utf-32-le")
     lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
@@ -259,14 +314,15 @@ def char_ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]
     counts = np.maximum(lens - n + 1, 0)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     starts = np.repeat(doc_start[:-1] - offsets[:-1], counts) + np.arange(offsets[-1])  # char index of window
-    return xxh64_spans(buf, 4 * starts, np.full(len(starts), 4 * n)), offsets
+    return _span_hash(precision)(buf, 4 * starts, np.full(len(starts), 4 * n)).astype(np.uint64), offsets
 
 
 def shingles(texts: list[str], params: MinhashParams) -> tuple[np.ndarray, np.ndarray]:
     """Hashed n-grams of each text under `params`: (hashes uint64 [M], offsets int64 [N+1])."""
     if params.unit == "char":
-        return char_ngram_hashes([simplify(t) if params.simplify else t for t in texts], params.ngram)
-    return word_ngram_hashes([word_string(t, params.simplify) for t in texts], params.ngram)
+        texts = [simplify(t) if params.simplify else t for t in texts]
+        return char_ngram_hashes(texts, params.ngram, params.precision)
+    return word_ngram_hashes([word_string(t, params.simplify) for t in texts], params.ngram, params.precision)
 
 
 @cache
@@ -297,13 +353,15 @@ def minhash(hashes: np.ndarray, offsets: np.ndarray, params: MinhashParams) -> t
             x &= MERSENNE
             x += top
             np.subtract(x, MERSENNE, out=x, where=x >= MERSENNE)
+            if params.precision == 32:  # datatrove truncates before taking the minimum
+                x &= np.uint64(0xFFFFFFFF)
             docs = doc_of[lo:hi]
             first = np.flatnonzero(np.concatenate([[True], docs[1:] != docs[:-1]]))
             seg_docs = docs[first]
             out[seg_docs] = np.minimum(out[seg_docs], np.minimum.reduceat(x, first, axis=0))
     valid = np.diff(offsets) > 0
     if params.precision == 32:
-        out = np.where(valid[:, None], out & np.uint64(0xFFFFFFFF), np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        out = np.minimum(out, np.uint64(0xFFFFFFFF)).astype(np.uint32)
     return out, valid
 
 
