@@ -4,9 +4,10 @@ Plan. Phase p gets `fraction_p * total_tokens` tokens, split over sources by its
 one stream: a seeded permutation of its documents per epoch, epoch after epoch, cut at `max_epochs` of its tokens.
 Phases take consecutive stretches of that stream, cut at the document nearest the cumulative target, so a document
 repeats only once the source is exhausted (epochs are counted across phases, the upsampling limit of Nemotron-H),
-and rounding never drifts: every source is within half a document of its target in every phase. A source whose
-targets need more than `max_epochs` is an error, or with `on_shortfall: report` it gives what it has and
-blend.json shows the shortfall. Everything depends only on (seed, source and phase names, token counts).
+and rounding never drifts: a source's running total is within half a document of its target after every phase
+(so within one document in any single phase). A source whose targets need more than `max_epochs` is an error,
+or with `on_shortfall: report` it gives what it has and blend.json shows the shortfall. Everything depends only
+on the seed, the source and phase names and the token counts.
 
 Megatron indexed dataset (Megatron-LM `megatron/core/datasets/indexed_dataset.py`, the layout datatrove's
 `MegatronTokenizedFile` writes): `<prefix>.bin` is the tokens of every document back to back; `<prefix>.idx` is
@@ -131,6 +132,7 @@ def blend_stats(names, phases, targets, achieved, available, max_epochs, tokens,
         }
     for i, s in enumerate(names):
         taken = achieved[:, i].sum()
+        used = int(np.count_nonzero(np.bincount(picks[s]["doc"], minlength=len(tokens[s]))))
         out["sources"][s] = {
             "available_tokens": int(available[i]),
             "available_docs": len(tokens[s]),
@@ -139,8 +141,8 @@ def blend_stats(names, phases, targets, achieved, available, max_epochs, tokens,
             "shortfall_tokens": max(0, int(round(targets[:, i].sum() - max_epochs[s] * available[i]))),
             "epochs": round(taken / available[i], 4) if available[i] else 0.0,
             "max_epochs": max_epochs[s],
-            "docs_used": int(len(np.unique(picks[s]["doc"]))),
-            "docs_unused": int(len(tokens[s]) - len(np.unique(picks[s]["doc"]))),
+            "docs_used": used,
+            "docs_unused": len(tokens[s]) - used,
         }
     return out
 

@@ -77,32 +77,51 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
     if cfg.total_tokens <= 0 or not cfg.sources or not cfg.phases:
         raise ConfigError("set total_tokens > 0, sources and phases (see pipelines/configs/mix_demo.yaml)")
     if cfg.on_shortfall not in ("error", "report") or cfg.token_format not in ("megatron", "parquet"):
-        raise ConfigError(f"on_shortfall must be error|report, token_format megatron|parquet; got {cfg.on_shortfall}, {cfg.token_format}")  # fmt: skip
+        raise ConfigError(
+            f"on_shortfall must be error|report, token_format megatron|parquet; got {cfg.on_shortfall}, {cfg.token_format}"
+        )
     sources = []
     for i, s in enumerate(cfg.sources):
         if not isinstance(s, dict) or not NAME.match(str(s.get("name", ""))) or set(s) - SOURCE_KEYS:
-            raise ConfigError(f"sources[{i}] = {s}: expected {{name: [A-Za-z0-9_.-]+, input, labels | buckets, max_epochs}}")  # fmt: skip
+            raise ConfigError(
+                f"sources[{i}] = {s}: expected {{name: [A-Za-z0-9_.-]+, input, labels | buckets, max_epochs}}"
+            )
         idx = s.get("input", 0)
         if not isinstance(idx, int) or not 0 <= idx < len(cfg.input_paths):
-            raise ConfigError(f"source {s['name']}: input {idx} is not an index into input_paths ({len(cfg.input_paths)} given)")  # fmt: skip
+            raise ConfigError(
+                f"source {s['name']}: input {idx} is not an index into input_paths ({len(cfg.input_paths)} given)"
+            )
         path = Path(cfg.input_paths[idx])
         files = sorted((path / "documents").glob("*.parquet"))
         if not files:
             raise ConfigError(f"source {s['name']}: {path} has no documents/*.parquet (expected a documents artifact)")
         try:
-            buckets = sorted({b for label in s.get("labels", []) for b in label_buckets(label)} | set(s.get("buckets", [])))  # fmt: skip
+            buckets = sorted(
+                {b for label in s.get("labels", []) for b in label_buckets(label)} | set(s.get("buckets", []))
+            )
         except ValueError as e:
             raise ConfigError(f"source {s['name']}: {e}") from None
         if buckets and "quality_bucket" not in pq.read_schema(files[0]).names:
-            raise ConfigError(f"source {s['name']} selects quality buckets but {path} has no quality_bucket column; run `nanoforge quality` first")  # fmt: skip
-        sources.append({"name": s["name"], "path": str(path), "buckets": buckets or None, "max_epochs": float(s.get("max_epochs", cfg.max_epochs))})  # fmt: skip
+            raise ConfigError(
+                f"source {s['name']} selects quality buckets but {path} has no quality_bucket column; run `nanoforge quality` first"
+            )
+        sources.append(
+            {
+                "name": s["name"],
+                "path": str(path),
+                "buckets": buckets or None,
+                "max_epochs": float(s.get("max_epochs", cfg.max_epochs)),
+            }
+        )
     names = [s["name"] for s in sources]
     if len(set(names)) != len(names):
         raise ConfigError(f"source names must be unique: {names}")
     phases = []
     for i, p in enumerate(cfg.phases):
         if not isinstance(p, dict) or set(p) - PHASE_KEYS or not NAME.match(str(p.get("name", ""))):
-            raise ConfigError(f"phases[{i}] = {p}: expected {{name: [A-Za-z0-9_.-]+, fraction, weights: {{source: weight}}}}")  # fmt: skip
+            raise ConfigError(
+                f"phases[{i}] = {p}: expected {{name: [A-Za-z0-9_.-]+, fraction, weights: {{source: weight}}}}"
+            )
         weights = p.get("weights") or {}
         unknown = sorted(set(weights) - set(names))
         if unknown or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
@@ -122,7 +141,9 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) 
         ds = ray.data.read_parquet(str(Path(s["path"]) / "documents"))
         kwargs = {"source": s["name"], "buckets": s["buckets"], "text_column": cfg.text_column}
         kwargs |= {"tokenizer": cfg.tokenizer, "eos_id": eos_id}
-        parts.append(ds.map_batches(prepare_batch, fn_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow"))  # fmt: skip
+        parts.append(
+            ds.map_batches(prepare_batch, fn_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow")
+        )
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     ds.write_parquet(str(out))
 
@@ -163,6 +184,49 @@ def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: Pat
     return selection, stats
 
 
+def route(cfg: MixConfig, prepared: Path, staged: Path, selection: dict) -> None:
+    """Pass 2: every prepared document, once per pick, into staged/phase=P/shard=K/ with its position."""
+    import ray
+
+    routed = ray.data.read_parquet(str(prepared)).map_batches(
+        route_batch, fn_kwargs={"selection": selection}, batch_size=cfg.batch_size, batch_format="pyarrow"
+    )
+    routed.write_parquet(str(staged), partition_cols=["phase", "shard"])
+
+
+def write_shards(cfg: MixConfig, phases: list[Phase], selection: dict, staged: Path, out: Path, tokenizer) -> list:
+    """Pass 3: one task per (phase, shard) writes the shard in shuffled order; returns what each wrote."""
+    import ray
+
+    picks = [sum(int((sel["phase"] == p).sum()) for sel in selection.values()) for p in range(len(phases))]
+    shards = [{"phase": p, "shard": k} for p, n in enumerate(picks) for k in range(-(-n // cfg.docs_per_shard))]
+    if not shards:
+        return []
+    kwargs = {"staged": str(staged), "out": str(out), "phases": [p.name for p in phases]}
+    kwargs["token_format"] = cfg.token_format if tokenizer else None
+    kwargs["dtype"] = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
+    return ray.data.from_items(shards).map(write_shard, fn_kwargs=kwargs).take_all()
+
+
+def blend_json(cfg: MixConfig, sources: list[dict], phases: list[Phase], stats: dict, written: list, eos) -> dict:
+    tokenized = cfg.tokenizer is not None
+    blend = {
+        "seed": cfg.seed,
+        "total_tokens": cfg.total_tokens,
+        "tokens": f"tokenizer {cfg.tokenizer}, eos {eos!r} appended" if tokenized else "estimated: UTF-8 bytes / 4",
+        "token_format": cfg.token_format if tokenized else None,
+        "sources": {s["name"]: {**s, **stats["sources"][s["name"]]} for s in sources},
+        "phases": stats["phases"],
+    }
+    for p, phase in enumerate(phases):
+        mine = sorted((w for w in written if w["phase"] == p), key=lambda w: w["shard"])
+        blend["phases"][phase.name]["shards"] = [w["file"] for w in mine]
+        if tokenized and cfg.token_format == "megatron":  # Megatron-LM --data-path: "weight prefix weight prefix"
+            paths = " ".join(f"{w['tokens']} {w['file'].removesuffix('.parquet')}" for w in mine)
+            blend["phases"][phase.name]["megatron_data_path"] = paths
+    return blend
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     sources, phases = check(cfg)
@@ -178,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return 0
-    import ray
-
     with ray_session(cfg.address), art.writing() as tmp:
         work = tmp / ".work"
         prepared, staged = work / "prepared", work / "staged"
@@ -190,56 +252,35 @@ def main(argv: list[str] | None = None) -> int:
         selection, stats = plan(cfg, sources, phases, prepared)
         if not (staged / "_SUCCESS").exists():
             shutil.rmtree(staged, ignore_errors=True)
-            routed = ray.data.read_parquet(str(prepared)).map_batches(
-                route_batch,
-                fn_kwargs={"selection_ref": ray.put(selection)},
-                batch_size=cfg.batch_size,
-                batch_format="pyarrow",
-            )
-            routed.write_parquet(str(staged), partition_cols=["phase", "shard"])
+            route(cfg, prepared, staged, selection)
             (staged / "_SUCCESS").touch()
-        shards = [
-            {"phase": p, "shard": k}
-            for p in range(len(phases))
-            for k in range(-(-sum(int((sel["phase"] == p).sum()) for sel in selection.values()) // cfg.docs_per_shard))
-        ]
-        dtype = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
-        kwargs = {"staged": str(staged), "out": str(tmp), "phases": [p.name for p in phases]}
-        kwargs |= {"token_format": cfg.token_format if tokenizer else None, "dtype": dtype}
-        written = ray.data.from_items(shards).map(write_shard, fn_kwargs=kwargs).take_all() if shards else []
+        written = write_shards(cfg, phases, selection, staged, tmp, tokenizer)
         shutil.rmtree(work)
 
-        blend = {
-            "seed": cfg.seed,
-            "total_tokens": cfg.total_tokens,
-            "tokens": f"tokenizer {cfg.tokenizer}, eos {eos!r} appended"
-            if tokenizer
-            else "estimated: UTF-8 bytes / 4",
-            "token_format": (cfg.token_format if tokenizer else None),
-            "sources": {s["name"]: {**s, **stats["sources"][s["name"]]} for s in sources},
-            "phases": stats["phases"],
-        }
-        for p, phase in enumerate(phases):
-            mine = sorted((w for w in written if w["phase"] == p), key=lambda w: w["shard"])
-            blend["phases"][phase.name]["shards"] = [w["file"] for w in mine]
-            if tokenizer and cfg.token_format == "megatron":  # Megatron-LM --data-path: "weight prefix ..."
-                paths = " ".join(f"{w['tokens']} {w['file'].removesuffix('.parquet')}" for w in mine)
-                blend["phases"][phase.name]["megatron_data_path"] = paths
+        blend = blend_json(cfg, sources, phases, stats, written, eos)
         (tmp / "blend.json").write_text(json.dumps(blend, indent=2) + "\n")
-        header = [f"# Blend: {cfg.total_tokens:,} tokens in {len(phases)} phases (seed {cfg.seed})", "", f"Tokens: {blend['tokens']}."]  # fmt: skip
-        write_report(tmp, stats, header)
+        write_report(
+            tmp,
+            stats,
+            [
+                f"# Blend: {cfg.total_tokens:,} tokens in {len(phases)} phases (seed {cfg.seed})",
+                "",
+                f"Tokens: {blend['tokens']}.",
+            ],
+        )
+        phase_counts = {
+            n: {
+                "docs": sum(r["docs"] for r in ph["sources"].values()),
+                "tokens": ph["achieved_tokens"],
+                "shards": len(ph["shards"]),
+            }
+            for n, ph in blend["phases"].items()
+        }
         art.counts = {
             "input_docs": sum(r["available_docs"] for r in stats["sources"].values()),
             "docs_used": {n: r["docs_used"] for n, r in stats["sources"].items()},
             "docs_unused": {n: r["docs_unused"] for n, r in stats["sources"].items()},
-            "phases": {
-                n: {
-                    "docs": sum(r["docs"] for r in ph["sources"].values()),
-                    "tokens": ph["achieved_tokens"],
-                    "shards": len(ph["shards"]),
-                }
-                for n, ph in blend["phases"].items()
-            },  # fmt: skip
+            "phases": phase_counts,
             "shortfall_tokens": {
                 n: r["shortfall_tokens"] for n, r in stats["sources"].items() if r["shortfall_tokens"]
             },

@@ -104,20 +104,12 @@ def prepare_batch(
     return table.append_column("key", pa.array(doc_keys(table["id"]), pa.uint64()))
 
 
-@functools.lru_cache(maxsize=1)
-def _selection(ref) -> dict[str, dict[str, np.ndarray]]:
-    import ray
-
-    return ray.get(ref)
-
-
-def route_batch(batch: pa.Table, selection_ref) -> pa.Table:
+def route_batch(batch: pa.Table, selection: dict[str, dict[str, np.ndarray]]) -> pa.Table:
     """Copies each prepared document once per pick, adding phase, shard, position and epoch.
 
-    `selection_ref`: an ObjectRef of {source: {key, phase, shard, position, epoch}} sorted by key, fetched once
-    per worker process.
+    `selection`: {source: {key, phase, shard, position, epoch}}, each sorted by key (numpy arrays; Ray Data ships
+    the function's arguments through the object store once, not with every task).
     """
-    selection = _selection(selection_ref)
     parts = []
     for source in pc.unique(batch["blend_source"]).to_pylist():
         rows = batch.filter(pc.equal(batch["blend_source"], source))

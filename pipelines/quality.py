@@ -121,7 +121,9 @@ def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: P
         if classifier_kind(path) == "fasttext":
             specs.append({"kind": "fasttext", "args": {**args, "label": cfg.fasttext_label}})
         else:
-            specs.append({"kind": "hf", "args": {**args, "max_length": cfg.hf_max_length, "batch_size": cfg.hf_batch_size}})  # fmt: skip
+            specs.append(
+                {"kind": "hf", "args": {**args, "max_length": cfg.hf_max_length, "batch_size": cfg.hf_batch_size}}
+            )
     gpus = cfg.num_gpus if cfg.num_gpus >= 0 else float(ray.cluster_resources().get("GPU", 0) > 0)
     resources = {"num_gpus": gpus} if gpus and any(s["kind"] == "hf" for s in specs) else {"num_cpus": 1}
     ds = ds.map_batches(

@@ -25,7 +25,11 @@ PHASES = [
 def synthetic_sources(seed: int = 0) -> dict[str, np.ndarray]:
     """Tokens per document: many documents of 50-2000 tokens, as in a real corpus."""
     rng = np.random.default_rng(seed)
-    return {"web": rng.integers(50, 2000, 3000), "math": rng.integers(50, 800, 2000), "code": rng.integers(100, 1500, 800)}  # fmt: skip
+    return {
+        "web": rng.integers(50, 2000, 3000),
+        "math": rng.integers(50, 800, 2000),
+        "code": rng.integers(100, 1500, 800),
+    }
 
 
 def test_plan_hits_every_phase_fraction_within_half_a_percent():
@@ -39,14 +43,15 @@ def test_plan_hits_every_phase_fraction_within_half_a_percent():
             # the picks are what the stats say: tokens of the documents picked for this phase
             mine = picks[s]["phase"] == p
             assert tokens[s][picks[s]["doc"][mine]].sum() == row["achieved_tokens"]
-            # nearest-document rounding: off by at most half of the largest document
-            assert abs(row["achieved_tokens"] - row["target_tokens"]) <= tokens[s].max() / 2 + 1
+            # cuts at the document nearest each cumulative target: a phase is off by at most one document
+            assert abs(row["achieved_tokens"] - row["target_tokens"]) <= tokens[s].max()
 
 
 def test_epochs_run_across_phases_and_repeat_a_document_only_after_the_whole_source():
     tokens = synthetic_sources()
     picks, stats = plan_blend(tokens, PHASES, 2_000_000, {s: 4.0 for s in tokens}, seed=0)
-    code = picks["code"]  # code: 800 docs ~ 640k tokens, target 0.2*1.2M + 0.3*0.8M = 480k -> within epoch 0
+    # code: 800 docs ~ 640k tokens, target 0.2*1.2M + 0.3*0.8M = 480k -> within epoch 0
+    assert set(picks["code"]["epoch"]) == {0}
     assert stats["sources"]["code"]["epochs"] == pytest.approx(480_000 / tokens["code"].sum(), abs=0.01)
     math = picks["math"]  # math: ~850k tokens available, 0.2*1.2M + 0.5*0.8M = 640k: within one epoch
     assert len(np.unique(math["doc"])) == len(math["doc"])  # no repeats within the first epoch
@@ -129,8 +134,10 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
     ]
     gsm = [json.loads(x) for x in shared_data("gsm8k", "test.jsonl").open()][:600]
     math = [json.loads(x) for x in shared_data("math500", "test.jsonl").open()]
-    maths = [{"id": f"gsm-{i}", "text": r["question"] + "\n" + r["answer"], "source": "gsm8k"} for i, r in enumerate(gsm)]  # fmt: skip
-    maths += [{"id": r["unique_id"], "text": r["problem"] + "\n\n" + r["solution"], "source": "math500"} for r in math]  # fmt: skip
+    maths = [
+        {"id": f"gsm-{i}", "text": r["question"] + "\n" + r["answer"], "source": "gsm8k"} for i, r in enumerate(gsm)
+    ]
+    maths += [{"id": r["unique_id"], "text": r["problem"] + "\n\n" + r["solution"], "source": "math500"} for r in math]
     return {"web": write_documents(tmp / "web", web), "math": write_documents(tmp / "math", maths)}
 
 
@@ -144,12 +151,12 @@ def mix_yaml(path: Path, corpora: dict[str, Path], tokenizer: Path, **overrides)
         ],
         "phases": [
             {"name": "phase1", "fraction": 0.6, "weights": {"web_high": 0.1, "web_rest": 0.6, "math": 0.3}},
-            {"name": "phase2", "fraction": 0.4, "weights": {"web_high": 0.3, "web_rest": 0.2, "math": 0.5}},
+            {"name": "phase2", "fraction": 0.4, "weights": {"web_high": 0.5, "web_rest": 0.1, "math": 0.4}},
         ],
         "total_tokens": 250_000,
         "tokenizer": str(tokenizer),
         "eos_token": "</s>",
-        "docs_per_shard": 150,
+        "docs_per_shard": 60,
         "seed": 3,
         **overrides,
     }
@@ -158,7 +165,9 @@ def mix_yaml(path: Path, corpora: dict[str, Path], tokenizer: Path, **overrides)
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.parent != root} | {"blend.json": (root / "blend.json").read_bytes()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.parent != root
+    } | {"blend.json": (root / "blend.json").read_bytes()}
 
 
 @pytest.mark.slow
@@ -171,20 +180,21 @@ def test_mix_builds_phased_shuffled_tokenized_blends(ray_local, tmp_path, corpor
     blend = json.loads((out / "blend.json").read_text())
     tok = Tokenizer.from_file(str(tiny_base / "tokenizer.json"))
     eos = tok.token_to_id("</s>")
+    everything = pa.concat_tables([pq.read_table(out / f) for p in blend["phases"].values() for f in p["shards"]])
+    largest = everything.to_pandas().groupby("blend_source")["num_tokens"].max()
 
-    for name, phase in blend["phases"].items():
+    for phase in blend["phases"].values():
         shards = [pq.read_table(out / f) for f in phase["shards"]]
-        assert len(shards) >= 2 and all(len(s) <= 150 for s in shards)
+        assert len(shards) >= 2 and all(len(s) <= 60 for s in shards)
         table = pa.concat_tables(shards).to_pandas()
         # blend.json tells the truth about the shards
         assert phase["achieved_tokens"] == table["num_tokens"].sum()
         for source, row in phase["sources"].items():
             assert table.loc[table["blend_source"] == source, "num_tokens"].sum() == row["achieved_tokens"]
-        # within half a document of each target (math documents are short: within 0.5% of the phase share)
-        largest = table.groupby("blend_source")["num_tokens"].max()
+        # every source within one document of its phase target (cuts are at the document nearest each cumulative
+        # target). C4 pages run to 5k tokens here, too coarse for a 0.5% share test: the plan tests cover that.
         for source, row in phase["sources"].items():
-            assert abs(row["achieved_tokens"] - row["target_tokens"]) <= largest[source] / 2 + 1
-        assert abs(phase["sources"]["math"]["achieved_fraction"] - phase["sources"]["math"]["target_fraction"]) < 0.005
+            assert abs(row["achieved_tokens"] - row["target_tokens"]) <= largest[source]
         # shuffled: the sources are interleaved, not in runs
         runs = (table["blend_source"] != table["blend_source"].shift()).sum()
         assert runs > len(table) / 3
@@ -192,13 +202,15 @@ def test_mix_builds_phased_shuffled_tokenized_blends(ray_local, tmp_path, corpor
         for f in phase["shards"]:
             docs = pq.read_table(out / f).column("text").to_pylist()
             sequences = read_megatron(out / f.removesuffix(".parquet"))
-            assert [s.tolist() for s in sequences] == [e.ids + [eos] for e in tok.encode_batch(docs, add_special_tokens=False)]  # fmt: skip
+            assert [s.tolist() for s in sequences] == [
+                e.ids + [eos] for e in tok.encode_batch(docs, add_special_tokens=False)
+            ]
         assert phase["megatron_data_path"].split()[1::2] == [f.removesuffix(".parquet") for f in phase["shards"]]
 
-    # bucket subsets and the epoch cap: web_high (30 High/Medium-High pages) is upsampled, at most 2 epochs
+    # bucket subsets and the epoch cap: web_high (30 High/Medium-High pages, ~52k tokens) is upsampled to ~1.25
+    # epochs (65k tokens), at most 2
     high = blend["sources"]["web_high"]
     assert high["buckets"] == [18, 19] and high["available_docs"] == 30 and 1 < high["epochs"] <= 2
-    everything = pa.concat_tables([pq.read_table(out / f) for p in blend["phases"].values() for f in p["shards"]])
     web_high = everything.filter(pa.compute.equal(everything["blend_source"], "web_high")).to_pandas()
     assert set(web_high["quality_label"]) <= {"High", "Medium-High"}
     assert web_high["id"].value_counts().max() <= 2 and set(web_high["epoch"]) == {0, 1}
@@ -220,16 +232,28 @@ def test_mix_builds_phased_shuffled_tokenized_blends(ray_local, tmp_path, corpor
     assert not list(as_parquet.rglob("*.bin"))
 
 
-def test_mix_config_errors_say_what_to_fix(tmp_path, corpora, tiny_base):
+def test_mix_config_errors_say_what_to_fix(tmp_path, corpora):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())  # a small tokenizer with the </s> separator, no model build needed
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["a tiny corpus for a tiny tokenizer"], trainers.BpeTrainer(special_tokens=["</s>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+
     def run(**overrides):
-        return mix.main(["--config", str(mix_yaml(tmp_path / "m.yaml", corpora, tiny_base, **overrides))])
+        return mix.main(
+            ["--config", str(mix_yaml(tmp_path / "m.yaml", corpora, tmp_path / "tokenizer.json", **overrides))]
+        )
 
     with pytest.raises(ConfigError, match="sum to 1"):
         run(phases=[{"name": "p", "fraction": 0.5, "weights": {"math": 1}}])
     with pytest.raises(ConfigError, match="over sources"):
         run(phases=[{"name": "p", "fraction": 1.0, "weights": {"books": 1}}])
     with pytest.raises(ConfigError, match="no quality_bucket column; run `nanoforge quality` first"):
-        run(sources=[{"name": "m", "input": 1, "labels": ["High"]}], phases=[{"name": "p", "fraction": 1, "weights": {"m": 1}}])  # fmt: skip
+        run(
+            sources=[{"name": "m", "input": 1, "labels": ["High"]}],
+            phases=[{"name": "p", "fraction": 1, "weights": {"m": 1}}],
+        )
     with pytest.raises(ConfigError, match="not an index into input_paths"):
         run(sources=[{"name": "m", "input": 5}])
     with pytest.raises(ConfigError, match="not in the vocabulary"):

@@ -58,7 +58,7 @@ def texts() -> dict[str, list[str]]:
         "dolma_cc": [
             r["text"]
             for r in read_jsonl(shared_data("dolma_tests", "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"))
-        ],  # fmt: skip
+        ],
         "c4": [r["text"] for r in read_jsonl(shared_data("llamafactory_demo", "c4_demo.jsonl"))],
     }
 
@@ -67,7 +67,9 @@ def texts() -> dict[str, list[str]]:
 def classifier(tmp_path_factory, texts) -> Path:
     """fastText trained on GSM8K + Wikipedia (high quality) vs a Common Crawl WARC shard's pages (web)."""
     tmp = tmp_path_factory.mktemp("clf")
-    pos = jsonl(tmp / "pos.jsonl", [{"question": t} for t in texts["gsm8k"]] + [{"text": t} for t in texts["wiki_train"]])  # fmt: skip
+    pos = jsonl(
+        tmp / "pos.jsonl", [{"question": t} for t in texts["gsm8k"]] + [{"text": t} for t in texts["wiki_train"]]
+    )
     neg = jsonl(tmp / "neg.jsonl", [{"text": t} for t in texts["dolma_cc"]])
     out = tmp / "classifier"
     argv = ["--positive_paths", str(pos), "--negative_paths", str(neg), "--text_fields", "text", "question"]
@@ -137,11 +139,22 @@ def tiny_edu_classifier(root: Path, texts: list[str]) -> Path:
 @pytest.mark.slow
 def test_quality_stage_buckets_documents_with_an_ensemble(ray_local, tmp_path, classifier, texts):
     math, web = texts["math500"][:40], texts["c4"][:40]
-    rows = [{"id": f"math-{i}", "text": t} for i, t in enumerate(math)] + [{"id": f"c4-{i}", "text": t} for i, t in enumerate(web)]  # fmt: skip
+    rows = [{"id": f"math-{i}", "text": t} for i, t in enumerate(math)] + [
+        {"id": f"c4-{i}", "text": t} for i, t in enumerate(web)
+    ]
     corpus = write_documents(tmp_path / "corpus", rows)
     edu = tiny_edu_classifier(tmp_path / "edu", math + web)
     out = tmp_path / "quality"
-    argv = ["--input_path", str(corpus), "--classifiers", str(classifier), str(edu), "--classifier_names", "dclm", "edu"]  # fmt: skip
+    argv = [
+        "--input_path",
+        str(corpus),
+        "--classifiers",
+        str(classifier),
+        str(edu),
+        "--classifier_names",
+        "dclm",
+        "edu",
+    ]
     argv += ["--heuristic_filters", "gopher_quality", "--hf_max_length", "128", "--output_dir", str(out)]
     assert quality.main(argv) == 0
 
