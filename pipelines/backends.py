@@ -18,6 +18,7 @@ returns it with four more columns:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -46,7 +47,7 @@ def replay(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     """Existing solutions as traces; token counts come from `model_name_or_path`'s tokenizer when one is given."""
 
     def convert(batch: pa.Table) -> pa.Table:
-        tokenizer = _tokenizer(cfg.model_name_or_path) if cfg.model_name_or_path else None
+        tokenizer = load_tokenizer(cfg.model_name_or_path) if cfg.model_name_or_path else None
         rows = _rows(batch)
         for row in rows:
             if not row.get("solution"):
@@ -60,7 +61,8 @@ def replay(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     return ds.map_batches(convert, batch_format="pyarrow", batch_size=cfg.batch_size)
 
 
-def _tokenizer(path: str):
+@functools.lru_cache(maxsize=4)  # once per worker process, not per batch
+def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
@@ -78,7 +80,7 @@ class TransformersGenerator:
 
         torch.set_num_threads(num_threads)
         self.torch = torch
-        self.tokenizer = _tokenizer(model)
+        self.tokenizer = load_tokenizer.__wrapped__(model)  # its own copy: padding is changed below
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end where generation starts
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

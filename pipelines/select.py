@@ -106,17 +106,19 @@ def build(cfg: SelectConfig):
     """The Ray Data plan: read traces (tagged with their artifact) -> group by prompt -> JSON records per kind."""
     import ray
 
+    from pipelines.backends import load_tokenizer
     from pipelines.selection import select_prompt
 
-    parts = []
-    for path in cfg.traces_path:
+    def tagged(path: str):  # the same sample id can come from two runs: (traces, id) identifies a sample
         ds = ray.data.read_parquet(str(Path(path) / "traces"), columns=COLUMNS)
-        parts.append(ds.add_column("traces", lambda b, name=Path(path).name: pa.array([name] * len(b)), batch_format="pyarrow"))  # fmt: skip
+        return ds.add_column("traces", lambda batch: pa.array([path] * len(batch)), batch_format="pyarrow")
+
+    parts = [tagged(str(path)) for path in cfg.traces_path]
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     tokenizer_path = cfg.tokenizer_name_or_path
 
     def per_prompt(group: pa.Table) -> pa.Table:
-        tokenizer = _tokenizer(tokenizer_path)
+        tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
         out = select_prompt(group.to_pylist(), cfg, tokenizer)
         return pa.table({"kind": [k for k, _ in out], "record": [json.dumps(r) for _, r in out]})
 
@@ -124,17 +126,6 @@ def build(cfg: SelectConfig):
     samples = sum((read_manifest(p) or {}).get("counts", {}).get("samples", 0) for p in cfg.traces_path)
     partitions = max(1, min(200, samples // ROWS_PER_PARTITION + 1))
     return ds.groupby("prompt_id", num_partitions=partitions).map_groups(per_prompt, batch_format="pyarrow")
-
-
-_TOKENIZERS: dict = {}
-
-
-def _tokenizer(path: str | None):
-    if path and path not in _TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        _TOKENIZERS[path] = AutoTokenizer.from_pretrained(path)
-    return _TOKENIZERS.get(path) if path else None
 
 
 def main(argv: list[str] | None = None) -> int:

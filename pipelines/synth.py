@@ -6,7 +6,8 @@ Cluster:  RAY_ADDRESS=ray://head:10001 nanoforge synth --config pipelines/config
 Plan: read prompts (local JSONL/Parquet or a Hub dataset) -> map to `messages` + gold `answer` by `prompt_format`
 (prompt_formats.py) -> drop duplicates and eval-set contamination (reasons recorded) -> one row per sample
 (`id = "{prompt_id}:{k}"`, reasoning mode and sampling parameters per row) -> backend (backends.py) -> verify
-(verify.py) -> Parquet shards. Prompts are small and are collected on the driver; samples stream through Ray Data.
+(verify.py) -> Parquet shards. Prompts and sample rows (prompt + parameters, no completions) are built on the
+driver, ~1 KB each; completions stream through Ray Data and are written as they arrive.
 
 Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
 same config and inputs reads the ids already there and generates only the missing samples (we do not rely on Ray
@@ -16,7 +17,6 @@ Data checkpointing, which needs a read -> ... -> write plan). Rows that fail are
 from __future__ import annotations
 
 import glob
-import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -179,7 +179,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         print(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
         if pending:
             generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
-            ds = ray.data.from_items(pending, override_num_blocks=max(1, math.ceil(len(pending) / cfg.batch_size)))
+            ds = ray.data.from_items(pending, override_num_blocks=max(1, min(1000, len(pending) // cfg.batch_size)))
             ds = BACKENDS[cfg.backend](ds, cfg).map(lambda row: to_trace(row, generator))
             for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
                 write_shard(tmp / "traces", batch.to_pylist())
