@@ -38,10 +38,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipelines import chunks, report
+from pipelines import chunks, decontaminate, dedup, report
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.filters import FILTER_NAMES, check_filters, find_lang_model
 from pipelines.lineage import Artifact
+from pipelines.minhash import parse_spec
 from pipelines.readers import expand_inputs, plan_units, skipped_files
 from pipelines.runtime import ray_session
 
@@ -71,8 +72,9 @@ class CurateConfig:
     filters: list[str] = field(default_factory=lambda: list(FILTER_NAMES), metadata={"help": f"datatrove heuristic filters, in order: {', '.join(FILTER_NAMES)}."})  # fmt: skip
     filter_args: dict = field(default_factory=dict, metadata={"help": "Per filter constructor arguments, e.g. {c4_quality: {filter_no_terminal_punct: false}} (YAML)."})  # fmt: skip
     exact_dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same final text) across the whole input."})  # fmt: skip
-    fuzzy_dedup: bool = field(default=False, metadata={"help": "MinHash near-duplicate removal (pipelines/dedup.py)."})
-    decontaminate_against: list[str] = field(default_factory=list, metadata={"help": "Benchmark files whose n-grams mark a document contaminated."})  # fmt: skip
+    fuzzy_dedup: str = field(default="none", metadata={"help": "MinHash near-duplicate removal (pipelines/dedup.py): none, fineweb (word 5-grams, 14x8), nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."})  # fmt: skip
+    fuzzy_dedup_index: str = field(default="", metadata={"help": "LSH index of an earlier run (<its output_dir>/lsh_index): near-copies of its documents are dropped here."})  # fmt: skip
+    decontaminate_against: list[str] = field(default_factory=list, metadata={"help": "Evaluation sets NAME=PATH:FIELD (JSONL/Parquet file or Hub id); a document with one of their 13-grams is dropped as contaminated:NAME."})  # fmt: skip
     pii: bool = field(default=True, metadata={"help": "Redact emails, public IP addresses and phone numbers in kept text."})  # fmt: skip
     shard_bytes: int = field(default=128_000_000, metadata={"help": "Target text bytes per documents/ shard."})
     rejected_text: bool = field(default=True, metadata={"help": "Keep the text of rejected documents in rejected/."})
@@ -88,8 +90,16 @@ def check_config(cfg: CurateConfig) -> list[str]:
     check_filters(cfg.filters, cfg.filter_args)
     if cfg.language_id:
         find_lang_model(cfg.lang_model_path)
-    if cfg.fuzzy_dedup or cfg.decontaminate_against:
-        raise ConfigError("fuzzy_dedup and decontaminate_against are not available yet in this version of curate")
+    try:
+        parse_spec(cfg.fuzzy_dedup)
+    except ValueError as e:
+        raise ConfigError(f"fuzzy_dedup: {e}") from None
+    if cfg.fuzzy_dedup_index and not Path(cfg.fuzzy_dedup_index, "buckets").is_dir():
+        raise ConfigError(f"fuzzy_dedup_index: no LSH index at {cfg.fuzzy_dedup_index} (expected <curate output>/lsh_index)")  # fmt: skip
+    for spec in cfg.decontaminate_against:
+        _, path, _ = decontaminate.parse_spec(spec)
+        if path.startswith((".", "/")) and not Path(path).is_file():
+            raise ConfigError(f"decontaminate_against: evaluation set not found: {path} (in '{spec}')")
     return files
 
 
@@ -126,7 +136,9 @@ def exact_duplicates(chunk_files: list[Path], cfg: CurateConfig):
 
 def global_steps(cfg: CurateConfig) -> list[tuple[str, Callable]]:
     """Steps that need every candidate at once, in order: (name, fn(chunk_files, cfg) -> Dataset of rejections)."""
-    return [("exact_dedup", exact_duplicates)] if cfg.exact_dedup else []
+    steps = [("exact_dedup", exact_duplicates)] if cfg.exact_dedup else []
+    steps += [("decontaminate", decontaminate.curate_step)] if cfg.decontaminate_against else []
+    return steps + ([("fuzzy_dedup", dedup.curate_step)] if parse_spec(cfg.fuzzy_dedup) else [])
 
 
 def shard_pass(cfg: CurateConfig, shards: list[tuple[int, list[str]]], settings: dict):
