@@ -206,3 +206,39 @@ def export_datatrove(index: DecontIndex, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(index.names):
         index.hashes[index.owner == k].astype("<u8").tofile(folder / f"{name}.index.hashes")
+
+
+def _curate_rejections(batch, index: DecontIndex):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.chunks import REJECTION_COLUMNS
+
+    batch = batch.filter(pc.equal(batch["status"], "kept"))
+    reasons = contamination_reasons(batch["text"].to_pylist(), index)
+    hit = pa.array([r is not None for r in reasons])
+    n = sum(r is not None for r in reasons)
+    return pa.table(
+        {
+            "chunk": batch["chunk"].filter(hit),
+            "row": batch["row"].filter(hit).cast(pa.int32()),
+            "stage": pa.array(["decontaminate"] * n, pa.string()),
+            "reason": pa.array([r for r in reasons if r], pa.string()),
+            "duplicate_of": pa.nulls(n, pa.string()),
+        },
+        schema=REJECTION_COLUMNS,
+    )
+
+
+def curate_step(chunk_files: list[Path], cfg):
+    """curate's global step: kept candidates that contain an n-gram of `cfg.decontaminate_against`, as
+    REJECTION_COLUMNS rows with reason `contaminated:<name>` (so the manifest counts them per benchmark)."""
+    import ray
+
+    from pipelines.chunks import REJECTION_COLUMNS
+
+    if not chunk_files:
+        return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
+    index = build_index(list(cfg.decontaminate_against))
+    docs = ray.data.read_parquet([str(f) for f in chunk_files], columns=["chunk", "row", "text", "status"])
+    return docs.map_batches(_curate_rejections, batch_format="pyarrow", fn_kwargs={"index": index})

@@ -31,10 +31,12 @@ smallest node is the indexed document: the new document is dropped, indexed docu
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.minhash import MinhashParams, band_keys, shingles, signatures, xxh64_spans
@@ -315,6 +317,7 @@ def save_index(sigs, dropped, path: str | Path, num_partitions: int | None = Non
     roots, _ = _shuffle([(sigs, _keyed, {"key": "node", "cols": ("node", "id")}), (moved, _moved_rows, {})], _survivor_of, parts)  # fmt: skip
     entries, _ = _shuffle([(sigs, _bucket_rows, {"by": "node"}), (roots, _keyed, {"key": "node", "cols": ("node", "root")})], _bucket_entries, parts)  # fmt: skip
     for folder, refs in (("buckets", entries), ("ids", roots)):
+        shutil.rmtree(path / folder, ignore_errors=True)  # a rerun may have another number of partitions
         (path / folder).mkdir(parents=True, exist_ok=True)
         for i, block in enumerate(ray.get(refs)):
             table = _one_per_bucket(block) if folder == "buckets" else _kept_ids(block)
@@ -358,3 +361,57 @@ def _kept_ids(block: dict) -> pa.Table:
     node = block["node"][kept] - NEW if block else np.zeros(0, np.uint64)
     ids = block["id"][kept] if block else []
     return pa.table({"node": pa.array(node, pa.uint64()), "id": pa.array(ids, pa.string())})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# curate's global step
+
+
+def _curate_nodes(batch: pa.Table, chunk_index: dict[str, int]) -> pa.Table:
+    """Kept candidates -> (node, id, text) with node = chunk index << 32 | row: input order."""
+    batch = batch.filter(pc.equal(batch["status"], "kept"))
+    chunk = np.array([chunk_index[c] for c in batch["chunk"].to_pylist()], dtype=np.uint64)
+    node = (chunk << np.uint64(32)) | batch["row"].to_numpy().astype(np.uint64)
+    return pa.table({"node": pa.array(node, pa.uint64()), "id": batch["id"], "text": batch["text"]})
+
+
+def _curate_rejections(batch: pa.Table, chunk_names: list[str]) -> pa.Table:
+    from pipelines.chunks import REJECTION_COLUMNS
+
+    node = batch["node"].to_numpy()
+    n = len(node)
+    return pa.table(
+        {
+            "chunk": pa.array([chunk_names[i] for i in (node >> np.uint64(32)).tolist()], pa.string()),
+            "row": pa.array((node & np.uint64(0xFFFFFFFF)).astype(np.int32)),
+            "stage": pa.array(["fuzzy_dedup"] * n, pa.string()),
+            "reason": pa.array(["fuzzy_duplicate"] * n, pa.string()),
+            "duplicate_of": batch["survivor_id"],
+        },
+        schema=REJECTION_COLUMNS,
+    )
+
+
+def curate_step(chunk_files: list[Path], cfg):
+    """curate's global step: near-duplicates among the kept candidates of every chunk, as REJECTION_COLUMNS rows
+    (`fuzzy_duplicate`, duplicate_of = the survivor's id, which also names the cluster).
+
+    The first occurrence in input order survives, as in exact dedup. The run's LSH index is saved next to the
+    documents (`<output_dir>/lsh_index`); `cfg.fuzzy_dedup_index` names an earlier run's index to dedup against.
+    """
+    import ray
+
+    from pipelines.chunks import REJECTION_COLUMNS
+    from pipelines.minhash import parse_spec
+
+    if not chunk_files:
+        return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
+    params = parse_spec(cfg.fuzzy_dedup)
+    names = [Path(f).name.removesuffix(".parquet") for f in chunk_files]
+    docs = ray.data.read_parquet([str(f) for f in chunk_files], columns=["chunk", "row", "id", "text", "status"])
+    docs = docs.map_batches(_curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": {c: i for i, c in enumerate(names)}})  # fmt: skip
+    sigs = signature_table(docs, params)
+    dropped = fuzzy_duplicates(docs, params, sigs=sigs, index=getattr(cfg, "fuzzy_dedup_index", "") or None)
+    dropped = dropped.materialize()
+    save_index(sigs, dropped, Path(chunk_files[0]).parents[2] / "lsh_index")
+    return dropped.map_batches(_curate_rejections, batch_format="pyarrow", fn_kwargs={"chunk_names": names})

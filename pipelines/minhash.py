@@ -67,7 +67,7 @@ def parse_spec(spec: str | MinhashParams) -> MinhashParams | None:
     if isinstance(spec, MinhashParams):
         return spec
     name, *overrides = [p.strip() for p in str(spec).split(",")]
-    if name in ("", "none", "None", "false"):
+    if name.lower() in ("", "none", "false"):
         return None
     if name not in PRESETS:
         raise ValueError(f"unknown fuzzy dedup preset '{name}'; expected none, {', '.join(PRESETS)}")

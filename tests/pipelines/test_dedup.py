@@ -189,3 +189,43 @@ def test_connected_components_match_union_find(ray_local):
 def test_hashed_nodes_are_stable_and_below_2_63():
     nodes = hashed_nodes(["a", "b", "a", "ü"])
     assert nodes[0] == nodes[2] and nodes[0] != nodes[1] and (nodes < np.uint64(1 << 63)).all()
+
+
+@pytest.mark.slow
+def test_curate_drops_near_duplicates_and_contamination(ray_local, planted, tmp_path):
+    """curate with fuzzy_dedup and decontaminate_against: reasons, survivors, exact counts, same output for 1 or 2
+    workers."""
+    import pyarrow.parquet as pq
+
+    from pipelines import curate
+    from pipelines.lineage import read_manifest
+
+    texts, cluster_of, n_originals = planted
+    keep = list(range(100)) + [i for i in range(n_originals, len(texts)) if cluster_of[i] < 100]
+    gsm8k = shared_data("gsm8k", "test.jsonl")
+    questions = [json.loads(line)["question"] for line in open(gsm8k)][:5]
+    rows = [{"id": f"doc-{i}", "text": texts[i]} for i in keep]
+    rows += [{"id": f"math-{k}", "text": texts[150 + k] + "\n\nQuestion: " + q} for k, q in enumerate(questions)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "web.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "c.yaml").write_text("# test\n# nanoforge curate --config c.yaml\nfilters: []\nlanguage_id: false\npii: false\n")  # fmt: skip
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        curate.main(["--config", str(tmp_path / "c.yaml"), "--input_paths", str(tmp_path / "in"), "--output_dir", str(out),  # fmt: skip
+                     "--fuzzy_dedup", "fineweb", "--decontaminate_against", f"gsm8k={gsm8k}:question",
+                     "--num_workers", str(workers), "--chunk_bytes", "200000"])  # fmt: skip
+        counts = read_manifest(out)["counts"]
+        assert counts["input"] == len(rows) == counts["kept"] + sum(counts["rejected"].values())
+        rejected = pq.read_table(out / "rejected").to_pylist()
+        outputs.append((sorted(pq.read_table(out / "documents")["id"].to_pylist()), sorted((r["id"], r["reason"], r["duplicate_of"]) for r in rejected)))  # fmt: skip
+        assert (out / "lsh_index" / "buckets").is_dir()
+    kept, rejected = outputs[0]
+    assert outputs[0] == outputs[1]
+    reasons = {i: (reason, of) for i, reason, of in rejected}
+    assert all(reasons[f"math-{k}"] == ("contaminated:gsm8k", None) for k in range(5))
+    copies = [f"doc-{i}" for i in keep if i >= n_originals]
+    assert sum(reasons.get(c, ("",))[0] == "fuzzy_duplicate" for c in copies) >= 0.9 * len(copies)
+    for i in keep:
+        if f"doc-{i}" in reasons and i >= n_originals:  # a copy names the first document of its cluster
+            assert reasons[f"doc-{i}"][1] == f"doc-{cluster_of[i]}" or cluster_of[i] in {int(x[4:]) for x in reasons if x.startswith("doc-")}  # fmt: skip
