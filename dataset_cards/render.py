@@ -71,7 +71,7 @@ TRAINING_KEYS += ("loss_type", "lora", "max_length", "num_generations", "reward"
 
 def card_kind(kind: str) -> CardKind:
     """The card template and Hub metadata for an artifact kind (`documents`, `traces`, `checkpoint`, ...)."""
-    name = ALIASES.get(kind, kind)
+    name = ALIASES.get(kind.replace(" ", "_"), kind.replace(" ", "_"))
     if name not in KINDS:
         raise ConfigError(f"no card template for artifact kind '{kind}'; known kinds: {', '.join(KINDS)}")
     return KINDS[name]

@@ -98,7 +98,8 @@ def read_prompts(cfg: SynthConfig) -> list[dict]:
     files = [str(f) for f in files if f.suffix in (".jsonl", ".json", ".parquet") or f.name.endswith(".jsonl.gz")]
     if files:
         parquet = all(f.endswith(".parquet") for f in files)
-        ds = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=True)
+        lines = all(".jsonl" in f for f in files)
+        ds = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=lines)
     elif "/" in cfg.prompts_path and not Path(cfg.prompts_path).exists():  # a Hub dataset id
         import datasets
 

@@ -170,6 +170,11 @@ def packing_leak(model, atol: float | None = None) -> str | None:
 
 def refuse_leaky_packing(trainer) -> None:
     """Stop before training when padding-free/packed rows would leak state between samples (see packing_leak)."""
+    if getattr(trainer.args, "packing", False) and trainer.args.packing_strategy == "wrapped":
+        raise ConfigError(
+            "packing_strategy: wrapped concatenates samples with no boundary at all, so every sample sees the one "
+            "before it; use packing_strategy: bfd (where the packing check passes) or packing: false"
+        )
     if not getattr(trainer, "padding_free", False) and not getattr(trainer.args, "padding_free", False):
         return
     why = packing_leak(trainer.accelerator.unwrap_model(trainer.model))

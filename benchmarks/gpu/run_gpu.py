@@ -67,7 +67,7 @@ def sync() -> None:
     import torch
 
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 
 def save(name: str, result: dict) -> None:

@@ -68,11 +68,14 @@ print('versions', torch.__version__, vllm.__version__, ray.__version__, trl.__ve
   hybrid_vllm vllm_gen-hybrid-autotune 330 TRITON_PRINT_AUTOTUNING=1
   ;;
 B)
+  if [[ $(status_of "$W/results/vllm_gen-dense.json") != ok ]]; then
+    step vllm_gen-dense 200 $PY vllm_gen --model dense --max_num_seqs 512 --runs 512x512x512,256x128x2048
+  fi
+  step synth_raw-dense 150 $PY synth_raw --model dense
+  step synth-dense-bs16 200 $PY synth --model dense --batch_size 16
   if [[ $(status_of "$W/results/vllm_gen-hybrid-autotune.json") != ok ]]; then
     hybrid_vllm vllm_gen-hybrid-firstconfig 200 VLLM_TRITON_FORCE_FIRST_CONFIG=1
   fi
-  step synth_raw-dense 170 $PY synth_raw --model dense
-  step synth-dense-bs16 240 $PY synth --model dense --batch_size 16
   ;;
 C)
   step hf_gen-dense 80 $PY hf_gen --model dense --batch 64,256 --prompt_len 512 --new 128
@@ -86,7 +89,7 @@ C)
   ;;
 D)
   [[ -d $W/models/dense ]] || step build 150 $PY build
-  step synth-dense-bs64 220 $PY synth --model dense --batch_size 64
+  step sft-hybrid-ours-b2 120 $PY sft --model hybrid --variant ours --steps 12 --batch 2 --label sft-hybrid-ours-b2
   step hf_gen-hybrid 90 $PY hf_gen --model hybrid --batch 16,64 --prompt_len 128 --new 128
   # CUDA graphs without torch.compile (vLLM's breakable graphs): the launch overhead eager mode pays, without
   # the Inductor compile that outran 6 minutes in the README's run.

@@ -165,6 +165,27 @@ def test_packed_samples_leak_on_cpu_and_packing_is_refused(tiny_base, tmp_path):
     data = write_jsonl(tmp_path / "sft.jsonl", conversations(8))
     with pytest.raises(ConfigError, match="leak into each other"):
         train.main(sft_argv(tiny_base, data, tmp_path / "packed", packing=True, max_steps=1))
+    with pytest.raises(ConfigError, match="no boundary"):  # wrapped packing has no sample boundaries at all
+        train.main(sft_argv(tiny_base, data, tmp_path / "wrapped", packing=True, packing_strategy="wrapped"))
+
+
+def test_dataset_name_reads_an_artifact_folder_but_not_its_rejected_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sft.common import load_rows
+
+    art = tmp_path / "select"
+    (art / "sft" / "rejected").mkdir(parents=True)
+    rows = conversations(6)
+    pq.write_table(pa.Table.from_pylist(rows[:4]), art / "sft" / "shard-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[4:]), art / "sft" / "shard-1.parquet")
+    pq.write_table(pa.Table.from_pylist([{"id": "x", "reason": "unverified"}]), art / "sft" / "rejected" / "r.parquet")
+    (art / "sft" / "manifest.json").write_text("{}")
+    for loaded in (load_rows(str(art / "sft")), load_rows(str(art), config="sft")):
+        assert len(loaded) == 6 and loaded[0]["messages"] == rows[0]["messages"]
+    with pytest.raises(ConfigError, match="dataset not found"):
+        load_rows(str(tmp_path / "nowhere" / "sft"))
 
 
 @pytest.mark.gpu
