@@ -8,7 +8,7 @@
 # Every step runs under `timeout` inside the phase's budget (BUDGET seconds, default 560), so a stall costs only
 # itself; results go to $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/phase<X>.tgz.
 set -u
-phase=${1:?phase 0|A|B|C|D}
+phase=${1:?phase 0|A|B|C|D|F1|F2}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -55,6 +55,20 @@ hybrid_vllm() {  # hybrid_vllm LABEL MAX EXTRA_ENV...: NemotronH in vLLM with st
   kill "$mon" 2>/dev/null
 }
 
+hybrid_clean() {  # hybrid_clean LABEL MAX EXTRA_ENV...: NemotronH in vLLM as a user runs it (no stack-dump hook, INFO
+  # logs with timestamps), its Triton cache watched: the stall's time and whether kernels compile meanwhile
+  local label=$1 max=$2
+  shift 2
+  local tc="$W/triton-$label"
+  rm -rf "$tc"
+  mkdir -p "$tc"
+  (while sleep 10; do echo "$(date +%s) $(find "$tc" -name '*.cubin' 2>/dev/null | wc -l)"; done) >"$W/logs/triton_cache-$label.txt" &
+  local mon=$!
+  step "$label" "$max" env TRITON_CACHE_DIR="$tc" "$@" $PY vllm_gen --model hybrid --label "$label" \
+    --max_num_seqs 512 --runs 512x512x512,256x128x2048 --engine '{"mamba_ssm_cache_dtype": "float32"}'
+  kill "$mon" 2>/dev/null
+}
+
 case $phase in
 0)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -86,6 +100,17 @@ C)
   step grpo-colocate 180 $PY grpo --vllm colocate --steps 5
   step grpo-none 100 $PY grpo --vllm none --steps 3
   step sft-dense-trl_default 90 $PY sft --model dense --variant trl_default
+  ;;
+F1)  # second machine: hybrid without the diagnosis hook; synth stage with the log_engine_metrics fix
+  hybrid_clean vllm_gen-hybrid-firstconfig-clean 240 VLLM_TRITON_FORCE_FIRST_CONFIG=1
+  step synth-dense-bs16-fix 150 $PY synth --model dense --batch_size 16 --no_ray_metrics
+  step synth-dense-bs64-fix 140 $PY synth --model dense --batch_size 64 --no_ray_metrics
+  ;;
+F2)
+  hybrid_clean vllm_gen-hybrid-autotune-clean 420 TRITON_PRINT_AUTOTUNING=1
+  if [[ $(status_of "$W/results/vllm_gen-hybrid-autotune-clean.json") != ok ]]; then
+    hybrid_clean vllm_gen-hybrid-spawn 200 VLLM_WORKER_MULTIPROC_METHOD=spawn VLLM_TRITON_FORCE_FIRST_CONFIG=1
+  fi
   ;;
 D)
   [[ -d $W/models/dense ]] || step build 150 $PY build
