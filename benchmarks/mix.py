@@ -80,7 +80,7 @@ def run_nanoforge(root: Path, artifacts: dict[str, Path], tokenizer: Path, sizes
         "total_tokens": sum(sizes.values()),
         "tokenizer": str(tokenizer),
         "eos_token": "</s>",
-        "docs_per_shard": 20_000,
+        "docs_per_shard": 2_000,
         "max_epochs": 1.0,
     }
     path = root / "mix.yaml"

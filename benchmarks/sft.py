@@ -136,7 +136,8 @@ def main() -> int:
         "## sft: training throughput, nanoforge settings vs TRL defaults (CPU)",
         "",
         f"{args.rows} GSM8K train worked solutions as reasoning traces, NemotronH `{args.preset}` random base, "
-        f"{args.steps} steps of batch {args.batch_size}, fastest of {args.repeats} interleaved runs, torch {torch.__version__}, {torch.get_num_threads()} CPU "
+        f"{args.steps} steps of batch {args.batch_size}, fastest of {args.repeats} interleaved runs, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU "
         f"threads ({platform.machine()}). Timings on a shared, loaded 2-core machine: compare ratios.",
         "",
         "| setting | real tokens | s | real tokens/s | padding waste | vs TRL defaults |",

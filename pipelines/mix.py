@@ -30,6 +30,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,17 +246,23 @@ def main(argv: list[str] | None = None) -> int:
     with ray_session(cfg.address), art.writing() as tmp:
         work = tmp / ".work"
         prepared, staged = work / "prepared", work / "staged"
+        clock = [("start", time.perf_counter())]
         if not (prepared / "_SUCCESS").exists():
             shutil.rmtree(prepared, ignore_errors=True)
             prepare(cfg, sources, eos_id, prepared)
             (prepared / "_SUCCESS").touch()
+        clock.append(("prepare", time.perf_counter()))
         selection, stats = plan(cfg, sources, phases, prepared)
+        clock.append(("plan", time.perf_counter()))
         if not (staged / "_SUCCESS").exists():
             shutil.rmtree(staged, ignore_errors=True)
             route(cfg, prepared, staged, selection)
             (staged / "_SUCCESS").touch()
+        clock.append(("route", time.perf_counter()))
         written = write_shards(cfg, phases, selection, staged, tmp, tokenizer)
+        clock.append(("shards", time.perf_counter()))
         shutil.rmtree(work)
+        art.extra["seconds"] = {name: round(t - clock[i][1], 2) for i, (name, t) in enumerate(clock[1:])}
 
         blend = blend_json(cfg, sources, phases, stats, written, eos)
         (tmp / "blend.json").write_text(json.dumps(blend, indent=2) + "\n")

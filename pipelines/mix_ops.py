@@ -92,9 +92,10 @@ def prepare_batch(
     }
     if tokenizer:
         encoded = load_tokenizer(tokenizer).encode_batch(text.to_pylist(), add_special_tokens=False)
-        ids = [e.ids + [eos_id] if eos_id is not None else e.ids for e in encoded]
+        tail = [eos_id] if eos_id is not None else []
+        ids = [np.asarray(e.ids + tail, np.int32) for e in encoded]
         lengths = np.fromiter((len(x) for x in ids), np.int64, n)
-        values = np.fromiter((t for x in ids for t in x), np.int32, int(lengths.sum()))
+        values = np.concatenate(ids) if ids else np.zeros(0, np.int32)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         columns["num_tokens"] = pa.array(lengths)
         columns[TOKENS.name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))

@@ -12,6 +12,7 @@ what each stage did, and `<output_dir>/report.md` keeps it.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, list[Stage]]:
     return cfg, select_stages(stages, cfg.from_stage, cfg.only)
 
 
+def manifest_stamp(path: str) -> int | None:
+    """mtime (ns) of a complete artifact's manifest: unchanged after a stage ran means the stage skipped itself."""
+    if read_manifest(path) is None:
+        return None
+    return os.stat(os.path.join(path, "manifest.json")).st_mtime_ns
+
+
 def summarize(counts: dict) -> str:
     """The first few scalar counts of a manifest, e.g. 'input=1200 kept=870 quarantined=4'."""
     flat = [f"{k}={v}" for k, v in counts.items() if isinstance(v, int | float)]
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     with ray_session(cfg.address):
         for stage in stages:
-            before = read_manifest(stage.output_dir)
+            before = manifest_stamp(stage.output_dir)
             print(f"\n=== [{stage.name}] nanoforge {stage.command} {' '.join(stage.argv)}", flush=True)
             start = time.monotonic()
             try:
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((stage.name, "FAILED", f"{duration:.1f}s", ""))
                 status = 1
                 break
-            skipped = before is not None and after is not None and before.get("created_at") == after.get("created_at")
+            skipped = before is not None and before == manifest_stamp(stage.output_dir)
             counts = summarize((after or {}).get("counts", {}))
             rows.append((stage.name, "up to date" if skipped else "done", f"{duration:.1f}s", counts))
     table = ["| stage | status | duration | counts |", "|---|---|---|---|"]

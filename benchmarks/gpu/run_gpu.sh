@@ -107,6 +107,9 @@ F1)  # second machine: hybrid without the diagnosis hook; synth stage with the l
   step synth-dense-bs64-fix 140 $PY synth --model dense --batch_size 64 --no_ray_metrics
   ;;
 F2)
+  step synth_raw-dense 130 $PY synth_raw --model dense
+  step synth-dense-bs16-fix 130 $PY synth --model dense --batch_size 16 --no_ray_metrics
+  step synth-dense-bs64-fix 120 $PY synth --model dense --batch_size 64 --no_ray_metrics
   hybrid_clean vllm_gen-hybrid-autotune-clean 420 TRITON_PRINT_AUTOTUNING=1
   if [[ $(status_of "$W/results/vllm_gen-hybrid-autotune-clean.json") != ok ]]; then
     hybrid_clean vllm_gen-hybrid-spawn 200 VLLM_WORKER_MULTIPROC_METHOD=spawn VLLM_TRITON_FORCE_FIRST_CONFIG=1
