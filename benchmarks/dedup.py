@@ -7,7 +7,8 @@
 Input (benchmarks/data/dedup/, gitignored, built once): documents made of 8-40 lines drawn from the real web text
 in ../shared/data (dolma's Common Crawl shard and CCNet docs, C4, Wikipedia sentences), and near-copies of earlier
 documents (15%) the way the web duplicates pages: another header and footer, 0-8% of the words replaced, so the
-copies spread over word 5-gram Jaccard 0.5-1.0. 8 JSONL.gz shards; ids `s<shard>-<line>` sort in input order.
+copies spread over word 5-gram Jaccard 0.5-1.0. 8 JSONL.gz shards written one after the other, so input order is
+generation order (a copy comes after its source); ids `s<shard>-<line>` sort in input order.
 
 Parts, all at the `fineweb` preset (word 5-grams, 14 bands x 8 rows, 64-bit):
   signature  MinHash signatures alone, one process: docs/s per CPU-second, ours (batches of 256) vs datatrove's
@@ -82,7 +83,7 @@ def build_input(target_mb: int, seed: int = 0) -> Path:
     recent: list[tuple[str, str]] = []  # (id, text) reservoir of earlier documents to copy from
     planted, written, n = [], 0, 0
     while written < target_mb * 1_000_000:
-        shard = n % NUM_FILES
+        shard = min(written * NUM_FILES // (target_mb * 1_000_000), NUM_FILES - 1)  # shards in generation order
         doc_id = f"s{shard:03d}-{lines[shard]:07d}"
         if recent and rng.random() < 0.15:
             source_id, source = rng.choice(recent)
