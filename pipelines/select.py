@@ -92,6 +92,7 @@ class SelectConfig:
     )
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Counts tokens (else words)."})
     max_pairs_per_prompt: int = field(default=2, metadata={"help": "Preference: correct-vs-incorrect pairs/prompt."})
+    pair_truncated: bool = field(default=False, metadata={"help": "Preference: unfinished traces may be rejected."})
     length_pairs: bool = field(default=False, metadata={"help": "Preference: add shortest- vs longest-correct."})
     min_length_ratio: float = field(default=1.5, metadata={"help": "Preference: longest/shortest ratio for that."})
     rl_min_pass_rate: float = field(default=0.0, metadata={"help": "RL: keep prompts with pass rate > this ..."})

@@ -131,7 +131,8 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
     # the shortest vs the longest correct answer.
     for mode in sorted({s["reasoning"] for s in samples}):
         good = sorted((s for s in samples if s["reasoning"] == mode and sample_reason(s) is None), key=_len)
-        bad = [s for s in samples if s["reasoning"] == mode and sample_reason(s) == "incorrect"]
+        wrong = ("incorrect", "truncated") if cfg.pair_truncated else ("incorrect",)
+        bad = [s for s in samples if s["reasoning"] == mode and sample_reason(s) in wrong and s["verified"] is False]
         pairs = [(c, r, "correct_vs_incorrect") for c, r in zip(good, bad, strict=False)][: cfg.max_pairs_per_prompt]
         if cfg.length_pairs and len(good) >= 2 and _len(good[-1]) >= cfg.min_length_ratio * max(1, _len(good[0])):
             pairs.append((good[0], good[-1], "shorter_vs_longer"))

@@ -132,6 +132,13 @@ def test_pair_construction(problems):
         assert pair["prompt"] == chosen["messages"][:-1] and pair["prompt"][0]["role"] == "system"
         assert pair["chosen"] == chosen["messages"][-1:] and pair["rejected"] == rejected["messages"][-1:]
     assert len([r for k, r in select_prompt(samples, replace(CFG, max_pairs_per_prompt=1)) if k == "pair"]) == 2
+    with_truncated = [r for k, r in select_prompt(samples, replace(CFG, max_pairs_per_prompt=5, pair_truncated=True))
+                      if k == "pair" and r["reasoning"] == "on"]  # fmt: skip
+    assert len(with_truncated) == 2  # still min(2 correct, 4 wrong)
+    unfinished = [
+        p for p in select_prompt([samples[0], samples[5]], replace(CFG, pair_truncated=True)) if p[0] == "pair"
+    ]
+    assert [r["rejected_id"] for _, r in unfinished] == [samples[5]["id"]]
 
 
 def test_length_pairs_prefer_the_shorter_correct_answer(problems):
