@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import run, submit
+from pipelines import run
 from pipelines.config import ConfigError
 from pipelines.lineage import read_manifest
 
@@ -80,6 +80,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+AGENT_PORTS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "ray-client-server-port",
+)
+
+
 @pytest.fixture
 def ray_cluster():
     """A real single-node Ray cluster on loopback with token authentication.
@@ -108,6 +117,9 @@ def ray_cluster():
         str(dash),
         "--num-cpus",
         "2",
+        # The agents' default ports are taken while the embedded Ray of other tests runs; the head's job agent
+        # would then never come up ("No available agent to submit job").
+        *(f"--{name}={free_port()}" for name in AGENT_PORTS),
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]
@@ -138,26 +150,32 @@ def ray_cluster():
 
 
 @pytest.mark.slow
-def test_submit_runs_jobs_and_resubmission_reuses_them(recipe, tmp_path, ray_cluster, monkeypatch, capsys):
+def test_submit_runs_jobs_and_resubmission_reuses_them(recipe, tmp_path, ray_cluster):
+    # `nanoforge submit` runs in its own process, as a user runs it: Ray caches the auth token per process,
+    # so one that already started the embedded Ray of other tests would send that token instead.
     address, token, env = ray_cluster
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "PATH"):
-        monkeypatch.setenv(key, env[key])
     out = tmp_path / "cluster_runs"
-    args = [str(recipe), "--address", address, "--output_dir", str(out), "--poll_s", "0.5"]
-    assert submit.main(args) == 0
-    printed = capsys.readouterr().out
+    argv = [sys.executable, "-m", "pipelines.cli", "submit", str(recipe), "--address", address]
+    argv += ["--output_dir", str(out), "--poll_s", "0.5"]
+
+    def submit_cli():
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    printed = submit_cli()
     assert "submitted nanoforge-data-" in printed and "submitted nanoforge-base-" in printed
     assert read_manifest(out / "data") and read_manifest(out / "base")
     made = read_manifest(out / "base")["created_at"]
     # Submitting again finds the finished jobs: nothing runs twice.
-    assert submit.main(args) == 0
-    printed = capsys.readouterr().out
+    printed = submit_cli()
     assert "reusing finished job nanoforge-data-" in printed and "submitted" not in printed
     assert read_manifest(out / "base")["created_at"] == made
     assert token not in printed
 
-    from ray.job_submission import JobSubmissionClient
-
-    jobs = JobSubmissionClient(address).list_jobs()
-    assert len([j for j in jobs if j.submission_id and j.submission_id.startswith("nanoforge-")]) == 2
-    assert json.dumps([j.entrypoint for j in jobs]).count("pipelines.demo_data") == 1
+    list_jobs = "import json, sys; from ray.job_submission import JobSubmissionClient as C; "
+    list_jobs += "print(json.dumps([[j.submission_id, j.entrypoint] for j in C(sys.argv[1]).list_jobs()]))"
+    done = subprocess.run([sys.executable, "-c", list_jobs, address], env=env, capture_output=True, text=True)
+    jobs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len([sid for sid, _ in jobs if sid and sid.startswith("nanoforge-")]) == 2
+    assert json.dumps([entry for _, entry in jobs]).count("pipelines.demo_data") == 1
