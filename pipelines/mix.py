@@ -139,7 +139,8 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) 
 
     parts = []
     for s in sources:
-        ds = ray.data.read_parquet(str(Path(s["path"]) / "documents"))
+        files = sorted(str(f) for f in (Path(s["path"]) / "documents").glob("*.parquet"))
+        ds = ray.data.read_parquet(files, override_num_blocks=len(files))  # a task per file, not per source
         kwargs = {"source": s["name"], "buckets": s["buckets"], "text_column": cfg.text_column}
         kwargs |= {"tokenizer": cfg.tokenizer, "eos_id": eos_id}
         parts.append(
