@@ -110,17 +110,25 @@ def _kind(f: Path) -> str | None:
     return None
 
 
-def read_texts(path: str, text_fields: list[str]) -> list[str]:
-    """Documents in `path` (see the module docstring for formats), empty ones dropped."""
+def read_texts(path: str, text_fields: list[str], skipped: list[str] | None = None) -> list[str]:
+    """Documents in `path` (see the module docstring for formats), empty ones dropped.
 
-    def join(record: dict, where: str) -> str:
+    A record that cannot be read (broken JSON, invalid UTF-8, not an object, a truncated .gz) is skipped and
+    described in `skipped` as 'file:line: error': raw web shards have such lines, and a classifier trained on the
+    rest is what the user wants. Pass `skipped=None` to raise a ConfigError on the first one instead."""
+
+    def bad(where: str, error: str) -> None:
+        if skipped is None:
+            raise ConfigError(f"{where}: {error}")
+        skipped.append(f"{where}: {error}")
+
+    def join(record, where: str) -> str | None:
         if not isinstance(record, dict):
-            raise ConfigError(
-                f"{where}: expected a JSON object with fields {text_fields}, got {type(record).__name__}"
-            )
+            bad(where, f"expected a JSON object with fields {text_fields}, got {type(record).__name__}")
+            return None
         return "\n\n".join(str(record[f]) for f in text_fields if record.get(f) not in (None, ""))
 
-    texts: list[str] = []
+    texts: list[str | None] = []
     for f in _files(path):
         kind = _kind(f)
         if kind == "parquet":
@@ -132,20 +140,30 @@ def read_texts(path: str, text_fields: list[str]) -> list[str]:
             texts += [join(r, str(f)) for r in pq.read_table(f, columns=names).to_pylist()]
             continue
         opener = gzip.open if f.name.endswith(".gz") else open
-        with opener(f, "rt", encoding="utf-8") as fh:
-            if kind == "txt":
-                texts += [line.strip() for line in fh]
-            elif kind == "json":
-                texts += [join(r, f"{f}[{i}]") for i, r in enumerate(json.load(fh))]
-            else:
-                for i, line in enumerate(fh, 1):
+        with opener(f, "rb") as fh:
+            if kind == "json":
+                texts += [join(r, f"{f}[{i}]") for i, r in enumerate(json.loads(fh.read()))]
+                continue
+            i = 0
+            try:
+                for i, raw in enumerate(fh, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        bad(f"{f}:{i}", f"invalid UTF-8 ({e.reason} at byte {e.start})")
+                        continue
                     if not line.strip():
+                        continue
+                    if kind == "txt":
+                        texts.append(line.strip())
                         continue
                     try:
                         texts.append(join(json.loads(line), f"{f}:{i}"))
                     except json.JSONDecodeError as e:
-                        raise ConfigError(f"{f}:{i}: not valid JSON ({e}); expected one object per line") from None
-    return [t for t in texts if t.strip()]
+                        bad(f"{f}:{i}", f"not valid JSON ({e}); expected one object per line")
+            except (EOFError, OSError) as e:  # a truncated or corrupt .gz: keep what was read before it
+                bad(f"{f}:{i + 1}", f"unreadable ({type(e).__name__}: {e})")
+    return [t for t in texts if t and t.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = random.Random(cfg.seed)
     classes = {}
+    skipped: list[str] = []
     for label, paths in ((HQ_LABEL, cfg.positive_paths), (WEB_LABEL, cfg.negative_paths)):
-        docs = [t for p in paths for t in read_texts(p, cfg.text_fields)]
+        docs = [t for p in paths for t in read_texts(p, cfg.text_fields, skipped)]
         if not docs:
             raise ConfigError(f"no non-empty documents in {paths} (text_fields={cfg.text_fields})")
         rng.shuffle(docs)
@@ -216,8 +235,14 @@ def main(argv: list[str] | None = None) -> int:
             "train": len(train),
             "heldout": len(heldout),
             "not_used": sum(read.values()) - len(train) - len(heldout),
+            "unreadable": len(skipped),
         }
         art.extra = {"metrics": metrics, "labels": {"high_quality": HQ_LABEL, "web": WEB_LABEL}}
+        art.extra["unreadable_records"] = skipped[:100]  # the first ones, 'file:line: error'
+    for where in skipped[:5]:
+        print(f"[train-quality-classifier] skipped unreadable record {where}", file=sys.stderr)
+    if len(skipped) > 5:
+        print(f"[train-quality-classifier] ... {len(skipped)} unreadable records in all (manifest: unreadable_records)", file=sys.stderr)  # fmt: skip
     print(f"[train-quality-classifier] {art.path / MODEL_FILE}: {json.dumps(art.counts)} held-out {metrics}")
     return 0
 

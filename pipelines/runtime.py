@@ -16,6 +16,8 @@ import logging
 import os
 from collections.abc import Iterator
 
+log = logging.getLogger(__name__)
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start or attach Ray. Returns True when this call started it (and so should shut it down)."""
@@ -28,13 +30,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-            configure_logging=True,
-        )
+        # Ray gives its node 30 s to come up, which a loaded machine can miss; wait longer, and retry once
+        os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+        kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+        for attempt in (1, 2):
+            try:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), configure_logging=True, **kwargs)
+                break
+            except Exception as e:  # Ray raises plain Exception/RuntimeError for a node that timed out
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+                log.warning("local Ray did not start (%s); retrying once", str(e).splitlines()[0][:200])
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = os.environ.get("NANOFORGE_PROGRESS", "1") != "0"
     ctx.print_on_execution_start = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from datapaths import shared_data
 from pipelines import quality, quality_classifier
 from pipelines.buckets import bucket_labels, digitize, weighted_percentiles
 from pipelines.config import ConfigError
+from pipelines.lineage import read_manifest
 from pipelines.quality_classifier import hq_scores, roc_auc
 from pipelines.quality_ops import heuristic_verdicts
 
@@ -102,12 +104,30 @@ def test_classifier_separates_heldout_high_quality_from_web_text(classifier, tex
     assert roc_auc(scores, is_hq) > 0.8, "no better than chance on held-out real text"
 
 
-def test_train_quality_classifier_errors_name_the_file(tmp_path):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine"}\nnot json\n')
-    argv = ["--positive_paths", str(bad), "--negative_paths", str(bad), "--output_dir", str(tmp_path / "o")]
-    with pytest.raises(ConfigError, match=r"bad.jsonl:2: not valid JSON"):
-        quality_classifier.main(argv)
+def test_train_quality_classifier_skips_unreadable_records_and_names_them(tmp_path, capsys):
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        "".join(json.dumps({"text": f"a clean sentence number {i} about rivers."}) + "\n" for i in range(20))
+    )
+    bad = tmp_path / "bad.jsonl.gz"
+    lines = [json.dumps({"text": f"web page {i} buy now click here"}).encode() for i in range(20)]
+    lines[3] = b"not json"
+    lines[5] = b'{"text": "caf\xe9 latin-1 bytes"}'
+    lines[7] = b"[1, 2]"
+    bad.write_bytes(gzip.compress(b"\n".join(lines) + b"\n")[:-12])  # truncated: the end of the stream is lost
+    out = tmp_path / "o"
+    argv = ["--positive_paths", str(good), "--negative_paths", str(bad), "--output_dir", str(out)]
+    argv += [*SMALL_FASTTEXT, "--heldout_fraction", "0.2"]
+    assert quality_classifier.main(argv) == 0
+    manifest = read_manifest(out)
+    problems = manifest["unreadable_records"]
+    assert any(p.startswith(f"{bad}:4: not valid JSON") for p in problems)
+    assert any(p.startswith(f"{bad}:6: invalid UTF-8") for p in problems)
+    assert any(p.startswith(f"{bad}:8: expected a JSON object") for p in problems)
+    assert any("unreadable (EOFError" in p for p in problems), problems
+    assert manifest["counts"]["unreadable"] == len(problems) == 4
+    assert manifest["counts"]["read"]["__label__cc"] < 17  # the lines after the cut are gone, and said so
+    assert f"skipped unreadable record {bad}:4" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="not found"):
         quality_classifier.main(["--positive_paths", str(tmp_path / "missing.jsonl"), *argv[2:]])
 
