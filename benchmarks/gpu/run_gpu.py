@@ -412,6 +412,8 @@ def bench_synth(a) -> None:
     import pipelines.synth as synth
 
     label = a.label or f"synth-{a.model}-bs{a.batch_size}"
+    if not (DATA / "prompts.jsonl").exists():  # on a fresh machine synth can run before synth_raw (phase F1 did)
+        write_prompts(a.prompts)
     if a.no_ray_metrics:  # the fix proposed for pipelines/backends.py, applied here as a shim (see results/gpu.md)
         import functools
 
@@ -504,14 +506,16 @@ def bench_sft(a) -> None:
     if not data.exists():
         write_sft_data(2000)
     argv = ["--model_name_or_path", str(MODELS / a.model), "--dataset_name", str(data),
-            "--output_dir", str(WORK / f"sft_out-{label}"), "--max_steps", str(a.steps), "--bf16", str(DEVICE == "cuda").lower(),
+            "--output_dir", str(WORK / f"sft_out-{label}"), "--max_steps", str(a.steps),
             "--per_device_train_batch_size", str(a.batch), "--max_length", "2048", "--learning_rate", "1e-5",
             "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none", "--assistant_only_loss", "true",
             "--dataloader_num_workers", "2", "--seed", "0"]  # fmt: skip
     if a.variant == "packed":
         argv += ["--packing", "true"]
-    if a.variant == "trl_default":
-        argv += ["--dtype", "float32"]  # TRL alone loads float32 weights and trains under bf16 autocast
+    if a.variant == "trl_default":  # TRL alone: float32 weights (ModelConfig.dtype's default), bf16 autocast
+        argv += ["--dtype", "float32", "--bf16", str(DEVICE == "cuda").lower()]
+    else:  # ours, as the Nano 2 recipes (sft/configs/sft_nano2_12b.yaml): pure bf16 weights, no autocast
+        argv += ["--dtype", "bfloat16", "--bf16", "false"]
     result = {"model": a.model, "variant": a.variant, "argv": argv}
     script_args, training_args, model_args = parse_args(argv)
     try:
@@ -655,58 +659,68 @@ def report(a) -> None:
     lines = []
     env = res.get("env", {})
     if env:
+        # env runs in phase 0, before the staged wheels are installed: take versions from a result that has vLLM
+        vers = next((r["versions"] for r in res.values() if (r.get("versions") or {}).get("vllm")), env["versions"])
+        vers = ", ".join(f"{k} {v}" for k, v in vers.items() if v)
         lines += [f"Device: {env['gpu']} ({env['nvidia_smi']}); copy {env['copy_bandwidth_Bps'] / 1e12:.2f} TB/s "
-                  f"(read+write), bf16 matmul {env['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s; {env['versions']}", ""]  # fmt: skip
+                  f"(read+write), bf16 matmul {env['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s; {vers}", ""]  # fmt: skip
     lines += ["| benchmark | setting | result |", "|---|---|---|"]
     for name, r in res.items():
         try:
-            lines += report_lines(name, r)
+            lines += report_lines(name, r, res)
         except (KeyError, TypeError, ValueError) as e:
             lines.append(f"| {name} | | unreadable result ({e!r}) |")
     print("\n".join(lines))
 
 
-def report_lines(name: str, r: dict) -> list[str]:
+def cell(text: object, limit: int = 300) -> str:
+    """One table cell: no ANSI colours (Ray's errors carry them), newlines or pipes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text or ""))
+    return " ".join(text.replace("|", "/").split())[:limit]
+
+
+def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
     lines = []
-    if True:
-        if name in ("env", "build"):
-            return lines
-        if name.startswith("vllm_gen") or name.startswith("hf_gen") or name.startswith("synth_raw"):
-            start = r.get("engine_start_s")
-            for run in r.get("runs", []):
-                rl = run.get("roofline", {}).get("tokens_per_s")
-                setting = ", ".join(
-                    f"{k}={run[k]}" for k in ("n", "batch", "prompt_len", "gen_len", "seeded") if k in run
-                )
-                val = f"{run['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in run else run.get("error", "?")
-                val += f" (roofline {rl:,.0f}, {run['tokens_per_s'] / rl:.0%})" if rl and "tokens_per_s" in run else ""
-                lines.append(
-                    f"| {name} | {setting} | {val}" + (f"; engine start {start:.0f} s" if start else "") + " |"
-                )
-            if not r.get("runs"):
-                lines.append(f"| {name} | | {r.get('status')} {r.get('error', '')[:200]} |")
-        elif name.startswith("synth"):
-            if r.get("status") == "ok":
-                lines.append(
-                    f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall |"
-                )
-            else:
-                lines.append(f"| {name} | | {r.get('status')}: {r.get('error', '')[:300]} |")
-        elif name.startswith("sft"):
-            if r.get("status") == "ok":
-                mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
-                mem = f"{r['max_mem_GiB']:.0f} GiB" if r.get("max_mem_GiB") else ""
-                lines.append(f"| {name} | {r['param_dtype']}, padding_free={r['padding_free']} | {r['tokens_per_s']:,.0f} tok/s, "
-                             f"MFU {mfu}, padding waste {r['padding_waste']:.0%}, {mem} |")  # fmt: skip
-            else:
-                lines.append(f"| {name} | | {r.get('status')}: {r.get('error', '')[:300]} |")
-        elif name.startswith("grpo"):
-            if r.get("status") == "ok":
-                m = r["mean_step"]
-                lines.append(f"| {name} | | step {m['total']:.2f} s = generate {m['generate']:.2f} + score {m['score']:.3f} "
-                             f"+ logprobs {m['other_prep']:.2f} + train {m['train']:.2f} |")  # fmt: skip
-            else:
-                lines.append(f"| {name} | | {r.get('status')}: {r.get('error', '')[:300]} |")
+    if name in ("env", "build"):
+        return lines
+    if name.startswith("vllm_gen") or name.startswith("hf_gen") or name.startswith("synth_raw"):
+        start = r.get("engine_start_s")
+        for run in r.get("runs", []):
+            rl = run.get("roofline", {}).get("tokens_per_s")
+            setting = ", ".join(f"{k}={run[k]}" for k in ("n", "batch", "prompt_len", "gen_len", "seeded") if k in run)
+            val = f"{run['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in run else cell(run.get("error", "?"))
+            val += f" (roofline {rl:,.0f}, {run['tokens_per_s'] / rl:.0%})" if rl and "tokens_per_s" in run else ""
+            lines.append(f"| {name} | {setting} | {val}" + (f"; engine start {start:.0f} s" if start else "") + " |")
+        if not r.get("runs"):  # stopped before its first run: how far it got
+            got = f"; engine started in {start:.0f} s, stopped before the first run ended" if start else ""
+            lines.append(f"| {name} | | {r.get('status')}{got} {cell(r.get('error', ''), 200)} |")
+    elif name.startswith("synth"):
+        if r.get("status") == "ok":
+            raw = (res or {}).get(f"synth_raw-{r['model']}", {})
+            ratio = ""
+            if raw.get("wall_incl_start_s"):  # both include engine start; raw is seeded like the stage
+                ratio = f"; raw vLLM {raw['wall_incl_start_s']:.0f} s incl. start, stage / raw {r['wall_s'] / raw['wall_incl_start_s']:.2f}x time"
+            lines.append(f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
+                         f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |")  # fmt: skip
+        else:
+            lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
+    elif name.startswith("sft"):
+        if r.get("status") == "ok":
+            mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
+            mem = f"{r['max_mem_GiB']:.0f} GiB" if r.get("max_mem_GiB") else ""
+            lines.append(f"| {name} | {r['param_dtype']}, padding_free={r['padding_free']} | {r['tokens_per_s']:,.0f} tok/s, "
+                         f"MFU {mfu}, padding waste {r['padding_waste']:.0%}, {mem} |")  # fmt: skip
+        else:
+            lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
+    elif name.startswith("grpo"):
+        if r.get("status") == "ok":
+            m = r["mean_step"]
+            lines.append(f"| {name} | | step {m['total']:.2f} s = generate {m['generate']:.2f} + score {m['score']:.3f} "
+                         f"+ logprobs {m['other_prep']:.2f} + train {m['train']:.2f} |")  # fmt: skip
+        else:
+            lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
     return lines
 
 

@@ -5,10 +5,16 @@
 #   bash benchmarks/gpu/run_gpu.sh B   # hybrid retry if A stalled; synth stage vs raw vLLM on the same prompts
 #   bash benchmarks/gpu/run_gpu.sh C   # HF generate; SFT dense/hybrid, packing, TRL defaults; GRPO with/without vLLM
 #   bash benchmarks/gpu/run_gpu.sh D   # extras if time is left: synth batch 64, HF on the hybrid, CUDA graphs
+#   bash benchmarks/gpu/run_gpu.sh F1  # (second machine) hybrid without the hook; synth with the metrics shim
+#   bash benchmarks/gpu/run_gpu.sh F2  # synth vs raw again; hybrid with Triton autotuning (ran out of budget)
+#   bash benchmarks/gpu/run_gpu.sh G   # next machine, after 0: synth stage vs raw vLLM, each with room to finish
+#   bash benchmarks/gpu/run_gpu.sh H   # hybrid in vLLM with autotuning (its start alone took 99 s in F2)
+#   bash benchmarks/gpu/run_gpu.sh S   # SFT ours (pure bf16, as the recipes) vs TRL defaults (float32 + autocast)
+# benchmarks/results/gpu.md has what each phase measured and why the failed steps failed.
 # Every step runs under `timeout` inside the phase's budget (BUDGET seconds, default 560), so a stall costs only
 # itself; results go to $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/phase<X>.tgz.
 set -u
-phase=${1:?phase 0|A|B|C|D|F1|F2}
+phase=${1:?phase 0|A|B|C|D|F1|F2|G|H|S}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -69,6 +75,11 @@ hybrid_clean() {  # hybrid_clean LABEL MAX EXTRA_ENV...: NemotronH in vLLM as a 
   kill "$mon" 2>/dev/null
 }
 
+need_models() {  # a fresh machine: ceilings and models first (phase 0's steps), else the phase has nothing to run
+  [[ -f $W/results/env.json ]] || step env 60 $PY env
+  [[ -d $W/models/dense ]] || step build 150 $PY build
+}
+
 case $phase in
 0)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -114,6 +125,23 @@ F2)
   if [[ $(status_of "$W/results/vllm_gen-hybrid-autotune-clean.json") != ok ]]; then
     hybrid_clean vllm_gen-hybrid-spawn 200 VLLM_WORKER_MULTIPROC_METHOD=spawn VLLM_TRITON_FORCE_FIRST_CONFIG=1
   fi
+  ;;
+G)  # F1/F2's synth steps failed on missing prompts (fixed: synth writes them) and then on the step limits
+  need_models
+  step synth_raw-dense 160 $PY synth_raw --model dense
+  step synth-dense-bs16 220 $PY synth --model dense --batch_size 16 --no_ray_metrics
+  step synth-dense-bs64 150 $PY synth --model dense --batch_size 64 --no_ray_metrics
+  ;;
+H)  # the first-config run started in 47 s and generated; this one measures what autotuned kernels are worth
+  need_models
+  hybrid_clean vllm_gen-hybrid-autotune-clean 500 TRITON_PRINT_AUTOTUNING=1
+  ;;
+S)  # phase C's `ours` loaded float32 too (TRL's ModelConfig.dtype default), so it measured TRL defaults twice
+  need_models
+  step sft-dense-ours 100 $PY sft --model dense --variant ours
+  step sft-dense-trl_default 100 $PY sft --model dense --variant trl_default
+  step sft-dense-packed 100 $PY sft --model dense --variant packed
+  step sft-hybrid-ours-b2 130 $PY sft --model hybrid --variant ours --steps 12 --batch 2 --label sft-hybrid-ours-b2
   ;;
 D)
   [[ -d $W/models/dense ]] || step build 150 $PY build
