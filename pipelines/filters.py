@@ -118,6 +118,35 @@ def warm_tokenizer(texts: list[str], language: str = "eng") -> None:
         nlp.make_doc(text)
         size += len(text)
     tokenizer._warmed = True
+    _share_word_tokens(tokenizer)
+
+
+def _share_word_tokens(tokenizer) -> None:
+    """Make datatrove's spaCy `word_tokenize` tokenize each text once, and without the sentencizer.
+
+    GopherRepetition, GopherQuality and FineWebQuality each split the same text into words; the last text's words
+    are kept and handed out again (as a copy). datatrove runs the whole pipeline for words, sentencizer included,
+    which only marks sentence starts: `make_doc` gives the same tokens. Same words, so same decisions."""
+    from datatrove.utils.word_tokenizers import strip_strings
+
+    nlp = tokenizer.tokenizer
+    last: dict[str, list[str]] = {}
+
+    def word_tokenize(text: str) -> list[str]:
+        if text not in last:
+            last.clear()
+            nlp.max_length = max(nlp.max_length, len(text) + 10)
+            with nlp.memory_zone():
+                try:
+                    tokens = [t.text for t in nlp.make_doc(text)]
+                except Exception:
+                    if "IS_ALPHA" not in text:  # the one string that breaks spaCy, as datatrove handles it
+                        raise
+                    tokens = [t.text for t in nlp.make_doc(text.replace("IS_ALPHA", ""))]
+            last[text] = strip_strings(tokens)
+        return list(last[text])
+
+    tokenizer.word_tokenize = word_tokenize
 
 
 # --- normalize -------------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,7 +13,14 @@ import pytest
 from datapaths import shared_data
 
 from pipelines.config import ConfigError
-from pipelines.filters import FILTER_NAMES, find_lang_model, identify_language, process_chunk, redact_pii
+from pipelines.filters import (
+    FILTER_NAMES,
+    find_lang_model,
+    identify_language,
+    normalize_text,
+    process_chunk,
+    redact_pii,
+)
 from pipelines.readers import expand_inputs, plan_units, read_unit
 
 SETTINGS = dict(
@@ -97,6 +106,44 @@ def test_filters_give_datatrove_reasons_on_real_web_text():
     assert by_id["blj5uzvcoa4iybpd5o6kom5nir6ngmoj"]["status"] == "kept"  # a Star Trek fan club news article
     kept = [r for r in rows if r["status"] == "kept"]
     assert kept and all(r["lang"] == "en" and r["lang_score"] > 0.65 and len(r["hash"]) == 32 for r in kept)
+
+
+DATATROVE_ALONE = """
+import json, sys
+from datatrove.data import Document
+from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+filters = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
+out = []
+for text in json.load(sys.stdin):
+    doc = Document(text=text, id="x")
+    for f in filters:
+        result = f.filter(doc)
+        keep, reason = result if isinstance(result, tuple) else (result, None)
+        if not keep:
+            out.append([False, reason, None])
+            break
+    else:
+        out.append([True, None, doc.text])
+print(json.dumps(out))
+"""
+
+
+def test_filter_decisions_match_datatrove_run_alone():
+    """curate shares one word tokenization between filters and skips spaCy's memory zone for common words; the
+    decisions and the rewritten text must stay exactly those of datatrove's filters in a process of their own."""
+    path = shared_data("dolma_tests", "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz")
+    with gzip.open(path, "rt") as f:
+        records = [json.loads(line) for line in f][:300]
+    items = [("row", i, {"id": r["id"], "text": r["text"]}) for i, r in enumerate(records)]
+    rows = process_chunk("c", items, "cc", str(path), "cc", SETTINGS).to_pylist()
+    filtered = [(i, r) for i, r in enumerate(rows) if r["status"] == "kept" or r["stage"] in FILTER_NAMES]
+    texts = [normalize_text(records[i]["text"]) for i, _ in filtered]
+    done = subprocess.run([sys.executable, "-c", DATATROVE_ALONE], input=json.dumps(texts), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    reference = json.loads(done.stdout)
+    assert len(filtered) > 100 and sum(keep for keep, _, _ in reference) > 10
+    ours = [[r["status"] == "kept", r["reason"], r["text"] if r["status"] == "kept" else None] for _, r in filtered]
+    assert ours == reference
 
 
 def test_warc_pages_are_extracted_with_trafilatura():
