@@ -186,6 +186,9 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
         batch_size=cfg.batch_size,
         accelerator_type=cfg.accelerator_type,
         should_continue_on_error=True,  # failed rows come back with __inference_error__ instead of killing the run
+        # vLLM 0.26's Ray metrics hook fails to import in the engine actor (RayPrometheusMetric ImportError, seen on
+        # the H100); the stage reports its own throughput
+        log_engine_metrics=False,
     )
     processor = build_processor(
         config,

@@ -98,7 +98,8 @@ def load_rows(name: str | None, config: str | None = None, split: str = "train")
 
 
 def model_init_kwargs(training_args, model_args) -> dict[str, Any]:
-    """TRL's model kwargs with `dtype` always set: TRL loads in float32 unless told (`auto` = the checkpoint's)."""
+    """TRL's model kwargs. TRL's `ModelConfig.dtype` defaults to float32, so a model loads in float32 unless the
+    config says `dtype: bfloat16` (the 12B configs do) or `auto` (the checkpoint's dtype)."""
     kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
