@@ -104,6 +104,7 @@ def run_nanoforge(input_dir: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "pipelines.curate", "--config", "pipelines/configs/curate_fineweb.yaml",
         "--input_paths", str(input_dir), "--output_dir", str(out), "--force", "true",
+        "--fuzzy_dedup", "none",  # the config's MinHash step has its own benchmark (benchmarks/dedup.py)
     ]  # fmt: skip
 
 
