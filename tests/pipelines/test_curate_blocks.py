@@ -187,3 +187,25 @@ def test_pii_redaction(text, expected, counts):
     out, n = redact_pii(text)
     assert out == expected
     assert (n["email"], n["ip_address"], n["phone_number"]) == counts
+
+
+def test_a_page_that_stalls_trafilatura_is_dropped_not_waited_for(monkeypatch):
+    import time
+
+    import trafilatura
+
+    real = trafilatura.extract
+
+    def extract(page, **kwargs):
+        if "<html" in page.lower() and not getattr(extract, "stalled", False):
+            extract.stalled = True
+            time.sleep(30)
+        return real(page, **kwargs)
+
+    monkeypatch.setattr(trafilatura, "extract", extract)
+    start = time.monotonic()
+    rows = run_file(shared_data("dolma_tests", "sample-0000.warc.gz"), {**SETTINGS, "filters": "[]", "extract_timeout_s": 0.5})  # fmt: skip
+    assert time.monotonic() - start < 25
+    timed_out = [r for r in rows if r["reason"] == "extraction_timeout"]
+    assert len(timed_out) == 1 and timed_out[0]["stage"] == "extract"
+    assert len(rows) == 24 and sum(r["status"] == "kept" for r in rows) > 10  # the rest are extracted as before
