@@ -41,7 +41,7 @@ from pipelines.blend import Phase, ShortfallError, plan_blend, shuffle_phase, to
 from pipelines.buckets import label_buckets
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import Artifact
-from pipelines.mix_ops import default_eos, load_tokenizer, prepare_batch, route_batch, write_shard
+from pipelines.mix_ops import default_eos, load_tokenizer, prepare_files, route_batch, write_shard
 from pipelines.runtime import ray_session
 
 SOURCE_KEYS = {"name", "input", "labels", "buckets", "max_epochs"}
@@ -137,17 +137,15 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) 
     """Pass 1: every source's documents (its bucket subset), with a hash key and token counts (and ids)."""
     import ray
 
-    parts = []
-    for s in sources:
-        files = sorted(str(f) for f in (Path(s["path"]) / "documents").glob("*.parquet"))
-        ds = ray.data.read_parquet(files, override_num_blocks=len(files))  # a task per file, not per source
-        kwargs = {"source": s["name"], "buckets": s["buckets"], "text_column": cfg.text_column}
-        kwargs |= {"tokenizer": cfg.tokenizer, "eos_id": eos_id}
-        parts.append(
-            ds.map_batches(prepare_batch, fn_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow")
-        )
-    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    ds.write_parquet(str(out))
+    files = [
+        {"file": str(f), "source": i}
+        for i, s in enumerate(sources)
+        for f in sorted((Path(s["path"]) / "documents").glob("*.parquet"))
+    ]
+    kwargs = {"sources": [{"name": s["name"], "buckets": s["buckets"]} for s in sources], "batch_size": cfg.batch_size}
+    kwargs |= {"text_column": cfg.text_column, "tokenizer": cfg.tokenizer, "eos_id": eos_id}
+    ds = ray.data.from_items(files, override_num_blocks=len(files))  # a task per file, all sources at once
+    ds.map_batches(prepare_files, fn_kwargs=kwargs, batch_size=1).write_parquet(str(out))
 
 
 def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: Path) -> tuple[dict, dict]:

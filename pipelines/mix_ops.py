@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,18 @@ def prepare_batch(
         columns["num_tokens"] = pc.divide(pc.add(pc.binary_length(text).cast(pa.int64()), 3), 4)  # ceil(bytes / 4)
     table = pa.table(columns)
     return table.append_column("key", pa.array(doc_keys(table["id"]), pa.uint64()))
+
+
+def prepare_files(batch: dict, sources: list[dict], batch_size: int, **kwargs) -> Iterator[pa.Table]:
+    """Ray Data UDF over (file, source index) rows: `prepare_batch` on each file's record batches, streamed out.
+
+    One task per file of every source at once: a `union` of per-source datasets ran the sources one after the
+    other on the 2-core machine (benchmarks/mix.py)."""
+    for path, index in zip(batch["file"], batch["source"], strict=True):
+        source = sources[int(index)]
+        for records in pq.ParquetFile(str(path)).iter_batches(batch_size=batch_size):
+            table = pa.Table.from_batches([records])
+            yield prepare_batch(table, source=source["name"], buckets=source["buckets"], **kwargs)
 
 
 def route_batch(batch: pa.Table, selection: dict[str, dict[str, np.ndarray]]) -> pa.Table:
