@@ -27,6 +27,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Without a terminal (a job log, `make demo > log`) Ray Data logs every operator's progress every 10 s; once a
+    # minute keeps long runs visible without burying the stage's own output
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
