@@ -99,7 +99,8 @@ def check_config(cfg: CurateConfig) -> list[str]:
         raise ConfigError(f"fuzzy_dedup_index: no LSH index at {cfg.fuzzy_dedup_index} (expected <curate output>/lsh_index)")  # fmt: skip
     for spec in cfg.decontaminate_against:
         _, path, _ = decontaminate.parse_spec(spec)
-        if path.startswith((".", "/")) and not Path(path).is_file():
+        looks_local = path.startswith((".", "/")) or path.endswith((".jsonl", ".json", ".parquet", ".gz"))
+        if looks_local and not Path(path).is_file():
             raise ConfigError(f"decontaminate_against: evaluation set not found: {path} (in '{spec}')")
     return files
 

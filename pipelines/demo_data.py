@@ -10,7 +10,7 @@ Cluster:  generate once on any node (seconds, a few MB) and point curate at `web
 
 Output directory:
   web/shard-0000N.jsonl.gz   one JSON object a line: {"date", "id", "text", "url"}; planted: ordinary pages, pages
-                             with PII, exact and near duplicates, spam/boilerplate, German/French/Spanish pages,
+                             with PII, exact and near duplicates, pages quoting a test problem, spam/boilerplate, German/French/Spanish pages,
                              empty texts, and malformed lines (broken JSON, missing or non-string `text`, bad UTF-8)
   math/train.jsonl, math/test.jsonl   GSM8K format: {"question", "answer"}, the answer a worked solution with
                              `<<expr=value>>` calculator notes, ending in `#### <number>`
@@ -35,7 +35,9 @@ from pipelines import demo_text as T
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import Artifact
 
-CATEGORIES = ("ordinary", "pii", "exact_duplicate", "near_duplicate", "spam", "non_english", "empty", "malformed")
+CATEGORIES = (
+    "ordinary", "pii", "exact_duplicate", "near_duplicate", "contaminated", "spam", "non_english", "empty", "malformed"
+)  # fmt: skip
 # (kind, raw line): each is unreadable as a document in its own way. `{id}` is filled with "bad-N".
 MALFORMED = [
     ("broken_json", b'{"id": "{id}", "text": "This line was cut off in the middle of a wri'),
@@ -65,6 +67,9 @@ class DemoDataConfig:
     num_near_duplicates: int = field(
         default=120, metadata={"help": "Edited copies (header/footer/words), 5-gram Jaccard >= 0.8."}
     )
+    num_contaminated_pages: int = field(
+        default=10, metadata={"help": "Ordinary pages that quote a math/test.jsonl problem (for decontamination)."}
+    )
     num_spam_pages: int = field(
         default=140, metadata={"help": f"Low-quality pages, cycling through {', '.join(T.SPAM_KINDS)}."}
     )
@@ -92,7 +97,7 @@ def jaccard5(a: str, b: str) -> float:
     return len(ga & gb) / len(ga | gb)
 
 
-def web_documents(cfg: DemoDataConfig, rng: random.Random) -> list[dict]:
+def web_documents(cfg: DemoDataConfig, rng: random.Random, test_questions: list[str]) -> list[dict]:
     """Every well-formed web record, shuffled, with its planted category in `_category` (and details in `_*`)."""
     docs: list[dict] = []
     seen: set[str] = set()  # only the planted exact duplicates may share a text
@@ -129,6 +134,10 @@ def web_documents(cfg: DemoDataConfig, rng: random.Random) -> list[dict]:
             if (sim := jaccard5(text, original["text"])) >= 0.8:
                 break
         add(text, "near_duplicate", original=original, edit=edit, jaccard=round(sim, 4))
+    for i in range(cfg.num_contaminated_pages):  # a benchmark problem pasted into a page, as forums and blogs do
+        which = i % len(test_questions)
+        page = fresh(lambda q=test_questions[which]: T.quoting_page(rng, q))
+        add(page, "contaminated", test_question=which)
     for i in range(cfg.num_spam_pages):
         kind = T.SPAM_KINDS[i % len(T.SPAM_KINDS)]
         add(fresh(lambda k=kind: T.spam_page(rng, k)), "spam", kind=kind)
@@ -157,6 +166,7 @@ def planted_details(docs: list[dict], malformed: list[dict]) -> dict:
             {"id": d["id"], "original": d["_original"]["id"], "edit": d["_edit"], "jaccard5": d["_jaccard"]}
             for d in by["near_duplicate"]
         ],
+        "contaminated": [{"id": d["id"], "test_question": d["_test_question"]} for d in by["contaminated"]],
         "spam": [{"id": d["id"], "kind": d["_kind"]} for d in by["spam"]],
         "non_english": [{"id": d["id"], "lang": d["_lang"]} for d in by["non_english"]],
         "pii": [{"id": d["id"], **d["_pii"]} for d in by["pii"]],
@@ -164,9 +174,9 @@ def planted_details(docs: list[dict], malformed: list[dict]) -> dict:
     }
 
 
-def write_web(cfg: DemoDataConfig, out: Path, rng: random.Random) -> dict:
+def write_web(cfg: DemoDataConfig, out: Path, rng: random.Random, test_questions: list[str]) -> dict:
     """Write web/*.jsonl.gz with the malformed lines spliced in; return planted.json's content."""
-    docs = web_documents(cfg, rng)
+    docs = web_documents(cfg, rng, test_questions)
     n, k = len(docs), cfg.num_shards
     rows = [
         json.dumps({f: d[f] for f in ("date", "id", "text", "url")}, sort_keys=True, ensure_ascii=False) for d in docs
@@ -193,8 +203,9 @@ def write_web(cfg: DemoDataConfig, out: Path, rng: random.Random) -> dict:
     return planted
 
 
-def write_math(cfg: DemoDataConfig, out: Path, rng: random.Random) -> dict[str, int]:
-    """math/train.jsonl and math/test.jsonl: distinct GSM8K-style problems, split train | test."""
+def write_math(cfg: DemoDataConfig, out: Path, rng: random.Random) -> tuple[dict[str, int], list[str]]:
+    """math/train.jsonl and math/test.jsonl: distinct GSM8K-style problems, split train | test; returns the counts
+    and the test questions."""
     problems: dict[str, str] = {}  # question -> answer; insertion-ordered, so deterministic
     while len(problems) < cfg.num_train_problems + cfg.num_test_problems:
         question, answer = T.word_problem(rng)
@@ -204,7 +215,8 @@ def write_math(cfg: DemoDataConfig, out: Path, rng: random.Random) -> dict[str, 
     splits = {"train": rows[: cfg.num_train_problems], "test": rows[cfg.num_train_problems :]}
     for split, lines in splits.items():
         (out / "math" / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
-    return {f"math_{split}": len(lines) for split, lines in splits.items()}
+    test_questions = list(problems)[cfg.num_train_problems :]
+    return {f"math_{split}": len(lines) for split, lines in splits.items()}, test_questions
 
 
 README = """# nanoforge demo data (seed {seed})
@@ -220,6 +232,7 @@ Generated by `nanoforge demo-data --output_dir DIR --seed {seed}` from templates
 | pii | {pii} | keep, with the email, phone number and public IP address redacted |
 | exact_duplicate | {exact_duplicate} | drop all but one copy (same text as an ordinary page; other id and url) |
 | near_duplicate | {near_duplicate} | drop in fuzzy dedup (new header/footer or 1-3 words changed; word 5-gram Jaccard >= 0.8) |
+| contaminated | {contaminated} | drop in decontamination against math/test.jsonl (the page quotes a test problem) |
 | spam | {spam} | drop in the heuristic filters ({spam_kinds}) |
 | non_english | {non_english} | drop in language ID ({langs}) |
 | empty | {empty} | drop: the text is empty or whitespace |
@@ -234,8 +247,11 @@ Generated by `nanoforge demo-data --output_dir DIR --seed {seed}` from templates
 
 def write_demo_data(cfg: DemoDataConfig, out: Path) -> dict[str, int]:
     """Write everything under `out`; return the counts (also in planted.json)."""
-    planted = write_web(cfg, out, random.Random(f"{cfg.seed}:web"))
-    counts = planted["counts"] | write_math(cfg, out, random.Random(f"{cfg.seed}:math"))
+    math_counts, test_questions = write_math(cfg, out, random.Random(f"{cfg.seed}:math"))
+    if cfg.num_contaminated_pages and not test_questions:
+        raise ConfigError("num_contaminated_pages needs num_test_problems > 0 (the pages quote test problems)")
+    planted = write_web(cfg, out, random.Random(f"{cfg.seed}:web"), test_questions)
+    counts = planted["counts"] | math_counts
     planted["counts"] = counts
     (out / "planted.json").write_text(json.dumps({"seed": cfg.seed, **planted}, indent=1, sort_keys=True) + "\n")
     kinds = dict(
@@ -259,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     c = art.counts
     print(
         f"[demo-data] {c['lines']} web lines ({c['ordinary']} ordinary, {c['exact_duplicate']} exact + "
-        f"{c['near_duplicate']} near duplicates, {c['spam']} spam, {c['non_english']} non-English, {c['pii']} with "
+        f"{c['near_duplicate']} near duplicates, {c['contaminated']} quoting test problems, {c['spam']} spam, {c['non_english']} non-English, {c['pii']} with "
         f"PII, {c['malformed']} malformed) and {c['math_train']}+{c['math_test']} word problems -> {cfg.output_dir} "
         f"in {time.monotonic() - start:.1f}s"
     )

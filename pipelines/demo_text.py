@@ -261,6 +261,14 @@ def english_page(rng: random.Random) -> str:
     return "\n\n".join(head + paragraphs + foot)
 
 
+def quoting_page(rng: random.Random, question: str) -> str:
+    """An ordinary page with a word problem pasted into it (homework help, a puzzle corner): contamination."""
+    text = english_page(rng).split("\n\n")
+    intro = rng.choice(["A reader sent us this one from her son's homework:", "This week's puzzle corner:", "Here is the problem the class got stuck on:"])  # fmt: skip
+    text.insert(rng.randint(1, len(text) - 1), f"{intro} {question}")
+    return "\n\n".join(text)
+
+
 def near_duplicate(text: str, rng: random.Random) -> tuple[str, str]:
     """A copy with the edits web mirrors make: a new header or footer line, or 1-3 words swapped for synonyms."""
     edit = rng.choice(["header", "footer", "words"])

@@ -139,7 +139,7 @@ def demo_corpus(tmp_path_factory) -> Path:
     from pipelines import demo_data
 
     out = tmp_path_factory.mktemp("demo") / "demo_data"
-    demo_data.main(["--output_dir", str(out), "--num_pages", "300", "--num_pii_pages", "10", "--num_exact_duplicates", "30", "--num_near_duplicates", "10", "--num_spam_pages", "35", "--num_non_english_pages", "9", "--num_train_problems", "1", "--num_test_problems", "1"])  # fmt: skip
+    demo_data.main(["--output_dir", str(out), "--num_pages", "300", "--num_pii_pages", "10", "--num_exact_duplicates", "30", "--num_near_duplicates", "10", "--num_spam_pages", "35", "--num_non_english_pages", "9", "--num_train_problems", "1", "--num_test_problems", "3", "--num_contaminated_pages", "4"])  # fmt: skip
     return out
 
 
@@ -148,6 +148,7 @@ def test_demo_corpus_planted_defects_and_determinism(ray_local, demo_corpus, tmp
     2 workers and smaller chunks/Ray blocks."""
     planted = json.loads((demo_corpus / "planted.json").read_text())
     base = ["--config", DEMO_YAML, "--input_paths", str(demo_corpus / "web")]
+    base += ["--decontaminate_against", f"demo_test={demo_corpus / 'math' / 'test.jsonl'}:question"]
     curate.main([*base, "--output_dir", str(tmp_path / "one"), "--num_workers", "1"])
     ctx = ray_local.data.DataContext.get_current()
     block_size = ctx.target_max_block_size
@@ -176,6 +177,12 @@ def test_demo_corpus_planted_defects_and_determinism(ray_local, demo_corpus, tmp
     for members in groups.values():
         (survivor,) = members & kept.keys()
         assert all(rejected[m]["reason"] == "exact_duplicate" and rejected[m]["duplicate_of"] == survivor for m in members - {survivor})  # fmt: skip
+    # near duplicates (curate_demo.yaml: fuzzy_dedup fineweb) name the page they copy; pages quoting a test problem
+    near = [d for d in planted["near_duplicates"] if d["original"] in kept]
+    assert len(near) >= len(planted["near_duplicates"]) // 2  # the others copy a page a filter dropped
+    assert all((rejected[d["id"]]["reason"], rejected[d["id"]]["duplicate_of"]) == ("fuzzy_duplicate", d["original"]) for d in near)  # fmt: skip
+    assert {rejected[d["id"]]["reason"] for d in planted["contaminated"]} == {"contaminated:demo_test"}
+    assert sum(r["reason"] == "contaminated:demo_test" for r in rejected.values()) == len(planted["contaminated"])
     assert all(rejected[d["id"]]["reason"] == "wrong_language" for d in planted["non_english"])
     assert all(d["id"] in rejected for d in planted["spam"])  # every spam page is dropped, for a datatrove reason
     assert all(rejected[i]["reason"] == "empty_after_normalize" for i in planted["ids"]["empty"])
