@@ -54,8 +54,14 @@ def manifest_stamp(path: str) -> int | None:
 
 
 def summarize(counts: dict) -> str:
-    """The first few scalar counts of a manifest, e.g. 'input=1200 kept=870 quarantined=4'."""
-    flat = [f"{k}={v}" for k, v in counts.items() if isinstance(v, int | float)]
+    """The first few counts of a manifest, e.g. 'input=1200 kept=870 rejected=326 quarantined=4'; a count broken
+    down by reason ({reason: n}) shows as its total."""
+    flat = []
+    for k, v in counts.items():
+        if isinstance(v, dict) and v and all(isinstance(n, int) for n in v.values()):
+            v = sum(v.values())
+        if isinstance(v, int | float):
+            flat.append(f"{k}={v}")
     return " ".join(flat[:4])
 
 

@@ -179,3 +179,8 @@ def test_submit_runs_jobs_and_resubmission_reuses_them(recipe, tmp_path, ray_clu
     jobs = json.loads(done.stdout.strip().splitlines()[-1])
     assert len([sid for sid, _ in jobs if sid and sid.startswith("nanoforge-")]) == 2
     assert json.dumps([entry for _, entry in jobs]).count("pipelines.demo_data") == 1
+
+
+def test_summary_counts_show_rejections_as_their_total():
+    counts = {"input": 10, "kept": 6, "rejected": {"exact_duplicate": 3, "wrong_language": 1}, "quarantined": 0}
+    assert run.summarize(counts) == "input=10 kept=6 rejected=4 quarantined=0"
