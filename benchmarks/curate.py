@@ -131,7 +131,8 @@ def datatrove_main(input_dir: str, out: str, workers: int) -> None:
     from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
     from datatrove.utils.lid import FT176LID
 
-    from pipelines.filters import find_lang_model, normalize_text, redact_pii
+    from pipelines.filters import find_lang_model, normalize_text
+    from pipelines.pii import redact_pii
 
     class Normalize(BaseFormatter):
         name = "normalize (ftfy + whitespace)"

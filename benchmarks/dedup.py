@@ -21,6 +21,8 @@ Parts, all at the `fineweb` preset (word 5-grams, 14 bands x 8 rows, 64-bit):
              on LocalPipelineExecutor with 2 workers. Wall time, CPU seconds and peak RSS of the process tree,
              agreement of the removed-id sets (raw, and with datatrove's clusters given our survivor rule).
 Results: benchmarks/results/dedup.md.
+Length (~480 lines): four benchmarks (signature, decont, scurve, e2e) that share one input builder and reader,
+plus the datatrove side of each, kept together so the one command reproduces the whole table.
 """
 
 from __future__ import annotations

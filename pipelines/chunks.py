@@ -22,7 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.filters import process_chunk, redact_pii
+from pipelines.filters import process_chunk
+from pipelines.pii import redact_pii
 from pipelines.readers import Unit, pack, read_unit, unpack
 
 REJECTION_COLUMNS = pa.schema(

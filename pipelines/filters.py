@@ -1,4 +1,4 @@
-"""The per-document blocks of `curate`: parse, normalize, language ID, datatrove's heuristic filters, PII.
+"""The per-document blocks of `curate`: parse, normalize, language ID, datatrove's heuristic filters.
 
 Each block decides keep, or drop with `(stage, reason)`; `process_chunk` runs them in order over one chunk of a
 reader (see `pipelines/readers.py`) and returns one row per input record, in input order, with `status`:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-import ipaddress
 import json
 import re
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.config import ConfigError
+from pipelines.extract import warc_document
 from pipelines.readers import to_json
 
 CHECKPOINT_SCHEMA = pa.schema(
@@ -221,51 +221,6 @@ def identify_language(texts: list[str], model_path: str) -> list[tuple[str, floa
     return [(lab[0].removeprefix("__label__"), min(float(s[0]), 1.0)) for lab, s in zip(labels, scores, strict=True)]
 
 
-# --- PII -------------------------------------------------------------------------------------------------------
-
-EMAIL = re.compile(
-    r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}\b"
-)
-IPV4 = re.compile(
-    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]\w)"
-)
-# North American numbers written with separators ((555) 010-0199, 555-010-0199, +1 555 010 0199) and international
-# numbers that start with + and a country code; bare digit runs (ids, years) are left alone.
-PHONE = re.compile(
-    r"(?<![\w+])(?:(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
-    r"|\+(?:[2-9]\d{0,2})(?:[ .-]?\(?\d{1,4}\)?){2,4}[ .-]?\d{2,4})(?!\w)"
-)
-PII_PLACEHOLDERS = {"email": "|||EMAIL_ADDRESS|||", "ip_address": "|||IP_ADDRESS|||", "phone_number": "|||PHONE_NUMBER|||"}  # fmt: skip
-
-
-def _public_ip(match: re.Match) -> bool:
-    return ipaddress.ip_address(match.group(0)).is_global  # private/loopback addresses are not personal data
-
-
-def redact_pii(text: str) -> tuple[str, dict[str, int]]:
-    """Replace emails, public IPv4 addresses and phone numbers with placeholders; return the text and the counts.
-
-    >>> redact_pii("Mail ann.lee@example.org or call (555) 010-0199 from 93.184.216.34.")[0]
-    'Mail |||EMAIL_ADDRESS||| or call |||PHONE_NUMBER||| from |||IP_ADDRESS|||.'
-    """
-    counts = {"email": 0, "ip_address": 0, "phone_number": 0}
-
-    def sub(kind: str, keep=lambda m: True):
-        def replace(m: re.Match) -> str:
-            if not keep(m):
-                return m.group(0)
-            counts[kind] += 1
-            return PII_PLACEHOLDERS[kind]
-
-        return replace
-
-    text = EMAIL.sub(sub("email"), text)
-    text = IPV4.sub(sub("ip_address", _public_ip), text)
-    text = PHONE.sub(sub("phone_number"), text)
-    return text, counts
-
-
 # --- one chunk -------------------------------------------------------------------------------------------------
 
 
@@ -291,81 +246,6 @@ def _drop_field(record: dict, dotted: str) -> dict:
 def _raw(data: bytes | str, raw_chars: int) -> str:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     return text[:raw_chars]
-
-
-def _decode_html(content: bytes, headers: dict) -> str | None:
-    """UTF-8, else the charset the HTTP header names; None when neither decodes."""
-    charsets = ["utf-8"]
-    match = re.search(r"charset=([\w-]+)", headers.get("http_content_type", ""), re.I)
-    if match:
-        charsets.append(match.group(1))
-    for charset in charsets:
-        try:
-            return content.decode(charset)
-        except (UnicodeDecodeError, LookupError):
-            continue
-    return None
-
-
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-def extract_main_text(page: str, timeout_s: float) -> str:
-    """trafilatura's main text of an HTML page (FineWeb's settings), or TimeoutError after `timeout_s` seconds.
-
-    A few pages make trafilatura run for minutes; like datatrove's 1 s sandbox, such a page is dropped rather than
-    stalling its chunk. The alarm needs the main thread (where Ray runs tasks); elsewhere there is no limit."""
-    import signal
-    import threading
-
-    import trafilatura
-
-    def extract() -> str:
-        return trafilatura.extract(page, favor_precision=True, include_comments=False, deduplicate=True) or ""
-
-    if not timeout_s or threading.current_thread() is not threading.main_thread():
-        return extract()
-
-    def expired(signum, frame):
-        raise TimeoutError
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
-    try:
-        return extract()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _warc_document(item: tuple, settings: dict) -> tuple[dict | None, tuple[str, str, str] | None, str | None]:
-    """(record, rejection, quarantine error) for a WARC item; HTML goes through trafilatura as FineWeb does."""
-    _, index, headers, content = item
-    mime = headers.get("WARC-Identified-Payload-Type") or headers.get("http_content_type", "").split(";")[0].strip()
-    if not mime and headers.get("rec_type") == "resource":
-        mime = headers.get("Content-Type", "").split(";")[0].strip()
-    is_text = headers["rec_type"] == "conversion"
-    record = {
-        "id": headers.get("WARC-Record-ID"),
-        "url": headers.get("WARC-Target-URI"),
-        "date": headers.get("WARC-Date"),
-        "content_type": mime,
-    }
-    if not is_text and mime and mime.lower() not in HTML_TYPES:
-        return record, ("read", "unsupported_content_type", mime), None
-    page = _decode_html(content, headers)
-    if page is None:
-        return None, None, f"record {index}: cannot decode the payload as UTF-8 or its declared charset"
-    if is_text:
-        text = page
-    else:
-        try:
-            text = extract_main_text(page, settings.get("extract_timeout_s", 10))
-        except TimeoutError:
-            return record, ("extract", "extraction_timeout", f"over {settings.get('extract_timeout_s', 10)} s"), None
-    if not text.strip():
-        return record, ("extract", "no_main_text", ""), None
-    return {**record, "text": text}, None, None
 
 
 def process_chunk(chunk: str, items: list, label: str, path: str, source: str, settings: dict) -> pa.Table:
@@ -410,7 +290,7 @@ def process_chunk(chunk: str, items: list, label: str, path: str, source: str, s
         elif kind == "row":
             record = item[2]
         else:  # warc
-            record, rejection, error = _warc_document(item, settings)
+            record, rejection, error = warc_document(item, settings)
             if error:
                 quarantine(line, f"{path}: {error}", item[3])
                 continue

@@ -10,6 +10,10 @@ sub-benchmark is one process writing `<work>/results/<name>.json`, so one failur
     python benchmarks/gpu/run_gpu.py hf_gen --model dense --batch 64 --prompt_len 512 --new 128
     python benchmarks/gpu/run_gpu.py synth_raw --model dense  # raw vllm.LLM on exactly the synth stage's prompts
     python benchmarks/gpu/run_gpu.py synth --model dense --batch_size 16   # our stage (ray.data.llm backend)
+
+Length: one file on purpose (~780 lines). It is carried to a machine with no registry as a single script, and every
+sub-benchmark shares the model builders, the roofline and the result writer; split, the phases would need a package
+on the device.
     python benchmarks/gpu/run_gpu.py sft --model dense --variant ours
     python benchmarks/gpu/run_gpu.py grpo --vllm colocate
     python benchmarks/gpu/run_gpu.py report <results dir>     # markdown table (runs anywhere, no GPU)

@@ -19,8 +19,8 @@ from pipelines.filters import (
     identify_language,
     normalize_text,
     process_chunk,
-    redact_pii,
 )
+from pipelines.pii import redact_pii
 from pipelines.readers import expand_inputs, plan_units, read_unit
 
 SETTINGS = dict(

@@ -7,6 +7,9 @@ repositories, branches and file contents in memory. Like the Hub it sends binary
 through LFS and text files inline. huggingface_hub prefers the Xet protocol when `hf_xet` is installed, which
 needs a content-addressed storage server; the tests switch it off (`HF_HUB_DISABLE_XET`), so uploads take the
 git-LFS path, which the real Hub still serves.
+
+Length (~440 lines): most of it is `LocalHub`, the stand-in Hub server, which has to live beside the tests that
+drive it; the tests themselves are short.
 """
 
 from __future__ import annotations
