@@ -142,6 +142,9 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) 
         for i, s in enumerate(sources)
         for f in sorted((Path(s["path"]) / "documents").glob("*.parquet"))
     ]
+    for i, s in enumerate(sources):
+        if not any(f["source"] == i for f in files):
+            raise ConfigError(f"source {s['name']}: no Parquet files in {Path(s['path']) / 'documents'}")
     kwargs = {"sources": [{"name": s["name"], "buckets": s["buckets"]} for s in sources], "batch_size": cfg.batch_size}
     kwargs |= {"text_column": cfg.text_column, "tokenizer": cfg.tokenizer, "eos_id": eos_id}
     ds = ray.data.from_items(files, override_num_blocks=len(files))  # a task per file, all sources at once
