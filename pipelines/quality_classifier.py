@@ -166,6 +166,37 @@ def read_texts(path: str, text_fields: list[str], skipped: list[str] | None = No
     return [t for t in texts if t and t.strip()]
 
 
+def train_fasttext(fasttext, train_file: Path, cfg: TrainQualityClassifierConfig, retries: int = 4):
+    """fastText's supervised model, and the learning rate it trained at.
+
+    On small or skewed data fastText can diverge ("Encountered NaN") at a learning rate that works most of the
+    time; each retry halves the rate, says so, and the rate used goes to the manifest."""
+    lr = cfg.lr
+    for attempt in range(retries + 1):
+        try:
+            model = fasttext.train_supervised(
+                input=str(train_file),
+                epoch=cfg.epoch,
+                lr=lr,
+                dim=cfg.dim,
+                wordNgrams=cfg.word_ngrams,
+                minCount=cfg.min_count,
+                bucket=cfg.bucket,
+                thread=cfg.threads,
+                seed=cfg.seed,
+                verbose=0,
+            )
+            return model, lr
+        except RuntimeError as e:
+            if "NaN" not in str(e):
+                raise
+            if attempt == retries:
+                raise ConfigError(f"fastText diverged (NaN) at every lr down to {lr:g}; lower dim or epoch, or give more data") from None  # fmt: skip
+            print(f"[train-quality-classifier] fastText diverged (NaN) at lr={lr:g}; retrying at lr={lr / 2:g}", file=sys.stderr)  # fmt: skip
+            lr /= 2
+    raise AssertionError("unreachable")
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     if not cfg.positive_paths or not cfg.negative_paths:
@@ -209,18 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     with art.writing() as tmp:
         train_file = tmp / "train.txt"
         train_file.write_text("".join(f"{label} {fasttext_line(text)}\n" for label, text in train))
-        model = fasttext.train_supervised(
-            input=str(train_file),
-            epoch=cfg.epoch,
-            lr=cfg.lr,
-            dim=cfg.dim,
-            wordNgrams=cfg.word_ngrams,
-            minCount=cfg.min_count,
-            bucket=cfg.bucket,
-            thread=cfg.threads,
-            seed=cfg.seed,
-            verbose=0,
-        )
+        model, lr = train_fasttext(fasttext, train_file, cfg)
         train_file.unlink()
         model.save_model(str(tmp / MODEL_FILE))
         scores = hq_scores(model, [text for _, text in heldout])
@@ -237,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             "not_used": sum(read.values()) - len(train) - len(heldout),
             "unreadable": len(skipped),
         }
-        art.extra = {"metrics": metrics, "labels": {"high_quality": HQ_LABEL, "web": WEB_LABEL}}
+        art.extra = {"metrics": metrics, "labels": {"high_quality": HQ_LABEL, "web": WEB_LABEL}, "lr_used": lr}
         art.extra["unreadable_records"] = skipped[:100]  # the first ones, 'file:line: error'
     for where in skipped[:5]:
         print(f"[train-quality-classifier] skipped unreadable record {where}", file=sys.stderr)

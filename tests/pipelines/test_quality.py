@@ -244,3 +244,25 @@ def _thresholds(tmp_path: Path, classifiers: dict) -> Path:
     path = tmp_path / "thresholds.json"
     path.write_text(json.dumps({"classifiers": classifiers}))
     return path
+
+
+def test_a_diverged_fasttext_run_is_retried_at_half_the_learning_rate(tmp_path, monkeypatch, capsys):
+    import fasttext
+
+    real, rates = fasttext.train_supervised, []
+
+    def diverge_once(**kwargs):
+        rates.append(kwargs["lr"])
+        if len(rates) == 1:
+            raise RuntimeError("Encountered NaN.")
+        return real(**kwargs)
+
+    monkeypatch.setattr(fasttext, "train_supervised", diverge_once)
+    good = jsonl(tmp_path / "good.jsonl", [{"text": f"a clean sentence number {i} about rivers."} for i in range(20)])
+    web = jsonl(tmp_path / "web.jsonl", [{"text": f"web page {i} buy now click here"} for i in range(20)])
+    out = tmp_path / "o"
+    argv = ["--positive_paths", str(good), "--negative_paths", str(web), "--output_dir", str(out), "--lr", "0.2"]
+    assert quality_classifier.main([*argv, *SMALL_FASTTEXT]) == 0
+    assert rates == [0.2, 0.1]
+    assert read_manifest(out)["lr_used"] == 0.1 and (out / "model.bin").is_file()
+    assert "diverged (NaN) at lr=0.2; retrying at lr=0.1" in capsys.readouterr().err
