@@ -20,6 +20,7 @@ import glob
 import gzip
 import json
 import random
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,30 +167,34 @@ def read_texts(path: str, text_fields: list[str], skipped: list[str] | None = No
     return [t for t in texts if t and t.strip()]
 
 
-def train_fasttext(fasttext, train_file: Path, cfg: TrainQualityClassifierConfig, retries: int = 4):
-    """fastText's supervised model, and the learning rate it trained at.
+def _train_supervised(train_file: Path, model_file: Path, **params) -> None:
+    """fastText's `train_supervised` in a fresh Python process, the model saved to `model_file`.
+
+    In a long-lived process that had run torch, Ray and spaCy (the test suite), fastText reported NaN at every
+    learning rate on data it trains on fine in a process of its own; a child process costs well under a second."""
+    code = "import json, sys, fasttext; fasttext.train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])"
+    args = json.dumps({"input": str(train_file), **params})
+    done = subprocess.run([sys.executable, "-c", code, args, str(model_file)], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        raise RuntimeError(lines[-1])
+
+
+def train_fasttext(train_file: Path, model_file: Path, cfg: TrainQualityClassifierConfig, retries: int = 4) -> float:
+    """Train fastText's supervised model into `model_file`; returns the learning rate it trained at.
 
     On small or skewed data fastText can diverge ("Encountered NaN") at a learning rate that works most of the
     time; each retry halves the rate, says so, and the rate used goes to the manifest."""
     lr = cfg.lr
+    params = dict(epoch=cfg.epoch, dim=cfg.dim, wordNgrams=cfg.word_ngrams, minCount=cfg.min_count, bucket=cfg.bucket)
+    params |= dict(thread=cfg.threads, seed=cfg.seed, verbose=0)
     for attempt in range(retries + 1):
         try:
-            model = fasttext.train_supervised(
-                input=str(train_file),
-                epoch=cfg.epoch,
-                lr=lr,
-                dim=cfg.dim,
-                wordNgrams=cfg.word_ngrams,
-                minCount=cfg.min_count,
-                bucket=cfg.bucket,
-                thread=cfg.threads,
-                seed=cfg.seed,
-                verbose=0,
-            )
-            return model, lr
+            _train_supervised(train_file, model_file, lr=lr, **params)
+            return lr
         except RuntimeError as e:
             if "NaN" not in str(e):
-                raise
+                raise RuntimeError(f"fastText training failed: {e}") from None
             if attempt == retries:
                 raise ConfigError(f"fastText diverged (NaN) at every lr down to {lr:g}; lower dim or epoch, or give more data") from None  # fmt: skip
             print(f"[train-quality-classifier] fastText diverged (NaN) at lr={lr:g}; retrying at lr={lr / 2:g}", file=sys.stderr)  # fmt: skip
@@ -240,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     with art.writing() as tmp:
         train_file = tmp / "train.txt"
         train_file.write_text("".join(f"{label} {fasttext_line(text)}\n" for label, text in train))
-        model, lr = train_fasttext(fasttext, train_file, cfg)
+        lr = train_fasttext(train_file, tmp / MODEL_FILE, cfg)
         train_file.unlink()
-        model.save_model(str(tmp / MODEL_FILE))
+        model = fasttext.load_model(str(tmp / MODEL_FILE))
         scores = hq_scores(model, [text for _, text in heldout])
         is_hq = np.array([label == HQ_LABEL for label, _ in heldout])
         metrics = {

@@ -247,17 +247,15 @@ def _thresholds(tmp_path: Path, classifiers: dict) -> Path:
 
 
 def test_a_diverged_fasttext_run_is_retried_at_half_the_learning_rate(tmp_path, monkeypatch, capsys):
-    import fasttext
+    real, rates = quality_classifier._train_supervised, []
 
-    real, rates = fasttext.train_supervised, []
-
-    def diverge_once(**kwargs):
-        rates.append(kwargs["lr"])
+    def diverge_once(train_file, model_file, **params):
+        rates.append(params["lr"])
         if len(rates) == 1:
             raise RuntimeError("Encountered NaN.")
-        return real(**kwargs)
+        return real(train_file, model_file, **params)
 
-    monkeypatch.setattr(fasttext, "train_supervised", diverge_once)
+    monkeypatch.setattr(quality_classifier, "_train_supervised", diverge_once)
     good = jsonl(tmp_path / "good.jsonl", [{"text": f"a clean sentence number {i} about rivers."} for i in range(20)])
     web = jsonl(tmp_path / "web.jsonl", [{"text": f"web page {i} buy now click here"} for i in range(20)])
     out = tmp_path / "o"
