@@ -20,11 +20,10 @@ import gzip
 import json
 import os
 import random
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+
+from benchmarks.process_tree import measure
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -206,34 +205,6 @@ def datatrove_main(input_dir: str, out: str, workers: int) -> None:
 # --- measuring -------------------------------------------------------------------------------------------------
 
 
-def measure(cmd: list[str], env: dict) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS of the process tree in bytes, return code)."""
-    import psutil
-
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
-    peak = 0
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        root = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                procs = [root, *root.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    code = proc.wait()
-    done.set()
-    thread.join()
-    return time.monotonic() - start, peak, code
-
-
 def kept_ids(folder: Path) -> set[str]:
     import pyarrow.parquet as pq
 
@@ -277,7 +248,8 @@ def main() -> int:
 
             shutil.rmtree(work / "datatrove", ignore_errors=True)
         load = os.getloadavg()[0]
-        seconds, rss, code = measure(cmd, env)
+        r = measure(cmd, env)
+        seconds, rss, code = r["seconds"], r["rss"], r["code"]
         if code:
             print(f"{name} failed with exit code {code}", file=sys.stderr)
             return code

@@ -32,13 +32,13 @@ import gzip
 import json
 import os
 import random
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.process_tree import measure
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -326,39 +326,6 @@ def datatrove_main(input_dir: str, out: str, workers: int) -> None:
         depends=stage3,
     )
     stage4.run()
-
-
-def measure(cmd: list[str], env: dict) -> dict:
-    """Wall seconds, CPU seconds and peak RSS (bytes) of the process tree, and the return code."""
-    import psutil
-
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
-    peak, cpu, done = 0, {}, threading.Event()
-
-    def sample():
-        nonlocal peak
-        root = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                procs = [root, *root.children(recursive=True)]
-                rss = 0
-                for p in procs:
-                    with p.oneshot():
-                        rss += p.memory_info().rss
-                        t = p.cpu_times()
-                        cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    code = proc.wait()
-    done.set()
-    thread.join()
-    return {"seconds": time.monotonic() - start, "cpu": sum(cpu.values()), "rss": peak, "code": code}
 
 
 def datatrove_removed(out: Path) -> tuple[set[str], set[str]]:

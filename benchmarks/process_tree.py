@@ -1,0 +1,43 @@
+"""Run a benchmark's system as a subprocess and measure its whole process tree (Ray's raylet and workers count)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def measure(cmd: list[str], env: dict, cwd: Path = REPO) -> dict:
+    """Wall seconds, CPU seconds and peak RSS (bytes) of the process tree, and the return code."""
+    import psutil
+
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env)
+    peak, cpu, done = 0, {}, threading.Event()
+
+    def sample():
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = 0
+                for p in procs:
+                    with p.oneshot():
+                        rss += p.memory_info().rss
+                        t = p.cpu_times()
+                        cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    code = proc.wait()
+    done.set()
+    thread.join()
+    return {"seconds": time.monotonic() - start, "cpu": sum(cpu.values()), "rss": peak, "code": code}
