@@ -324,8 +324,13 @@ def render_card(
     language: list[str] | tuple[str, ...] = ("en",),
     pretty_name: str | None = None,
     secrets: tuple[str, ...] = (),
+    upload: dict[str, Any] | None = None,
 ) -> str:
-    """The README.md (YAML front matter + body) for the complete artifact at `artifact`."""
+    """The README.md (YAML front matter + body) for the complete artifact at `artifact`.
+
+    `upload` (from publish) says what the repository holds: `{"private": bool, "left_out": ["rel (why)", ...],
+    "redacted": [rel, ...]}`; folders left out get no viewer config and the card lists them.
+    """
     artifact = Path(artifact)
     raw = read_manifest(artifact)
     if raw is None:
@@ -333,6 +338,9 @@ def render_card(
     manifest = redact(raw, secrets)
     kc = card_kind(manifest["kind"])
     configs = data_configs(artifact)
+    if upload is not None:
+        left = {why.split(" (")[0] for why in upload.get("left_out", ())}
+        configs = [c for c in configs if not any(p in left for ps in c["splits"].values() for p in ps)]
     pretty_name = pretty_name or f"{manifest['name']} ({manifest['kind']}, nanoforge {manifest['stage']})"
     card_data = _card_data(kc, manifest, configs, license, list(language), pretty_name)
 
@@ -355,6 +363,7 @@ def render_card(
         "lineage": lineage(manifest.get("inputs", [])),
         "counts": count_summary(manifest.get("counts", {})),
         "configs": configs,
+        "upload": upload,
         # What a stage recorded beyond the standard fields (art.extra): thresholds, generator, decontamination...
         "extra_tables": [t for k, v in manifest.items() if k not in STANDARD_FIELDS for t in tables(v, k)],
         "generation": pick(manifest["config"], GENERATION_KEYS),

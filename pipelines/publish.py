@@ -3,7 +3,7 @@
 Local (no network, no token: writes exactly the files that would be uploaded, to inspect them):
     nanoforge publish runs/demo/curate --repo_id me/demo-documents --dry_run runs/demo/publish-preview
 Hub (from any machine that sees the artifact directory, e.g. the cluster's head node):
-    nanoforge publish runs/demo/curate --repo_id me/demo-documents [--private] [--revision main]
+    nanoforge publish runs/demo/curate --repo_id me/demo-documents [--private false] [--revision main]
 
 ARTIFACT is the first, positional argument (`--artifact` or an `artifact:` YAML key work too). What goes up, in
 one commit on branch `nf-<first 12 hex digits of the artifact hash>` (that hash combines the config hash with the
@@ -14,21 +14,28 @@ input hashes, so one config run over other inputs never lands on the same branch
     blend.json, Megatron .bin/.idx, stats and reports;
   - a checkpoint into a model repo, safetensors only: pickle files (*.bin, *.pt, *.pth, *.pkl, ...) and Trainer
     resume states (checkpoint-*/) are left out and listed, and a checkpoint with no *.safetensors is refused;
-  - README.md, the card rendered from the manifest, and manifest.json with credentials redacted;
+  - README.md, the card rendered from the manifest (it says what the upload holds and what was left out), and
+    manifest.json with credentials redacted;
+  - not `rejected/` and `quarantine/` (the full text of dropped documents and the raw input lines, which hold the
+    personal data curate redacts from kept text): they stay local unless `--include_rejected`, and then every
+    string in them goes through curate's PII redaction first;
+  - never a symlink that points out of the artifact (refused);
   - and it deletes what else is on that revision (except .gitattributes), so it holds exactly this artifact.
+A new repository is private unless `--private false` (changed: it used to be public by default).
 The token comes from the usual places (HF_TOKEN, `hf auth login`); it is never printed or written anywhere.
 HF_ENDPOINT or --endpoint points at another Hub. Publishing the same artifact again makes no new commit.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset_cards.render import card_kind, redact, render_card
+from dataset_cards.render import SIDE_CONFIGS, card_kind, redact, render_card
 from pipelines.config import ConfigError, parse
 from pipelines.lineage import MANIFEST
 
@@ -50,7 +57,13 @@ class PublishConfig:
     revision: str | None = field(
         default=None, metadata={"help": "Branch to commit to; default nf-<first 12 hex of the artifact hash>."}
     )
-    private: bool = field(default=False, metadata={"help": "Create the repository as private (ignored if it exists)."})
+    private: bool = field(
+        default=True, metadata={"help": "Create the repository as private (default; ignored if it exists)."}
+    )
+    include_rejected: bool = field(
+        default=False,
+        metadata={"help": "Also upload rejected/ and quarantine/, PII-redacted (default: left out, they hold raw text)."},
+    )
     dry_run: str | None = field(
         default=None,
         metadata={"help": "Write the files that would be uploaded into this directory instead; no network or token."},
@@ -105,14 +118,24 @@ def check_repo_id(repo_id: str) -> None:
         raise ConfigError(f"--repo_id {repo_id!r}: expected ORG/NAME (a user or organisation, then the repo name)")
 
 
-def artifact_files(path: Path, repo_type: str) -> tuple[dict[str, Path], list[str]]:
+def artifact_files(
+    path: Path, repo_type: str, include_rejected: bool = False
+) -> tuple[dict[str, Path], list[str]]:
     """Files to upload (path in repo -> local path) and files left out, with why. README/manifest are replaced."""
     files, skipped = {}, []
+    root = path.resolve()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = f.relative_to(path).as_posix()
         if any(part.startswith(".") for part in f.relative_to(path).parts) or rel in (MANIFEST, "README.md"):
             continue
-        if repo_type == "model" and rel.startswith("checkpoint-"):
+        if not f.resolve().is_relative_to(root):  # a link would upload whatever it points at (~/.ssh, /etc, ...)
+            raise ConfigError(
+                f"{f} is a symlink to {f.resolve()}, outside the artifact {path}; publish uploads only the "
+                "artifact's own files: replace the link by a copy or remove it"
+            )
+        if not include_rejected and side_folder(rel):
+            skipped.append(f"{rel} (rejected/quarantined rows hold unredacted text: --include_rejected uploads them)")
+        elif repo_type == "model" and rel.startswith("checkpoint-"):
             skipped.append(f"{rel} (Trainer resume state)")
         elif f.suffix in (CHECKPOINT_PICKLES if repo_type == "model" else PICKLE_SUFFIXES):
             skipped.append(f"{rel} (pickle: safetensors only)")
@@ -124,6 +147,28 @@ def artifact_files(path: Path, repo_type: str) -> tuple[dict[str, Path], list[st
             "(re-save with `model.save_pretrained(dir, safe_serialization=True)`)"
         )
     return files, skipped
+
+
+def side_folder(rel: str) -> bool:
+    """True for files under a `rejected/` or `quarantine/` folder (dropped rows, raw input lines)."""
+    return any(part in SIDE_CONFIGS for part in rel.split("/")[:-1])
+
+
+def redacted_parquet(path: Path) -> bytes:
+    """The Parquet file at `path` with every string column passed through curate's PII redaction."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.pii import redact_pii
+
+    table = pq.read_table(path)
+    for i, col in enumerate(table.schema):
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            values = [None if v is None else redact_pii(v)[0] for v in table.column(i).to_pylist()]
+            table = table.set_column(i, col, pa.array(values, type=col.type))
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
 
 
 def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> None:
@@ -155,11 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("no Hugging Face token: run `hf auth login` or set HF_TOKEN (or preview with --dry_run DIR)")
     secrets = (token,) if token else ()
 
-    files, skipped = artifact_files(path, kind.repo_type)
+    files, skipped = artifact_files(path, kind.repo_type, cfg.include_rejected)
+    side = {rel: redacted_parquet(src) for rel, src in files.items() if side_folder(rel) and rel.endswith(".parquet")}
+    unreadable = [rel for rel in files if side_folder(rel) and rel not in side]
+    if unreadable:  # only Parquet can be redacted column by column; anything else there might leak
+        raise ConfigError(f"--include_rejected: cannot redact {', '.join(unreadable)} (not Parquet); remove them")
+    upload = {"private": cfg.private, "left_out": skipped, "redacted": sorted(side)}
     card = render_card(path, repo_id=cfg.repo_id, revision=revision, license=cfg.license,
-                       language=cfg.language, pretty_name=cfg.pretty_name, secrets=secrets)  # fmt: skip
+                       language=cfg.language, pretty_name=cfg.pretty_name, secrets=secrets, upload=upload)  # fmt: skip
     public_manifest = json.dumps(redact(manifest, secrets), indent=2) + "\n"
-    contents: dict[str, Path | bytes] = {"README.md": card.encode(), MANIFEST: public_manifest.encode(), **files}
+    contents: dict[str, Path | bytes] = {"README.md": card.encode(), MANIFEST: public_manifest.encode(), **files, **side}
 
     print(
         f"[publish] {manifest['kind']} {path} -> {kind.repo_type} repo {cfg.repo_id} @ {revision}: {len(contents)} files"

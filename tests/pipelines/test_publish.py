@@ -225,12 +225,13 @@ def test_publish_documents_uploads_shards_card_and_manifest_on_hash_branch(hub, 
     manifest = read_manifest(docs)
     branch = f"nf-{manifest['hash'][:12]}"
     repo = hub.repos[("dataset", "nano/web-docs")]
-    assert repo["visibility"] == "public"
+    assert repo["visibility"] == "private"  # the default since issue 13 (it was public)
     assert [c["revision"] for c in repo["commits"]] == [branch]  # one commit, on the hash branch, main untouched
     assert set(repo["branches"]["main"]) == {".gitattributes"}
     files = repo["branches"][branch]
-    shards = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.parquet"))
+    shards = sorted(p.relative_to(docs).as_posix() for p in (docs / "documents").rglob("*.parquet"))
     assert shards and set(shards) <= set(files)
+    assert not any(p.startswith(("rejected/", "quarantine/")) for p in files)  # raw text stays local by default
     for rel in shards:  # bytes arrived intact through the LFS path
         assert files[rel] == (docs / rel).read_bytes()
     assert hub.lfs and all(files[rel] in hub.lfs.values() for rel in shards)
@@ -244,7 +245,8 @@ def test_publish_documents_uploads_shards_card_and_manifest_on_hash_branch(hub, 
 
     data = DatasetCard(card).data
     assert data.license == "odc-by"
-    assert {c["config_name"] for c in data.configs} == {"documents", "rejected", "quarantine"}
+    assert {c["config_name"] for c in data.configs} == {"documents"}
+    assert "## What this upload holds" in card and "`rejected/part-00000.parquet`" in card and "private" in card
     assert f'revision="{branch}"' in card and "nano/web-docs" in card
     # The token never leaves the Authorization header: not in any body, card, manifest or log line.
     out = capsys.readouterr()
@@ -265,6 +267,49 @@ def test_private_flag_and_explicit_revision(hub, docs):
     repo = hub.repos[("dataset", "nano/web-docs")]
     assert repo["visibility"] == "private"
     assert [c["revision"] for c in repo["commits"]] == ["main"] and "README.md" in repo["branches"]["main"]
+
+
+def test_public_only_when_asked(hub, docs):
+    publish.main([str(docs), "--repo_id", "nano/web-docs", "--endpoint", hub.url, "--private", "false"])
+    repo = hub.repos[("dataset", "nano/web-docs")]
+    assert repo["visibility"] == "public"
+    card = next(iter(repo["branches"][c["revision"]] for c in repo["commits"]))["README.md"].decode()
+    assert "as public (`--private false`)" in card
+
+
+def test_include_rejected_uploads_them_pii_redacted(docs, tmp_path):
+    """rejected/ holds the full text of dropped documents and quarantine/ raw lines: both are redacted on upload."""
+    from artifact_factory import write_parquet
+
+    email, phone = "ann.lee@example.org", "(555) 010-0199"
+    (docs / "rejected" / "part-00000.parquet").unlink()
+    write_parquet(docs / "rejected" / "part-00000.parquet",
+                  [{"id": "doc6", "source": "web", "stage": "filter", "reason": "gopher_short_document",
+                    "text": f"write to {email} or call {phone}"}])  # fmt: skip
+    (docs / "quarantine" / "part-00000.parquet").unlink()
+    write_parquet(docs / "quarantine" / "part-00000.parquet",
+                  [{"file": "raw.jsonl", "line_or_row": 9, "error": "invalid JSON", "raw": f'{{"text": "{email}'}])  # fmt: skip
+    out = tmp_path / "preview"
+    publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out), "--include_rejected"])
+
+    rejected = pq.read_table(out / "rejected" / "part-00000.parquet").to_pylist()
+    quarantine = pq.read_table(out / "quarantine" / "part-00000.parquet").to_pylist()
+    assert rejected[0]["text"] == "write to |||EMAIL_ADDRESS||| or call |||PHONE_NUMBER|||"
+    assert rejected[0]["reason"] == "gopher_short_document"
+    assert quarantine[0]["raw"] == '{"text": "|||EMAIL_ADDRESS|||' and quarantine[0]["line_or_row"] == 9
+    uploaded = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert email.encode() not in uploaded and phone.encode() not in uploaded
+    card = (out / "README.md").read_text()
+    assert "PII-redacted" in card and "Left out" not in card
+
+
+def test_a_symlink_out_of_the_artifact_is_refused(docs, tmp_path):
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
+    (docs / "documents" / "notes.txt").symlink_to(secret)
+    with pytest.raises(ConfigError, match="symlink to .*id_rsa, outside the artifact"):
+        publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(tmp_path / "preview")])
+    assert not (tmp_path / "preview").exists()
 
 
 def test_republishing_into_main_replaces_what_was_there(hub, tmp_path):
@@ -338,7 +383,7 @@ def test_dry_run_writes_exactly_the_upload_and_loads_with_datasets(docs, tmp_pat
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
     out = tmp_path / "preview"
-    assert publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out)]) == 0
+    assert publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out), "--include_rejected"]) == 0
 
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     expected = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*") if p.is_file())
@@ -366,7 +411,7 @@ def test_zero_row_shards_are_uploaded_but_kept_out_of_viewer_configs(docs, tmp_p
     (docs / "quarantine" / "part-00000.parquet").unlink()
     write_parquet(docs / "quarantine" / "part-00000.parquet", [])  # a folder with nothing but an empty shard
     out = tmp_path / "preview"
-    publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out)])
+    publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out), "--include_rejected"])
 
     assert (out / "documents" / "part-00002.parquet").exists() and (out / "quarantine" / "part-00000.parquet").exists()
     configs = {c["config_name"]: c for c in DatasetCard((out / "README.md").read_text()).data.configs}
