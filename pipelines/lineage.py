@@ -19,7 +19,13 @@ that checking a terabyte input costs a few `stat` calls, never a read of the dat
   - a remote URL (`s3://`, `hf://`, ...): sha256 of the URL string (the content is not checked).
 The artifact's own `hash` combines `config_hash` and the input hashes; downstream stages use it as theirs.
 
-Crash safety. Work happens in `<parent>/.<name>.partial/`, which survives a crash so a stage may resume
+Object storage (`s3://`, `gs://`): there is no rename, so the stage writes straight under the artifact's prefix and
+the manifest is written last, as the commit marker; a prefix without a complete manifest is absent to every reader.
+The prefix records the hash it was started for in `.lineage.json` (removed at commit); a rerun of the same hash
+resumes from what is there, any other run first deletes the old manifest (uncommit), then the prefix. A prefix
+holding objects but neither a manifest nor a `.lineage.json` is not ours and is never deleted.
+
+Crash safety (local disk). Work happens in `<parent>/.<name>.partial/`, which survives a crash so a stage may resume
 from what it wrote there (stages that checkpoint say so). The partial directory records the hash it was
 started for; a partial directory from a different config or input is wiped, never mixed in. Only after the
 manifest is written is the partial directory renamed to its final name, so a half-written artifact never
@@ -41,6 +47,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from pipelines import storage
 
 MANIFEST = "manifest.json"
 # Config fields that choose where or how fast a stage runs, not what it produces.
@@ -66,7 +74,7 @@ def config_hash(config: dict[str, Any], ignore: Iterable[str] = NON_SEMANTIC_FIE
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     """The manifest of a complete artifact at `path`, or None."""
     try:
-        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        manifest = json.loads(storage.read_text(storage.join(path, MANIFEST)))
     except (OSError, ValueError):
         return None
     return manifest if manifest.get("status") == "complete" else None
@@ -75,11 +83,11 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
 def input_hash(path: str | Path) -> str:
     """Cheap identity of an input (see the module docstring for what each kind of input contributes)."""
     path = str(path)
-    if "://" in path and not path.startswith("file://"):
-        return _sha(f"url:{path}")
     manifest = read_manifest(path)
     if manifest is not None:
         return manifest["hash"]
+    if storage.is_remote(path):
+        return _sha(f"url:{path}")
     matches = sorted(glob.glob(path, recursive=True)) if glob.has_magic(path) else [path]
     parts = []
     for match in matches:
@@ -131,14 +139,15 @@ class Artifact:
         inputs: Iterable[str | Path] = (),
         ignore: Iterable[str] = NON_SEMANTIC_FIELDS,
     ):
-        self.path = Path(path)
+        self.remote = storage.is_remote(path)
+        self.path: Path | str = str(path).rstrip("/") if self.remote else Path(path)
         self.kind = kind
         self.stage = stage
         self.config = config
         self.config_hash = config_hash(config, ignore)
-        self.inputs = [{"path": str(p), "hash": input_hash(p)} for p in inputs]
+        self.inputs = [{"path": storage.redact(p), "hash": input_hash(p)} for p in inputs]
         self.hash = _sha(canonical_json([self.kind, self.config_hash, [i["hash"] for i in self.inputs]]))
-        self.partial = self.path.parent / f".{self.path.name}.partial"
+        self.partial = self.path if self.remote else self.path.parent / f".{self.path.name}.partial"
         self.counts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # more manifest fields a stage wants to record
 
@@ -156,7 +165,7 @@ class Artifact:
     def manifest(self, duration_s: float) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "name": self.path.name,
+            "name": storage.basename(self.path),
             "stage": self.stage,
             "config": self.config,
             "config_hash": self.config_hash,
@@ -190,6 +199,9 @@ class Artifact:
         With `resume`, a partial directory left by an interrupted run of the same hash is kept so the stage can
         pick up its finished pieces; otherwise it starts empty. On an exception the partial directory stays.
         """
+        if self.remote:
+            yield from self._writing_remote(resume)
+            return
         start = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._prepare_partial(resume)
@@ -203,3 +215,22 @@ class Artifact:
             os.replace(self.path, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(self.partial, self.path)
+
+    def _writing_remote(self, resume: bool) -> Iterator[str]:
+        """`writing` on an object store: the prefix itself is the work area, the manifest the commit marker."""
+        start = time.monotonic()
+        stamp, manifest = storage.join(self.path, ".lineage.json"), storage.join(self.path, MANIFEST)
+        try:
+            same = storage.read_json(stamp).get("hash") == self.hash
+        except (OSError, ValueError):
+            same = False
+        if not (resume and same):
+            has_objects = bool(storage.glob(storage.join(self.path, "*")))
+            if has_objects and not storage.exists(manifest) and not storage.exists(stamp):
+                raise FileExistsError(f"{self.path} holds objects that are not a nanoforge artifact; not replacing it")
+            storage.remove(manifest)  # uncommit first: a crash below leaves an absent artifact, never a wrong one
+            storage.remove(self.path)
+        storage.write_json({"hash": self.hash, "stage": self.stage}, stamp)
+        yield self.path
+        storage.remove(stamp)
+        storage.write_text(json.dumps(self.manifest(time.monotonic() - start), indent=2) + "\n", manifest)
