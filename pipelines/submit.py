@@ -12,7 +12,9 @@ resources (`num_gpus: 1` -> `entrypoint_num_gpus=1`).
 Code. By default the cluster already has nanoforge installed (the usual image-based setup). With
 `--working_dir .` the project folder is uploaded as the job's runtime env; the job then also gets
 `RAY_OVERRIDE_JOB_RUNTIME_ENV=1`, because vLLM and TRL call `ray.init` inside the job, and Ray refuses to
-merge a job's `working_dir` with a driver's runtime env otherwise. Output paths must be visible to every
+merge a job's `working_dir` with a driver's runtime env otherwise. Secret files (`.env`, `*.pem`, token and
+credential files, SSH keys, `.netrc`, ...: SECRET_EXCLUDES) are never uploaded, whatever `.gitignore` says, and
+submit prints what goes up (file count and size) and which secret-looking files it left out. Output paths must be visible to every
 node (a shared filesystem or object store): relative ones are made absolute here.
 
 Authentication. With token authentication on (the default in Ray 2.60), Ray's client reads the token from
@@ -27,12 +29,22 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipelines.config import ConfigError, parse
 from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
 
 RESOURCE_ARGS = {"num_cpus": "entrypoint_num_cpus", "num_gpus": "entrypoint_num_gpus", "memory": "entrypoint_memory"}
 UPLOAD_EXCLUDES = [".venv", ".git", "runs", "benchmarks/data", "**/__pycache__", "*.egg-info"]
+# Never uploaded with --working_dir, whatever .gitignore says (gitignore-style patterns, as Ray's `excludes`).
+# Token files are matched by their usual names, not `*token*`, which would drop sft/tokenizer.py and the job's code.
+SECRET_EXCLUDES = [
+    ".env", ".env.*", "*.env", ".envrc", ".netrc", "_netrc", ".git-credentials", ".pypirc", ".npmrc",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.keystore", "*.jks", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    "token", "*.token", "*_token", "*-token", "*token.txt", "*token.json", "auth_token", "*secret*",
+    "credentials", "credentials.*", "*credentials*.json", "service-account*.json",
+    ".ssh", ".aws", ".gnupg", ".kube", ".docker", ".config/gcloud", ".huggingface", ".cache/huggingface",
+]  # fmt: skip
 
 
 @dataclass
@@ -81,7 +93,8 @@ def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:
     env_vars = {"PYTHONUNBUFFERED": "1", **runtime_env.pop("env_vars", {})}
     if cfg.working_dir:
         runtime_env.setdefault("working_dir", cfg.working_dir)
-        runtime_env.setdefault("excludes", UPLOAD_EXCLUDES)
+    if "working_dir" in runtime_env:  # a recipe's own excludes add to ours, never replace the secret patterns
+        runtime_env["excludes"] = [*UPLOAD_EXCLUDES, *SECRET_EXCLUDES, *runtime_env.get("excludes", [])]
         env_vars.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     argv = stage.argv + (["--force", "true"] if cfg.force else [])
     kwargs = {
@@ -95,6 +108,43 @@ def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:
         else:
             kwargs[RESOURCE_ARGS[key]] = value
     return kwargs
+
+
+def upload_listing(working_dir: str, excludes: list[str]) -> tuple[list[Path], list[Path]]:
+    """(files Ray will upload from `working_dir`, secret-looking files left out), walked the way Ray packs it.
+
+    Uses Ray's own packaging walk (ray 2.60's `_dir_travel`: its default excludes, .gitignore/.rayignore, then
+    `excludes`), so the summary is what goes up, not an estimate.
+    """
+    from ray._private import ray_constants
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    root = Path(working_dir).absolute()
+    secret = PathSpec.from_lines("gitwildmatch", SECRET_EXCLUDES)
+    others = [e for e in ray_constants.get_runtime_env_default_excludes() + excludes if e not in SECRET_EXCLUDES]
+    include_gitignore = os.environ.get(ray_constants.RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1"
+    uploaded: list[Path] = []
+    left_out: list[Path] = []
+
+    def handler(path: Path) -> None:
+        if path.is_file():
+            (left_out if secret.match_file(str(path.relative_to(root))) else uploaded).append(path)
+
+    _dir_travel(root, [_get_excludes(root, others)], handler, include_gitignore=include_gitignore)
+    return sorted(uploaded), sorted(left_out)
+
+
+def describe_upload(working_dir: str, excludes: list[str]) -> str:
+    uploaded, left_out = upload_listing(working_dir, excludes)
+    size = sum(f.stat().st_size for f in uploaded)
+    root = Path(working_dir).absolute()
+    text = f"[submit] --working_dir {working_dir}: uploading {len(uploaded)} files, {size / 2**20:.1f} MiB"
+    if left_out:
+        names = ", ".join(str(f.relative_to(root)) for f in left_out[:20])
+        more = f" and {len(left_out) - 20} more" if len(left_out) > 20 else ""
+        text += f"; left out as secrets: {names}{more}"
+    return text
 
 
 def follow(client, job_id: str, poll_s: float) -> str:
@@ -172,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("submit needs --address http://HEAD:8265 (or RAY_ADDRESS)")
     client = JobSubmissionClient(address)
     ids = submission_ids(stages)
+    if cfg.working_dir:
+        print(describe_upload(cfg.working_dir, job_kwargs(stages[0], cfg)["runtime_env"]["excludes"]), flush=True)
     for stage in select_stages(stages, cfg.from_stage, cfg.only):
         job_id, fresh = find_or_submit(client, stage, ids[stage.name], cfg)
         if not fresh:

@@ -16,7 +16,7 @@ import json
 import shutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import Artifact
@@ -40,7 +40,15 @@ def shards(model_dir: Path) -> dict[str, str]:
     """Tensor name -> safetensors file name in `model_dir` (sharded or single file)."""
     index = model_dir / "model.safetensors.index.json"
     if index.exists():
-        return json.loads(index.read_text())["weight_map"]
+        weight_map = json.loads(index.read_text())["weight_map"]
+        for name, file in weight_map.items():  # the merge writes out/<file>: a path must not leave the artifact
+            parts = PurePosixPath(file).parts
+            if not file or PurePosixPath(file).is_absolute() or "\\" in file or ".." in parts or ":" in file:
+                raise ConfigError(
+                    f"{index}: tensor {name} maps to {file!r}; a weight-map file name must be relative to the "
+                    "checkpoint folder, without '..' (refused: it would read or write outside the checkpoint)"
+                )
+        return weight_map
     if not (model_dir / "model.safetensors").exists():
         raise ConfigError(f"{model_dir}: no model.safetensors or model.safetensors.index.json (safetensors only)")
     from safetensors import safe_open

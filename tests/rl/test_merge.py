@@ -62,3 +62,24 @@ def test_models_with_different_tensors_are_refused(two_models, tmp_path):
         merge.main(["--models", str(w1), str(odd), "--output_dir", str(tmp_path / "out")])
     with pytest.raises(ConfigError, match="exactly two"):
         merge.main(["--models", str(w1), "--output_dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("name", ["../escape.safetensors", "/tmp/abs.safetensors", "sub/../../escape.safetensors"])
+def test_weight_map_file_names_leaving_the_checkpoint_are_refused(tmp_path, name):
+    """A crafted index must not make merge read or write outside the checkpoint folders (out/<file>)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    models = []
+    for k in (1, 2):
+        m = tmp_path / "models" / f"w{k}"
+        m.mkdir(parents=True)
+        (m / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {"a": name}}))
+        models.append(m)
+    save_file({"a": torch.zeros(2)}, tmp_path / "models" / "escape.safetensors")  # what '../' would reach
+    out = tmp_path / "out" / "merged"
+    out.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="weight-map file name must be relative"):
+        merge.merge(models[0], models[1], 0.5, out)
+    assert not (tmp_path / "out" / "escape.safetensors").exists()

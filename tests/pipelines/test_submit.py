@@ -1,0 +1,43 @@
+"""`nanoforge submit` without a cluster: what a job uploads with --working_dir, and its submission id."""
+
+from __future__ import annotations
+
+import zipfile
+
+from pipelines import submit
+from pipelines.recipe import Stage
+
+SECRETS = [".env", ".env.production", "hf_token", "id_rsa", "deploy/server.pem", ".netrc", "credentials",
+           ".aws/credentials", ".ssh/id_ed25519", "gcp-credentials.json", ".git/config", "my.token"]  # fmt: skip
+CODE = ["pipelines/curate.py", "sft/tokenizer.py", "pyproject.toml", "sft/tok/tokenizer.json", ".gitignore"]
+
+
+def stage(**overrides) -> Stage:
+    fields = dict(name="curate", command="curate", module="pipelines.curate", argv=["--output_dir", "/o/curate"],
+                  output_dir="/o/curate", root="/o", needs=[], resources={}, runtime_env={})  # fmt: skip
+    return Stage(**(fields | overrides))
+
+
+def test_working_dir_upload_leaves_secret_files_out_and_says_what_goes_up(tmp_path):
+    project = tmp_path / "project"
+    for rel in SECRETS + CODE:
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("runs/\n" if rel == ".gitignore" else f"contents of {rel}\n")
+    cfg = submit.SubmitConfig(recipe="r.yaml", working_dir=str(project))
+    # A recipe's own excludes add to the secret patterns, they do not replace them.
+    runtime_env = submit.job_kwargs(stage(runtime_env={"excludes": ["notes/"]}), cfg)["runtime_env"]
+
+    from ray._private import ray_constants
+    from ray._private.runtime_env.packaging import _zip_files
+
+    zipped = tmp_path / "upload.zip"  # what Ray itself would pack for the job
+    excludes = ray_constants.get_runtime_env_default_excludes() + runtime_env["excludes"]
+    _zip_files(str(project), excludes, str(zipped), include_gitignore=True)
+    names = {n for n in zipfile.ZipFile(zipped).namelist() if not n.endswith("/")}
+    assert names == set(CODE)
+    assert "notes/" in runtime_env["excludes"]
+
+    text = submit.describe_upload(str(project), runtime_env["excludes"])
+    size = sum((project / rel).stat().st_size for rel in CODE)
+    assert f"uploading {len(CODE)} files, {size / 2**20:.1f} MiB" in text
+    assert "left out as secrets:" in text and ".env" in text and "hf_token" in text
