@@ -105,6 +105,20 @@ def check_config(cfg: CurateConfig) -> list[str]:
     return files
 
 
+def artifact_inputs(cfg: CurateConfig) -> list[str]:
+    """What the output depends on besides the config: the corpus, and the evaluation sets, LSH index and
+    language-ID model (each hashed like an input, so replacing one of them reruns curate)."""
+    paths = list(cfg.input_paths)
+    for spec in cfg.decontaminate_against:
+        _, path, _ = decontaminate.parse_spec(spec)
+        paths.append(path if Path(path).exists() or "://" in path else f"hf://datasets/{path}")  # else a Hub id
+    if cfg.fuzzy_dedup_index:
+        paths.append(cfg.fuzzy_dedup_index)
+    if cfg.language_id:
+        paths.append(find_lang_model(cfg.lang_model_path))
+    return paths
+
+
 def worker_settings(cfg: CurateConfig, out: Path) -> dict:
     """What the batch functions need, as plain values (shipped to every worker)."""
     keys = ("text_field", "id_field", "url_field", "chunk_bytes", "chunk_rows", "max_line_bytes", "raw_chars",
@@ -183,7 +197,7 @@ def run(cfg: CurateConfig, files: list[str], out: Path) -> tuple[list[dict], dic
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     files = check_config(cfg)
-    art = Artifact(cfg.output_dir, kind="documents", stage="curate", config=to_dict(cfg), inputs=cfg.input_paths)
+    art = Artifact(cfg.output_dir, kind="documents", stage="curate", config=to_dict(cfg), inputs=artifact_inputs(cfg))
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return 0

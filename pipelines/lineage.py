@@ -16,8 +16,12 @@ that checking a terabyte input costs a few `stat` calls, never a read of the dat
   - an upstream artifact (a directory with a complete `manifest.json`): that manifest's `hash`;
   - a raw local file: sha256 of (absolute path, size, mtime_ns);
   - a raw local directory: the same over every file below it (stat only);
-  - a remote URL (`s3://`, `hf://`, ...): sha256 of the URL string (the content is not checked).
-The artifact's own `hash` combines `config_hash` and the input hashes; downstream stages use it as theirs.
+  - a remote URL (`s3://`, `gs://`, `hf://`, ...): the same over the object(s) it names, from the store's
+    listing (URL, size, and ETag / generation / blob id, else the modification time); a store that cannot be
+    reached (offline) falls back to the URL string, with a warning.
+The artifact's own `hash` combines the kind, `config_hash`, the input hashes and the code version (`code_version`),
+so an upgrade of nanoforge reruns stages instead of reusing outputs an older version wrote; downstream stages use
+it as theirs.
 
 Object storage (`s3://`, `gs://`): there is no rename, so the stage writes straight under the artifact's prefix and
 the manifest is written last, as the commit marker; a prefix without a complete manifest is absent to every reader.
@@ -35,9 +39,11 @@ looks complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -50,6 +56,7 @@ from typing import Any
 
 from pipelines import storage
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # Config fields that choose where or how fast a stage runs, not what it produces.
 NON_SEMANTIC_FIELDS = frozenset(
@@ -87,7 +94,7 @@ def input_hash(path: str | Path) -> str:
     if manifest is not None:
         return manifest["hash"]
     if storage.is_remote(path):
-        return _sha(f"url:{path}")
+        return _remote_hash(path)
     matches = sorted(glob.glob(path, recursive=True)) if glob.has_magic(path) else [path]
     parts = []
     for match in matches:
@@ -101,6 +108,37 @@ def input_hash(path: str | Path) -> str:
     return _sha("\n".join(parts))
 
 
+# What identifies an object's version, by store: S3 ETag, GCS generation/etag, the Hub's blob id or LFS sha, else mtime.
+VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "blob_id", "sha256", "LastModified", "mtime", "updated",
+                "last_modified", "created")  # fmt: skip
+
+
+def _remote_hash(url: str) -> str:
+    """sha256 over (name, size, version) of every object `url` names: one object, a prefix, or a glob."""
+    try:
+        fs, p = storage.filesystem(url)
+        if glob.has_magic(p):
+            found = fs.glob(p, detail=True)
+        else:
+            info = fs.info(p)
+            found = fs.find(p, detail=True) if info.get("type") == "directory" else {p: info}
+    except Exception as e:  # offline, no credentials, missing extra: identity by name only, said out loud
+        log.warning("could not list %s (%s); its hash covers the URL only", storage.redact(url), e)
+        return _sha(f"url:{url}")
+    parts = []
+    for name, info in sorted(found.items()):
+        if info.get("type") == "directory":
+            continue
+        version = next((str(info[k]) for k in VERSION_KEYS if info.get(k) is not None), "")
+        if not version and isinstance(info.get("lfs"), dict):
+            version = str(info["lfs"].get("sha256"))
+        parts.append(f"{name}:{info.get('size')}:{version}")
+    if not parts:
+        raise FileNotFoundError(f"input not found: {storage.redact(url)}")
+    return _sha("url:" + "\n".join(parts))
+
+
+@functools.lru_cache(maxsize=1)  # one `git describe` per process
 def code_version() -> str:
     """`git describe` of the checkout this code runs from (with -dirty), else the installed version."""
     here = Path(__file__).resolve().parent
@@ -146,7 +184,10 @@ class Artifact:
         self.config = config
         self.config_hash = config_hash(config, ignore)
         self.inputs = [{"path": storage.redact(p), "hash": input_hash(p)} for p in inputs]
-        self.hash = _sha(canonical_json([self.kind, self.config_hash, [i["hash"] for i in self.inputs]]))
+        self.code_version = code_version()
+        self.hash = _sha(
+            canonical_json([self.kind, self.config_hash, [i["hash"] for i in self.inputs], self.code_version])
+        )
         self.partial = self.path if self.remote else self.path.parent / f".{self.path.name}.partial"
         self.counts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # more manifest fields a stage wants to record
@@ -173,7 +214,7 @@ class Artifact:
             "hash": self.hash,
             "counts": self.counts,
             **self.extra,
-            "code_version": code_version(),
+            "code_version": self.code_version,
             "packages": {name: v for name in PACKAGES if (v := _version(name))},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "duration_s": round(duration_s, 3),

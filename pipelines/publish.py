@@ -62,7 +62,7 @@ class PublishConfig:
     )
     include_rejected: bool = field(
         default=False,
-        metadata={"help": "Also upload rejected/ and quarantine/, PII-redacted (default: left out, they hold raw text)."},
+        metadata={"help": "Also upload rejected/ and quarantine/, PII-redacted (default: left out: raw text)."},
     )
     dry_run: str | None = field(
         default=None,
@@ -118,9 +118,7 @@ def check_repo_id(repo_id: str) -> None:
         raise ConfigError(f"--repo_id {repo_id!r}: expected ORG/NAME (a user or organisation, then the repo name)")
 
 
-def artifact_files(
-    path: Path, repo_type: str, include_rejected: bool = False
-) -> tuple[dict[str, Path], list[str]]:
+def artifact_files(path: Path, repo_type: str, include_rejected: bool = False) -> tuple[dict[str, Path], list[str]]:
     """Files to upload (path in repo -> local path) and files left out, with why. README/manifest are replaced."""
     files, skipped = {}, []
     root = path.resolve()

@@ -24,7 +24,6 @@ Both build the same argv for a stage, so a stage behaves the same either way.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import json
 import re
@@ -50,11 +49,6 @@ class Stage:
     needs: list[str]  # names of earlier stages whose outputs this one reads
     resources: dict[str, Any]
     runtime_env: dict[str, Any]
-
-    @property
-    def fingerprint(self) -> str:
-        """Hash of what the stage runs (module + argv); upstream identity is mixed in by the caller."""
-        return hashlib.sha256(json.dumps([self.module, self.argv]).encode()).hexdigest()
 
 
 def to_flags(args: dict[str, Any]) -> list[str]:

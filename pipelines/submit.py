@@ -4,8 +4,9 @@ Cluster:  nanoforge submit pipelines/recipes/nano2.yaml --address http://HEAD:82
 Local:    ray start --head && nanoforge submit pipelines/recipes/demo.yaml --address http://127.0.0.1:8265
 
 Each job runs `python -m <stage module> <args>` (the same arguments `nanoforge run` uses). Its
-`submission_id` is derived from the stage's arguments and its upstream jobs' ids, so submitting the same
-recipe again finds the finished jobs and reuses them instead of running duplicates; a job that failed is
+`submission_id` is derived from what the stage's artifact hash is made of (config content, flags, the hashes of
+the local inputs they name, the code version) and its upstream jobs' ids, so submitting the same recipe again finds
+the finished jobs and reuses them instead of running duplicates, and editing a config or an input submits anew; a job that failed is
 submitted again under the next `-retryN` id. Stage `resources` in the recipe become the job's entrypoint
 resources (`num_gpus: 1` -> `entrypoint_num_gpus=1`).
 
@@ -31,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import ConfigError, parse
+from pipelines.config import ConfigError, load_yaml, parse
+from pipelines.lineage import canonical_json, code_version, input_hash
 from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
 
 RESOURCE_ARGS = {"num_cpus": "entrypoint_num_cpus", "num_gpus": "entrypoint_num_gpus", "memory": "entrypoint_memory"}
@@ -78,13 +80,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[SubmitConfig, list[Stage]
 
 
 def submission_ids(stages: list[Stage]) -> dict[str, str]:
-    """Stage name -> job id: a hash of the stage's arguments chained with its upstream stages' ids."""
+    """Stage name -> job id: the stage's identity (`stage_identity`) chained with its upstream stages' ids."""
     ids: dict[str, str] = {}
     for stage in stages:
         upstream = ",".join(ids[n] for n in stage.needs)
-        digest = hashlib.sha256(f"{stage.fingerprint}|{upstream}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{stage_identity(stage)}|{upstream}".encode()).hexdigest()[:16]
         ids[stage.name] = f"nanoforge-{stage.name}-{digest}"
     return ids
+
+
+def stage_identity(stage: Stage) -> str:
+    """What the stage's artifact hash is made of, known before it runs: the config's content (not its path), the
+    other flags, the hashes of the local files and folders they name (datasets, eval sets, models, templates), and
+    the code version. Upstream stages' outputs (under the recipe's root) are left to the id chain: they do not
+    exist yet on a first submit. Editing a config, an input or the code gives a new job; nothing else does."""
+    argv, config = list(stage.argv), None
+    if "--config" in argv:
+        i = argv.index("--config")
+        config = load_yaml(argv[i + 1])
+        del argv[i : i + 2]
+    root = os.path.abspath(stage.root)
+    inputs = {}
+    for value in sorted(set(_strings([argv, config]))):
+        path = os.path.abspath(value)
+        if os.path.exists(path) and not (path == root or path.startswith(root + os.sep)):
+            inputs[value] = input_hash(path)
+    return canonical_json([stage.module, argv, config, inputs, code_version()])
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for v in value or () for s in _strings(v)] if isinstance(value, list) else []
 
 
 def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:

@@ -232,3 +232,29 @@ def test_resume_after_kill(ray_local, demo_corpus, tmp_path):
         assert (out / "documents" / name).read_bytes() == (tmp_path / "clean" / "documents" / name).read_bytes()
     counts = Counter(r["id"] for r in read_dir(out / "documents"))
     assert max(counts.values()) == 1  # nothing duplicated by the restart
+
+
+def test_evaluation_sets_lsh_index_and_lid_model_are_hashed_inputs(tmp_path):
+    """Replacing an eval set, the LSH index or the LID model changes the artifact hash (no Ray: hashing only)."""
+    from pipelines.config import to_dict
+    from pipelines.filters import find_lang_model
+    from pipelines.lineage import Artifact
+
+    (tmp_path / "raw.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "what is 2 + 2"}\n')
+    (tmp_path / "lsh_index" / "buckets").mkdir(parents=True)
+    (tmp_path / "lsh_index" / "buckets" / "b0.parquet").write_bytes(b"0")
+    cfg = curate.parse_args(["--input_paths", str(tmp_path / "raw.jsonl"), "--output_dir", str(tmp_path / "out"),
+                             "--decontaminate_against", f"t={tmp_path / 'test.jsonl'}:question",
+                             "--fuzzy_dedup_index", str(tmp_path / "lsh_index")])  # fmt: skip
+    inputs = curate.artifact_inputs(cfg)
+    assert inputs[1:] == [str(tmp_path / "test.jsonl"), str(tmp_path / "lsh_index"), find_lang_model("")]
+
+    def artifact_hash():
+        return Artifact(cfg.output_dir, kind="documents", stage="curate", config=to_dict(cfg), inputs=inputs).hash
+
+    before = artifact_hash()
+    (tmp_path / "test.jsonl").write_text('{"question": "what is 2 + 3, the new test set"}\n')
+    after_eval = artifact_hash()
+    (tmp_path / "lsh_index" / "buckets" / "b1.parquet").write_bytes(b"1")
+    assert len({before, after_eval, artifact_hash()}) == 3

@@ -100,3 +100,36 @@ def test_upstream_artifact_contributes_its_manifest_hash(tmp_path):
 def test_missing_input_fails_with_its_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         make(tmp_path / "out", {}, [tmp_path / "nope.jsonl"])
+
+
+def test_code_version_is_part_of_the_hash(tmp_path, monkeypatch):
+    """After an upgrade that may change outputs, a stage reruns without --force."""
+    from pipelines import lineage
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("{}\n")
+    monkeypatch.setattr(lineage, "code_version", lambda: "nanoforge==1.0")
+    old = Artifact(tmp_path / "out", kind="documents", stage="curate", config={"a": 1}, inputs=[raw])
+    with old.writing():
+        pass
+    assert read_manifest(tmp_path / "out")["code_version"] == "nanoforge==1.0"
+    monkeypatch.setattr(lineage, "code_version", lambda: "nanoforge==1.1")
+    new = Artifact(tmp_path / "out", kind="documents", stage="curate", config={"a": 1}, inputs=[raw])
+    assert new.hash != old.hash and not new.up_to_date()
+
+
+def test_remote_inputs_are_hashed_by_size_and_version_not_just_their_url():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/nf-lineage/raw/a.jsonl", b'{"text": "one"}\n')
+    fs.pipe("/nf-lineage/raw/b.jsonl", b'{"text": "two"}\n')
+    file_before, prefix_before = input_hash("memory://nf-lineage/raw/a.jsonl"), input_hash("memory://nf-lineage/raw")
+    glob_before = input_hash("memory://nf-lineage/raw/*.jsonl")
+    fs.pipe("/nf-lineage/raw/a.jsonl", b'{"text": "one, edited"}\n')  # same URL, new content
+    assert input_hash("memory://nf-lineage/raw/a.jsonl") != file_before
+    assert input_hash("memory://nf-lineage/raw") != prefix_before
+    assert input_hash("memory://nf-lineage/raw/*.jsonl") != glob_before
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        input_hash("memory://nf-lineage/raw/*.parquet")
+    fs.rm("/nf-lineage", recursive=True)

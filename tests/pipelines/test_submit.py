@@ -41,3 +41,39 @@ def test_working_dir_upload_leaves_secret_files_out_and_says_what_goes_up(tmp_pa
     size = sum((project / rel).stat().st_size for rel in CODE)
     assert f"uploading {len(CODE)} files, {size / 2**20:.1f} MiB" in text
     assert "left out as secrets:" in text and ".env" in text and "hf_token" in text
+
+
+def test_submission_id_follows_config_content_inputs_and_code_version_not_the_yaml_path(tmp_path, monkeypatch):
+    from pipelines import lineage
+    from pipelines.recipe import load_recipe
+
+    config, prompts = tmp_path / "synth.yaml", tmp_path / "prompts.jsonl"
+    config.write_text("backend: replay\nprompt_format: gsm8k\nmax_new_tokens: 64\n")
+    prompts.write_text('{"question": "1 + 1?", "answer": "#### 2"}\n')
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""stages:
+  - name: synth
+    command: synth
+    config: {config}
+    args: {{prompts_path: {prompts}}}
+  - name: select
+    command: select
+    args: {{traces_path: "{{synth}}"}}
+""")
+
+    def ids():
+        return submit.submission_ids(load_recipe(recipe, str(tmp_path / "runs")))
+
+    first = ids()
+    assert ids() == first  # nothing changed: the finished jobs are reused
+    config.write_text("backend: replay\nprompt_format: gsm8k\nmax_new_tokens: 128\n")  # same path, new content
+    edited = ids()
+    assert edited["synth"] != first["synth"] and edited["select"] != first["select"]  # downstream follows
+    prompts.write_text('{"question": "2 + 2?", "answer": "#### 4"}\n')
+    new_input = ids()
+    assert new_input["synth"] != edited["synth"]
+    monkeypatch.setattr(submit, "code_version", lambda: "nanoforge==9.9")
+    assert ids()["synth"] != new_input["synth"]
+    (tmp_path / "runs" / "synth").mkdir(parents=True)  # an upstream output appearing does not change the ids
+    monkeypatch.setattr(submit, "code_version", lineage.code_version)
+    assert ids() == new_input
