@@ -27,6 +27,7 @@ from rl.evaluate import to_problems
 from rl.rewards import REWARDS
 from sft.common import (
     MetricsFile,
+    is_hybrid,
     ScriptArgs,
     checkpoint_artifact,
     checkpoint_writing,
@@ -51,6 +52,11 @@ class GRPOScriptArgs(ScriptArgs):
     no_think_fraction: float = field(
         default=0.0, metadata={"help": "Share of unflagged prompts trained with /no_think (reasoning off)."}
     )
+    vllm_engine_kwargs: dict = field(
+        default_factory=dict,
+        metadata={"help": "Extra `vllm.LLM` kwargs for colocated rollouts (YAML only), e.g. enforce_eager; on "
+                  "hybrid models mamba_ssm_cache_dtype float32 is added, as in synth and eval."},
+    )  # fmt: skip
 
 
 def reasoning_of(messages: list[dict]) -> str | None:
@@ -92,6 +98,20 @@ def rewards(script_args: GRPOScriptArgs, training_args: GRPOConfig) -> list:
     ]
 
 
+def colocated_engine_kwargs(script_args: GRPOScriptArgs, model_args: ModelConfig) -> dict:
+    """Give TRL's colocated `vllm.LLM` our engine kwargs. TRL builds it with a fixed argument list, so its module's
+    `LLM` name is bound to a partial; hybrids keep the Mamba state in float32 (bf16 state drifts over long
+    rollouts, and the trainer's log-probs are computed in float32 state)."""
+    import trl.generation.vllm_generation as vg
+
+    kwargs = dict(script_args.vllm_engine_kwargs)
+    if is_hybrid(model_args.model_name_or_path):
+        kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
+    llm = getattr(vg.LLM, "func", vg.LLM)  # a second build in the same process starts from TRL's own class
+    vg.LLM = functools.partial(llm, **kwargs) if kwargs else llm
+    return kwargs
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArgs, GRPOConfig, ModelConfig]:
     return parse(GRPOScriptArgs, GRPOConfig, ModelConfig, argv=argv)
 
@@ -106,6 +126,8 @@ def build_trainer(
     if training_args.use_vllm and not torch.cuda.is_available():
         print("[grpo] use_vllm is set but no GPU is present: generating with transformers instead")
         training_args.use_vllm = False
+    if training_args.use_vllm and training_args.vllm_mode == "colocate":
+        colocated_engine_kwargs(script_args, model_args)
     rows = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     dataset = rl_prompts(rows, script_args.no_think_fraction, training_args.seed)
     trainer = GRPOTrainer(

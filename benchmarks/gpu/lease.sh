@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# One lease on the lent GPU machine, one plan per device call, back to back while the machine is warm:
+#   bash benchmarks/gpu/lease.sh train   # ceilings, models, `pytest -m gpu`, SFT through the stage (ours vs TRL defaults)
+#   bash benchmarks/gpu/lease.sh gen     # vLLM dense vs hybrid at long contexts, CUDA graphs, max concurrency each
+#   bash benchmarks/gpu/lease.sh synth   # the synth stage vs raw vLLM on the same sample rows; GRPO on the hybrid
+# Wheels first: ../shared/gpu/prepare.sh stages them (its README says how). Every step runs under `timeout` inside
+# the call's budget (BUDGET seconds, default 570), so a stall costs only itself; results go to
+# $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
+# benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
+set -u
+plan=${1:?plan: train|gen|synth}
+START=$(date +%s)
+[[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+export VLLM_USE_FLASHINFER_SAMPLER=0     # its top-p/top-k kernels JIT-compile with nvcc at first use (minutes)
+export VLLM_USE_BREAKABLE_CUDAGRAPH=1    # piecewise CUDA graphs without torch.compile (33 s start vs > 6 min)
+export VLLM_TRITON_FORCE_FIRST_CONFIG=${VLLM_TRITON_FORCE_FIRST_CONFIG:-1}  # Mamba SSD autotuning: 80 s of start
+export NF_WORK=${NF_WORK:-/tmp/nfbench}
+W=$NF_WORK
+mkdir -p "$W/logs" "$W/results"
+BUDGET=${BUDGET:-570}
+
+step() { # step NAME MAX_SECONDS CMD...: run within what is left of the budget; log rc, time and GPU memory after
+  local name=$1 max=$2
+  shift 2
+  local left=$((BUDGET - ($(date +%s) - START) - 25))
+  local t=$((max < left ? max : left))
+  if ((t < 30)); then
+    echo "$name skipped (budget: ${left}s left)" | tee -a "$W/logs/steps.txt"
+    return 0
+  fi
+  local t0=$(date +%s)
+  timeout -k 10 "$t" "$@" >"$W/logs/$name.log" 2>&1
+  local rc=$?
+  python3 -m ray.scripts.scripts stop --force >/dev/null 2>&1 || true # a stage's local Ray must not hold the GPU
+  local mem=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader | tr -d ' ')
+  echo "$name rc=$rc $(($(date +%s) - t0))s (limit ${t}s) gpu_mem_after=$mem" | tee -a "$W/logs/steps.txt"
+  tail -3 "$W/logs/$name.log" | cut -c1-400
+}
+
+models() { # a fresh machine: ceilings and models first
+  [[ -f $W/results/env.json ]] || step env 60 python3 -m benchmarks.gpu.common env
+  [[ -d $W/models/hybrid ]] || step build 120 python3 -m benchmarks.gpu.common build --which dense,hybrid
+}
+
+G="python3 -m benchmarks.gpu.generation"
+T="python3 -m benchmarks.gpu.training"
+case $plan in
+train)
+  models
+  step pytest-gpu 150 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
+  step sft-hybrid-ours 110 $T sft --model hybrid --variant ours --steps 20
+  step sft-hybrid-trl_default 90 $T sft --model hybrid --variant trl_default --steps 20
+  step sft-dense-ours 70 $T sft --model dense --variant ours --steps 20
+  step sft-dense-trl_default 70 $T sft --model dense --variant trl_default --steps 20
+  step sft-hybrid-unpacked 70 $T sft --model hybrid --variant unpacked --steps 20
+  ;;
+gen)
+  models
+  # 8k-token prompts, 1k new tokens, 1,024 requests: each engine may run up to 1,024 at once and is limited only by
+  # its own KV/state memory (the dense model fits ~370 8k contexts, the hybrid ~1,000).
+  step vllm-hybrid-8k 260 $G vllm_gen --model hybrid --label vllm-hybrid-8k --max_model_len 9216 \
+    --max_num_seqs 1024 --runs 1024x8192x1024 --engine '{"mamba_ssm_cache_dtype": "float32"}'
+  step vllm-dense-8k 260 $G vllm_gen --model dense --label vllm-dense-8k --max_model_len 9216 \
+    --max_num_seqs 1024 --runs 1024x8192x1024
+  ;;
+synth)
+  models
+  step synth_raw-dense 150 $G synth_raw --model dense --prompts 1024 --samples 2
+  step synth-dense 200 $G synth --model dense --prompts 1024 --samples 2 --batch_size 64
+  step grpo-hybrid-colocate 180 $T grpo --model hybrid --vllm colocate --steps 4
+  ;;
+esac
+python3 -m benchmarks.gpu.report "$W/results" | tee "$W/logs/report-$plan.md"
+if [[ -n ${OUT:-} ]]; then
+  tar czf "$OUT/$plan.tgz" -C "$W" results logs
+  ls -la "$OUT"
+fi

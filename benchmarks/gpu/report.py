@@ -1,0 +1,97 @@
+"""Markdown tables from a results folder of the GPU benchmarks (runs anywhere, no GPU):
+
+    python -m benchmarks.gpu.report /tmp/nfbench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.gpu.common import RESULTS
+
+# --- report ----------------------------------------------------------------------------------------------------------
+
+
+def report(a) -> None:
+    d = Path(a.dir)
+    res = {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+    lines = []
+    env = res.get("env", {})
+    if env:
+        # env runs in phase 0, before the staged wheels are installed: take versions from a result that has vLLM
+        vers = next((r["versions"] for r in res.values() if (r.get("versions") or {}).get("vllm")), env["versions"])
+        vers = ", ".join(f"{k} {v}" for k, v in vers.items() if v)
+        lines += [f"Device: {env['gpu']} ({env['nvidia_smi']}); copy {env['copy_bandwidth_Bps'] / 1e12:.2f} TB/s "
+                  f"(read+write), bf16 matmul {env['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s; {vers}", ""]  # fmt: skip
+    lines += ["| benchmark | setting | result |", "|---|---|---|"]
+    for name, r in res.items():
+        try:
+            lines += report_lines(name, r, res)
+        except (KeyError, TypeError, ValueError) as e:
+            lines.append(f"| {name} | | unreadable result ({e!r}) |")
+    print("\n".join(lines))
+
+
+def cell(text: object, limit: int = 300) -> str:
+    """One table cell: no ANSI colours (Ray's errors carry them), newlines or pipes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text or ""))
+    return " ".join(text.replace("|", "/").split())[:limit]
+
+
+def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
+    lines = []
+    if name in ("env", "build"):
+        return lines
+    if name.startswith("vllm_gen") or name.startswith("hf_gen") or name.startswith("synth_raw"):
+        start = r.get("engine_start_s")
+        for run in r.get("runs", []):
+            rl = run.get("roofline", {}).get("tokens_per_s")
+            setting = ", ".join(f"{k}={run[k]}" for k in ("n", "batch", "prompt_len", "gen_len", "seeded") if k in run)
+            val = f"{run['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in run else cell(run.get("error", "?"))
+            val += f" (roofline {rl:,.0f}, {run['tokens_per_s'] / rl:.0%})" if rl and "tokens_per_s" in run else ""
+            lines.append(f"| {name} | {setting} | {val}" + (f"; engine start {start:.0f} s" if start else "") + " |")
+        if not r.get("runs"):  # stopped before its first run: how far it got
+            got = f"; engine started in {start:.0f} s, stopped before the first run ended" if start else ""
+            lines.append(f"| {name} | | {r.get('status')}{got} {cell(r.get('error', ''), 200)} |")
+    elif name.startswith("synth"):
+        if r.get("status") == "ok":
+            raw = (res or {}).get(f"synth_raw-{r['model']}", {})
+            ratio = ""
+            if raw.get("wall_incl_start_s"):  # both include engine start; raw is seeded like the stage
+                ratio = f"; raw vLLM {raw['wall_incl_start_s']:.0f} s incl. start, stage / raw {r['wall_s'] / raw['wall_incl_start_s']:.2f}x time"
+            lines.append(f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
+                         f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |")  # fmt: skip
+        else:
+            lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
+    elif name.startswith("sft"):
+        if r.get("status") == "ok":
+            mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
+            mem = f"{r['max_mem_GiB']:.0f} GiB" if r.get("max_mem_GiB") else ""
+            lines.append(f"| {name} | {r['param_dtype']}, padding_free={r['padding_free']} | {r['tokens_per_s']:,.0f} tok/s, "
+                         f"MFU {mfu}, padding waste {r['padding_waste']:.0%}, {mem} |")  # fmt: skip
+        else:
+            lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
+    elif name.startswith("grpo"):
+        if r.get("status") == "ok":
+            m = r["mean_step"]
+            lines.append(f"| {name} | | step {m['total']:.2f} s = generate {m['generate']:.2f} + score {m['score']:.3f} "
+                         f"+ logprobs {m['other_prep']:.2f} + train {m['train']:.2f} |")  # fmt: skip
+        else:
+            lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("dir", nargs="?", default=str(RESULTS))
+    report(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
