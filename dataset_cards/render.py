@@ -51,6 +51,8 @@ KINDS: dict[str, CardKind] = {
     ),
     "checkpoint": CardKind("checkpoint", "model", (), ("nemotron-h",)),
 }
+# Artifacts that are not published on their own (a selection holding three sets, demo data, a classifier).
+GENERIC = CardKind("generic", "dataset", (), ())
 # Other spellings stages may write in `manifest["kind"]`.
 ALIASES = {"sft_set": "sft", "preference_set": "preference", "preferences": "preference", "rl": "rl_prompts"}
 ALIASES |= {"rl_set": "rl_prompts", "model": "checkpoint"}
@@ -58,10 +60,13 @@ ALIASES |= {"rl_set": "rl_prompts", "model": "checkpoint"}
 STANDARD_FIELDS = {"kind", "name", "stage", "config", "config_hash", "inputs", "hash", "counts", "code_version"}
 STANDARD_FIELDS |= {"packages", "created_at", "duration_s", "status"}
 SPLITS = ("train", "validation", "test")
-SIDE_CONFIGS = ("rejected", "quarantine")  # kept for inspection; never the default view
+# Folders kept for inspection or reuse, never the default view: dropped rows and the dedup index.
+SIDE_DIRS = ("rejected", "quarantine", "lsh_index")
+PREFERRED_DEFAULT = ("default", "documents")  # the kept rows, where a stage writes them
 SECRET_KEY = re.compile(r"(^|_)(token|api_?key|secret|password|passwd|credentials?)$|^authorization$", re.I)
 HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 REDACTED = "<redacted>"
+SIDE_DIRS_SET = frozenset(SIDE_DIRS)
 # Config keys shown in the "model and sampling" (traces) and "training" (checkpoint) tables.
 GENERATION_KEYS = ("model", "backend", "revision", "sampl", "temperature", "top_", "max_new_tokens", "num_samples")
 GENERATION_KEYS += ("reasoning", "seed", "prompt_format")
@@ -69,10 +74,15 @@ TRAINING_KEYS = ("model_name_or_path", "dataset", "learning_rate", "max_steps", 
 TRAINING_KEYS += ("loss_type", "lora", "max_length", "num_generations", "reward", "alpha", "dtype", "seed")
 
 
-def card_kind(kind: str) -> CardKind:
-    """The card template and Hub metadata for an artifact kind (`documents`, `traces`, `checkpoint`, ...)."""
+def card_kind(kind: str, generic: bool = False) -> CardKind:
+    """The card template and Hub metadata for an artifact kind (`documents`, `traces`, `checkpoint`, ...).
+
+    An unknown kind is an error (publish refuses it), or with `generic` the plain card every artifact gets.
+    """
     name = ALIASES.get(kind.replace(" ", "_"), kind.replace(" ", "_"))
     if name not in KINDS:
+        if generic:
+            return GENERIC
         raise ConfigError(f"no card template for artifact kind '{kind}'; known kinds: {', '.join(KINDS)}")
     return KINDS[name]
 
@@ -139,9 +149,10 @@ def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
                 "schema": [(f.name, str(f.type)) for f in pq.read_schema(artifact / files[0])],
             }
         )
-    main = [c for c in configs if c["name"] not in SIDE_CONFIGS]
-    side = [c for c in configs if c["name"] in SIDE_CONFIGS]
-    main.sort(key=lambda c: (c["name"] != "default", c["name"]))
+    side = [c for c in configs if SIDE_DIRS_SET.intersection(c["dir"].split("/"))]
+    main = [c for c in configs if c not in side]
+    rank = {name: i for i, name in enumerate(PREFERRED_DEFAULT)}
+    main.sort(key=lambda c: (rank.get(c["name"], len(rank)), c["name"]))
     first = next((c for c in main if c["data_files"]), None)
     for c in configs:
         c["default"] = c is first
@@ -318,25 +329,28 @@ def _card_data(kc: CardKind, manifest: dict, configs: list, license: str, langua
 def render_card(
     artifact: str | Path,
     *,
-    repo_id: str,
-    revision: str,
+    repo_id: str | None = None,
+    revision: str | None = None,
     license: str = "other",
     language: list[str] | tuple[str, ...] = ("en",),
     pretty_name: str | None = None,
     secrets: tuple[str, ...] = (),
     upload: dict[str, Any] | None = None,
+    local_path: str | Path | None = None,
 ) -> str:
     """The README.md (YAML front matter + body) for the complete artifact at `artifact`.
 
     `upload` (from publish) says what the repository holds: `{"private": bool, "left_out": ["rel (why)", ...],
     "redacted": [rel, ...]}`; folders left out get no viewer config and the card lists them.
+    Without `repo_id` it is the card written into the artifact itself when it is committed: the loading code names
+    `local_path` (where the artifact will be) and a kind without a template gets the generic card.
     """
     artifact = Path(artifact)
     raw = read_manifest(artifact)
     if raw is None:
         raise ConfigError(f"{artifact}: no complete {MANIFEST}; only finished artifacts get a card")
     manifest = redact(raw, secrets)
-    kc = card_kind(manifest["kind"])
+    kc = card_kind(manifest["kind"], generic=repo_id is None)
     configs = data_configs(artifact)
     if upload is not None:
         left = {why.split(" (")[0] for why in upload.get("left_out", ())}
@@ -356,8 +370,8 @@ def render_card(
     context = {
         "m": manifest,
         "card_data": card_data.to_yaml(),
-        "repo_id": repo_id,
-        "revision": revision,
+        "repo_id": repo_id or str(local_path or artifact),
+        "at_revision": f', revision="{revision}"' if revision else "",
         "pretty_name": pretty_name,
         "config_yaml": yaml.safe_dump(manifest["config"], sort_keys=False, allow_unicode=True),
         "lineage": lineage(manifest.get("inputs", [])),
@@ -383,6 +397,18 @@ def render_card(
     }
     text = _environment().get_template(f"{kc.template}.md.jinja").render(**context)
     return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def write_card(artifact: str | Path, local_path: str | Path | None = None) -> Path:
+    """Write README.md into a complete artifact (called when it is committed), unless the stage wrote its own
+    README.md and the kind has no card template (demo data). Returns the card's path."""
+    artifact = Path(artifact)
+    card = artifact / "README.md"
+    manifest = read_manifest(artifact) or {}
+    if card.exists() and card_kind(str(manifest.get("kind", "")), generic=True) is GENERIC:
+        return card
+    card.write_text(render_card(artifact, local_path=local_path))
+    return card
 
 
 def _model_config(path: Path) -> dict[str, Any]:

@@ -34,6 +34,10 @@ from what it wrote there (stages that checkpoint say so). The partial directory 
 started for; a partial directory from a different config or input is wiped, never mixed in. Only after the
 manifest is written is the partial directory renamed to its final name, so a half-written artifact never
 looks complete.
+
+Card. Before the rename, `README.md` is rendered from the manifest (dataset_cards/render.py), so the directory
+is a Hugging Face dataset (or model) repository as written: `datasets.load_dataset(path)` reads the kept rows,
+`load_dataset(path, "rejected")` the dropped ones, and `publish` uploads the same configs.
 """
 
 from __future__ import annotations
@@ -251,6 +255,10 @@ class Artifact:
         tmp_manifest = self.partial / (MANIFEST + ".tmp")
         tmp_manifest.write_text(json.dumps(self.manifest(time.monotonic() - start), indent=2) + "\n")
         os.replace(tmp_manifest, self.partial / MANIFEST)
+        # The card makes the directory a Hugging Face repo as written: its `configs:` are what load_dataset reads.
+        from dataset_cards.render import write_card
+
+        write_card(self.partial, local_path=self.path)
         if self.path.exists():  # an older artifact (other config/inputs, or --force): replace it
             trash = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
             os.replace(self.path, trash)

@@ -26,7 +26,7 @@ from sft.common import (
     checkpoint_artifact,
     checkpoint_writing,
     last_checkpoint,
-    load_rows,
+    load_split,
     model_init_kwargs,
     peft_config,
     refuse_leaky_packing,
@@ -43,7 +43,7 @@ def build_trainer(
 ) -> DPOTrainer:
     training_args.output_dir = str(output_dir)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
-    dataset = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    dataset = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     trainer = DPOTrainer(
         model=model_args.model_name_or_path,
         args=training_args,

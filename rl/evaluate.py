@@ -59,9 +59,9 @@ def to_problems(rows, source: str) -> list[dict]:
 
 
 def load_problems(cfg: EvalConfig) -> list[dict]:
-    from sft.common import load_rows
+    from sft.common import load_split
 
-    rows = load_rows(cfg.dataset)
+    rows = load_split(cfg.dataset)
     if cfg.limit is not None:
         rows = rows.select(range(min(cfg.limit, len(rows))))
     problems = to_problems(rows, cfg.dataset)

@@ -32,7 +32,7 @@ from sft.common import (
     checkpoint_artifact,
     checkpoint_writing,
     last_checkpoint,
-    load_rows,
+    load_split,
     model_init_kwargs,
     peft_config,
     refuse_leaky_packing,
@@ -128,7 +128,7 @@ def build_trainer(
         training_args.use_vllm = False
     if training_args.use_vllm and training_args.vllm_mode == "colocate":
         colocated_engine_kwargs(script_args, model_args)
-    rows = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    rows = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     dataset = rl_prompts(rows, script_args.no_think_fraction, training_args.seed)
     trainer = GRPOTrainer(
         model=model_args.model_name_or_path,

@@ -24,7 +24,6 @@ from pipelines.lineage import Artifact
 # purpose: the fused Mamba kernel (GPU) reads `out_proj.weight` directly, bypassing the adapter, so PEFT refuses it.
 HYBRID_LORA_TARGETS = ["in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
-NOT_DATA_DIRS = {"rejected", "quarantine"}  # an artifact's dropped rows sit beside its data
 
 
 @dataclass
@@ -37,7 +36,7 @@ class ScriptArgs:
                   "`sft`, `preference` or `rl_prompts` folder written by `nanoforge select`)."},
     )  # fmt: skip
     dataset_config: str | None = field(
-        default=None, metadata={"help": "Hub dataset config name, or a subfolder of a local `dataset_name`."}
+        default=None, metadata={"help": "Dataset config name (an artifact's card lists its configs, e.g. `rejected`)."}
     )
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on (Hub datasets)."})
     math_eval_dataset: str | None = field(
@@ -56,45 +55,25 @@ def source_id(name: str) -> str:
     return name if Path(name).exists() else f"hf://{name}"
 
 
-def data_files(path: Path) -> list[Path]:
-    """The data files of a local dataset: the file itself, or the JSONL/Parquet files under an artifact folder."""
-    if path.is_file():
-        return [path]
-    return sorted(
-        f
-        for f in path.rglob("*")
-        if f.suffix in DATA_SUFFIXES
-        and f.is_file()
-        and not NOT_DATA_DIRS.intersection(f.relative_to(path).parts)
-        and not any(p.startswith(".") for p in f.relative_to(path).parts)
-        and f.name != "manifest.json"
-    )
-
-
 def looks_local(name: str) -> bool:
     """A path rather than a Hub id (`org/name`): relative/absolute, deeper than one slash, or a data file name."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(DATA_SUFFIXES)
 
 
-def load_rows(name: str | None, config: str | None = None, split: str = "train"):
-    """A `datasets.Dataset` from a Hub id, a local file, or a local artifact directory (its Parquet/JSONL files)."""
+def load_split(name: str | None, config: str | None = None, split: str = "train"):
+    """`datasets.load_dataset(name, config, split=split)`: a Hub id or an artifact directory (its README.md card
+    lists the configs: kept rows by default, `rejected` apart), or a local JSONL/Parquet file by its format."""
     import datasets
 
     if not name:
         raise ConfigError("dataset_name is required (a Hub id, a JSONL/Parquet file or an artifact directory)")
-    path = Path(name) / config if config and Path(name).is_dir() else Path(name)
-    if not path.exists():
-        if Path(name).exists() or looks_local(name):
-            raise ConfigError(f"dataset not found: {path} (expected a JSONL/Parquet file or an artifact directory)")
-        return datasets.load_dataset(name, name=config, split=split)
-    files = data_files(path)
-    if not files:
-        raise ConfigError(f"{path}: no .parquet/.jsonl/.json data files found (rejected/ and quarantine/ are skipped)")
-    if {f.suffix for f in files} == {".parquet"}:
-        return datasets.Dataset.from_parquet([str(f) for f in files])
-    if ".parquet" in {f.suffix for f in files}:
-        raise ConfigError(f"{path}: mixes Parquet and JSON files; point dataset_name at one kind")
-    return datasets.Dataset.from_json([str(f) for f in files])
+    path = Path(name)
+    if path.is_file() and path.suffix in DATA_SUFFIXES:
+        builder = "parquet" if path.suffix == ".parquet" else "json"
+        return datasets.load_dataset(builder, data_files=str(path), split=split)
+    if not path.exists() and looks_local(name):
+        raise ConfigError(f"dataset not found: {path} (expected a JSONL/Parquet file or an artifact directory)")
+    return datasets.load_dataset(name, name=config, split=split)
 
 
 def model_init_kwargs(training_args, model_args) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from sft.common import (
     checkpoint_artifact,
     checkpoint_writing,
     last_checkpoint,
-    load_rows,
+    load_split,
     model_init_kwargs,
     peft_config,
     refuse_leaky_packing,
@@ -46,7 +46,7 @@ def build_trainer(
     training_args.output_dir = str(output_dir)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     training_args.chat_template_path = training_args.chat_template_path or str(CHAT_TEMPLATE)
-    dataset = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    dataset = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
         args=training_args,

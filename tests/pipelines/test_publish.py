@@ -387,7 +387,10 @@ def test_dry_run_writes_exactly_the_upload_and_loads_with_datasets(docs, tmp_pat
 
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     expected = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*") if p.is_file())
-    assert written == sorted([*expected, "README.md"])  # the artifact as is, plus the card
+    assert written == expected and "README.md" in written  # the artifact as is, its card rendered for the Hub
+    # The card written at commit and the published one list the same configs: both see the same thing.
+    front = [yaml.safe_load((d / "README.md").read_text().split("---")[1])["configs"] for d in (docs, out)]
+    assert front[0] == front[1]
     printed = capsys.readouterr().out
     assert all(rel in printed for rel in written)
 

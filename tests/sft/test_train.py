@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from artifact_factory import write_parquet
 from safetensors.torch import load_file
 
 from pipelines.config import ConfigError
@@ -170,22 +171,23 @@ def test_packed_samples_leak_on_cpu_and_packing_is_refused(tiny_base, tmp_path):
 
 
 def test_dataset_name_reads_an_artifact_folder_but_not_its_rejected_rows(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from pipelines.lineage import Artifact
+    from sft.common import load_split
 
-    from sft.common import load_rows
-
-    art = tmp_path / "select"
-    (art / "sft" / "rejected").mkdir(parents=True)
+    art = Artifact(tmp_path / "select", kind="selection", stage="select", config={})
     rows = conversations(6)
-    pq.write_table(pa.Table.from_pylist(rows[:4]), art / "sft" / "shard-0.parquet")
-    pq.write_table(pa.Table.from_pylist(rows[4:]), art / "sft" / "shard-1.parquet")
-    pq.write_table(pa.Table.from_pylist([{"id": "x", "reason": "unverified"}]), art / "sft" / "rejected" / "r.parquet")
-    (art / "sft" / "manifest.json").write_text("{}")
-    for loaded in (load_rows(str(art / "sft")), load_rows(str(art), config="sft")):
+    with art.writing() as tmp:
+        sub = Artifact(tmp / "sft", kind="sft", stage="select", config={})
+        with sub.writing() as sft_tmp:
+            write_parquet(sft_tmp / "shard-0.parquet", rows[:4])
+            write_parquet(sft_tmp / "shard-1.parquet", rows[4:])
+            write_parquet(sft_tmp / "rejected" / "r.parquet", [{"id": "x", "reason": "unverified"}])
+    # The card written at commit lists the kept rows as the default config; `rejected` is a config of its own.
+    for loaded in (load_split(str(art.path / "sft")), load_split(str(art.path), config="sft")):
         assert len(loaded) == 6 and loaded[0]["messages"] == rows[0]["messages"]
+    assert load_split(str(art.path / "sft"), config="rejected")["reason"] == ["unverified"]
     with pytest.raises(ConfigError, match="dataset not found"):
-        load_rows(str(tmp_path / "nowhere" / "sft"))
+        load_split(str(tmp_path / "nowhere" / "sft"))
 
 
 @pytest.mark.gpu
