@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.blend import write_megatron
 from pipelines.lineage import Artifact
 
 HF_TOKEN = "hf_" + "FakeTokenForTests0123456789abcd"
@@ -65,6 +66,30 @@ def documents(root: Path, raw: Path, name: str = "curate", min_words: int = 50) 
     return art.path
 
 
+def quality(root: Path, docs: Path) -> Path:
+    """Quality buckets over the 6 curated documents: 5 kept with their bucket and label, 1 dropped by a heuristic."""
+    config = {"input_paths": [str(docs)], "classifiers": ["fasttext"], "output_dir": str(root / "quality")}
+    art = Artifact(root / "quality", kind="documents", stage="quality", config=config, inputs=[docs])
+    with art.writing() as tmp:
+        labels = {19: "High", 18: "Medium-High", 12: "Medium", 7: "Medium-Low", 0: "Low"}
+        rows = [
+            {"id": f"doc{i}", "text": f"document number {i}", "source": "web", "url": f"https://e.x/{i}",
+             "quality_score_fasttext": b / 19, "quality_bucket": b, "quality_label": label}
+            for i, (b, label) in enumerate(labels.items())
+        ]  # fmt: skip
+        write_parquet(tmp / "documents" / "part-00000.parquet", rows)
+        write_parquet(tmp / "rejected" / "part-00000.parquet", [{"id": "doc5", "source": "web", "stage": "quality",
+                                                                 "reason": "gopher_repetition"}])  # fmt: skip
+        (tmp / "thresholds.json").write_text(json.dumps({"fasttext": [i / 20 for i in range(1, 20)]}))
+        art.counts = {
+            "input": 6,
+            "kept": 5,
+            "rejected": {"gopher_repetition": 1},
+            "buckets": {str(b): 1 for b in labels},
+        }
+    return art.path
+
+
 def blend(root: Path, docs: Path) -> Path:
     """Two phases with `blend.json` each, and Megatron token files for phase 1."""
     config = {"sources": [str(docs)], "phases": [0.6, 0.4], "seed": 0, "output_dir": str(root / "mix")}
@@ -78,8 +103,8 @@ def blend(root: Path, docs: Path) -> Path:
             weights = {"web": {"weight": 0.7, "target_tokens": 700, "achieved_tokens": 698, "epochs": 1.0}}
             weights["wiki"] = {"weight": 0.3, "target_tokens": 300, "achieved_tokens": 301, "epochs": 2.5}
             (tmp / phase / "blend.json").write_text(json.dumps(weights))
-        (tmp / "phase1" / "tokens.bin").write_bytes(np.arange(16, dtype=np.uint16).tobytes())
-        (tmp / "phase1" / "tokens.idx").write_bytes(b"MMIDIDX\x00\x00")
+        # Megatron token files for phase 1 as mix writes them: 5 documents of 3, 4, 5, 2, 2 tokens.
+        write_megatron(tmp / "phase1" / "tokens", np.array([3, 4, 5, 2, 2]), np.arange(16), np.uint16)
         art.counts = {"documents": 8, "tokens": 1000}
     return art.path
 
@@ -95,7 +120,16 @@ def traces(root: Path, prompts: Path) -> Path:
     art = Artifact(root / "synth", kind="traces", stage="synth", config=config, inputs=[prompts])
     with art.writing() as tmp:
         rows = [
-            {"id": f"p{i}:{k}", "prompt_id": f"p{i}", "verified": (i + k) % 3 != 0, "num_generated_tokens": 10 + i}
+            {
+                "id": f"p{i}:{k}",
+                "prompt_id": f"p{i}",
+                "messages": [
+                    {"role": "user", "content": f"{i}+1?"},
+                    {"role": "assistant", "content": f"<think>{i}+1</think>{i + 1}"},
+                ],
+                "verified": (i + k) % 3 != 0,
+                "num_generated_tokens": 10 + i,
+            }
             for i in range(4)
             for k in range(2)
         ]
@@ -116,6 +150,8 @@ def sft(root: Path, trace_dir: Path) -> Path:
         msgs = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>1+1=2</think>2"}]
         write_parquet(tmp / "train-00000.parquet", [{"messages": msgs}] * 4)
         write_parquet(tmp / "test-00000.parquet", [{"messages": msgs}])
+        write_parquet(tmp / "rejected" / "part-00000.parquet",
+                      [{"id": f"p{i}:1", "prompt_id": f"p{i}", "reason": "not_verified"} for i in range(3)])  # fmt: skip
         art.counts = {"input": 8, "kept": 5, "rejected": {"not_verified": 3}}
     return art.path
 
@@ -135,7 +171,8 @@ def preference(root: Path, trace_dir: Path) -> Path:
             "rejected": [{"role": "assistant", "content": "3"}],
         }
         write_parquet(tmp / "part-00000.parquet", [row] * 3)
-        art.counts = {"prompts": 4, "pairs": 3, "unpaired": {"all_correct": 1}}
+        write_parquet(tmp / "rejected" / "part-00000.parquet", [{"prompt_id": "p3", "reason": "all_correct"}])
+        art.counts = {"prompts": 4, "pairs": 3, "kept": 3, "unpaired": {"all_correct": 1}}
     return art.path
 
 
@@ -148,9 +185,10 @@ def rl_prompts(root: Path, trace_dir: Path) -> Path:
         inputs=[trace_dir],
     )
     with art.writing() as tmp:
-        write_parquet(
-            tmp / "part-00000.parquet", [{"prompt": [{"role": "user", "content": "2+2?"}], "answer": "4"}] * 2
-        )
+        row = {"prompt": [{"role": "user", "content": "2+2?"}], "answer": "4", "verifier": "math"}
+        write_parquet(tmp / "part-00000.parquet", [row] * 2)
+        reasons = ["pass_rate_1", "pass_rate_0"]
+        write_parquet(tmp / "rejected" / "part-00000.parquet", [row | {"reason": r} for r in reasons])
         art.counts = {"prompts": 4, "kept": 2, "dropped": {"pass_rate_1": 1, "pass_rate_0": 1}}
     return art.path
 

@@ -1,0 +1,105 @@
+"""Every artifact is a Hugging Face repository as written: `datasets.load_dataset(path)` gives the manifest's kept
+rows with the contract's columns (DESIGN.md), named configs give the dropped rows, TRL's own CLIs train on the SFT
+and preference sets, and Megatron-Core reads the blend's token files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import artifact_factory as make
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+
+from pipelines.lineage import read_manifest
+
+# kind -> (columns the contract promises, how many rows the manifest says the default config holds)
+CONTRACT = {
+    "documents": (["id", "text", "source", "url"], lambda c: c["kept"]),
+    "quality": (["id", "text", "quality_bucket", "quality_label"], lambda c: c["kept"]),
+    "traces": (["id", "prompt_id", "messages", "verified", "num_generated_tokens"], lambda c: c["generated"]),
+    "sft": (["messages"], lambda c: c["kept"]),
+    "preference": (["prompt", "chosen", "rejected"], lambda c: c["kept"]),
+    "rl_prompts": (["prompt", "answer", "verifier"], lambda c: c["kept"]),
+}
+# kind -> (config of dropped rows, how many rows the manifest says it holds)
+DROPPED = {
+    "documents": lambda c: sum(c["rejected"].values()),
+    "quality": lambda c: sum(c["rejected"].values()),
+    "sft": lambda c: sum(c["rejected"].values()),
+    "preference": lambda c: sum(c["unpaired"].values()),
+    "rl_prompts": lambda c: sum(c["dropped"].values()),
+}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    arts = make.all_kinds(root)
+    arts["quality"] = make.quality(root, arts["documents"])
+    return arts
+
+
+def load(path: Path, config: str | None = None):
+    import datasets
+
+    loaded = datasets.load_dataset(str(path), config, cache_dir=str(path.parent / ".hf-cache"))
+    return datasets.concatenate_datasets(list(loaded.values()))  # every split (the SFT set has train and test)
+
+
+@pytest.mark.parametrize("kind", list(CONTRACT))
+def test_load_dataset_gives_the_kept_rows_with_the_contract_columns(artifacts, kind):
+    columns, kept = CONTRACT[kind]
+    counts = read_manifest(artifacts[kind])["counts"]
+    rows = load(artifacts[kind])
+    assert rows.num_rows == kept(counts)
+    assert set(columns) <= set(rows.column_names)
+    assert "reason" not in rows.column_names  # no dropped row came along
+    if kind in DROPPED:
+        assert load(artifacts[kind], "rejected").num_rows == DROPPED[kind](counts)
+
+
+def test_blend_phases_load_by_name_and_add_up(artifacts):
+    blend = artifacts["blend"]
+    phases = [load(blend, name).num_rows for name in ("phase1", "phase2")]
+    assert load(blend).num_rows == phases[0] and sum(phases) == read_manifest(blend)["counts"]["documents"]
+
+
+def test_megatron_core_reads_the_blend_token_files(artifacts):
+    try:
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+    except ImportError:
+        pytest.skip("megatron-core is not installed (pip install megatron-core) : its IndexedDataset is not checked")
+    data = IndexedDataset(str(artifacts["blend"] / "phase1" / "tokens"))
+    assert [len(data[i]) for i in range(len(data))] == [3, 4, 5, 2, 2]
+    assert np.concatenate([data[i] for i in range(len(data))]).tolist() == list(range(16))
+
+
+def test_checkpoint_has_a_model_card(tiny_base):
+    """init-base writes its checkpoint through Artifact: the card is a transformers model card."""
+    card = ModelCard.load(tiny_base / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert read_manifest(tiny_base)["hash"] in card.text
+
+
+def trl_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    trl = shutil.which("trl", path=str(Path(sys.executable).parent)) or "trl"
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / ".hf-cache"), "CUDA_VISIBLE_DEVICES": ""}
+    common = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none", "--bf16", "false"]
+    return subprocess.run([trl, *args, *common], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["sft", "dpo"])
+def test_trl_cli_trains_on_the_artifact_as_written(artifacts, tiny_base, tmp_path, command):
+    """`trl sft|dpo --dataset_name <artifact>`: TRL's own scripts, no nanoforge code, read the card's configs."""
+    dataset = artifacts["sft" if command == "sft" else "preference"]
+    out = tmp_path / command
+    args = [command, "--model_name_or_path", str(tiny_base), "--dataset_name", str(dataset), "--output_dir", str(out)]
+    run = trl_cli(*args, "--save_strategy", "no", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "'train_loss'" in run.stdout + run.stderr or "train_loss" in run.stdout + run.stderr
