@@ -13,7 +13,6 @@ are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollo
 
 from __future__ import annotations
 
-import functools
 import random
 import sys
 from dataclasses import dataclass, field
@@ -94,7 +93,7 @@ def rewards(script_args: GRPOScriptArgs, training_args: GRPOConfig) -> list:
         max_completion_length=training_args.max_completion_length, overlong_buffer=script_args.overlong_buffer
     )
     return [
-        functools.partial(REWARDS[n], **lengths) if n == "overlong" else REWARDS[n] for n in script_args.reward_funcs
+        REWARDS[n](**lengths) if n == "overlong" else REWARDS[n] for n in script_args.reward_funcs
     ]
 
 

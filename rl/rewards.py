@@ -66,18 +66,18 @@ def think_format(completions: list, reasoning: list[str] | None = None, **_) -> 
     return rewards
 
 
-def overlong_penalty(
-    completions: list, completion_ids: list[list[int]], max_completion_length: int, overlong_buffer: int, **_
-) -> list[float]:
-    """DAPO's soft overlong penalty (arXiv 2503.14476, eq. 13): 0 up to `max - buffer` tokens, then falling
-    linearly to -1 at `max_completion_length` (where TRL cuts the completion off). `rl/grpo.py` binds the two
-    lengths from the YAML with `functools.partial`.
+def overlong_penalty(max_completion_length: int, overlong_buffer: int):
+    """DAPO's soft overlong penalty (arXiv 2503.14476, eq. 13), as TRL ships it (`get_soft_overlong_punishment`):
+    0 up to `max - buffer` tokens, then falling linearly to -1 at `max_completion_length` (where TRL cuts the
+    completion off). `rl/grpo.py` builds it with the two lengths from the YAML; it reads `completion_ids`.
 
-    >>> overlong_penalty(["a", "b", "c"], [[1] * 80, [1] * 90, [1] * 100], max_completion_length=100, overlong_buffer=20)
+    >>> overlong_penalty(max_completion_length=100, overlong_buffer=20)([[1] * 80, [1] * 90, [1] * 100])
     [0.0, -0.5, -1.0]
     """
-    limit = max_completion_length - overlong_buffer
-    return [0.0 if len(ids) <= limit else max(-1.0, (limit - len(ids)) / overlong_buffer) for ids in completion_ids]
+    from trl.rewards import get_soft_overlong_punishment
+
+    return get_soft_overlong_punishment(max_completion_len=max_completion_length, soft_punish_cache=overlong_buffer)
 
 
+# "overlong" is built from the run's lengths (see rl/grpo.py), the others are used as they are.
 REWARDS = {"accuracy": accuracy, "think_format": think_format, "overlong": overlong_penalty}

@@ -63,7 +63,11 @@ OVERLONG = [
 
 @pytest.mark.parametrize(("length", "expected"), OVERLONG)
 def test_overlong_table(length, expected):
-    assert overlong_penalty(["x"], [[1] * length], max_completion_length=100, overlong_buffer=20) == [expected]
+    """TRL's get_soft_overlong_punishment, which the stage uses, gives DAPO's eq. 13 at every point of the table."""
+    penalty = overlong_penalty(max_completion_length=100, overlong_buffer=20)
+    assert penalty([[1] * length], completions=["x"], answer=["4"]) == [expected]
+    limit = 100 - 20  # DAPO, written out: 0 up to the buffer, linear to -1 at the limit, -1 past it
+    assert expected == (0.0 if length <= limit else max(-1.0, (limit - length) / 20))
 
 
 def test_rewards_accept_everything_trl_passes():
