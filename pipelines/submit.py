@@ -58,7 +58,7 @@ class SubmitConfig:
     only: str | None = field(default=None, metadata={"help": "Submit only this stage."})
     force: bool = field(default=False, metadata={"help": "Submit new jobs even where a finished one exists."})
     working_dir: str | None = field(default=None, metadata={"help": "Upload this folder as the jobs' code."})
-    poll_s: float = field(default=1.0, metadata={"help": "Seconds between status/log polls."})
+    poll_s: float = field(default=1.0, metadata={"help": "Seconds between retries when the log stream drops."})
     agent_wait_s: float = field(default=120.0, metadata={"help": "How long to retry while no job agent is up."})
     log_tail_lines: int = field(default=40, metadata={"help": "Log lines shown when a job fails."})
 
@@ -177,26 +177,40 @@ def describe_upload(working_dir: str, excludes: list[str]) -> str:
 
 
 def follow(client, job_id: str, poll_s: float) -> str:
-    """Print the job's new log lines until it ends; return its final status name."""
+    """Stream the job's log as it is written (`tail_job_logs`, one websocket) until the job ends; return its final
+    status name. A stream that drops (a busy or restarting head) is reopened for up to ~a minute; it restarts at
+    the top of the log, so what was already printed is skipped."""
+    import asyncio
+
+    import aiohttp
     import requests
     from ray.job_submission import JobStatus
 
-    shown, failures = 0, 0
+    shown = 0  # characters of the log printed so far
+
+    async def stream() -> None:
+        nonlocal shown
+        seen = 0
+        async for chunk in client.tail_job_logs(job_id):
+            new = chunk[max(0, shown - seen) :]
+            seen += len(chunk)
+            if new:
+                sys.stdout.write(new)
+                sys.stdout.flush()
+                shown = max(shown, seen)
+
+    failures = 0
     while True:
         try:
+            asyncio.run(stream())
             status = client.get_job_status(job_id)
-            logs = client.get_job_logs(job_id)
             failures = 0
-        except requests.exceptions.ConnectionError:  # a busy head can drop a poll; give up after ~a minute
-            failures += 1
+        except (RuntimeError, aiohttp.ClientError, requests.exceptions.ConnectionError):
+            failures += 1  # tail_job_logs raises RuntimeError when the connection closes before the job ends
             if failures * poll_s > 60:
                 raise
             time.sleep(poll_s)
             continue
-        if len(logs) > shown:
-            sys.stdout.write(logs[shown:])
-            sys.stdout.flush()
-            shown = len(logs)
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             return status.value
         time.sleep(poll_s)

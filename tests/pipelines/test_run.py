@@ -184,3 +184,28 @@ def test_submit_runs_jobs_and_resubmission_reuses_them(recipe, tmp_path, ray_clu
 def test_summary_counts_show_rejections_as_their_total():
     counts = {"input": 10, "kept": 6, "rejected": {"exact_duplicate": 3, "wrong_language": 1}, "quarantined": 0}
     assert run.summarize(counts) == "input=10 kept=6 rejected=4 quarantined=0"
+
+
+def test_submit_follow_streams_the_log_once_across_a_dropped_connection(capsys):
+    """follow() reads the log through tail_job_logs; a stream that drops is reopened without printing twice."""
+    from ray.job_submission import JobStatus
+
+    from pipelines import submit
+
+    class Client:  # JobSubmissionClient's two calls follow() makes
+        def __init__(self):
+            self.streams = 0
+
+        async def tail_job_logs(self, job_id):
+            self.streams += 1
+            yield "line 1\n"
+            if self.streams == 1:
+                raise RuntimeError("Connection closed unexpectedly")  # what Ray raises when the head drops it
+            yield "line 2\n"
+
+        def get_job_status(self, job_id):
+            return JobStatus.SUCCEEDED
+
+    client = Client()
+    assert submit.follow(client, "job", poll_s=0.01) == "SUCCEEDED"
+    assert capsys.readouterr().out == "line 1\nline 2\n" and client.streams == 2
