@@ -61,7 +61,8 @@ STANDARD_FIELDS = {"kind", "name", "stage", "config", "config_hash", "inputs", "
 STANDARD_FIELDS |= {"packages", "created_at", "duration_s", "status"}
 SPLITS = ("train", "validation", "test")
 # Folders kept for inspection or reuse, never the default view: dropped rows and the dedup index.
-SIDE_DIRS = ("rejected", "quarantine", "lsh_index")
+SIDE_CONFIGS = ("rejected", "quarantine")  # dropped rows (publish leaves them out unless asked)
+SIDE_DIRS = (*SIDE_CONFIGS, "lsh_index")
 PREFERRED_DEFAULT = ("default", "documents")  # the kept rows, where a stage writes them
 SECRET_KEY = re.compile(r"(^|_)(token|api_?key|secret|password|passwd|credentials?)$|^authorization$", re.I)
 HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
