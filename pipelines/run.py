@@ -6,7 +6,8 @@ Cluster:  nanoforge submit pipelines/recipes/nano2.yaml --address http://HEAD:82
 Stages run in order in this process, on one embedded Ray (or the cluster named by --address / RAY_ADDRESS).
 A stage whose artifact is complete and was made from the same config and inputs is skipped by the stage
 itself (lineage), so rerunning after a crash picks up at the first unfinished stage. At the end a table says
-what each stage did, and `<output_dir>/report.md` keeps it.
+what each stage did, and `<output_dir>/report.md` keeps it; `<output_dir>/report.html` is the run report (each
+stage's report, plots and manifest on one static page, see pipelines/run_report.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pipelines.config import ConfigError, parse
 from pipelines.lineage import read_manifest
 from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
+from pipelines.run_report import write_run_report
 from pipelines.runtime import ray_session
 
 
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if rows and stages:
         with open(f"{stages[0].root}/report.md", "w") as f:
             f.write(f"# nanoforge run {cfg.recipe}\n\n" + "\n".join(table) + "\n")
+        where = {stage.name: stage.output_dir for stage in stages}
+        page = write_run_report(stages[0].root, [(name, where[name], status) for name, status, *_ in rows],
+                                title=f"nanoforge run {cfg.recipe}")  # fmt: skip
+        print(f"\nrun report: {page} (open it in a browser)")
     if status:
         print(f"\nfix the error above and rerun `nanoforge run {cfg.recipe}`: finished stages are skipped.")
     return status

@@ -246,6 +246,7 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
     # Optimizer/RNG pickles and TRL's model card: the artifact is safetensors + config, its card comes from the manifest
     for leftover in [*tmp.glob("checkpoint-*"), tmp / "training_args.bin", tmp / "README.md"]:
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    trainer.state.save_to_json(str(tmp / "trainer_state.json"))  # the log history: the run report's training curves
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     art.counts = {"train_rows": num_rows, "steps": trainer.state.global_step}
     art.extra["final_loss"] = losses[-1] if losses else None

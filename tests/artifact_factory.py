@@ -212,7 +212,10 @@ def checkpoint(root: Path, sft_set: Path) -> Path:
         (tmp / "training_args.bin").write_bytes(b"\x80\x04pickle")  # Trainer pickles its args: never uploaded
         (tmp / "checkpoint-5").mkdir()
         (tmp / "checkpoint-5" / "optimizer.pt").write_bytes(b"\x80\x04pickle")
+        log_history = [{"step": s, "loss": 2.0 / s} for s in range(1, 11)]
+        (tmp / "trainer_state.json").write_text(json.dumps({"global_step": 10, "log_history": log_history}))
         art.counts = {"train_samples": 5, "steps": 10}
+        art.extra = {"eval": {"think": 0.4375, "no_think": 0.25}}  # pass@1 per reasoning mode, as sft records it
     return art.path
 
 
