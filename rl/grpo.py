@@ -13,6 +13,7 @@ are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollo
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 from dataclasses import dataclass, field
