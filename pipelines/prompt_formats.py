@@ -9,6 +9,10 @@ The mapping is chosen by `prompt_format` and each field can be renamed in the YA
 | `math`     | `problem`            | `answer` when the row has it (MATH-500), else the last `\\boxed{}` of `solution` | `solution` |
 | `messages` | `messages` (OpenAI)  | `answer` when present, else none (verified = null)             | a final assistant turn  |
 
+A row's `verifier` column (math, multiple_choice, code, ifeval; `pipelines/verifiers.py`) says how its answer is
+checked; without one it is math. A gold `answer` that is not a string (code tests, IFEval constraints as lists)
+is kept as JSON text.
+
 `prompt_id` is the row's `id_field` when configured (user ids kept), else a hash of the prompt messages, so the
 same question gets the same id in every synth run (select joins runs on it).
 
@@ -23,6 +27,7 @@ import json
 import re
 from typing import Any
 
+from pipelines.verifiers import check_verifier
 from pipelines.verify import gold_from_gsm8k, gold_from_math
 
 DEFAULT_FIELDS: dict[str, dict[str, str | None]] = {
@@ -70,8 +75,20 @@ def to_prompt(row: dict[str, Any], prompt_format: str, fields: dict[str, str | N
         prompt_id = str(row[id_field])
     else:
         prompt_id = hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-    answer = None if answer is None or not str(answer).strip() else str(answer).strip()
-    return {"prompt_id": prompt_id, "messages": messages, "answer": answer, "solution": solution}
+    if answer is not None and not isinstance(answer, str):
+        answer = json.dumps(answer) if isinstance(answer, list | dict) else str(answer)
+    answer = None if answer is None or not answer.strip() else answer.strip()
+    try:
+        verifier = check_verifier(row.get("verifier"))
+    except ValueError as e:
+        raise PromptError(str(e)) from None
+    return {
+        "prompt_id": prompt_id,
+        "messages": messages,
+        "answer": answer,
+        "solution": solution,
+        "verifier": verifier,
+    }
 
 
 def with_reasoning_flag(messages: list[dict[str, str]], reasoning: str) -> list[dict[str, str]]:

@@ -26,7 +26,7 @@ from pipelines.lineage import Artifact, read_manifest
 from pipelines.select_report import histograms
 from pipelines.traces import MESSAGES, write_shard
 
-COLUMNS = ["id", "prompt_id", "messages", "answer", "reasoning", "num_generated_tokens", "truncated", "verified",
+COLUMNS = ["id", "prompt_id", "messages", "answer", "verifier", "reasoning", "num_generated_tokens", "truncated", "verified",
            "error", "source"]  # fmt: skip
 S = pa.string()
 SCHEMAS = {
@@ -67,9 +67,12 @@ SCHEMAS = {
         ]
     ),  # fmt: skip
     "pairs_missing": pa.schema([("prompt_id", S), ("reasoning", S), ("reason", S)]),
-    "rl": pa.schema([("prompt_id", S), ("prompt", MESSAGES), ("answer", S), ("pass_rate", pa.float64())]),
+    "rl": pa.schema(
+        [("prompt_id", S), ("prompt", MESSAGES), ("answer", S), ("verifier", S), ("pass_rate", pa.float64())]
+    ),
     "rl_rejected": pa.schema(
-        [("prompt_id", S), ("prompt", MESSAGES), ("answer", S), ("pass_rate", pa.float64()), ("reason", S)]
+        [("prompt_id", S), ("prompt", MESSAGES), ("answer", S), ("verifier", S), ("pass_rate", pa.float64()),
+         ("reason", S)]
     ),  # fmt: skip
 }
 # kind -> (sub-artifact, subfolder)

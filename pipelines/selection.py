@@ -158,7 +158,13 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
     else:
         rl_reason = None
     user_turns = [m for m in _prompt_messages(samples[0]) if m["role"] != "system"]
-    record = {"prompt_id": prompt_id, "prompt": user_turns, "answer": answer, "pass_rate": pass_rate}
+    record = {
+        "prompt_id": prompt_id,
+        "prompt": user_turns,
+        "answer": answer,
+        "verifier": samples[0].get("verifier") or "math",
+        "pass_rate": pass_rate,
+    }
     out.append(("rl_rejected", record | {"reason": rl_reason}) if rl_reason else ("rl", record))
     return out
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.prompt_formats import assistant_content, with_reasoning_flag
-from pipelines.verify import extract_answer, verify
+from pipelines.verifiers import extract_choice, final_text, score
+from pipelines.verify import extract_answer
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 TRACE_SCHEMA = pa.schema(
@@ -25,6 +26,7 @@ TRACE_SCHEMA = pa.schema(
         ("prompt_id", pa.string()),
         ("messages", MESSAGES),  # system (/think|/no_think), user..., assistant "<think>…</think>answer"
         ("answer", pa.string()),  # gold answer of the prompt, null when unknown
+        ("verifier", pa.string()),  # how `answer` is checked: math | multiple_choice | code | ifeval
         ("reasoning", pa.string()),  # "on" | "off"
         ("generator", pa.struct([("model", pa.string()), ("revision", pa.string()), ("backend", pa.string())])),
         (
@@ -70,6 +72,7 @@ def sample_rows(prompt: dict[str, Any], cfg, num_samples: int) -> list[dict[str,
                 "prompt_id": prompt["prompt_id"],
                 "messages": with_reasoning_flag(prompt["messages"], mode),
                 "answer": prompt["answer"],
+                "verifier": prompt.get("verifier") or "math",
                 "solution": prompt["solution"] if cfg.backend == "replay" else None,
                 "reasoning": mode,
                 "source": cfg.source,
@@ -91,21 +94,33 @@ def to_trace(row: dict[str, Any], generator: dict[str, Any]) -> dict[str, Any]:
         None if error or row.get("completion") is None else assistant_content(row["completion"], row["reasoning"])
     )
     messages = list(row["messages"]) + ([{"role": "assistant", "content": content}] if content is not None else [])
+    verifier = row.get("verifier") or "math"
+    points = None if content is None else score(content, row.get("answer"), verifier)
     return {
         "id": row["id"],
         "prompt_id": row["prompt_id"],
         "messages": messages,
         "answer": row.get("answer"),
+        "verifier": verifier,
         "reasoning": row["reasoning"],
         "generator": generator,
         "sampling_params": None if generator["backend"] == "replay" else row["sampling"],
         "num_generated_tokens": row.get("num_generated_tokens"),
         "truncated": bool(row.get("truncated")),
-        "predicted_answer": None if content is None else extract_answer(content),
-        "verified": None if content is None else verify(content, row.get("answer")),
+        "predicted_answer": None if content is None else predicted_answer(content, verifier),
+        "verified": None if points is None else points == 1.0,  # every test passed / constraint followed
         "error": error or (None if content is not None else "no completion"),
         "source": row.get("source"),
     }
+
+
+def predicted_answer(content: str, verifier: str) -> str | None:
+    """What the sample answered, for inspection: the math answer or the chosen letter (None for code and ifeval)."""
+    if verifier == "math":
+        return extract_answer(content)
+    if verifier == "multiple_choice":
+        return extract_choice(final_text(content) or "")
+    return None
 
 
 def write_shard(folder: Path, rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema = TRACE_SCHEMA) -> Path:

@@ -3,8 +3,9 @@
 Local:    nanoforge grpo --config rl/configs/grpo_demo.yaml
 Cluster:  accelerate launch --num_processes 8 -m rl.grpo --config rl/configs/grpo_nano2_12b.yaml
 
-Prompts are `prompt` (messages) + `answer` rows (the `rl_prompts/` set of `nanoforge select`), or a GSM8K/MATH
-style file mapped the way `synth` maps it. Reasoning is chosen per prompt: a prompt keeps its own `/think` or
+Prompts are `prompt` (messages) + `answer` (+ `verifier`) rows (the `rl_prompts/` set of `nanoforge select`), or a
+GSM8K/MATH style file mapped the way `synth` maps it. The `verifier` reward scores each row with the verifier its
+`verifier` column names (math, code in a sandbox, IFEval constraints, multiple choice; `pipelines/verifiers.py`). Reasoning is chosen per prompt: a prompt keeps its own `/think` or
 `/no_think`; unflagged prompts get `/no_think` with probability `no_think_fraction`, else reasoning on. Rewards
 are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollouts use vLLM when
 `use_vllm: true` and a GPU is present (`vllm_mode: colocate` shares the training GPUs, `server` talks to
@@ -72,7 +73,8 @@ def reasoning_of(messages: list[dict]) -> str | None:
 
 
 def rl_prompts(rows, no_think_fraction: float, seed: int):
-    """`prompt` (flagged messages), `answer` and `reasoning` columns; each prompt's mode is decided once."""
+    """`prompt` (flagged messages), `answer` and `reasoning` columns, and `verifier` when the rows name one; each
+    prompt's mode is decided once."""
     from datasets import Dataset
 
     rng = random.Random(seed)
@@ -82,7 +84,8 @@ def rl_prompts(rows, no_think_fraction: float, seed: int):
         if mode is None:
             mode = "off" if rng.random() < no_think_fraction else "on"
             p["messages"] = with_reasoning_flag(p["messages"], mode)
-        out.append({"prompt": p["messages"], "answer": p["answer"], "reasoning": mode})
+        row = {"prompt": p["messages"], "answer": p["answer"], "reasoning": mode}
+        out.append(row | ({"verifier": p["verifier"]} if "verifier" in rows.column_names else {}))
     return Dataset.from_list(out)
 
 

@@ -1,7 +1,7 @@
 """GRPO rewards: plain functions with TRL's signature `f(completions, **columns) -> list[float | None]`.
 
 TRL calls each reward with the batch's `prompts`, `completions` (strings, or one-message lists for conversational
-prompts), `completion_ids` and every dataset column (here `answer` and `reasoning`). A reward returns one float
+prompts), `completion_ids` and every dataset column (here `answer`, `verifier` and `reasoning`). A reward returns one float
 per completion, or None where it does not apply (TRL ignores it there). `rl/grpo.py` picks rewards by name from
 `REWARDS` (`reward_funcs` in the YAML) and weighs them with TRL's `reward_weights`.
 
@@ -13,6 +13,7 @@ it opened and closed `<think></think>`, so a completion is just the answer.
 from __future__ import annotations
 
 from pipelines.prompt_formats import assistant_content
+from pipelines.verifiers import score
 from pipelines.verify import verify
 
 
@@ -79,5 +80,70 @@ def overlong_penalty(max_completion_length: int, overlong_buffer: int):
     return get_soft_overlong_punishment(max_completion_len=max_completion_length, soft_punish_cache=overlong_buffer)
 
 
+def _scores(completions: list, answer: list, verifiers: list, reasoning: list[str] | None) -> list[float | None]:
+    modes = _modes(reasoning, len(completions))
+    return [
+        score(assistant_content(_text(c), mode), gold, name)
+        for c, gold, name, mode in zip(completions, answer, verifiers, modes, strict=True)
+    ]
+
+
+def code(completions: list, answer: list[str | None], reasoning: list[str] | None = None, **_) -> list[float | None]:
+    """Fraction of the row's tests (JSON in `answer`: assert lines or stdin/stdout cases) that the completion's last
+    fenced code block passes, run in the sandbox (`pipelines/sandbox.py`); None without tests.
+
+    >>> code(["</think>```python\\ndef sq(x):\\n    return x * x\\n```"], answer=['["assert sq(3) == 9", "assert sq(2) == 5"]'])
+    [0.5]
+    """
+    return _scores(completions, answer, ["code"] * len(completions), reasoning)
+
+
+def instruction_following(
+    completions: list, answer: list[str | None], reasoning: list[str] | None = None, **_
+) -> list[float | None]:
+    """Fraction of the row's IFEval constraints (JSON in `answer`, `pipelines/ifeval.py`) the answer follows.
+
+    >>> rule = '[{"id": "punctuation:no_comma"}, {"id": "change_case:english_lowercase"}]'
+    >>> instruction_following(["</think>all lowercase, one comma", "</think>all lowercase"], answer=[rule, rule])
+    [0.5, 1.0]
+    """
+    return _scores(completions, answer, ["ifeval"] * len(completions), reasoning)
+
+
+def multiple_choice(
+    completions: list, answer: list[str | None], reasoning: list[str] | None = None, **_
+) -> list[float | None]:
+    """1.0 when the chosen letter (`\\boxed{B}`, "the answer is (B)", a line with only "B") is the gold letter.
+
+    >>> multiple_choice(["</think>The answer is (B).", "</think>\\boxed{C}"], answer=["B", "B"])
+    [1.0, 0.0]
+    """
+    return _scores(completions, answer, ["multiple_choice"] * len(completions), reasoning)
+
+
+def verifier(
+    completions: list,
+    answer: list[str | None],
+    verifier: list[str | None] | None = None,
+    reasoning: list[str] | None = None,
+    **_,
+) -> list[float | None]:
+    """Each row scored by the verifier its `verifier` column names (math when the column is absent or null): the
+    reward for a mixed set of math, code, instruction-following and multiple-choice prompts.
+
+    >>> verifier(["</think>#### 4", "</think>Answer: A"], answer=["4", "B"], verifier=["math", "multiple_choice"])
+    [1.0, 0.0]
+    """
+    return _scores(completions, answer, verifier or [None] * len(completions), reasoning)
+
+
 # "overlong" is built from the run's lengths (see rl/grpo.py), the others are used as they are.
-REWARDS = {"accuracy": accuracy, "think_format": think_format, "overlong": overlong_penalty}
+REWARDS = {
+    "accuracy": accuracy,
+    "think_format": think_format,
+    "overlong": overlong_penalty,
+    "code": code,
+    "instruction_following": instruction_following,
+    "multiple_choice": multiple_choice,
+    "verifier": verifier,
+}

@@ -12,7 +12,7 @@ from datapaths import shared_data
 
 import rl.rewards
 from rl.grpo import reasoning_of, rl_prompts
-from rl.rewards import accuracy, overlong_penalty, think_format
+from rl.rewards import REWARDS, accuracy, overlong_penalty, think_format
 
 ACCURACY = [
     # (completion as TRL passes it, gold answer, reasoning mode, expected reward)
@@ -68,6 +68,40 @@ def test_overlong_table(length, expected):
     assert penalty([[1] * length], completions=["x"], answer=["4"]) == [expected]
     limit = 100 - 20  # DAPO, written out: 0 up to the buffer, linear to -1 at the limit, -1 past it
     assert expected == (0.0 if length <= limit else max(-1.0, (limit - length) / 20))
+
+
+TESTS = json.dumps(["assert sq(3) == 9"])
+DISPATCH = [
+    # (completion as TRL passes it, gold answer, verifier column, reasoning mode, expected reward)
+    ("so</think>#### 4", "4", "math", "on", 1.0),  # math, as `accuracy` scores it
+    ("so</think>#### 4", "4", None, "on", 1.0),  # a null verifier is math
+    ("```python\ndef sq(x):\n    return x * x\n```", TESTS, "code", "off", 1.0),  # code, run in the sandbox
+    ("```python\ndef sq(x):\n    return 9\n```", json.dumps(["assert sq(3) == 9", "assert sq(2) == 4"]), "code",
+     "off", 0.5),  # one of two tests
+    ("```python\ndef sq(x):\n    return x * x\n```", TESTS, "code", "on", 0.0),  # reasoning on, never closed
+    ("The Answer Is B", json.dumps([{"id": "change_case:english_lowercase"}]), "ifeval", "off", 0.0),
+    ("the answer is b", json.dumps([{"id": "change_case:english_lowercase"}]), "ifeval", "off", 1.0),
+    ("hmm</think>\\boxed{B}", "B", "multiple_choice", "on", 1.0),
+    ("hmm</think>\\boxed{B}", None, "multiple_choice", "on", None),  # no gold: the reward does not apply
+]
+
+
+@pytest.mark.parametrize(("completion", "gold", "verifier", "mode", "expected"), DISPATCH)
+def test_verifier_reward_table(completion, gold, verifier, mode, expected):
+    """The dispatcher scores each row with its own verifier; the single-verifier rewards agree with it."""
+    got = REWARDS["verifier"]([completion], answer=[gold], verifier=[verifier], reasoning=[mode])
+    assert got == [expected]
+    single = {"code": "code", "ifeval": "instruction_following", "multiple_choice": "multiple_choice"}
+    if verifier in single:
+        assert REWARDS[single[verifier]]([completion], answer=[gold], reasoning=[mode]) == [expected]
+
+
+def test_verifier_reward_mixed_batch():
+    """One GRPO batch with a row of every kind; a dataset without a verifier column scores as math."""
+    completions = ["</think>#### 4", "</think>(A)", "</think>```python\ndef sq(x):\n    return x * x\n```"]
+    got = REWARDS["verifier"](completions, answer=["4", "B", TESTS], verifier=["math", "multiple_choice", "code"])
+    assert got == [1.0, 0.0, 1.0]
+    assert REWARDS["verifier"](["</think>#### 4"], answer=["4"]) == [1.0]
 
 
 def test_rewards_accept_everything_trl_passes():
