@@ -6,8 +6,9 @@ Cluster:  nanoforge submit pipelines/recipes/nano2.yaml --address http://HEAD:82
 Stages run in order in this process, on one embedded Ray (or the cluster named by --address / RAY_ADDRESS).
 A stage whose artifact is complete and was made from the same config and inputs is skipped by the stage
 itself (lineage), so rerunning after a crash picks up at the first unfinished stage. At the end a table says
-what each stage did, and `<output_dir>/report.md` keeps it; `<output_dir>/report.html` is the run report (each
-stage's report, plots and manifest on one static page, see pipelines/run_report.py).
+what each stage did, and `<output_dir>/report.md` keeps it, with the checkpoints' evaluations side by side (a table
+and `eval.png`, from each stage's `eval.json`: pipelines/eval_report.py); `<output_dir>/report.html` is the run
+report (each stage's report, plots and manifest on one static page, see pipelines/run_report.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from pipelines.config import ConfigError, parse
+from pipelines.eval_report import eval_section
 from pipelines.lineage import read_manifest
 from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
 from pipelines.run_report import write_run_report
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "\n".join(table))
     if rows and stages:
         with open(f"{stages[0].root}/report.md", "w") as f:
-            f.write(f"# nanoforge run {cfg.recipe}\n\n" + "\n".join(table) + "\n")
+            evals = eval_section(stages[0].root, [(s.name, s.output_dir) for s in stages])
+            f.write(f"# nanoforge run {cfg.recipe}\n\n" + "\n".join(table) + "\n" + evals)
         where = {stage.name: stage.output_dir for stage in stages}
         page = write_run_report(stages[0].root, [(name, where[name], status) for name, status, *_ in rows],
                                 title=f"nanoforge run {cfg.recipe}")  # fmt: skip

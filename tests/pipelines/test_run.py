@@ -209,3 +209,28 @@ def test_submit_follow_streams_the_log_once_across_a_dropped_connection(capsys):
     client = Client()
     assert submit.follow(client, "job", poll_s=0.01) == "SUCCEEDED"
     assert capsys.readouterr().out == "line 1\nline 2\n" and client.streams == 2
+
+
+def test_report_compares_checkpoints(tmp_path):
+    """report.md's evaluation section: every checkpoint with an eval.json, in recipe order, one row per benchmark
+    and mode; an old single-set eval.json counts as its dataset; a stage without one is left out; a plot beside it."""
+    from pipelines.eval_report import eval_section
+
+    stats = {"think": {"pass@1": 0.25, "pass@4": 0.5, "maj@4": 0.25}, "no_think": {"pass@1": 0.1, "pass@4": 0.2}}
+    (tmp_path / "base").mkdir()
+    old = {"dataset": "x/test.jsonl", "modes": {"think": {"pass@1": 0.0}}}
+    (tmp_path / "base" / "eval.json").write_text(json.dumps(old))
+    (tmp_path / "curate").mkdir()
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "eval.json").write_text(json.dumps({"benchmarks": {"gsm8k": {"modes": stats}}}))
+    stages = [(name, str(tmp_path / name)) for name in ("base", "curate", "sft")]
+    section = eval_section(tmp_path, stages)
+    assert section.splitlines()[3:8] == [
+        "| checkpoint | benchmark | mode | pass@1 | pass@4 | maj@4 |",
+        "|---|---|---|---|---|---|",
+        "| base | test | think | 0.000 | - | - |",
+        "| sft | gsm8k | think | 0.250 | 0.500 | 0.250 |",
+        "| sft | gsm8k | no_think | 0.100 | 0.200 | - |",
+    ]
+    assert "![pass@1](eval.png)" in section and (tmp_path / "eval.png").stat().st_size > 1000
+    assert eval_section(tmp_path, [("curate", str(tmp_path / "curate"))]) == ""  # nothing evaluated: no section
