@@ -38,7 +38,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
         for attempt in (1, 2):
             try:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), configure_logging=True, **kwargs)
+                # address="local": always a new Ray; without it ray.init() joins any cluster `ray start` (or a test's
+                # ray.cluster_utils.Cluster) left running on this machine, e.g. another user's
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), configure_logging=True, **kwargs)
                 break
             except Exception as e:  # Ray raises plain Exception/RuntimeError for a node that timed out
                 ray.shutdown()
