@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("rl.dpo", "preference optimisation with TRL DPOTrainer"),
     "grpo": ("rl.grpo", "reinforcement learning with TRL GRPOTrainer and verifier rewards"),
     "merge": ("rl.merge", "linearly interpolate two checkpoints"),
+    "prune": ("compress.prune", "Minitron-style pruning of a NemotronH checkpoint from calibration activations"),
+    "distill": ("compress.distill", "logit distillation teacher -> pruned student with TRL GKDTrainer (lmbda 0)"),
     "eval": ("rl.evaluate", "pass@1 on a math set with /think and /no_think"),
     "run": ("pipelines.run", "run a recipe of stages end to end (resumes, skips up-to-date stages)"),
     "submit": ("pipelines.submit", "submit a recipe to a Ray cluster, one job per stage"),
