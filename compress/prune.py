@@ -73,6 +73,10 @@ class PruneConfig:
         metadata={"help": "Axes that `target_params` shrinks: hidden, mlp, mamba_heads, attention_heads."},
     )
     round_to: int = field(default=8, metadata={"help": "Hidden and MLP sizes are rounded to a multiple of this."})
+    min_attention_layers: int = field(
+        default=1,
+        metadata={"help": "Attention blocks depth pruning keeps at least (transformers needs one to generate)."},
+    )
     depth_metric: str = field(default="loss", metadata={"help": "loss (LM loss when the block is skipped) | cosine."})
     dtype: str = field(default="float32", metadata={"help": "Dtype for scoring; the checkpoint keeps its own dtype."})
     seed: int = field(default=0, metadata={"help": "Seed of the calibration shuffle."})
@@ -193,7 +197,7 @@ def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
 
     from compress.importance import calibration_batches, depth_scores, lm_loss, width_scores
     from compress.shapes import num_parameters, serving_memory
-    from compress.slicing import Keep, grouped_top, slice_state_dict, top
+    from compress.slicing import Keep, grouped_top, keep_layers, slice_state_dict, top
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=getattr(torch, cfg.dtype)).eval()
@@ -211,7 +215,7 @@ def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
         metric = {"loss": "loss_increase", "cosine": "cosine_distance"}.get(cfg.depth_metric)
         if metric is None:
             raise ConfigError(f"depth_metric: {cfg.depth_metric!r}; choose loss or cosine")
-        layers = top(depth[metric], shape["num_layers"])
+        layers = keep_layers(depth[metric], kinds, shape["num_layers"], cfg.min_attention_layers)
     pattern = "".join({"linear_attention": "M", "full_attention": "*", "mlp": "-"}[kinds[i]] for i in layers)
     if cfg.target_params:
         shape = fit_params(cfg, config, shape, pattern)

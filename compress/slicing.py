@@ -33,6 +33,19 @@ def top(scores: list[float], k: int) -> list[int]:
     return sorted(order[:k])
 
 
+def keep_layers(scores: list[float], kinds: list[str], n: int, min_attention: int) -> list[int]:
+    """The `n` highest-scoring blocks, with at least `min_attention` attention blocks among them (transformers'
+    NemotronH cache needs one attention layer to generate; long-context recall needs a few)."""
+    layers = top(scores, n)
+    attention = [i for i in range(len(kinds)) if kinds[i] == "full_attention"]
+    wanted = min(min_attention, len(attention), n)
+    while sum(kinds[i] == "full_attention" for i in layers) < wanted:
+        best_missing = max((i for i in attention if i not in layers), key=lambda i: scores[i])
+        worst_other = min((i for i in layers if kinds[i] != "full_attention"), key=lambda i: scores[i])
+        layers = sorted(set(layers) - {worst_other} | {best_missing})
+    return layers
+
+
 def grouped_top(scores: list[float], groups: int, keep_groups: int, keep_per_group: int) -> tuple[list, list]:
     """Kept groups (by summed score) and, inside each, its best `keep_per_group` members; members of a group are
     consecutive (head h is in group h // (len(scores) // groups))."""
