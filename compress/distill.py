@@ -7,7 +7,7 @@ Cluster:  accelerate launch --num_processes 8 -m compress.distill --config compr
 rows (`text`, e.g. a blend phase or a documents artifact) are distilled on every token, conversational rows
 (`messages`, an SFT set) on the last assistant turn. The loss is the forward KL from the teacher's next-token
 distribution at `temperature` (scaled by T^2, Hinton et al.), on the teacher's `distill_top_k` most likely tokens
-(renormalized; 0 = the full vocabulary). TRL 1.16's GKD loss applies neither the temperature (it only samples with
+(both distributions renormalized on them; 0 = the full vocabulary). TRL 1.16's GKD loss applies neither the temperature (it only samples with
 it) nor a top-k, hence the one overridden method below. Before and after training the stage measures, on
 `eval_samples` held-out rows, the KL to the teacher and the student's and teacher's LM loss (`distill_eval` in the
 manifest); the math eval, resume and checkpoint writing are the other training stages' (sft/common.py).
@@ -49,17 +49,17 @@ class DistillArgs:
 
 
 def forward_kl(student_logits, teacher_logits, mask, temperature: float = 1.0, top_k: int = 0) -> torch.Tensor:
-    """Mean over masked positions of T^2 * KL(teacher_T || student_T), on the teacher's top-k tokens if top_k > 0.
+    """Mean over masked positions of T^2 * KL(teacher_T || student_T); with top_k > 0, over the teacher's top-k
+    tokens, both distributions renormalized on them.
 
     >>> x = torch.randn(1, 3, 10); bool(forward_kl(x, x, torch.ones(1, 3, dtype=torch.bool)).abs() < 1e-6)
     True
     """
-    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t = teacher_logits.float() / temperature
-    if top_k:
+    s, t = student_logits.float() / temperature, teacher_logits.float() / temperature
+    if top_k:  # both distributions restricted to the teacher's top-k tokens and renormalized there
         t, idx = t.topk(top_k, dim=-1)
         s = s.gather(-1, idx)
-    t = F.log_softmax(t, dim=-1)
+    s, t = F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1)
     kl = (t.exp() * (t - s)).sum(-1)
     return kl[mask].sum() * temperature**2 / mask.sum().clamp_min(1)
 
