@@ -31,7 +31,7 @@ from sft.common import (
     checkpoint_artifact,
     checkpoint_writing,
     last_checkpoint,
-    load_rows,
+    load_split,
     model_init_kwargs,
     save_checkpoint,
 )
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptArgs, DistillArgs, 
 
 def split_rows(script_args: ScriptArgs, distill_args: DistillArgs, tokenizer, max_length: int):
     """(train, held-out) rows; plain text is tokenized here (GKD's collator only knows `messages`)."""
-    rows = load_rows(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    rows = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     if "messages" not in rows.column_names:
         if distill_args.text_field not in rows.column_names:
             raise ConfigError(

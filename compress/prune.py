@@ -81,6 +81,12 @@ class PruneConfig:
     dtype: str = field(default="float32", metadata={"help": "Dtype for scoring; the checkpoint keeps its own dtype."})
     seed: int = field(default=0, metadata={"help": "Seed of the calibration shuffle."})
     output_dir: str = field(default="runs/pruned", metadata={"help": "Where to write the pruned checkpoint."})
+    math_eval_dataset: str | None = field(
+        default=None, metadata={"help": "Math set evaluated after pruning (as in the training stages)."}
+    )
+    math_eval_limit: int | None = field(default=50, metadata={"help": "Problems evaluated (first N); null = all."})
+    math_eval_num_samples: int = field(default=1, metadata={"help": "Samples per problem; pass@1 is their mean."})
+    math_eval_max_new_tokens: int = field(default=256, metadata={"help": "Token budget per eval completion."})
     force: bool = field(default=False, metadata={"help": "Prune again even if an identical output exists."})
 
 
@@ -165,9 +171,9 @@ def fit_params(cfg: PruneConfig, config, shape: dict, pattern: str) -> dict:
 
 
 def calibration_texts(cfg: PruneConfig, tokenizer) -> list[str]:
-    from sft.common import load_rows
+    from sft.common import load_split
 
-    rows = load_rows(cfg.calibration_dataset, cfg.calibration_config)
+    rows = load_split(cfg.calibration_dataset, cfg.calibration_config)
     rows = rows.shuffle(seed=cfg.seed).select(range(min(cfg.calibration_samples, len(rows))))
     if cfg.text_field in rows.column_names:
         return [t for t in rows[cfg.text_field] if t]
@@ -186,7 +192,7 @@ def write_checkpoint(sd: dict, config, source: Path, out: Path) -> None:
     save_torch_state_dict(sd, out, max_shard_size="5GB")
     for f in source.iterdir():  # tokenizer, chat template, generation config: everything but weights and records
         if f.is_file() and not f.name.startswith(
-            ("model", "config.json", "manifest", "eval", "metrics", "README", "pruning")
+            ("model", "config.json", "manifest", "eval", "metrics", "README", "pruning", "trainer_state")
         ):
             shutil.copy2(f, out / f.name)
 
@@ -293,6 +299,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with art.writing(resume=False) as tmp:
         prune(cfg, tmp, art)
+        if cfg.math_eval_dataset:
+            from rl.evaluate import EvalConfig, evaluate
+
+            result = evaluate(
+                EvalConfig(
+                    model=str(tmp),
+                    dataset=cfg.math_eval_dataset,
+                    limit=cfg.math_eval_limit,
+                    num_samples=cfg.math_eval_num_samples,
+                    max_new_tokens=cfg.math_eval_max_new_tokens,
+                )
+            )
+            art.extra["eval"] = {mode: r["pass@1"] for mode, r in result["modes"].items()}
     p = art.extra["parameters"]
     print(
         f"[prune] wrote {art.path}: {p['before'] / 1e6:.2f}M -> {p['after'] / 1e6:.2f}M parameters, "
