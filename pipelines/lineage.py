@@ -23,6 +23,12 @@ The artifact's own `hash` combines the kind, `config_hash`, the input hashes and
 so an upgrade of nanoforge reruns stages instead of reusing outputs an older version wrote; downstream stages use
 it as theirs.
 
+Safety. An existing directory at the output path is replaced only when it is a nanoforge artifact (it has a
+`manifest.json` with a `kind`) or empty; a directory holding anything else, or an output that is or contains one
+of the stage's inputs, is refused before any work (`UnsafeOutputError`). While a stage writes, it holds an
+exclusive lock `<parent>/.<name>.lock` (JSON: host, pid, started_at): a second run on the same output fails at
+once naming the holder (`OutputLockedError`); a lock left by a dead process on this host is taken over.
+
 Object storage (`s3://`, `gs://`): there is no rename, so the stage writes straight under the artifact's prefix and
 the manifest is written last, as the commit marker; a prefix without a complete manifest is absent to every reader.
 The prefix records the hash it was started for in `.lineage.json` (removed at commit); a rerun of the same hash
@@ -50,6 +56,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -110,6 +117,117 @@ def input_hash(path: str | Path) -> str:
     if not parts:
         raise FileNotFoundError(f"input not found: {path}")
     return _sha("\n".join(parts))
+
+
+class UnsafeOutputError(ValueError):
+    """The output path holds something that is not ours to replace, or overlaps an input."""
+
+
+class OutputLockedError(RuntimeError):
+    """Another live run is writing the same output."""
+
+
+def _norm(path: str | Path) -> str:
+    """A comparable form of a path: URLs as written (without a trailing '/'), local paths absolute and resolved."""
+    if storage.is_remote(path):
+        return str(path).rstrip("/")
+    return os.path.realpath(storage.local_path(path))
+
+
+def _is_within(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse (UnsafeOutputError) an output that is or contains an input, or an existing non-artifact directory."""
+    out = _norm(path)
+    for given in inputs:
+        given = str(given)
+        local = not storage.is_remote(given)
+        matches = sorted(glob.glob(given, recursive=True)) if local and glob.has_magic(given) else [given]
+        for match in matches:
+            if _is_within(_norm(match), out):
+                raise UnsafeOutputError(
+                    f"output {path} is or contains the stage's input {given}; writing it would destroy the input. "
+                    "Choose another --output_dir."
+                )
+    if storage.is_remote(path):  # a foreign prefix is refused where it is written (`_writing_remote`)
+        return
+    target = Path(storage.local_path(path))
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir():
+        raise UnsafeOutputError(f"output {path} exists and is not a directory; choose another --output_dir")
+    try:
+        ours = "kind" in json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    entries = sorted(p.name for p in target.iterdir())
+    if not ours and entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise UnsafeOutputError(
+            f"output {path} exists and is not a nanoforge artifact (no {MANIFEST}); it holds {len(entries)} "
+            f"entries ({shown}). Nothing was changed: choose another --output_dir, or move that directory away."
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def acquire_lock(lock: Path, what: str) -> dict[str, Any]:
+    """Create `lock` exclusively with this host and pid; take over a lock whose process on this host is dead.
+
+    Raises OutputLockedError naming the holder when another live process (or one on another host) holds it."""
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            except (OSError, ValueError):
+                holder = {}
+            pid = holder.get("pid")
+            if holder.get("host") != mine["host"] or not isinstance(pid, int) or _pid_alive(pid):
+                raise OutputLockedError(
+                    f"{what} is being written by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+                    f"(since {holder.get('started_at', '?')}; lock {lock}). Wait for that run to finish; if it is gone "
+                    f"(another host, or a crash), delete {lock} and rerun."
+                ) from None
+            # the holder died: move its lock aside (rename is atomic, so only one taker succeeds) and retry
+            stale = lock.with_name(f"{lock.name}.stale-{os.getpid()}")
+            try:
+                os.replace(lock, stale)
+            except FileNotFoundError:
+                continue
+            if json.loads(stale.read_text() or "{}") != holder:  # another taker's fresh lock: put it back
+                os.replace(stale, lock)
+                continue
+            stale.unlink()
+            print(f"[lock] took over {lock}: its holder, pid {pid} on this host, is no longer running")
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(mine))
+        return mine
+    raise OutputLockedError(f"{what}: could not take the lock {lock}; another run is starting on the same output")
+
+
+def release_lock(lock: Path, mine: dict[str, Any]) -> None:
+    """Remove `lock` if it is still the one `acquire_lock` wrote."""
+    try:
+        if json.loads(lock.read_text()) == mine:
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 # What identifies an object's version, by store: S3 ETag, GCS generation/etag, the Hub's blob id or LFS sha, else mtime.
@@ -193,6 +311,7 @@ class Artifact:
             canonical_json([self.kind, self.config_hash, [i["hash"] for i in self.inputs], self.code_version])
         )
         self.partial = self.path if self.remote else self.path.parent / f".{self.path.name}.partial"
+        self.lock = None if self.remote else self.path.parent / f".{self.path.name}.lock"
         self.counts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # more manifest fields a stage wants to record
 
@@ -243,14 +362,27 @@ class Artifact:
 
         With `resume`, a partial directory left by an interrupted run of the same hash is kept so the stage can
         pick up its finished pieces; otherwise it starts empty. On an exception the partial directory stays.
+        A local output is checked (`check_output`) and locked (`acquire_lock`) for the whole block.
         """
         if self.remote:
+            check_output(self.path, [i["path"] for i in self.inputs])
             yield from self._writing_remote(resume)
             return
         start = time.monotonic()
+        check_output(self.path, [i["path"] for i in self.inputs])
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._prepare_partial(resume)
-        yield self.partial
+        mine = acquire_lock(self.lock, f"output {self.path}")
+        try:
+            check_output(self.path)  # again under the lock: a run that finished meanwhile left only an artifact
+            self._prepare_partial(resume)
+            yield self.partial
+            self._commit(start)
+        finally:
+            release_lock(self.lock, mine)
+
+    def _commit(self, start: float) -> None:
+        """Write the manifest and card into the partial directory and move it into place (replacing an older
+        artifact, which `check_output` made sure is ours)."""
         (self.partial / ".lineage.json").unlink(missing_ok=True)
         tmp_manifest = self.partial / (MANIFEST + ".tmp")
         tmp_manifest.write_text(json.dumps(self.manifest(time.monotonic() - start), indent=2) + "\n")

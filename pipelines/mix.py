@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return 0
-    with ray_session(cfg.address), art.writing() as tmp:
+    with art.writing() as tmp, ray_session(cfg.address):
         work = tmp / ".work"
         prepared, staged = work / "prepared", work / "staged"
         clock = [("start", time.perf_counter())]

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import ray
 
-    with ray_session(cfg.address), art.writing() as tmp:
+    with art.writing() as tmp, ray_session(cfg.address):
         scored = tmp / "scored"
         if not (scored / "_SUCCESS").exists():  # resume after a crash: scoring is the expensive part
             shutil.rmtree(scored, ignore_errors=True)

@@ -148,7 +148,7 @@ def select(cfg: SelectConfig) -> Path:
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return art.path
-    with ray_session(cfg.address), art.writing(resume=False) as tmp:
+    with art.writing(resume=False) as tmp, ray_session(cfg.address):
         records: dict[str, list[dict]] = defaultdict(list)
         for batch in build(cfg).iter_batches(batch_size=4096, batch_format="pyarrow"):
             for kind, record in zip(batch["kind"].to_pylist(), batch["record"].to_pylist(), strict=True):

@@ -173,7 +173,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return art.path
-    with ray_session(cfg.address), art.writing() as tmp:
+    with art.writing() as tmp, ray_session(cfg.address):
         prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
         done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
         pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]

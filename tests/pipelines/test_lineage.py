@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from pipelines.lineage import Artifact, input_hash, read_manifest
+from pipelines.lineage import Artifact, OutputLockedError, UnsafeOutputError, input_hash, read_manifest
 
 
 def make(path, config, inputs=()):
@@ -133,3 +138,80 @@ def test_remote_inputs_are_hashed_by_size_and_version_not_just_their_url():
     with pytest.raises(FileNotFoundError, match="input not found"):
         input_hash("memory://nf-lineage/raw/*.parquet")
     fs.rm("/nf-lineage", recursive=True)
+
+
+# --- issue 13 item 1: an output that is not ours is never replaced --------------------------------------------
+
+
+def test_output_holding_user_files_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    with pytest.raises(UnsafeOutputError, match=r"not a nanoforge artifact.*notes\.txt"):
+        write(make(out, {"a": 1}))
+    assert (out / "notes.txt").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / ".data.partial").exists()
+    # an empty directory and an older artifact are ours to fill or replace
+    (tmp_path / "empty").mkdir()
+    write(make(tmp_path / "empty", {"a": 1}))
+    write(make(tmp_path / "empty", {"a": 2}), payload="new")
+    assert (tmp_path / "empty" / "data.txt").read_text() == "new"
+
+
+def test_output_equal_to_or_containing_an_input_is_refused(tmp_path):
+    raw = tmp_path / "corpus" / "raw.jsonl"
+    raw.parent.mkdir()
+    raw.write_text('{"text": "hello"}\n')
+    for out, given in ((tmp_path / "corpus", raw.parent), (tmp_path, raw), (tmp_path / "corpus", tmp_path / "corpus/*.jsonl")):  # fmt: skip
+        with pytest.raises(UnsafeOutputError, match="is or contains the stage's input"):
+            write(make(out, {"a": 1}, [given]))
+    up = make(tmp_path / "up", {"a": 1})
+    write(up)
+    with pytest.raises(UnsafeOutputError, match="is or contains the stage's input"):  # rewriting an input artifact
+        write(make(tmp_path / "up", {"a": 2}, [tmp_path / "up"]))
+    assert raw.read_text() == '{"text": "hello"}\n' and read_manifest(tmp_path / "up")["config"] == {"a": 1}
+
+
+# --- issue 13 item 2: one writer per output ------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from pipelines.lineage import Artifact
+out, ready, stop = map(Path, sys.argv[1:4])
+art = Artifact(out, kind="test", stage="unit", config={"a": 1})
+with art.writing() as tmp:
+    ready.write_text("in")
+    while not stop.exists():
+        time.sleep(0.05)
+"""
+
+
+def test_second_writer_is_refused_naming_the_holder_and_stale_lock_is_taken_over(tmp_path, capsys):
+    out, ready, stop = tmp_path / "out", tmp_path / "ready", tmp_path / "stop"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(ready), str(stop)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "holder process did not start"
+            time.sleep(0.05)
+        with pytest.raises(OutputLockedError, match=rf"pid {holder.pid} on host {socket.gethostname()}"):
+            write(make(out, {"a": 1}))
+        assert (tmp_path / ".out.partial").is_dir()  # the holder's partial directory was not touched
+    finally:
+        stop.touch()
+        assert holder.wait(timeout=60) == 0
+    assert read_manifest(out) is not None and not (tmp_path / ".out.lock").exists()
+    # a lock left by a process that died (SIGKILL leaves no chance to release it) is taken over
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / ".out.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started_at": "earlier"}))
+    write(make(out, {"a": 2}), payload="second")
+    assert "took over" in capsys.readouterr().out and (out / "data.txt").read_text() == "second"
+    assert not lock.exists()
+    # a lock held on another host cannot be checked from here: refused, never taken over
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started_at": "earlier"}))
+    with pytest.raises(OutputLockedError, match="host elsewhere"):
+        write(make(out, {"a": 3}))
