@@ -180,11 +180,13 @@ def run(cfg: CurateConfig, files: list[str], out: Path) -> tuple[list[dict], dic
     processed = chunk_pass(cfg, todo, settings, done).materialize().count() if todo else 0
     chunk_files = sorted((work / "chunks").glob("*.parquet"))
     resumed = {"chunks": len(chunk_files), "chunks_reused": len(done), "chunks_processed": processed}
+    candidates = chunks.count_candidates(chunk_files)
     for name, step in global_steps(cfg):
         target = work / "rejects" / name
         if not (work / "rejects" / f"{name}.done").exists():
             shutil.rmtree(target, ignore_errors=True)
-            step(chunk_files, cfg).write_parquet(str(target), partition_cols=["chunk"])
+            if candidates:  # with none, there is nothing to compare (and Ray cannot group an empty table)
+                step(chunk_files, cfg).write_parquet(str(target), partition_cols=["chunk"])
             (work / "rejects" / f"{name}.done").touch()
     shards = list(enumerate(chunks.plan_shards(chunk_files, cfg.shard_bytes)))
     todo_shards = [(i, c) for i, c in shards if not (work / "shards" / f"{i:05d}.json").exists()]
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(art.skip_message())
         return 0
     start = time.monotonic()
-    with ray_session(cfg.address), art.writing() as out:
+    with art.writing() as out, ray_session(cfg.address):
         shard_stats, resumed = run(cfg, files, out)
         stats = report.aggregate(shard_stats, files=files, skipped=skipped_files(cfg.input_paths), resumed=resumed)
         report.write(out, stats)

@@ -265,60 +265,69 @@ def process_chunk(chunk: str, items: list, label: str, path: str, source: str, s
         row["text"] = text if settings["rejected_text"] else None
 
     for item in items:
-        kind, line = item[0], item[1]
-        record, rejection = None, None
-        if kind == "error":
-            quarantine(line, item[2], item[3])
-            continue
-        if kind in ("line", "text"):
-            try:
-                decoded = item[2].decode("utf-8")
-            except UnicodeDecodeError as e:
-                quarantine(line, f"{path}:{line}: invalid UTF-8 at byte {e.start}: {e.reason}", item[2])
+        n_rows, n_docs = len(rows), len(docs)
+        try:
+            kind, line = item[0], item[1]
+            record, rejection = None, None
+            if kind == "error":
+                quarantine(line, item[2], item[3])
                 continue
-            if kind == "text":
-                record = {"text": decoded}
-            else:
+            if kind in ("line", "text"):
                 try:
-                    record = json.loads(decoded)
-                except ValueError as e:
-                    quarantine(line, f"{path}:{line}: malformed JSON: {e}", decoded)
+                    decoded = item[2].decode("utf-8")
+                except UnicodeDecodeError as e:
+                    quarantine(line, f"{path}:{line}: invalid UTF-8 at byte {e.start}: {e.reason}", item[2])
                     continue
-                if not isinstance(record, dict):
-                    quarantine(line, f"{path}:{line}: expected a JSON object, got {type(record).__name__}", decoded)
+                if kind == "text":
+                    record = {"text": decoded}
+                else:
+                    try:
+                        record = json.loads(decoded)
+                    except ValueError as e:
+                        quarantine(line, f"{path}:{line}: malformed JSON: {e}", decoded)
+                        continue
+                    if not isinstance(record, dict):
+                        error = f"{path}:{line}: expected a JSON object, got {type(record).__name__}"
+                        quarantine(line, error, decoded)
+                        continue
+            elif kind == "row":
+                record = item[2]
+            else:  # warc
+                record, rejection, error = warc_document(item, settings)
+                if error:
+                    quarantine(line, f"{path}: {error}", item[3])
                     continue
-        elif kind == "row":
-            record = item[2]
-        else:  # warc
-            record, rejection, error = warc_document(item, settings)
-            if error:
-                quarantine(line, f"{path}: {error}", item[3])
+            text = _get(record, text_field) if rejection is None else ""
+            text = clean_str(text) if isinstance(text, str) else text  # lone surrogates never reach a library
+            if rejection is None and not isinstance(text, str):
+                what = "no" if text is None else f"a {type(text).__name__} (not a string) as its"
+                keys = ", ".join(list(record)[:12])
+                error = f"{path}:{line}: record has {what} {text_field!r} field (keys: {keys})"
+                quarantine(line, error, to_json(record))
                 continue
-        text = _get(record, text_field) if rejection is None else ""
-        if rejection is None and not isinstance(text, str):
-            what = "no" if text is None else f"a {type(text).__name__} (not a string) as its"
-            keys = ", ".join(list(record)[:12])
-            quarantine(line, f"{path}:{line}: record has {what} {text_field!r} field (keys: {keys})", to_json(record))
-            continue
-        user_id = _get(record, id_field) if id_field else None
-        url = _get(record, url_field) if url_field else None
-        rest = _drop_field(record, text_field) if rejection is None else record
-        row = {
-            "id": str(user_id) if user_id not in (None, "") else f"{label}:{line}",
-            "source": source,
-            "url": None if url is None else str(url),
-            "metadata": to_json(rest),
-        }
-        rows.append(row)
-        if rejection is not None:
-            reject(row, *rejection)
-            continue
-        text = normalize_text(text) if settings["normalize"] else text
-        if not text:
-            reject(row, "normalize", "empty_after_normalize", text="")
-            continue
-        row["text"] = text
-        docs.append((len(rows) - 1, row))
+            user_id = _get(record, id_field) if id_field else None
+            url = _get(record, url_field) if url_field else None
+            rest = _drop_field(record, text_field) if rejection is None else record
+            row = {
+                "id": str(user_id) if user_id not in (None, "") else f"{label}:{line}",
+                "source": source,
+                "url": None if url is None else str(url),
+                "metadata": to_json(rest),
+            }
+            rows.append(row)
+            if rejection is not None:
+                reject(row, *rejection)
+                continue
+            text = normalize_text(text) if settings["normalize"] else text
+            if not text:
+                reject(row, "normalize", "empty_after_normalize", text="")
+                continue
+            row["text"] = text
+            docs.append((len(rows) - 1, row))
+        except Exception as e:  # noqa: BLE001  (one odd record is quarantined; its chunk and the run go on)
+            del rows[n_rows:], docs[n_docs:]
+            error = f"{path}:{item[1]}: cannot process this record: {type(e).__name__}: {e}"
+            quarantine(item[1], clean_str(error), _item_raw(item))
 
     if settings["language_id"] and docs:
         model_path = find_lang_model(settings["lang_model_path"])  # resolved on the worker: its own site-packages
@@ -357,7 +366,28 @@ def process_chunk(chunk: str, items: list, label: str, path: str, source: str, s
     import xxhash
 
     for i, row in enumerate(rows):
+        for key, value in row.items():
+            if isinstance(value, str):
+                row[key] = clean_str(value)
         row["chunk"], row["row"] = chunk, i
         if row["status"] == "kept":
             row["hash"] = xxhash.xxh3_128_hexdigest(row["text"].encode("utf-8"))
     return pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA)
+
+
+def clean_str(value: str) -> str:
+    """`value` as valid UTF-8 text: a lone surrogate (JSON allows "\\ud83d" alone) becomes U+FFFD, pairs are joined.
+
+    Arrow, xxhash and fastText reject such strings, so every string of a chunk's output passes through here."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _item_raw(item: tuple) -> bytes | str:
+    """The raw input of a reader item, for a quarantine row."""
+    if item[0] in ("line", "text"):
+        return item[2]
+    return item[3] if item[0] == "warc" else to_json(item[2])
