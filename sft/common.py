@@ -223,13 +223,29 @@ def checkpoint_writing(art: Artifact) -> Iterator[Path]:
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest `checkpoint-N` folder left by an interrupted run in the partial directory, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete `checkpoint-N` folder left by an interrupted run in the partial directory, if any.
 
-    found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-    if found:
-        print(f"[resume] continuing from {found}")
-    return found
+    The Trainer writes `trainer_state.json` last, so a folder without a readable one was torn by a kill during the
+    save: it is renamed `torn-checkpoint-N` (out of the Trainer's sight, removed with the other leftovers at the
+    end) and the next newest is used."""
+    folder = Path(output_dir)
+    found = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
+        key=lambda p: int(p.name.split("-", 1)[1]),
+        reverse=True,
+    )
+    for checkpoint in found:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError) as e:
+            aside = checkpoint.with_name(f"torn-{checkpoint.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            checkpoint.rename(aside)
+            print(f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set aside as {aside}")  # fmt: skip
+            continue
+        print(f"[resume] continuing from {checkpoint}")
+        return str(checkpoint)
+    return None
 
 
 def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: int) -> None:
@@ -244,7 +260,7 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
     if not trainer.accelerator.is_main_process:
         return
     # Optimizer/RNG pickles and TRL's model card: the artifact is safetensors + config, its card comes from the manifest
-    for leftover in [*tmp.glob("checkpoint-*"), tmp / "training_args.bin", tmp / "README.md"]:
+    for leftover in [*tmp.glob("checkpoint-*"), *tmp.glob("torn-checkpoint-*"), tmp / "training_args.bin", tmp / "README.md"]:  # fmt: skip
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     trainer.state.save_to_json(str(tmp / "trainer_state.json"))  # the log history: the run report's training curves
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

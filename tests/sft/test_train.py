@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from pipelines.config import ConfigError
 from pipelines.lineage import read_manifest
 from sft import train
-from sft.common import packing_leak
+from sft.common import last_checkpoint, packing_leak
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -220,8 +220,26 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
     proc.send_signal(signal.SIGKILL)  # a crash: no cleanup, no manifest
     proc.wait()
     assert not out.exists() and read_manifest(out) is None
+    torn = partial / "checkpoint-100"  # a kill during a save: weights half written, no trainer_state.json
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\0" * 100)
 
     assert train.main(argv) == 0
     steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
     assert steps == list(range(1, 13))  # steps 1-4 from the killed run, 5-12 after resuming, none twice
     assert read_manifest(out)["counts"]["steps"] == 12
+    assert not list(out.glob("*checkpoint-*"))  # the torn checkpoint went with the other leftovers
+
+
+def test_resume_skips_a_torn_checkpoint_and_sets_it_aside(tmp_path, capsys):
+    """The Trainer writes trainer_state.json last: a folder without a readable one was torn by a kill mid-save."""
+    for step, state in ((4, '{"global_step": 4}'), (8, None), (12, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "torn-checkpoint-12", "torn-checkpoint-8"]
+    out = capsys.readouterr().out
+    assert "checkpoint-12 is incomplete" in out and "set aside as" in out and "continuing from" in out
+    assert last_checkpoint(tmp_path / "nothing-here") is None
