@@ -192,9 +192,31 @@ class MetricsFile(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
 
+def check_inputs(script_args, training_args, model_args) -> None:
+    """Fail before any model loads or step runs when a local input the stage needs later is missing: the model,
+    the training set, the evaluation set read after the last step, the chat template. Hub ids are not checked
+    (no network at this point); a path that looks local and does not exist is an error naming it."""
+    named = [
+        ("model_name_or_path", model_args.model_name_or_path),
+        ("dataset_name", script_args.dataset_name),
+        ("math_eval_dataset", script_args.math_eval_dataset),
+        ("chat_template_path", getattr(training_args, "chat_template_path", None)),
+    ]
+    for field_name, value in named:
+        if value and (looks_local(value) or value.endswith(".jinja")) and not Path(value).exists():
+            raise ConfigError(f"{field_name}: not found: {value} (checked before training; fix the path in the config)")
+    for field_name, value in named[1:3]:
+        path = Path(value) if value else None
+        if path is not None and path.exists():
+            sub = path / script_args.dataset_config if field_name == "dataset_name" and script_args.dataset_config and path.is_dir() else path  # fmt: skip
+            if not sub.exists() or not data_files(sub):
+                raise ConfigError(f"{field_name}: {sub} holds no .parquet/.jsonl/.json data files (checked before training)")  # fmt: skip
+
+
 def checkpoint_artifact(stage: str, script_args, training_args, model_args, inputs: list[str]) -> Artifact:
     if not model_args.model_name_or_path:
         raise ConfigError("model_name_or_path is required (a checkpoint folder or a Hub model id)")
+    check_inputs(script_args, training_args, model_args)
     return Artifact(
         training_args.output_dir,
         kind="checkpoint",

@@ -243,3 +243,19 @@ def test_resume_skips_a_torn_checkpoint_and_sets_it_aside(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "checkpoint-12 is incomplete" in out and "set aside as" in out and "continuing from" in out
     assert last_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_missing_eval_set_or_dataset_fails_before_training(tmp_path):
+    """The evaluation set is read after the last step; a wrong path used to cost the whole run (issue 13 item 15)."""
+    base = tmp_path / "base"
+    base.mkdir()  # never loaded: the check comes first
+    data = write_jsonl(tmp_path / "sft.jsonl", conversations(4))
+    missing = tmp_path / "runs" / "demo_data" / "math" / "test.jsonl"
+    argv = sft_argv(base, data, tmp_path / "out", math_eval_dataset=missing)
+    with pytest.raises(ConfigError, match=f"math_eval_dataset: not found: {missing}"):
+        train.main(argv)
+    with pytest.raises(ConfigError, match="dataset_name: not found: .*nope.jsonl"):
+        train.main(sft_argv(base, tmp_path / "nope.jsonl", tmp_path / "out"))
+    with pytest.raises(ConfigError, match="chat_template_path: not found"):
+        train.main(sft_argv(base, data, tmp_path / "out", chat_template_path=tmp_path / "t.jinja"))
+    assert not (tmp_path / ".out.partial").exists() and not (tmp_path / "out").exists()
