@@ -205,12 +205,6 @@ def check_inputs(script_args, training_args, model_args) -> None:
     for field_name, value in named:
         if value and (looks_local(value) or value.endswith(".jinja")) and not Path(value).exists():
             raise ConfigError(f"{field_name}: not found: {value} (checked before training; fix the path in the config)")
-    for field_name, value in named[1:3]:
-        path = Path(value) if value else None
-        if path is not None and path.exists():
-            sub = path / script_args.dataset_config if field_name == "dataset_name" and script_args.dataset_config and path.is_dir() else path  # fmt: skip
-            if not sub.exists() or not data_files(sub):
-                raise ConfigError(f"{field_name}: {sub} holds no .parquet/.jsonl/.json data files (checked before training)")  # fmt: skip
 
 
 def checkpoint_artifact(stage: str, script_args, training_args, model_args, inputs: list[str]) -> Artifact:
