@@ -28,6 +28,7 @@ HF_ENDPOINT or --endpoint points at another Hub. Publishing the same artifact ag
 
 from __future__ import annotations
 
+import filecmp
 import io
 import json
 import shutil
@@ -169,9 +170,36 @@ def redacted_parquet(path: Path) -> bytes:
     return out.getvalue()
 
 
-def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> None:
+def same_files(out: Path, contents: dict[str, Path | bytes]) -> bool:
+    """True when `out` holds exactly `contents`: the same file names and bytes, nothing else."""
+    found = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() or p.is_symlink()}
+    if found != set(contents):
+        return False
+    for rel, src in contents.items():
+        dest = out / rel
+        if isinstance(src, bytes):
+            if dest.is_symlink() or dest.read_bytes() != src:
+                return False
+        elif dest.is_symlink() or not filecmp.cmp(src, dest, shallow=False):
+            return False
+    return True
+
+
+def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> bool:
+    """Write the preview into `out`; False when it already holds exactly these files (a rerun: nothing to do).
+
+    A non-empty `out` is replaced only when it is an earlier preview (its manifest.json names an artifact kind);
+    anything else there is refused, never deleted."""
     if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--dry_run directory {out} is not empty; give a new or empty directory")
+        if same_files(out, contents):
+            return False
+        try:
+            ours = "kind" in json.loads((out / MANIFEST).read_text())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"--dry_run directory {out} is not empty and is not a publish preview; give a new or empty directory")  # fmt: skip
+        shutil.rmtree(out)
     for rel, src in contents.items():
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +207,7 @@ def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> None:
             dest.write_bytes(src)
         else:  # a copy, not a link: editing the preview must never change the artifact
             shutil.copyfile(src, dest)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     for why in skipped:
         print(f"  left out: {why}")
     if cfg.dry_run is not None:
-        write_dry_run(Path(cfg.dry_run), contents)
-        print(f"[publish] dry run: wrote these files to {cfg.dry_run}; nothing was uploaded")
+        if write_dry_run(Path(cfg.dry_run), contents):
+            print(f"[publish] dry run: wrote these files to {cfg.dry_run}; nothing was uploaded")
+        else:
+            print(f"[publish] dry run: {cfg.dry_run} already holds exactly these files; nothing to do")
         return 0
 
     api = HfApi(endpoint=cfg.endpoint, token=token)

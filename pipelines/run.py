@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n=== [{stage.name}] nanoforge {stage.command} {' '.join(stage.argv)}", flush=True)
             start = time.monotonic()
             try:
-                code = importlib.import_module(stage.module).main(
-                    stage.argv + (["--force", "true"] if cfg.force else [])
-                )
+                # a stage without an artifact of its own (publish) has nothing to force
+                force = cfg.force and stage.output_dir != stage.root
+                code = importlib.import_module(stage.module).main(stage.argv + (["--force", "true"] if force else []))
             except Exception as e:  # report which stage failed, keep the table of what finished
                 print(f"[{stage.name}] failed: {type(e).__name__}: {e}", file=sys.stderr)
                 code = 1

@@ -125,7 +125,7 @@ def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:
     if "working_dir" in runtime_env:  # a recipe's own excludes add to ours, never replace the secret patterns
         runtime_env["excludes"] = [*UPLOAD_EXCLUDES, *SECRET_EXCLUDES, *runtime_env.get("excludes", [])]
         env_vars.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-    argv = stage.argv + (["--force", "true"] if cfg.force else [])
+    argv = stage.argv + (["--force", "true"] if cfg.force and stage.output_dir != stage.root else [])  # publish: none
     kwargs = {
         "entrypoint": shlex.join(["python", "-m", stage.module, *argv]),
         "runtime_env": {**runtime_env, "env_vars": env_vars},

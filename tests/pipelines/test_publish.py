@@ -486,3 +486,22 @@ def test_dry_run_of_the_real_tiny_base_is_a_loadable_model(tiny_base, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model).__name__ == "NemotronHForCausalLM"
     assert (out / "model.safetensors").read_bytes() == (tiny_base / "model.safetensors").read_bytes()
+
+
+def test_dry_run_again_is_a_no_op_a_stale_preview_is_replaced_a_foreign_directory_refused(docs, tmp_path, capsys):
+    """`make demo` twice must end green: our own up-to-date preview is left as is (issue 13 item 16)."""
+    out = tmp_path / "preview"
+    argv = [str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out)]
+    assert publish.main(argv) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert publish.main(argv) == 0 and "already holds exactly these files" in capsys.readouterr().out
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    (out / "documents" / "part-00000.parquet").write_bytes(b"an older build")  # a preview of another version
+    assert publish.main(argv) == 0
+    assert (out / "documents" / "part-00000.parquet").read_bytes() == (docs / "documents" / "part-00000.parquet").read_bytes()  # fmt: skip
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(ConfigError, match="not empty and is not a publish preview"):
+        publish.main([*argv[:-1], str(mine)])
+    assert (mine / "notes.txt").read_text() == "my notes"

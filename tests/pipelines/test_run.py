@@ -61,6 +61,32 @@ def test_run_resumes_skips_and_forces(recipe, tmp_path, capsys):
     assert "| base | done |" in capsys.readouterr().out
 
 
+PUBLISH = """\
+  - name: publish_base
+    command: publish
+    output: false
+    args: {artifact: "{base}", repo_id: "demo/tiny-base", dry_run: "{root}/publish/base"}
+"""
+
+
+def test_rerun_is_a_no_op_that_ends_green(tmp_path, capsys):
+    """`make demo` twice: the second run skips every stage, and publish's dry run into its own up-to-date preview
+    is a no-op (it used to stop at "--dry_run directory ... is not empty")."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.format(path=path) + PUBLISH)
+    out = tmp_path / "runs"
+    assert run.main([str(path), "--output_dir", str(out)]) == 0
+    preview = {p: p.stat().st_mtime_ns for p in (out / "publish" / "base").rglob("*")}
+    capsys.readouterr()
+    assert run.main([str(path), "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| data | up to date |" in printed and "| base | up to date |" in printed
+    assert "| publish_base | done |" in printed and "already holds exactly these files" in printed
+    assert preview == {p: p.stat().st_mtime_ns for p in (out / "publish" / "base").rglob("*")}  # untouched
+    # --force reruns the stages with artifacts; publish has no --force of its own and still ends green
+    assert run.main([str(path), "--output_dir", str(out), "--only", "publish_base", "--force"]) == 0
+
+
 def test_recipe_errors_name_the_problem(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("# x\n# nanoforge run bad.yaml\nstages:\n  - {name: a, command: demo-data, args: {seeed: 1}}\n")
