@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -90,86 +89,6 @@ class PruneConfig:
     force: bool = field(default=False, metadata={"help": "Prune again even if an identical output exists."})
 
 
-def kept(size: int, ratio: float, multiple: int = 1) -> int:
-    """Units kept when `ratio` of `size` is removed, rounded to `multiple` (at least one multiple, at most size)."""
-    if not 0 <= ratio < 1:
-        raise ConfigError(f"a pruning ratio is the fraction removed, in [0, 1); got {ratio}")
-    return size if ratio == 0 else min(size, max(multiple, round(size * (1 - ratio) / multiple) * multiple))
-
-
-def target_shape(cfg: PruneConfig, config) -> dict:
-    """The pruned sizes per axis, from absolute fields or ratios; checked against the model's constraints."""
-    kv = config.num_key_value_heads
-    groups = cfg.n_groups or kept(config.n_groups, cfg.mamba_groups_ratio)
-    shape = {
-        "hidden_size": cfg.hidden_size or kept(config.hidden_size, cfg.hidden_ratio, cfg.round_to),
-        "intermediate_size": cfg.intermediate_size or kept(config.intermediate_size, cfg.mlp_ratio, cfg.round_to),
-        "n_groups": groups,
-        "mamba_num_heads": cfg.mamba_num_heads
-        or kept(config.mamba_num_heads // config.n_groups, cfg.mamba_heads_ratio) * groups,
-        "num_attention_heads": cfg.num_attention_heads
-        or kept(config.num_attention_heads // kv, cfg.attention_heads_ratio) * kv,
-        "num_layers": cfg.num_layers or kept(len(config.layers_block_type), cfg.depth_ratio),
-    }
-    limits = dict(config.to_dict(), num_layers=len(config.layers_block_type))
-    for key, value in shape.items():
-        if not 0 < value <= limits[key]:
-            raise ConfigError(f"{key}: {value} is not in 1..{limits[key]} (the unpruned model's size)")
-    if (
-        shape["mamba_num_heads"] % groups
-        or shape["mamba_num_heads"] // groups > config.mamba_num_heads // config.n_groups
-    ):
-        raise ConfigError(
-            f"mamba_num_heads {shape['mamba_num_heads']} must be a multiple of n_groups {groups} with at most {config.mamba_num_heads // config.n_groups} heads per group"
-        )
-    if shape["num_attention_heads"] % kv:
-        raise ConfigError(
-            f"num_attention_heads {shape['num_attention_heads']} must be a multiple of num_key_value_heads {kv}"
-        )
-    return shape
-
-
-def fit_params(cfg: PruneConfig, config, shape: dict, pattern: str) -> dict:
-    """Shrink `cfg.target_axes` by the smallest common fraction that brings the parameters to `target_params`."""
-    from compress.shapes import num_parameters
-
-    names = {
-        "hidden": "hidden_size",
-        "mlp": "intermediate_size",
-        "mamba_heads": "mamba_num_heads",
-        "attention_heads": "num_attention_heads",
-    }
-    unknown = set(cfg.target_axes) - set(names)
-    if unknown:
-        raise ConfigError(f"target_axes: {sorted(unknown)} unknown; choose from {sorted(names)}")
-
-    def shrunk(frac: float) -> dict:
-        s = dict(shape)
-        for axis in cfg.target_axes:
-            key = names[axis]
-            unit = {
-                "hidden_size": cfg.round_to,
-                "intermediate_size": cfg.round_to,
-                "mamba_num_heads": s["n_groups"],
-                "num_attention_heads": config.num_key_value_heads,
-            }[key]
-            s[key] = max(unit, math.floor(shape[key] * frac / unit) * unit)
-        return s
-
-    def count(s: dict) -> int:
-        return num_parameters(config.to_dict() | s | {"hybrid_override_pattern": pattern})
-
-    lo, hi = 0.0, 1.0
-    if count(shrunk(1.0)) <= cfg.target_params:
-        return shape
-    for _ in range(40):  # bisection on the keep fraction
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if count(shrunk(mid)) <= cfg.target_params else (lo, mid)
-    if count(shrunk(lo)) > cfg.target_params:
-        raise ConfigError(f"target_params {cfg.target_params:.3g} is out of reach by shrinking {cfg.target_axes}")
-    return shrunk(lo)
-
-
 def calibration_texts(cfg: PruneConfig, tokenizer) -> list[str]:
     from sft.common import load_split
 
@@ -203,7 +122,7 @@ def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
 
     from compress.importance import calibration_batches, depth_scores, lm_loss, width_scores
     from compress.shapes import num_parameters, serving_memory
-    from compress.slicing import Keep, grouped_top, keep_layers, slice_state_dict, top
+    from compress.slicing import Keep, fit_params, grouped_top, keep_layers, slice_state_dict, target_shape, top
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=getattr(torch, cfg.dtype)).eval()

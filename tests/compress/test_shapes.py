@@ -44,7 +44,8 @@ def test_nano2_preset_targets_give_the_9b_shapes():
 
     from transformers import NemotronHConfig
 
-    from compress.prune import parse_args, target_shape
+    from compress.prune import parse_args
+    from compress.slicing import target_shape
 
     yaml = Path(__file__).resolve().parents[2] / "compress" / "configs" / "prune_nano2_12b_to_9b.yaml"
     cfg = parse_args(["--config", str(yaml)])
