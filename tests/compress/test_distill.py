@@ -3,12 +3,22 @@ lowers the KL to the teacher on held-out text and wins back LM loss lost by prun
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
 from compress import distill, prune
 from pipelines.config import ConfigError
 from pipelines.lineage import read_manifest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_forward_kl():
@@ -63,3 +73,34 @@ def test_only_forward_kl(tiny_base, text_rows, tmp_path):
     args += ["--dataset_name", str(text_rows), "--output_dir", str(tmp_path / "x"), "--beta", "0.5", "--bf16", "false"]
     with pytest.raises(ConfigError, match="forward KL"):
         distill.main(args)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(teacher, text_rows, tmp_path):
+    """As sft/train.py: a run killed after checkpoint-4 continues from it; every step is logged once."""
+    out = tmp_path / "out"
+    argv = f"""--model_name_or_path {teacher} --teacher_model_name_or_path {teacher} --dataset_name {text_rows}
+        --output_dir {out} --eval_samples 8 --lmbda 0 --beta 0 --max_length 32 --dtype float32 --bf16 false
+        --activation_checkpointing false --max_steps 10 --save_steps 4 --logging_steps 1
+        --per_device_train_batch_size 2 --report_to none""".split()
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compress.distill", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    partial = tmp_path / ".out.partial"
+    deadline = time.monotonic() + 300
+    while not (partial / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # a crash: no cleanup, no manifest
+    proc.wait()
+    assert read_manifest(out) is None
+
+    assert distill.main(argv) == 0
+    steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    assert steps == list(range(1, 11))
+    assert read_manifest(out)["counts"]["steps"] == 10
