@@ -15,6 +15,7 @@ the case on CPU). A killed run resumes from its last `checkpoint-N` on rerun.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import ModelConfig, SFTConfig, SFTTrainer
@@ -36,17 +37,54 @@ from sft.common import (
 CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ScriptArgs, SFTConfig, ModelConfig]:
-    return parse(ScriptArgs, SFTConfig, ModelConfig, argv=argv)
+@dataclass
+class SFTScriptArgs(ScriptArgs):
+    dataset_mixture: list[dict] = field(
+        default_factory=list,
+        metadata={
+            "help": "Several SFT sets in one run instead of dataset_name (YAML only): a list of {path, weight} or "
+            "{path, tokens} (+ config, split); see sft/mixture.py."
+        },
+    )
+    mixture_rows: int | None = field(
+        default=None, metadata={"help": "Rows in a weighted mixture; default: the most that repeat no source."}
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArgs, SFTConfig, ModelConfig]:
+    return parse(SFTScriptArgs, SFTConfig, ModelConfig, argv=argv)
+
+
+def train_set(script_args: SFTScriptArgs, training_args: SFTConfig, model_args: ModelConfig):
+    """The training rows: `dataset_name` as it is, or the mixture (conversations longer than max_length left out)."""
+    if not script_args.dataset_mixture:
+        return load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    from transformers import AutoTokenizer
+
+    from sft.mixture import build_mixture
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    template = Path(training_args.chat_template_path).read_text()
+
+    def count_tokens(row: dict) -> int:
+        text = tokenizer.apply_chat_template(
+            row["messages"], tools=row.get("tools"), chat_template=template, tokenize=False
+        )
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    mixture, seed, rows = script_args.dataset_mixture, training_args.seed, script_args.mixture_rows
+    dataset, counts = build_mixture(mixture, seed, rows, count_tokens, training_args.max_length)
+    print(f"[sft] mixture: {counts}")
+    return dataset
 
 
 def build_trainer(
-    script_args: ScriptArgs, training_args: SFTConfig, model_args: ModelConfig, output_dir
+    script_args: SFTScriptArgs, training_args: SFTConfig, model_args: ModelConfig, output_dir
 ) -> SFTTrainer:
     training_args.output_dir = str(output_dir)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     training_args.chat_template_path = training_args.chat_template_path or str(CHAT_TEMPLATE)
-    dataset = load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    dataset = train_set(script_args, training_args, model_args)
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
         args=training_args,
@@ -60,7 +98,8 @@ def build_trainer(
 
 def main(argv: list[str] | None = None) -> int:
     script_args, training_args, model_args = parse_args(argv)
-    inputs = [model_args.model_name_or_path, script_args.dataset_name]
+    mixture = [source["path"] for source in script_args.dataset_mixture]
+    inputs = [model_args.model_name_or_path, script_args.dataset_name, *mixture]
     art = checkpoint_artifact("sft", script_args, training_args, model_args, inputs)
     if art.up_to_date() and not script_args.force:
         print(art.skip_message())
