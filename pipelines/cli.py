@@ -7,6 +7,8 @@ command runs, so `nanoforge --help` stays instant.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 
 # command -> (module, one-line description)
@@ -32,10 +34,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def setup_logging(level: str) -> None:
+    """The one logging setup: library code logs through `logging.getLogger(__name__)`; this prints it on stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("urllib3", "filelock", "fsspec", "httpx", "matplotlib"):  # their INFO/DEBUG is not about our run
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def pop_log_level(argv: list[str]) -> tuple[str, list[str]]:
+    """`--log_level LEVEL` (anywhere in argv; default $NANOFORGE_LOG_LEVEL or INFO) and the argv without it."""
+    level, rest, i = os.environ.get("NANOFORGE_LOG_LEVEL", "INFO"), [], 0
+    while i < len(argv):
+        if argv[i] == "--log_level" and i + 1 < len(argv):
+            level, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--log_level="):
+            level, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            rest, i = [*rest, argv[i]], i + 1
+    return level.upper(), rest
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: nanoforge <command> [--config FILE.yaml] [--field value ...]",
+        "usage: nanoforge <command> [--config FILE.yaml] [--field value ...] [--log_level DEBUG|INFO|WARNING|ERROR]",
         "",
         "Open data-curation and post-training pipeline (Nemotron-H / Nano 2 recipe).",
         "",
@@ -48,7 +73,12 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    level, argv = pop_log_level(list(sys.argv[1:] if argv is None else argv))
+    if level not in LOG_LEVELS:
+        print(f"nanoforge: --log_level {level!r}: choose one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+        return 2
+    setup_logging(level)
+    os.environ["NANOFORGE_LOG_LEVEL"] = level  # stages that start more processes (Ray jobs, trl) pass it on
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

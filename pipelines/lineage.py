@@ -4,7 +4,7 @@ Every stage writes its output through `Artifact`:
 
     art = Artifact(output_dir, kind="documents", stage="curate", config=to_dict(cfg), inputs=cfg.input_paths)
     if art.up_to_date() and not cfg.force:
-        print(art.skip_message()); return art.path
+        log.info(art.skip_message()); return art.path
     with art.writing() as tmp:          # tmp: Path of the partial directory
         ...write files under tmp...
         art.counts = {"input": n, "kept": k}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import logging
 import random
 import subprocess
 import sys
@@ -29,6 +30,8 @@ import numpy as np
 
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import Artifact
+
+log = logging.getLogger(__name__)
 
 HQ_LABEL, WEB_LABEL = "__label__hq", "__label__cc"
 MODEL_FILE = "model.bin"
@@ -197,7 +200,7 @@ def train_fasttext(train_file: Path, model_file: Path, cfg: TrainQualityClassifi
                 raise RuntimeError(f"fastText training failed: {e}") from None
             if attempt == retries:
                 raise ConfigError(f"fastText diverged (NaN) at every lr down to {lr:g}; lower dim or epoch, or give more data") from None  # fmt: skip
-            print(f"[train-quality-classifier] fastText diverged (NaN) at lr={lr:g}; retrying at lr={lr / 2:g}", file=sys.stderr)  # fmt: skip
+            log.warning(f"[train-quality-classifier] fastText diverged (NaN) at lr={lr:g}; retrying at lr={lr / 2:g}")  # fmt: skip
             lr /= 2
     raise AssertionError("unreachable")
 

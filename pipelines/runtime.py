@@ -19,6 +19,15 @@ from collections.abc import Iterator
 log = logging.getLogger(__name__)
 
 
+def progress_enabled() -> bool:
+    """Ray Data's progress: bars in a terminal, a line a minute in a job log, none in CI (`CI` set, as GitHub
+    Actions and most CI services do) or with NANOFORGE_PROGRESS=0; NANOFORGE_PROGRESS=1 forces it on."""
+    setting = os.environ.get("NANOFORGE_PROGRESS")
+    if setting is not None:
+        return setting != "0"
+    return os.environ.get("CI", "").lower() in ("", "0", "false")
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start or attach Ray. Returns True when this call started it (and so should shut it down)."""
     import ray
@@ -48,7 +57,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
                     raise
                 log.warning("local Ray did not start (%s); retrying once", str(e).splitlines()[0][:200])
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = os.environ.get("NANOFORGE_PROGRESS", "1") != "0"
+    ctx.enable_progress_bars = progress_enabled()
     ctx.print_on_execution_start = False
     return True
 

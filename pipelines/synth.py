@@ -17,6 +17,7 @@ Data checkpointing, which needs a read -> ... -> write plan). Rows that fail are
 from __future__ import annotations
 
 import glob
+import logging
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.prompt_formats import PromptError, fields_for, to_prompt
 from pipelines.traces import REJECTED_SCHEMA, read_shards, sample_rows, to_trace, write_shard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -171,13 +174,13 @@ def synthesize(cfg: SynthConfig) -> Path:
         cfg.output_dir, kind="traces", stage="synth", config=to_dict(cfg), inputs=_inputs(cfg), ignore=IGNORED
     )
     if art.up_to_date() and not cfg.force:
-        print(art.skip_message())
+        log.info(art.skip_message())
         return art.path
     with art.writing() as tmp, ray_session(cfg.address):
         prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
         done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
         pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
-        print(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
+        log.info(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
         if pending:
             generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
             ds = ray.data.from_items(pending, override_num_blocks=max(1, min(1000, len(pending) // cfg.batch_size)))

@@ -15,6 +15,7 @@ are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollo
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import sys
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ from rl.evaluate import to_problems
 from rl.rewards import REWARDS
 from sft.common import (
     MetricsFile,
-    is_hybrid,
     ScriptArgs,
     checkpoint_artifact,
     checkpoint_writing,
+    is_hybrid,
     last_checkpoint,
     load_split,
     model_init_kwargs,
@@ -39,6 +40,8 @@ from sft.common import (
     refuse_leaky_packing,
     save_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,7 +130,7 @@ def build_trainer(
     training_args.output_dir = str(output_dir)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     if training_args.use_vllm and not torch.cuda.is_available():
-        print("[grpo] use_vllm is set but no GPU is present: generating with transformers instead")
+        log.warning("[grpo] use_vllm is set but no GPU is present: generating with transformers instead")
         training_args.use_vllm = False
     if training_args.use_vllm and training_args.vllm_mode == "colocate":
         colocated_engine_kwargs(script_args, model_args)

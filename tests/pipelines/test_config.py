@@ -76,3 +76,31 @@ def test_cli_help_lists_commands(capsys):
 def test_cli_unknown_command(capsys):
     assert cli_main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_cli_log_level_is_one_setup_and_a_bad_level_is_refused(capsys, monkeypatch):
+    import logging
+
+    from pipelines import cli
+
+    monkeypatch.setenv("NANOFORGE_LOG_LEVEL", "INFO")  # main() sets it for the processes a stage starts
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)
+    argv = ["curate", "--log_level", "debug", "--force", "true"]
+    assert cli.pop_log_level(argv) == ("DEBUG", ["curate", "--force", "true"])
+    assert cli.pop_log_level(["--log_level=warning", "run"]) == ("WARNING", ["run"])
+    assert cli.main(["--log_level", "loud", "run"]) == 2 and "choose one of" in capsys.readouterr().err
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # basicConfig configures only an unconfigured root
+    assert cli.main(["--log_level", "WARNING", "--help"]) == 0
+    assert logging.getLogger().level == logging.WARNING
+
+
+def test_ray_progress_is_on_in_a_terminal_and_off_in_ci(monkeypatch):
+    from pipelines.runtime import progress_enabled
+
+    monkeypatch.delenv("NANOFORGE_PROGRESS", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    assert progress_enabled()
+    monkeypatch.setenv("CI", "true")
+    assert not progress_enabled()
+    monkeypatch.setenv("NANOFORGE_PROGRESS", "1")  # asked for explicitly
+    assert progress_enabled()
