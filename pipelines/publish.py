@@ -77,6 +77,10 @@ class PublishConfig:
         default=None, metadata={"help": "Card title; default '<name> (<kind>, nanoforge <stage>)'."}
     )
     endpoint: str | None = field(default=None, metadata={"help": "Hub URL; default $HF_ENDPOINT or https://huggingface.co."})  # fmt: skip
+    large_upload_files: int = field(
+        default=10_000, metadata={"help": "From this many files, or large_upload_gb, upload in several resumable commits."}
+    )
+    large_upload_gb: float = field(default=50.0, metadata={"help": "See large_upload_files."})
 
 
 def parse_args(argv: list[str] | None = None) -> PublishConfig:
@@ -210,6 +214,36 @@ def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> bool:
     return True
 
 
+def stage_upload(staging: Path, contents: dict[str, Path | bytes]) -> None:
+    """The upload as a folder for `upload_folder`: generated files written, artifact files hard-linked (a symlink
+    across filesystems), never copied: a large artifact is not duplicated on disk."""
+    import os
+
+    for rel, src in contents.items():
+        dest = staging / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        if isinstance(src, bytes):
+            dest.write_bytes(src)
+            continue
+        try:
+            os.link(src, dest)
+        except OSError:
+            dest.symlink_to(src.resolve())
+
+
+def upload_large(api, cfg: PublishConfig, repo_type: str, revision: str, path: Path, contents: dict, message: str):
+    """An artifact too large for one commit: `HfApi.upload_folder` (huggingface_hub 2's successor of
+    `upload_large_folder`: with hf_xet it commits in batches and a rerun resumes). `delete_patterns="*"` removes what
+    else is on the revision, as the one-commit path does. The staging folder stays after a failure, for the rerun."""
+    staging = path.parent / f".{path.name}.publish-{revision}"
+    stage_upload(staging, contents)
+    commit = api.upload_folder(repo_id=cfg.repo_id, repo_type=repo_type, revision=revision, folder_path=staging,
+                               delete_patterns="*", commit_message=message)  # fmt: skip
+    shutil.rmtree(staging)
+    return commit
+
+
 def main(argv: list[str] | None = None) -> int:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.errors import HTTPError  # the HTTP client's base error: refusals and unreachable Hubs
@@ -262,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
             step = f"create branch {revision}"
             api.create_branch(cfg.repo_id, branch=revision, repo_type=kind.repo_type, exist_ok=True)
         step = "commit the files"
+        message = f"nanoforge publish: {manifest['kind']} {manifest['name']} ({manifest['hash'][:12]})"
+        size = sum(len(src) if isinstance(src, bytes) else src.stat().st_size for src in contents.values())
+        if len(contents) >= cfg.large_upload_files or size >= cfg.large_upload_gb * 2**30:
+            print(f"[publish] {len(contents)} files, {size / 2**30:.1f} GiB: uploading in several resumable commits")
+            commit = upload_large(api, cfg, kind.repo_type, revision, path, contents, message)
+            print(f"[publish] {commit.commit_url}")
+            return 0
         # The revision ends up holding exactly this artifact: files an earlier publish left there (say a shard
         # that no longer exists) would otherwise be picked up by the card's `documents/*.parquet` globs.
         stale = [p for p in api.list_repo_files(cfg.repo_id, repo_type=kind.repo_type, revision=revision)
@@ -274,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             revision=revision,
             operations=[CommitOperationDelete(p) for p in stale]
             + [CommitOperationAdd(rel, src if isinstance(src, bytes) else str(src)) for rel, src in contents.items()],
-            commit_message=f"nanoforge publish: {manifest['kind']} {manifest['name']} ({manifest['hash'][:12]})",
+            commit_message=message,
             commit_description=f"stage {manifest['stage']}, config_hash {manifest['config_hash']}, code {manifest.get('code_version')}",
         )
     except (HTTPError, OSError) as e:  # OSError: offline mode (HF_HUB_OFFLINE=1), unreadable files

@@ -505,3 +505,20 @@ def test_dry_run_again_is_a_no_op_a_stale_preview_is_replaced_a_foreign_director
     with pytest.raises(ConfigError, match="not empty and is not a publish preview"):
         publish.main([*argv[:-1], str(mine)])
     assert (mine / "notes.txt").read_text() == "my notes"
+
+
+def test_a_large_artifact_goes_up_through_upload_folder_and_the_revision_holds_exactly_it(hub, docs, capsys):
+    """Past --large_upload_files, publish stages the upload (links, no copies) and calls HfApi.upload_folder, which
+    commits in resumable batches with hf_xet (this Hub has no Xet: its one-commit fallback runs here)."""
+    argv = [str(docs), "--repo_id", "nano/web-docs", "--endpoint", hub.url, "--revision", "main"]
+    publish.main(argv)
+    (docs / "documents" / "part-00001.parquet").unlink()  # a shard the first upload has and this one does not
+    publish.main([*argv, "--large_upload_files", "1"])
+
+    assert "several resumable commits" in capsys.readouterr().out
+    repo = hub.repos[("dataset", "nano/web-docs")]
+    files = repo["branches"]["main"]
+    assert "documents/part-00001.parquet" not in files  # delete_patterns: the revision holds exactly this artifact
+    assert files["documents/part-00000.parquet"] == (docs / "documents" / "part-00000.parquet").read_bytes()
+    assert {"README.md", "manifest.json", ".gitattributes"} <= set(files)
+    assert not list(docs.parent.glob(f".{docs.name}.publish-*"))  # the staging folder is gone after success
