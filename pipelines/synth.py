@@ -174,7 +174,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         cfg.output_dir, kind="traces", stage="synth", config=to_dict(cfg), inputs=_inputs(cfg), ignore=IGNORED
     )
     if art.up_to_date() and not cfg.force:
-        log.info(art.skip_message())
+        print(art.skip_message())
         return art.path
     with art.writing() as tmp, ray_session(cfg.address):
         prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,8 +22,6 @@ from pathlib import Path
 from pipelines.config import ConfigError, parse
 from pipelines.lineage import Artifact
 from sft.tokenizer import CHAT_TEMPLATE, EOS_DOC, builtin_corpus, read_corpus, train_tokenizer
-
-log = logging.getLogger(__name__)
 
 # Layer patterns use Nemotron-H's notation: M = Mamba-2, * = attention, - = MLP. Nano 2 is ~half Mamba, half MLP,
 # with attention in ~8% of the layers; `small` keeps those ratios, `tiny` keeps one of each.
@@ -129,7 +126,7 @@ def build_base(
         config["corpus_sha256"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     art = Artifact(output_dir, kind="checkpoint", stage="init-base", config=config, inputs=corpus_paths or ())
     if art.up_to_date() and not force:
-        log.info(art.skip_message())
+        print(art.skip_message())
         return art.path
     with art.writing(resume=False) as tmp:
         counts = {}
@@ -144,7 +141,7 @@ def build_base(
         n_params = sum(p.numel() for p in model.parameters())
         art.counts = {"parameters": n_params, "vocab_size": len(tokenizer), "tokenizer_texts": len(texts), **counts}
         art.extra = {"model": {"architecture": "NemotronHForCausalLM", "layer_pattern": PRESETS[preset]["pattern"]}}
-    log.info(f"[init-base] wrote {art.path}: {preset}, {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}")
+    print(f"[init-base] wrote {art.path}: {preset}, {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}")
     return art.path
 
 
