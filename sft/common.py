@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from transformers import TrainerCallback
 
 from pipelines.config import ConfigError, to_dict
 from pipelines.lineage import Artifact
-
-log = logging.getLogger(__name__)
 
 # Nemotron-H names its Mamba-2 input projection in_proj; PEFT has no default target list for the architecture, and
 # LoRA on attention alone would leave the mixing layers (~90% of Nano 2) frozen. The Mamba out_proj is left out on
@@ -260,9 +257,9 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
             aside = checkpoint.with_name(f"torn-{checkpoint.name}")
             shutil.rmtree(aside, ignore_errors=True)
             checkpoint.rename(aside)
-            log.warning(f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set aside as {aside}")  # fmt: skip
+            print(f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set aside as {aside}")  # fmt: skip
             continue
-        log.info("[resume] continuing from %s", checkpoint)
+        print(f"[resume] continuing from {checkpoint}")
         return str(checkpoint)
     return None
 
