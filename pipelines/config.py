@@ -2,7 +2,8 @@
 
 A run is one YAML file (`--config x.yaml`); every dataclass field is also a `--field_name` flag that overrides
 the YAML. Unlike plain `TrlParser`, an unknown YAML key fails with a message that names the key, the file and
-the closest known key, before anything runs.
+the closest known key, and a value of the wrong type (`languages: en` where a list is expected) fails naming the
+field, the file and the expected type, before anything runs.
 
     @dataclass
     class CurateConfig:
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,87 @@ def check_keys(config: dict[str, Any], dataclass_types: Sequence[type], source: 
             raise ConfigError(f"{source}: unknown key '{key}'{hint}; {names} has no such field")
 
 
+def check_types(config: dict[str, Any], dataclass_types: Sequence[type], source: str | Path) -> None:
+    """Fail on a YAML value of the wrong type, naming the field, the file and the expected type.
+
+    TrlParser hands YAML values to the dataclasses unconverted, so `languages: en` for a list field would arrive as
+    the string 'en' (and later become {'e', 'n'}). Flags are converted by argparse and need no check. Fields a
+    dataclass lists in its `YAML_BOOL_FIELDS` take a YAML boolean (a bare on/off) and convert it themselves.
+    """
+    for dc in dataclass_types:
+        try:
+            hints = typing.get_type_hints(dc)
+        except Exception:  # a library dataclass whose annotations do not resolve here: nothing to check against
+            continue
+        for f in dataclasses.fields(dc):
+            if f.name not in config or f.name not in hints:
+                continue
+            value, expected = config[f.name], hints[f.name]
+            if isinstance(value, bool) and f.name in getattr(dc, "YAML_BOOL_FIELDS", ()):
+                continue
+            library = dc.__module__.split(".")[0] in LIBRARY_PACKAGES
+            if not _matches(value, expected) and not (library and _library_leniency(value, expected)):
+                hint = ""
+                if isinstance(value, bool | int | float) and _matches("x", expected):
+                    hint = " (YAML read it as a number or boolean: quote it, e.g. 'on' or '0123')"
+                elif isinstance(value, str) and _matches([value], expected):
+                    hint = f" (a list: write [{value}] or a '- {value}' item)"
+                raise ConfigError(
+                    f"{source}: field '{f.name}' expects {_type_name(expected)}, got {type(value).__name__} "
+                    f"{value!r}{hint}"
+                )
+
+
+# Their dataclasses' hints are looser than what they accept (transformers' `fsdp: str | None` takes `true`): for
+# them only the unambiguous mistakes fail, a scalar for a list and text for a number.
+LIBRARY_PACKAGES = frozenset({"transformers", "trl", "peft", "accelerate", "datasets"})
+
+
+def _library_leniency(value: Any, expected: Any) -> bool:
+    """True when a library field's mismatch is not one of the unambiguous mistakes."""
+    union = typing.get_origin(expected) in (typing.Union, types.UnionType)
+    arms = [a for a in typing.get_args(expected) if a is not type(None)] if union else [expected]
+    only_lists = all(a in (list, tuple) or typing.get_origin(a) in (list, tuple) for a in arms)
+    scalar_for_list = only_lists and value is not None and not isinstance(value, list | dict)
+    text_for_number = isinstance(value, str) and (_matches(0, expected) or _matches(0.5, expected))
+    return not (scalar_for_list or text_for_number)
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether a YAML value fits a type hint; hints this does not know (library classes) accept anything."""
+    if expected is Any:
+        return True
+    if expected is None or expected is type(None):
+        return value is None
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, set, frozenset, Sequence):
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict or expected is dict:
+        return isinstance(value, dict)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if expected in (list, tuple):
+        return isinstance(value, list)
+    if isinstance(expected, type) and issubclass(expected, enum.Enum):
+        return isinstance(value, str) and value in {str(m.value) for m in expected} | set(expected.__members__)
+    return True
+
+
+def _type_name(expected: Any) -> str:
+    name = getattr(expected, "__name__", None) if typing.get_origin(expected) is None else None
+    return name or str(expected).replace("typing.", "")
+
+
 def parse(*dataclass_types: type, argv: Sequence[str] | None = None) -> Any:
     """Parse `--config FILE` and `--field value` flags into instances of `dataclass_types`.
 
@@ -68,7 +153,9 @@ def parse(*dataclass_types: type, argv: Sequence[str] | None = None) -> Any:
         if i + 1 >= len(args):
             raise ConfigError("--config needs a path to a YAML file")
         path = args[i + 1]
-        check_keys(load_yaml(path), dataclass_types, path)
+        config = load_yaml(path)
+        check_keys(config, dataclass_types, path)
+        check_types(config, dataclass_types, path)
     parser = TrlParser(dataclass_types)
     try:
         out = parser.parse_args_and_config(args)

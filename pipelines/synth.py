@@ -22,6 +22,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
@@ -77,6 +78,8 @@ class SynthConfig:
     output_dir: str = field(default="runs/synth", metadata={"help": "Where the traces artifact goes."})
     force: bool = field(default=False, metadata={"help": "Rerun even if the artifact is up to date."})
     address: str | None = field(default=None, metadata={"help": "Ray address (default: embedded local Ray)."})
+
+    YAML_BOOL_FIELDS: ClassVar[frozenset[str]] = frozenset({"reasoning"})  # a bare `on`/`off`: see parse_args
 
 
 # Fields that change speed or batching, not which samples exist (a resumed run may change them).

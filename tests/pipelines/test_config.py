@@ -104,3 +104,73 @@ def test_ray_progress_is_on_in_a_terminal_and_off_in_ci(monkeypatch):
     assert not progress_enabled()
     monkeypatch.setenv("NANOFORGE_PROGRESS", "1")  # asked for explicitly
     assert progress_enabled()
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("paths: en\n", r"field 'paths' expects list\[str\], got str 'en' \(a list: write \[en\]"),
+        ("steps: three\n", r"field 'steps' expects int, got str 'three'"),
+        ("steps: 2.5\n", r"field 'steps' expects int, got float 2.5"),
+        ("name: on\n", r"field 'name' expects str, got bool True \(YAML read it as a number or boolean: quote it"),
+        ("paths: [a, 3]\n", r"field 'paths' expects list\[str\], got list \['a', 3\]"),
+    ],
+)
+def test_a_yaml_value_of_the_wrong_type_names_field_file_and_expected_type(tmp_path, yaml_text, message):
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=r"toy\.yaml: " + message):
+        parse(Toy, argv=["--config", str(cfg)])
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_checks_its_config_field_types(command, tmp_path, monkeypatch):
+    """Generic over every config dataclass a command parses (ours and TRL's): a scalar for a list field fails."""
+    import dataclasses
+    import typing
+
+    import pipelines.config as config_module
+
+    module = importlib.import_module(COMMANDS[command][0])
+    seen: list[type] = []
+    real = config_module.check_types
+    monkeypatch.setattr(config_module, "check_types", lambda c, dcs, src: (seen.extend(dcs), real(c, dcs, src)))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    try:  # only which dataclasses get checked matters here; required fields may be missing
+        module.parse_args(["--config", str(empty)])
+    except (ConfigError, SystemExit, ValueError):
+        pass
+    monkeypatch.setattr(config_module, "check_types", real)
+    if not seen:
+        pytest.skip(f"{command} takes no --config")
+    checked = []
+    for dc in seen:  # per dataclass: a list field given a scalar, else an int field given text, else a bool one
+        hints = typing.get_type_hints(dc)
+        for kind, bad_value in ((list, "7"), (int, "seven"), (bool, "maybe")):
+            field_name = next((f.name for f in dataclasses.fields(dc) if _only(hints[f.name], kind)), None)
+            if field_name:
+                (tmp_path / "bad.yaml").write_text(f"{field_name}: {bad_value}\n")
+                with pytest.raises(ConfigError, match=rf"bad\.yaml: field '{field_name}' expects .*{kind.__name__}"):
+                    module.parse_args(["--config", str(tmp_path / "bad.yaml")])
+                checked.append(field_name)
+                break
+    assert checked, f"{command}: no list, int or bool field to check"
+
+
+def _only(hint, kind) -> bool:
+    """The hint is `kind` (or `kind[...]`), optionally `| None`."""
+    import types
+    import typing
+
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    arms = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    return len(arms) == 1 and kind in (arms[0], typing.get_origin(arms[0]))
+
+
+def test_curate_languages_scalar_is_an_error_not_a_set_of_letters(tmp_path):
+    """The issue's case: `languages: en` used to become {'e', 'n'} and reject every document as wrong_language."""
+    from pipelines import curate
+
+    cfg = tmp_path / "curate.yaml"
+    cfg.write_text("languages: en\n")
+    with pytest.raises(ConfigError, match=r"curate\.yaml: field 'languages' expects list\[str\], got str 'en' \(a list: write \[en\]"):  # fmt: skip
+        curate.parse_args(["--config", str(cfg), "--input_paths", str(cfg)])
