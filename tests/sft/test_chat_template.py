@@ -113,8 +113,8 @@ def test_prompt_tokens_are_a_prefix_of_prompt_plus_completion(tok, flag, complet
 
 
 def test_unknown_role_fails_with_a_message(tok):
-    with pytest.raises(Exception, match="unsupported role 'tool'"):
-        tok.apply_chat_template([user("hi"), {"role": "tool", "content": "x"}], tokenize=False)
+    with pytest.raises(Exception, match="unsupported role 'ipython'"):  # `tool` is a role since tool calling
+        tok.apply_chat_template([user("hi"), {"role": "ipython", "content": "x"}], tokenize=False)
 
 
 def test_trl_accepts_the_template(tok):
@@ -162,3 +162,115 @@ def test_sft_trainer_assistant_only_loss_smoke(tiny_base, tmp_path):
     trainer.train()
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert any("mixer.in_proj" in n for n in changed) and any("mixer.q_proj" in n for n in changed)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "description": "Local time.", "parameters": {}}}
+
+
+def call(name, arguments):
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+TOOL_CHAT = [
+    system("Be helpful. /no_think"),
+    user("Weather and time in Paris?"),
+    {"role": "assistant", "content": "", "tool_calls": [call("get_weather", {"city": "Paris"}), call("get_time", {})]},
+    {"role": "tool", "content": '{"temp_c": 18}'},
+    {"role": "tool", "content": '"14:05"'},
+    assistant("18 C and 14:05 in Paris."),
+]
+
+
+def between(text: str, start: str, end: str) -> list:
+    """Every JSON payload between `start` and `end` markers in `text`."""
+    import json
+
+    return [json.loads(chunk.split(end)[0]) for chunk in text.split(start)[1:]]
+
+
+def test_tool_conversation_round_trips(tok):
+    """Render a tool-calling conversation, read tools, calls and results back out of the text: all equal."""
+    text = tok.apply_chat_template(TOOL_CHAT, tools=[WEATHER, TIME], tokenize=False)
+    assert text.startswith("<SPECIAL_10>System\nBe helpful.\n\nYou can use the following tools")
+    assert between(text, "<AVAILABLE_TOOLS>", "</AVAILABLE_TOOLS>") == [[WEATHER["function"], TIME["function"]]]
+    turns = text.split("<SPECIAL_11>", 1)[1]  # after the system turn and its format examples
+    [calls] = between(turns, "<TOOLCALL>", "</TOOLCALL>")
+    assert calls == [{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]
+    assert between(turns, "<TOOL_RESPONSE>", "</TOOL_RESPONSE>") == [[{"temp_c": 18}, "14:05"]]  # grouped, in order
+    assert "<SPECIAL_11>Assistant\n<TOOLCALL>[" in text  # a call-only turn: no text before the calls
+    assert "</TOOL_RESPONSE>\n" + ASSISTANT + OFF + "18 C and 14:05 in Paris." + END in text
+
+
+def test_tool_results_are_a_user_turn_and_the_prompt_stays_a_prefix(tok):
+    """After tool results the generation prompt opens the next assistant turn; the completion only appends."""
+    prompt_ids = tok.apply_chat_template(TOOL_CHAT[:-1], tools=[WEATHER], add_generation_prompt=True)["input_ids"]
+    full_ids = tok.apply_chat_template(TOOL_CHAT, tools=[WEATHER])["input_ids"]
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    assert tok.decode(prompt_ids).endswith(
+        '<SPECIAL_11>User\n<TOOL_RESPONSE>[{"temp_c": 18}, "14:05"]</TOOL_RESPONSE>\n' + ASSISTANT + OFF
+    )
+
+
+def test_string_arguments_are_kept_as_written(tok):
+    messages = [
+        user("w?"),
+        {"role": "assistant", "content": "", "tool_calls": [call("get_weather", '{"city":"Rome"}')]},
+    ]
+    text = tok.apply_chat_template(messages, tools=[WEATHER], tokenize=False)
+    assert '<TOOLCALL>[{"name": "get_weather", "arguments": {"city":"Rome"}}]</TOOLCALL>' in text
+
+
+def test_loss_covers_the_assistant_calls_only(tok):
+    """The assistant mask: calls and the final answer are trained; tool specs, user text and results are not."""
+    masked = masked_text_with_tools(tok, TOOL_CHAT, [WEATHER, TIME])
+    assert masked == (
+        '<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]'
+        "</TOOLCALL>" + END + "18 C and 14:05 in Paris." + END
+    )
+
+
+def masked_text_with_tools(tok, messages, tools) -> str:
+    out = tok.apply_chat_template(messages, tools=tools, return_dict=True, return_assistant_tokens_mask=True)
+    ids = [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    return tok.decode(ids)
+
+
+def test_sft_trainer_masks_a_tool_calling_set(tiny_base, tmp_path):
+    """An SFT set with a `tools` column (JSON text, as Parquet/JSONL hold it): TRL renders the tools through our
+    template and its assistant mask covers exactly the calls and answers."""
+    import json
+
+    from trl import ModelConfig, SFTConfig
+
+    from sft import train
+
+    data = tmp_path / "tools.jsonl"
+    data.write_text(json.dumps({"messages": TOOL_CHAT, "tools": json.dumps([WEATHER, TIME])}) + "\n")
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        assistant_only_loss=True,
+        max_length=2048,
+        bf16=False,
+        report_to="none",
+        max_steps=1,
+    )
+    script = train.SFTScriptArgs(dataset_name=str(data))
+    trainer = train.build_trainer(
+        script, args, ModelConfig(model_name_or_path=str(tiny_base), dtype="float32"), tmp_path / "out"
+    )
+    row = trainer.train_dataset[0]
+    trained = tok_decode(tiny_base, [label for label in row["labels"] if label != -100])  # TRL folds the mask in
+    assert trained == masked_text_with_tools(AutoTokenizer.from_pretrained(tiny_base), TOOL_CHAT, [WEATHER, TIME])
+    assert "<TOOLCALL>" in trained and "TOOL_RESPONSE" not in trained and "AVAILABLE_TOOLS" not in trained
+
+
+def tok_decode(base, ids) -> str:
+    return AutoTokenizer.from_pretrained(base).decode(ids)
