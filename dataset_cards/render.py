@@ -23,9 +23,9 @@ from typing import Any
 
 import jinja2
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
+from pipelines import storage
 from pipelines.config import ConfigError
 from pipelines.lineage import MANIFEST, input_hash, read_manifest
 
@@ -113,6 +113,19 @@ def size_category(n: int) -> str:
     return next((label for bound, label in bounds if n < bound), "n>1T")
 
 
+def find(artifact: str | Path, pattern: str, top_only: bool = False) -> list[tuple[str, str]]:
+    """(path relative to the artifact, full path or URL) of the files matching `pattern` at any depth (or at the
+    top only), skipping hidden files and folders; local or on object storage alike."""
+    fs, root = storage.filesystem(artifact)
+    root = root.rstrip("/")
+    found = []
+    for f in sorted(fs.glob(f"{root}/{pattern}" if top_only else f"{root}/**/{pattern}")):
+        rel = f[len(root) + 1 :]
+        if not any(part.startswith(".") for part in rel.split("/")):
+            found.append((rel, storage.join(artifact, rel)))
+    return found
+
+
 def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
     """One Hub dataset config per directory of Parquet shards, the default view first.
 
@@ -120,15 +133,14 @@ def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
     "schema": [(column, type)]}`. Files named `train-*`/`validation-*`/`test-*` form those splits; any other
     name is `train`. Row counts and schemas come from Parquet footers (no data is read).
     """
-    artifact = Path(artifact)
     by_dir: dict[str, list[Path]] = {}
-    for f in sorted(artifact.rglob("*.parquet")):
-        rel = f.relative_to(artifact)
-        if not any(part.startswith(".") for part in rel.parts):
-            by_dir.setdefault(rel.parent.as_posix(), []).append(rel)
+    footers = {}
+    for rel, full in find(artifact, "*.parquet"):
+        by_dir.setdefault(Path(rel).parent.as_posix(), []).append(Path(rel))
+        footers[rel] = storage.parquet_metadata(full)
     configs = []
     for d, files in by_dir.items():
-        rows = {rel.as_posix(): pq.ParquetFile(artifact / rel).metadata.num_rows for rel in files}
+        rows = {rel.as_posix(): footers[rel.as_posix()].num_rows for rel in files}
         splits: dict[str, list[str]] = {}
         for rel in files:
             prefix = re.split(r"[-_.]", rel.name, maxsplit=1)[0]
@@ -147,7 +159,7 @@ def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
                 "splits": splits,
                 "data_files": data_files,
                 "rows": {s: sum(rows[p] for p in ps) for s, ps in splits.items()},
-                "schema": [(f.name, str(f.type)) for f in pq.read_schema(artifact / files[0])],
+                "schema": [(f.name, str(f.type)) for f in footers[files[0].as_posix()].schema.to_arrow_schema()],
             }
         )
     side = [c for c in configs if SIDE_DIRS_SET.intersection(c["dir"].split("/"))]
@@ -268,14 +280,14 @@ def pick(config: dict[str, Any], keys: tuple[str, ...]) -> list[list[Any]]:
     return [[k, v] for k, v in config.items() if any(s in k for s in keys) and v not in (None, "", [], {})]
 
 
-def distinct(artifact: Path, config: dict[str, Any] | None, columns: tuple[str, ...], limit: int = 20) -> list[dict]:
+def distinct(artifact: str | Path, config: dict | None, columns: tuple[str, ...], limit: int = 20) -> list[dict]:
     """Distinct values (with row counts) of `columns` over a config's shards, e.g. each trace's generator and
     sampling parameters as actually recorded in the data. Reads only those columns."""
-    files = [artifact / p for ps in (config or {}).get("splits", {}).values() for p in ps]
+    files = [storage.join(artifact, p) for ps in (config or {}).get("splits", {}).values() for p in ps]
     present = [c for c in columns if config and c in dict(config["schema"])]
     if not files or not present:
         return []
-    table = pa.concat_tables(pq.read_table(f, columns=present) for f in files).flatten()
+    table = pa.concat_tables(storage.read_table(f, columns=present) for f in files).flatten()
     # Per-sample seeds make every row distinct, and all-null fields say nothing.
     table = table.select(
         [c for c in table.column_names if c.rsplit(".", 1)[-1] != "seed" and table[c].null_count < len(table)]
@@ -338,16 +350,18 @@ def render_card(
     secrets: tuple[str, ...] = (),
     upload: dict[str, Any] | None = None,
     local_path: str | Path | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> str:
     """The README.md (YAML front matter + body) for the complete artifact at `artifact`.
 
     `upload` (from publish) says what the repository holds: `{"private": bool, "left_out": ["rel (why)", ...],
     "redacted": [rel, ...]}`; folders left out get no viewer config and the card lists them.
     Without `repo_id` it is the card written into the artifact itself when it is committed: the loading code names
-    `local_path` (where the artifact will be) and a kind without a template gets the generic card.
+    `local_path` (where the artifact will be) and a kind without a template gets the generic card. `manifest`: the
+    one about to be committed (on object storage the card goes up before the manifest, the commit marker).
     """
-    artifact = Path(artifact)
-    raw = read_manifest(artifact)
+    artifact = str(artifact)
+    raw = manifest or read_manifest(artifact)
     if raw is None:
         raise ConfigError(f"{artifact}: no complete {MANIFEST}; only finished artifacts get a card")
     manifest = redact(raw, secrets)
@@ -360,14 +374,10 @@ def render_card(
     card_data = _card_data(kc, manifest, configs, license, list(language), pretty_name)
 
     def json_tables(pattern: str) -> list[dict[str, Any]]:
-        found = sorted(p for p in artifact.rglob(pattern) if not p.name.startswith("."))
-        return [
-            t
-            for p in found
-            for t in tables(redact(json.loads(p.read_text()), secrets), p.relative_to(artifact).as_posix())
-        ]
+        return [t for rel, full in find(artifact, pattern) for t in tables(redact(storage.read_json(full), secrets), rel)]
 
-    weights = sorted(artifact.glob("*.safetensors"))
+    fs = storage.filesystem(artifact)[0]
+    weights = [(rel, fs.size(storage.filesystem(f)[1])) for rel, f in find(artifact, "*.safetensors", top_only=True)]
     context = {
         "m": manifest,
         "card_data": card_data.to_yaml(),
@@ -390,9 +400,9 @@ def render_card(
         "training": pick(manifest["config"], TRAINING_KEYS),
         "blend_tables": json_tables("blend.json"),
         "eval_tables": json_tables("eval.json") if kc.repo_type == "model" else [],
-        "token_files": sorted(p.relative_to(artifact).with_suffix("").as_posix() for p in artifact.rglob("*.idx")),
-        "weights": [(p.name, p.stat().st_size) for p in weights],
-        "model_config": tables(_model_config(artifact / "config.json"), "config.json")
+        "token_files": [rel.removesuffix(".idx") for rel, _ in find(artifact, "*.idx")],
+        "weights": weights,
+        "model_config": tables(_model_config(storage.join(artifact, "config.json")), "config.json")
         if kc.repo_type == "model"
         else [],
     }
@@ -400,23 +410,24 @@ def render_card(
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
-def write_card(artifact: str | Path, local_path: str | Path | None = None) -> Path:
-    """Write README.md into a complete artifact (called when it is committed), unless the stage wrote its own
-    README.md and the kind has no card template (demo data). Returns the card's path."""
-    artifact = Path(artifact)
-    card = artifact / "README.md"
-    manifest = read_manifest(artifact) or {}
-    if card.exists() and card_kind(str(manifest.get("kind", "")), generic=True) is GENERIC:
+def write_card(
+    artifact: str | Path, local_path: str | Path | None = None, manifest: dict[str, Any] | None = None
+) -> str:
+    """Write README.md into an artifact being committed (local or on object storage), unless the stage wrote its
+    own README.md and the kind has no card template (demo data). Returns the card's path."""
+    card = storage.join(artifact, "README.md")
+    manifest = manifest or read_manifest(artifact) or {}
+    if storage.exists(card) and card_kind(str(manifest.get("kind", "")), generic=True) is GENERIC:
         return card
-    card.write_text(render_card(artifact, local_path=local_path))
+    storage.write_text(render_card(artifact, local_path=local_path, manifest=manifest), card)
     return card
 
 
-def _model_config(path: Path) -> dict[str, Any]:
+def _model_config(path: str) -> dict[str, Any]:
     """The architecture fields of a transformers `config.json` worth showing on a card."""
-    if not path.is_file():
+    if not storage.exists(path):
         return {}
-    config = json.loads(path.read_text())
+    config = storage.read_json(path)
     keep = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "hybrid_override_pattern", "vocab_size")
     keep += ("num_attention_heads", "num_key_value_heads", "max_position_embeddings", "torch_dtype", "dtype")
     return {k: config[k] for k in keep if k in config}

@@ -414,4 +414,8 @@ class Artifact:
         storage.write_json({"hash": self.hash, "stage": self.stage}, stamp)
         yield self.path
         storage.remove(stamp)
-        storage.write_text(json.dumps(self.manifest(time.monotonic() - start), indent=2) + "\n", manifest)
+        committed = self.manifest(time.monotonic() - start)
+        from dataset_cards.render import write_card  # the card goes up before the manifest, the commit marker
+
+        write_card(self.path, local_path=self.path, manifest=committed)
+        storage.write_text(json.dumps(committed, indent=2) + "\n", manifest)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import artifact_factory as make
 import numpy as np
+import pyarrow as pa
 import pytest
 from huggingface_hub import ModelCard
 
@@ -103,3 +104,27 @@ def test_trl_cli_trains_on_the_artifact_as_written(artifacts, tiny_base, tmp_pat
     run = trl_cli(*args, "--save_strategy", "no", tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "'train_loss'" in run.stdout + run.stderr or "train_loss" in run.stdout + run.stderr
+
+
+def test_an_artifact_on_object_storage_gets_the_same_card(tmp_path, s3_prefix):
+    """On S3 the card goes up before the manifest (the commit marker), with the configs a local artifact gets."""
+    import yaml
+
+    from pipelines import storage
+    from pipelines.lineage import Artifact
+
+    fronts = []
+    for base in (str(tmp_path), s3_prefix):
+        art = Artifact(storage.join(base, "rl_prompts"), kind="rl_prompts", stage="select", config={"k": 1})
+        with art.writing() as out:
+            row = {"prompt": [{"role": "user", "content": "2+2?"}], "answer": "4", "verifier": "math"}
+            storage.write_parquet(pa.Table.from_pylist([row] * 3), storage.join(out, "part-00000.parquet"))
+            rejected = pa.Table.from_pylist([row | {"reason": "pass_rate_1"}])
+            storage.makedirs(storage.join(out, "rejected"))
+            storage.write_parquet(rejected, storage.join(out, "rejected", "part-00000.parquet"))
+            art.counts = {"input": 4, "kept": 3, "rejected": {"pass_rate_1": 1}}
+        card = storage.read_text(storage.join(art.path, "README.md"))
+        fronts.append(yaml.safe_load(card.split("---")[1]))
+        assert read_manifest(art.path)["hash"] in card
+    assert fronts[0]["configs"] == fronts[1]["configs"]
+    assert {c["config_name"] for c in fronts[1]["configs"]} == {"default", "rejected"}
