@@ -118,13 +118,15 @@ def write_checkpoint(sd: dict, config, source: Path, out: Path) -> None:
 
 def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from compress.importance import calibration_batches, depth_scores, lm_loss, width_scores
     from compress.shapes import num_parameters, serving_memory
     from compress.slicing import Keep, fit_params, grouped_top, keep_layers, slice_state_dict, target_shape, top
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    saved_dtype = AutoConfig.from_pretrained(cfg.model_name_or_path).dtype or torch.float32  # what the output keeps
+    saved_dtype = getattr(torch, saved_dtype) if isinstance(saved_dtype, str) else saved_dtype
     model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=getattr(torch, cfg.dtype)).eval()
     config = model.config
     if config.model_type != "nemotron_h":
@@ -166,7 +168,8 @@ def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
     for key in ("hidden_size", "intermediate_size", "mamba_num_heads", "n_groups", "num_attention_heads"):
         setattr(new_config, key, shape[key])
     new_config.layers_block_type = [kinds[i] for i in layers]
-    new_config.dtype = next(iter(sd.values())).dtype  # the checkpoint's own dtype (scoring may upcast)
+    sd = {k: v.to(saved_dtype) for k, v in sd.items()}  # scoring may have upcast; the checkpoint keeps its dtype
+    new_config.dtype = saved_dtype
     write_checkpoint(sd, new_config, Path(cfg.model_name_or_path), out)
 
     before_loss = depth["base_loss"] if depth else lm_loss(model, batches)

@@ -87,3 +87,13 @@ def test_target_parameter_count(teacher, text_rows, tmp_path):
 def test_impossible_shapes_fail_clearly(teacher, text_rows, tmp_path):
     with pytest.raises(ConfigError, match="num_attention_heads 3 must be a multiple of num_key_value_heads 2"):
         run(teacher, text_rows, tmp_path / "bad", "--num_attention_heads", "3")
+
+
+def test_a_bf16_checkpoint_stays_bf16(teacher, text_rows, tmp_path):
+    """Scoring runs in float32 (`dtype`); the pruned checkpoint is written in the input's own dtype."""
+    model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(tmp_path / "bf16")
+    run(tmp_path / "bf16", text_rows, tmp_path / "pruned", "--mlp_ratio", "0.5")
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", dtype="auto")
+    assert {p.dtype for p in pruned.parameters()} == {torch.bfloat16}
