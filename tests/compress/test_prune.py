@@ -97,3 +97,26 @@ def test_a_bf16_checkpoint_stays_bf16(teacher, text_rows, tmp_path):
     run(tmp_path / "bf16", text_rows, tmp_path / "pruned", "--mlp_ratio", "0.5")
     pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", dtype="auto")
     assert {p.dtype for p in pruned.parameters()} == {torch.bfloat16}
+
+
+def test_a_silent_mamba_group_is_removed_exactly(teacher, text_rows, tmp_path):
+    """Two Mamba groups of 4 heads; group 1's gated-norm weights are zero, so it adds nothing: removing it
+    (mamba_groups_ratio 0.5) keeps heads 0-3 and B/C of group 0, and the outputs do not change. The gated norm
+    normalizes per group, so the other group is untouched."""
+    from transformers import AutoConfig, NemotronHForCausalLM
+
+    config = AutoConfig.from_pretrained(teacher)
+    config.n_groups = 2
+    torch.manual_seed(0)
+    model = NemotronHForCausalLM(config)
+    with torch.no_grad():
+        for i in (0, 2):  # the Mamba layers of M*M-
+            model.model.layers[i].mixer.norm.weight[64:] = 0  # group 1 = heads 4-7 = channels 64-127
+    model.save_pretrained(tmp_path / "groups")
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(tmp_path / "groups")
+    run(tmp_path / "groups", text_rows, tmp_path / "pruned", "--mamba_groups_ratio", "0.5")
+    record = json.loads((tmp_path / "pruned" / "pruning.json").read_text())
+    assert record["keep"]["mamba_groups"]["0"] == [0] and record["keep"]["mamba_heads"]["2"] == [0, 1, 2, 3]
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned")
+    assert (pruned.config.n_groups, pruned.config.mamba_num_heads) == (1, 4)
+    assert torch.allclose(logits(tmp_path / "groups", IDS), logits(tmp_path / "pruned", IDS), atol=1e-5)
