@@ -16,7 +16,6 @@ loss before and after, and the serving memory at 128k tokens (compress/shapes.py
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import sys
@@ -122,7 +121,7 @@ def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
 
     from compress.importance import calibration_batches, depth_scores, lm_loss, width_scores
     from compress.shapes import num_parameters, serving_memory
-    from compress.slicing import Keep, fit_params, grouped_top, keep_layers, slice_state_dict, target_shape, top
+    from compress.slicing import choose, fit_params, keep_layers, pruned_config, slice_state_dict, target_shape
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     saved_dtype = AutoConfig.from_pretrained(cfg.model_name_or_path).dtype or torch.float32  # what the output keeps
@@ -147,27 +146,9 @@ def prune(cfg: PruneConfig, out: Path, art: Artifact) -> None:
     if cfg.target_params:
         shape = fit_params(cfg, config, shape, pattern)
 
-    per_group = shape["mamba_num_heads"] // shape["n_groups"]
-    keep = Keep(hidden=top(width["hidden"], shape["hidden_size"]), layers=layers)
-    for i in layers:
-        if kinds[i] == "mlp":
-            keep.mlp[i] = top(width["mlp"][i], shape["intermediate_size"])
-        elif kinds[i] == "full_attention":
-            _, keep.attention_heads[i] = grouped_top(
-                width["attention"][i],
-                config.num_key_value_heads,
-                config.num_key_value_heads,
-                shape["num_attention_heads"] // config.num_key_value_heads,
-            )
-        else:
-            keep.mamba_groups[i], keep.mamba_heads[i] = grouped_top(
-                width["mamba"][i], config.n_groups, shape["n_groups"], per_group
-            )
+    keep = choose(width, layers, shape, config)
     sd = slice_state_dict(model.state_dict(), config, keep)
-    new_config = copy.deepcopy(config)
-    for key in ("hidden_size", "intermediate_size", "mamba_num_heads", "n_groups", "num_attention_heads"):
-        setattr(new_config, key, shape[key])
-    new_config.layers_block_type = [kinds[i] for i in layers]
+    new_config = pruned_config(config, shape, layers)
     sd = {k: v.to(saved_dtype) for k, v in sd.items()}  # scoring may have upcast; the checkpoint keeps its dtype
     new_config.dtype = saved_dtype
     write_checkpoint(sd, new_config, Path(cfg.model_name_or_path), out)

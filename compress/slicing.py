@@ -15,6 +15,7 @@ G groups of N-dim B/C, I = H * P):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -140,6 +141,32 @@ def grouped_top(scores: list[float], groups: int, keep_groups: int, keep_per_gro
     kept_groups = top(group_scores, keep_groups)
     members = [g * size + i for g in kept_groups for i in top(scores[g * size : (g + 1) * size], keep_per_group)]
     return kept_groups, members
+
+
+def choose(width: dict, layers: list[int], shape: dict, config) -> Keep:
+    """What stays, from the width scores (compress/importance.py), the kept layers and the target sizes."""
+    kinds, kv = config.layers_block_type, config.num_key_value_heads
+    keep = Keep(hidden=top(width["hidden"], shape["hidden_size"]), layers=layers)
+    for i in layers:
+        if kinds[i] == "mlp":
+            keep.mlp[i] = top(width["mlp"][i], shape["intermediate_size"])
+        elif kinds[i] == "full_attention":
+            _, keep.attention_heads[i] = grouped_top(width["attention"][i], kv, kv, shape["num_attention_heads"] // kv)
+        else:
+            per_group = shape["mamba_num_heads"] // shape["n_groups"]
+            keep.mamba_groups[i], keep.mamba_heads[i] = grouped_top(
+                width["mamba"][i], config.n_groups, shape["n_groups"], per_group
+            )
+    return keep
+
+
+def pruned_config(config, shape: dict, layers: list[int]):
+    """A copy of `config` with the pruned sizes and the kept layers' kinds."""
+    new = copy.deepcopy(config)
+    for key in ("hidden_size", "intermediate_size", "mamba_num_heads", "n_groups", "num_attention_heads"):
+        setattr(new, key, shape[key])
+    new.layers_block_type = [config.layers_block_type[i] for i in layers]
+    return new
 
 
 def _channels(units: list[int], width: int) -> torch.Tensor:
