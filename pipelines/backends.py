@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,32 @@ def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 # --- vllm -----------------------------------------------------------------------------------------------------------
 
 
+HYBRID_MAX_NUM_SEQS = 1024  # a hybrid sequence holds a few MB of Mamba state instead of a long KV cache
+# Piecewise CUDA graphs without torch.compile: 1.6-2.0x eager decode on the H100; the full compile did not start
+# within 6 minutes there (benchmarks/results/gpu.md). An engine_kwargs `compilation_config` or env var overrides it.
+VLLM_ENV = {"VLLM_USE_BREAKABLE_CUDAGRAPH": "1"}
+
+
 def vllm_engine_kwargs(cfg) -> dict[str, Any]:
-    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe)."""
+    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe), and
+    room to use its memory advantage: up to 1,024 running sequences, each batch size captured in a CUDA graph (at
+    8k-token contexts on an H200 vLLM fits ~1,140 hybrid sequences against ~410 for a dense model of its size;
+    past vLLM's default capture size of 512 the decode steps would run eagerly)."""
     kwargs = {"max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None}
     kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
     if _is_nemotron_h(cfg.model_name_or_path):
         kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
+        kwargs.setdefault("max_num_seqs", HYBRID_MAX_NUM_SEQS)
+        if not kwargs.get("enforce_eager"):
+            kwargs.setdefault("compilation_config", {"max_cudagraph_capture_size": kwargs["max_num_seqs"]})
     return kwargs
+
+
+def max_concurrent_batches(engine_kwargs: dict[str, Any], batch_size: int) -> int:
+    """Batches in flight per engine so that twice its `max_num_seqs` requests are queued: each Ray Data batch
+    returns only when its slowest row finishes, and 8 batches of 16 (ray.data.llm's default) keep 128 requests in
+    an engine that could run 256-1,024 (the stage ran at 0.75x raw vLLM that way)."""
+    return max(8, math.ceil(2 * engine_kwargs.get("max_num_seqs", 256) / batch_size))
 
 
 def _is_nemotron_h(model: str) -> bool:
@@ -179,11 +199,14 @@ def _is_nemotron_h(model: str) -> bool:
 def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    engine_kwargs = vllm_engine_kwargs(cfg)
     config = vLLMEngineProcessorConfig(
         model_source=cfg.model_name_or_path,
-        engine_kwargs=vllm_engine_kwargs(cfg),
+        engine_kwargs=engine_kwargs,
+        runtime_env={"env_vars": {k: os.environ.get(k, v) for k, v in VLLM_ENV.items()}},
         concurrency=cfg.num_workers,
         batch_size=cfg.batch_size,
+        max_concurrent_batches=max_concurrent_batches(engine_kwargs, cfg.batch_size),
         accelerator_type=cfg.accelerator_type,
         should_continue_on_error=True,  # failed rows come back with __inference_error__ instead of killing the run
         # vLLM 0.26's Ray metrics hook fails to import in the engine actor (RayPrometheusMetric ImportError, seen on

@@ -138,9 +138,11 @@ def packing_leak(model, atol: float | None = None) -> str | None:
         for training in (False, True):
             model.train(training)
             with torch.no_grad():
-                alone = model(input_ids=torch.tensor([second], device=device)).logits.float().log_softmax(-1)[0]
+                # use_cache=False as in training: with a cache NemotronH takes a path that ignores seq_idx
+                ids = torch.tensor([second], device=device)
+                alone = model(input_ids=ids, use_cache=False).logits.float().log_softmax(-1)[0]
                 inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()}
-                together = model(**inputs).logits.float().log_softmax(-1)[0]
+                together = model(**inputs, use_cache=False).logits.float().log_softmax(-1)[0]
             diff = (together[len(first) :] - alone).abs().max().item()
             if diff > atol:
                 mode = "training" if training else "inference"

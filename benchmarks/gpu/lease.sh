@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|gen|synth}
+plan=${1:?plan: train|train2|gen|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -55,6 +55,13 @@ train)
   step sft-dense-ours 70 $T sft --model dense --variant ours --steps 20
   step sft-dense-trl_default 70 $T sft --model dense --variant trl_default --steps 20
   step sft-hybrid-unpacked 70 $T sft --model hybrid --variant unpacked --steps 20
+  ;;
+train2) # the hybrid again, with room for its first steps (Triton autotuning) and per-step timings in the logs
+  models
+  step pytest-gpu 90 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
+  step sft-hybrid-ours 190 $T sft --model hybrid --variant ours --steps 20
+  step sft-hybrid-unpacked 120 $T sft --model hybrid --variant unpacked --steps 20
+  step sft-hybrid-trl_default 120 $T sft --model hybrid --variant trl_default --steps 20
   ;;
 gen)
   models

@@ -125,6 +125,7 @@ def bench_sft(a) -> None:
         def on_step_end(self, args, state, control, **kw):
             sync()
             steps.append((time.perf_counter() - self.t, *(counts[k] - self.c[k] for k in ("real", "slots", "seq_sq"))))
+            print(f"[step {state.global_step}] {steps[-1][0]:.2f} s, {steps[-1][1]} tokens", flush=True)
 
     trainer.add_callback(StepTimer())
     if torch.cuda.is_available():

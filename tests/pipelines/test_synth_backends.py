@@ -143,3 +143,37 @@ def test_openai_backend_against_local_server(ray_local, chat_server, tmp_path, m
     counts = read_manifest(out)["counts"]
     assert counts["errors"] == 2 and counts["truncated"] == 2
     assert counts["verified"] == {"true": 4, "false": 4, "null": 2}
+
+
+def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_a_cuda_graph(tmp_path):
+    from types import SimpleNamespace
+
+    from pipelines.backends import vllm_engine_kwargs
+
+    hybrid, dense = tmp_path / "hybrid", tmp_path / "dense"
+    for path, model_type in ((hybrid, "nemotron_h"), (dense, "llama")):
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"model_type": model_type}))
+
+    def cfg(model, **engine):
+        return SimpleNamespace(model_name_or_path=str(model), max_prompt_tokens=1024, max_new_tokens=512,
+                               engine_kwargs=engine)  # fmt: skip
+
+    assert vllm_engine_kwargs(cfg(hybrid)) == {
+        "max_model_len": 1536,
+        "mamba_ssm_cache_dtype": "float32",
+        "max_num_seqs": 1024,
+        "compilation_config": {"max_cudagraph_capture_size": 1024},
+    }
+    # the YAML wins; eager mode has no graphs to size
+    assert vllm_engine_kwargs(cfg(hybrid, max_num_seqs=256, enforce_eager=True))["max_num_seqs"] == 256
+    assert "compilation_config" not in vllm_engine_kwargs(cfg(hybrid, enforce_eager=True))
+    assert vllm_engine_kwargs(cfg(dense)) == {"max_model_len": 1536}  # vLLM's own defaults for dense models
+
+
+def test_enough_batches_in_flight_to_keep_the_engine_full():
+    from pipelines.backends import max_concurrent_batches
+
+    assert max_concurrent_batches({}, 16) == 32  # 2 x 256 default max_num_seqs / 16
+    assert max_concurrent_batches({"max_num_seqs": 1024}, 64) == 32
+    assert max_concurrent_batches({"max_num_seqs": 64}, 64) == 8  # never below ray.data.llm's default
