@@ -58,7 +58,10 @@ def yaml_command(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_shipped_yaml_parses_strictly(path):
+def test_every_shipped_yaml_parses_strictly(path, monkeypatch):
+    # The GPU recipes ask for bf16 autocast, which TrainingArguments refuses where no GPU supports it: parse them
+    # as the GPU machine they are written for (every other check still runs).
+    monkeypatch.setattr("transformers.training_args.is_torch_bf16_gpu_available", lambda *a, **k: True)
     command, *args = yaml_command(path)
     assert command in COMMANDS, f"{path}: unknown command {command}"
     module = importlib.import_module(COMMANDS[command][0])
