@@ -47,7 +47,7 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
     lines = []
     if name in ("env", "build"):
         return lines
-    if name.startswith("vllm_gen") or name.startswith("hf_gen") or name.startswith("synth_raw"):
+    if name.startswith(("vllm", "hf_gen", "synth_raw")):
         start = r.get("engine_start_s")
         for run in r.get("runs", []):
             rl = run.get("roofline", {}).get("tokens_per_s")
