@@ -12,7 +12,8 @@ returns it with four more columns:
 - `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
   output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason).
 - `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM.
-- `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`) via `HttpRequestProcessorConfig`.
+- `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`): `batch_size` requests in flight
+  per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
 - `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
 """
 
@@ -242,49 +243,118 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 # --- openai-compatible endpoint -------------------------------------------------------------------------------------
 
 
-def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
-    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+class OpenAIChat:
+    """A Ray Data actor that sends each row of a batch to `/chat/completions`, a few requests at a time.
 
-    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    config = HttpRequestProcessorConfig(
-        url=cfg.api_base.rstrip("/") + "/chat/completions",
-        headers={"Authorization": f"Bearer {key}"} if key else None,
-        qps=cfg.qps,
-        max_retries=cfg.max_retries,  # connection errors past this abort the run; a rerun resumes (see synth)
-        concurrency=cfg.num_workers,
-        batch_size=cfg.batch_size,
+    Our own small client rather than ray.data.llm's HttpRequestProcessorConfig, which has no request timeout and
+    raises (aborting the run) once a row's retries are spent. Here a row that times out, cannot connect or gets
+    an error status after `max_retries` retries (429, 408 and 5xx are retried with exponential backoff; other 4xx
+    are not) comes back as a failed sample with `error` set; synth counts it and retries it on resume.
+    """
+
+    RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+    def __init__(self, url: str, headers: dict, timeout_s: float, max_retries: int, qps: int | None, threads: int,
+                 model: str, backoff_s: float = 1.0):  # fmt: skip
+        import threading
+
+        self.url, self.headers, self.timeout_s, self.max_retries = url, headers, timeout_s, max_retries
+        self.interval = 1.0 / qps if qps else 0.0
+        self.threads, self.model, self.backoff_s = threads, model, backoff_s
+        self.lock, self.next_at = threading.Lock(), 0.0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from concurrent.futures import ThreadPoolExecutor
+
+        rows = _rows(batch)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(rows)))) as pool:
+            outs = list(pool.map(self.one, rows))
+        return _table([{**r, **o} for r, o in zip(rows, outs, strict=True)])
+
+    def _wait_turn(self) -> None:  # qps: requests of this worker start at least 1/qps seconds apart
+        import time
+
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_at)
+            self.next_at = start + self.interval
+        time.sleep(max(0.0, start - now))
+
+    def one(self, row: dict[str, Any]) -> dict[str, Any]:
+        import time
+        import urllib.error
+        import urllib.request
+
+        s = row["sampling"]
+        payload = dict(model=self.model, messages=row["messages"], temperature=s["temperature"], top_p=s["top_p"],
+                       max_tokens=s["max_new_tokens"], seed=s["seed"])  # fmt: skip
+        data = json.dumps(payload).encode()
+        error = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self._wait_turn()
+            request = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+                    return from_response(json.loads(resp.read()))
+            except urllib.error.HTTPError as e:
+                body = e.read().decode(errors="replace")
+                try:
+                    detail = json.loads(body).get("error") or body
+                except ValueError:
+                    detail = body
+                message = detail.get("message", json.dumps(detail)) if isinstance(detail, dict) else str(detail)
+                error = f"endpoint: {message[:500]}" if e.code < 500 else f"endpoint: HTTP {e.code}: {message[:500]}"
+                if e.code not in self.RETRYABLE:
+                    break
+            except (urllib.error.URLError, OSError) as e:  # TimeoutError is an OSError; urllib may wrap it
+                if isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError):
+                    error = f"endpoint: no response within request_timeout_s={self.timeout_s:g}"
+                else:
+                    error = f"endpoint: connection failed: {getattr(e, 'reason', e)}"
+            except ValueError as e:  # a 200 whose body is not JSON
+                error = f"endpoint: unreadable response: {e}"
+        tries = f" (after {attempt + 1} attempts)" if attempt else ""
+        return dict(completion=None, num_generated_tokens=None, truncated=False, error=error + tries)
+
+
+def from_response(resp: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat completion -> the backend's output columns (a reasoning parser's split thinking rejoined)."""
+    choices = resp.get("choices") or []
+    if resp.get("error") or not choices:
+        error = resp.get("error") or "no choices in response"
+        message = error.get("message", json.dumps(error)) if isinstance(error, dict) else str(error)
+        return dict(completion=None, num_generated_tokens=None, truncated=False, error=f"endpoint: {message}")
+    choice, usage = choices[0], resp.get("usage") or {}
+    msg = choice.get("message") or {}
+    content = msg.get("content") or ""
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")  # vllm serve --reasoning-parser splits it
+    if reasoning:
+        content = f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}"
+    return dict(
+        completion=content,
+        num_generated_tokens=usage.get("completion_tokens"),
+        truncated=choice.get("finish_reason") == "length",
+        error=None,
     )
 
-    def to_payload(row: dict[str, Any]) -> dict[str, Any]:
-        s = row["sampling"]
-        payload = dict(model=cfg.model_name_or_path, messages=row["messages"], temperature=s["temperature"],
-                       top_p=s["top_p"], max_tokens=s["max_new_tokens"], seed=s["seed"])  # fmt: skip
-        return dict(payload=payload)
 
-    def from_response(row: dict[str, Any]) -> dict[str, Any]:
-        resp = row.get("http_response") or {}
-        out = {k: row[k] for k in row if k in _SAMPLE_COLUMNS}
-        choices = resp.get("choices") or []
-        if resp.get("error") or not choices:
-            error = resp.get("error") or "no choices in response"
-            message = error.get("message", json.dumps(error)) if isinstance(error, dict) else str(error)
-            return out | dict(
-                completion=None, num_generated_tokens=None, truncated=False, error=f"endpoint: {message}"
-            )
-        choice, usage = choices[0], resp.get("usage") or {}
-        msg = choice.get("message") or {}
-        content = msg.get("content") or ""
-        reasoning = msg.get("reasoning_content") or msg.get("reasoning")  # vllm serve --reasoning-parser splits it
-        if reasoning:
-            content = f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}"
-        return out | dict(
-            completion=content,
-            num_generated_tokens=usage.get("completion_tokens"),
-            truncated=choice.get("finish_reason") == "length",
-            error=None,
-        )
-
-    return build_processor(config, preprocess=to_payload, postprocess=from_response)(ds)
+def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    return ds.map_batches(
+        OpenAIChat,
+        fn_constructor_kwargs=dict(url=cfg.api_base.rstrip("/") + "/chat/completions", headers=headers,
+                                   timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries, qps=cfg.qps,
+                                   threads=cfg.batch_size, model=cfg.model_name_or_path),  # fmt: skip
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+        num_cpus=0.25,  # waits on the network
+    )
 
 
 _SAMPLE_COLUMNS = frozenset({"id", "prompt_id", "messages", "answer", "solution", "reasoning", "sampling", "source"})

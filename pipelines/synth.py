@@ -11,7 +11,8 @@ driver, ~1 KB each; completions stream through Ray Data and are written as they 
 
 Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
 same config and inputs reads the ids already there and generates only the missing samples (we do not rely on Ray
-Data checkpointing, which needs a read -> ... -> write plan). Rows that fail are written with `error`, not fatal.
+Data checkpointing, which needs a read -> ... -> write plan). Rows that fail are written with `error`, not fatal,
+counted in the manifest, and generated again when an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import ClassVar
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.prompt_formats import PromptError, fields_for, to_prompt
-from pipelines.traces import REJECTED_SCHEMA, read_shards, sample_rows, to_trace, write_shard
+from pipelines.traces import REJECTED_SCHEMA, drop_failed, read_shards, sample_rows, to_trace, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class SynthConfig:
     api_key_env: str | None = field(default="OPENAI_API_KEY", metadata={"help": "openai: env var with the key."})
     qps: int | None = field(default=None, metadata={"help": "openai: max requests per second per worker."})
     max_retries: int = field(default=3, metadata={"help": "openai: retries per request on 429/5xx/connection."})
+    request_timeout_s: float = field(
+        default=300.0, metadata={"help": "openai: seconds to wait for one response; then it is retried or an error."}
+    )
     shard_rows: int = field(default=256, metadata={"help": "Traces per shard file (the resume granularity)."})
     output_dir: str = field(default="runs/synth", metadata={"help": "Where the traces artifact goes."})
     force: bool = field(default=False, metadata={"help": "Rerun even if the artifact is up to date."})
@@ -89,6 +93,7 @@ IGNORED = NON_SEMANTIC_FIELDS | {
     "shard_rows",
     "qps",
     "max_retries",
+    "request_timeout_s",
     "api_key_env",
 }
 
@@ -181,7 +186,10 @@ def synthesize(cfg: SynthConfig) -> Path:
         return art.path
     with art.writing() as tmp, ray_session(cfg.address):
         prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
+        retry = drop_failed(tmp / "traces")  # failed samples of an interrupted run are generated again
         done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
+        if retry:
+            print(f"[synth] resuming: {retry} failed samples will be retried")
         pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
         log.info(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
         if pending:

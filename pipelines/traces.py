@@ -134,6 +134,22 @@ def write_shard(folder: Path, rows: list[dict[str, Any]] | pa.Table, schema: pa.
     return path
 
 
+def drop_failed(folder: Path) -> int:
+    """Rewrite every shard in `folder` without its failed rows (`error` set), so a resume generates them again."""
+    import pyarrow.compute as pc
+
+    dropped = 0
+    for f in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        table = pq.read_table(f)
+        failed = pc.sum(pc.is_valid(table["error"])).as_py() or 0
+        if failed:
+            tmp = folder / f".{f.name}.tmp"
+            pq.write_table(table.filter(pc.is_null(table["error"])), tmp)
+            os.replace(tmp, f)
+            dropped += failed
+    return dropped
+
+
 def read_shards(folder: Path, columns: list[str] | None = None) -> pa.Table:
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:

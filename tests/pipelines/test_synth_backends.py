@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
@@ -86,6 +88,16 @@ class ChatServer(BaseHTTPRequestHandler):
             message |= {"reasoning_content": "Work it out.", "content": f"So it is {gold}."}
         elif behaviour == "length":
             message["content"], finish = "Let me think about this for a very long", "length"
+        if behaviour == "slow":  # answers after the client's request_timeout_s
+            time.sleep(3)
+        if behaviour == "broken":  # a proxy in front of the model failing: 502 with an HTML body, not JSON
+            data = b"<html>502 Bad Gateway</html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if behaviour == "error":
             status, payload = 400, {"error": {"message": "maximum context length exceeded", "type": "BadRequest"}}
         else:
@@ -177,3 +189,37 @@ def test_enough_batches_in_flight_to_keep_the_engine_full():
     assert max_concurrent_batches({}, 16) == 32  # 2 x 256 default max_num_seqs / 16
     assert max_concurrent_batches({"max_num_seqs": 1024}, 64) == 32
     assert max_concurrent_batches({"max_num_seqs": 64}, 64) == 8  # never below ray.data.llm's default
+
+
+def test_openai_failed_rows_are_error_samples_and_retried_on_resume(ray_local, chat_server, tmp_path):
+    """A timeout or a 502 after its retries is a counted `error` sample, not a run abort; a resume retries it."""
+    prompts, rows = gsm8k_prompts(tmp_path, 3)
+    golds = [r["answer"].split("####")[-1].strip() for r in rows]
+    ChatServer.plan = {r["question"]: (b, g) for r, b, g in zip(rows, ["correct", "slow", "broken"], golds, strict=True)}
+    ChatServer.requests = []
+    out = tmp_path / "traces"
+    argv = ["--prompts_path", str(prompts), "--backend", "openai", "--model_name_or_path", "served-model",
+            "--api_base", chat_server, "--api_key_env", "", "--num_samples", "1", "--reasoning", "on",
+            "--request_timeout_s", "1", "--max_retries", "1", "--output_dir", str(out)]  # fmt: skip
+    synthesize(parse_args(argv))
+
+    traces = {ChatServer.plan[t["messages"][1]["content"]][0]: t for t in pq.read_table(out / "traces").to_pylist()}
+    assert traces["correct"]["error"] is None and traces["correct"]["verified"] is True
+    assert traces["slow"]["error"] == "endpoint: no response within request_timeout_s=1 (after 2 attempts)"
+    assert traces["broken"]["error"].startswith("endpoint: HTTP 502: <html>502 Bad Gateway")
+    assert read_manifest(out)["counts"]["errors"] == 2
+    assert len(ChatServer.requests) == 1 + 2 + 2  # one try, and a retry for each failing row
+
+    # An interrupted run: its partial directory holds these shards; the endpoint works again.
+    partial = tmp_path / ".traces.partial"
+    shutil.copytree(out, partial)
+    (partial / ".lineage.json").write_text(json.dumps({"hash": read_manifest(out)["hash"], "stage": "synth"}))
+    (partial / "manifest.json").unlink()
+    shutil.rmtree(out)
+    ChatServer.plan = {q: ("correct", gold) for q, (_, gold) in ChatServer.plan.items()}
+    ChatServer.requests = []
+    synthesize(parse_args(argv))
+    counts = read_manifest(out)["counts"]
+    assert counts["errors"] == 0 and counts["samples"] == 3 and counts["samples_resumed"] == 1
+    assert len(ChatServer.requests) == 2  # only the two failed samples were sent again
+    assert sorted(t["id"] for t in pq.read_table(out / "traces").to_pylist()) == sorted(traces[b]["id"] for b in traces)
