@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.blend import Phase, ShortfallError, plan_blend, shuffle_phase, token_dtype, write_report
@@ -153,7 +154,9 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) 
 
 def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: Path) -> tuple[dict, dict]:
     """(selection per source for the router, stats), from the prepared (source, key, num_tokens) columns."""
-    index = pq.read_table(prepared, columns=["blend_source", "key", "num_tokens"])
+    columns = pa.schema([("blend_source", pa.string()), ("key", pa.uint64()), ("num_tokens", pa.int64())])
+    # every source empty (all documents dropped upstream): nothing was written, and the blend is empty
+    index = pq.read_table(prepared, columns=columns.names) if any(prepared.glob("*.parquet")) else columns.empty_table()  # fmt: skip
     tokens, keys = {}, {}
     for s in sources:
         rows = index.filter(np.asarray(index["blend_source"].to_numpy(zero_copy_only=False) == s["name"]))
@@ -191,6 +194,8 @@ def route(cfg: MixConfig, prepared: Path, staged: Path, selection: dict) -> None
     """Pass 2: every prepared document, once per pick, into staged/phase=P/shard=K/ with its position."""
     import ray
 
+    if not any(prepared.glob("*.parquet")):  # no documents: nothing to route
+        return
     routed = ray.data.read_parquet(str(prepared)).map_batches(
         route_batch, fn_kwargs={"selection": selection}, batch_size=cfg.batch_size, batch_format="pyarrow"
     )
@@ -252,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (prepared / "_SUCCESS").exists():
             shutil.rmtree(prepared, ignore_errors=True)
             prepare(cfg, sources, eos_id, prepared)
+            prepared.mkdir(parents=True, exist_ok=True)  # Ray Data writes no folder for zero rows
             (prepared / "_SUCCESS").touch()
         clock.append(("prepare", time.perf_counter()))
         selection, stats = plan(cfg, sources, phases, prepared)
@@ -259,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (staged / "_SUCCESS").exists():
             shutil.rmtree(staged, ignore_errors=True)
             route(cfg, prepared, staged, selection)
+            staged.mkdir(parents=True, exist_ok=True)
             (staged / "_SUCCESS").touch()
         clock.append(("route", time.perf_counter()))
         written = write_shards(cfg, phases, selection, staged, tmp, tokenizer)

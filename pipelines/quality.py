@@ -109,12 +109,7 @@ def load_thresholds(path: str, names: list[str]) -> dict[str, np.ndarray]:
     return {n: np.asarray(saved[n]["thresholds"]) for n in names}
 
 
-def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: Path) -> None:
-    """Read documents, add `_weight` and one `quality_score_<name>` column per classifier, write to `out`."""
-    import ray
-
-    ds = ray.data.read_parquet(str(docs_dir))
-    ds = ds.map_batches(add_weight, fn_kwargs={"text_column": cfg.text_column}, batch_format="pyarrow")
+def scorer_specs(cfg: QualityConfig, names: list[str]) -> list[dict]:
     specs = []
     for path, name in zip(cfg.classifiers, names, strict=True):
         args = {"path": str(path), "column": f"quality_score_{name}", "text_column": cfg.text_column}
@@ -124,6 +119,28 @@ def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: P
             specs.append(
                 {"kind": "hf", "args": {**args, "max_length": cfg.hf_max_length, "batch_size": cfg.hf_batch_size}}
             )
+    return specs
+
+
+def write_empty(cfg: QualityConfig, docs_dir: Path, names: list[str], tmp: Path) -> None:
+    """No input documents (every page was dropped upstream): documents/ with a full run's columns and no rows.
+
+    The batch functions run on the empty table in the driver, so the schema is the one they write."""
+    table = add_weight(pq.read_table(sorted(docs_dir.glob("*.parquet"))[0]).slice(0, 0), cfg.text_column)
+    table = EnsembleScorer(scorer_specs(cfg, names))(table)
+    thresholds = {n: np.zeros(len(PERCENTILES)) for n in names}
+    table = kept_rows(bucket_batch(table, thresholds, cfg.text_column, (), ()))
+    (tmp / "documents").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, tmp / "documents" / "part-00000.parquet")
+
+
+def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: Path) -> None:
+    """Read documents, add `_weight` and one `quality_score_<name>` column per classifier, write to `out`."""
+    import ray
+
+    ds = ray.data.read_parquet(str(docs_dir))
+    ds = ds.map_batches(add_weight, fn_kwargs={"text_column": cfg.text_column}, batch_format="pyarrow")
+    specs = scorer_specs(cfg, names)
     gpus = cfg.num_gpus if cfg.num_gpus >= 0 else float(ray.cluster_resources().get("GPU", 0) > 0)
     resources = {"num_gpus": gpus} if gpus and any(s["kind"] == "hf" for s in specs) else {"num_cpus": 1}
     ds = ds.map_batches(
@@ -214,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import ray
 
+    if sum(pq.read_metadata(f).num_rows for f in docs_dir.glob("*.parquet")) == 0:
+        with art.writing() as tmp:
+            write_empty(cfg, docs_dir, names, tmp)
+            by_label = {label: 0 for _, label in LABELS}
+            art.counts = {"input": 0, "kept": 0, "rejected": {}, "quarantined": 0, "by_label": by_label, "by_bucket": [0] * 20, "weight_share_by_bucket": [0.0] * 20}  # fmt: skip
+            art.extra = {"thresholds": None}
+        print(f"[quality] {art.path}: 0 documents in {docs_dir}; wrote an empty artifact")
+        return 0
     with art.writing() as tmp, ray_session(cfg.address):
         scored = tmp / "scored"
         if not (scored / "_SUCCESS").exists():  # resume after a crash: scoring is the expensive part

@@ -55,7 +55,7 @@ def test_a_record_that_breaks_a_block_is_quarantined_not_its_chunk(monkeypatch):
     assert rows[1]["error"].startswith("/data/f.jsonl:2: cannot process this record: RuntimeError: a bug in one block")
 
 
-def test_every_document_rejected_gives_a_valid_empty_artifact(ray_local, tmp_path):
+def test_every_document_rejected_gives_a_valid_empty_artifact_and_downstream_takes_it(ray_local, tmp_path):
     """100 German pages with the FineWeb config: exact and fuzzy dedup get no candidates (exact dedup used to raise
     ArrowInvalid on the empty table); the artifact is complete with zero kept rows and every reason counted."""
     src = tmp_path / "de" / "de.jsonl"
@@ -68,3 +68,13 @@ def test_every_document_rejected_gives_a_valid_empty_artifact(ray_local, tmp_pat
     assert counts["input"] == 100 and counts["kept"] == 0 and counts["rejected"] == {"wrong_language": 100}
     assert read_dir(out / "documents") == [] and pq.read_schema(out / "documents" / "part-00000.parquet").names[:2] == ["id", "text"]  # fmt: skip
     assert len(read_dir(out / "rejected")) == 100
+    # the stages downstream take the empty artifact as it is: quality writes an empty documents artifact (its
+    # columns, no rows), mix an empty blend; any classifier file loads (lid.176's `en` label stands in for `hq`)
+    from pipelines import mix, quality
+    from pipelines.filters import find_lang_model
+
+    quality.main(["--config", str(REPO / "pipelines/configs/quality_demo.yaml"), "--input_path", str(out), "--classifiers", find_lang_model(), "--fasttext_label", "__label__en", "--output_dir", str(tmp_path / "quality")])  # fmt: skip
+    assert read_manifest(tmp_path / "quality")["counts"]["input"] == 0
+    assert "quality_bucket" in pq.read_schema(tmp_path / "quality" / "documents" / "part-00000.parquet").names
+    mix.main(["--config", str(REPO / "pipelines/configs/mix_demo.yaml"), "--input_paths", str(tmp_path / "quality"), "--tokenizer", "", "--output_dir", str(tmp_path / "mix")])  # fmt: skip
+    assert {p["docs"] for p in read_manifest(tmp_path / "mix")["counts"]["phases"].values()} == {0}
