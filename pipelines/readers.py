@@ -352,3 +352,29 @@ def json_default(value):
 
 def to_json(value) -> str:
     return json.dumps(value, ensure_ascii=False, default=json_default)
+
+
+def find_broken_line(files: list[str]) -> str | None:
+    """`<file>:<line>: <what is wrong>` for the first line of the JSONL files among `files` that a JSON reader
+    refuses (malformed JSON, invalid UTF-8, a lone surrogate escape, not an object), or None. For an error message
+    after a bulk reader (Arrow, `datasets`) failed without naming the file and line."""
+    for path in files:
+        if ".jsonl" not in path and ".ndjson" not in path:
+            continue
+        with fsspec.open(path, "rb", compression="infer") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    return f"{path}:{n}: invalid UTF-8 at byte {e.start}"
+                except ValueError as e:
+                    return f"{path}:{n}: malformed JSON: {e}"
+                if not isinstance(value, dict):
+                    return f"{path}:{n}: expected a JSON object, got {type(value).__name__}"
+                try:
+                    json.dumps(value, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{path}:{n}: a lone surrogate escape (\\ud800-\\udfff without its pair) in a string"
+    return None

@@ -28,6 +28,7 @@ from typing import ClassVar
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.prompt_formats import PromptError, fields_for, to_prompt
+from pipelines.readers import find_broken_line
 from pipelines.traces import REJECTED_SCHEMA, drop_failed, read_shards, sample_rows, to_trace, write_shard
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,15 @@ def read_prompts(cfg: SynthConfig) -> list[dict]:
     if cfg.max_prompts:
         ds = ds.limit(cfg.max_prompts)
     try:
-        return ds.take_all()  # in file order: max_prompts must pick the same prompts on every (re)run
+        rows = ds.take_all()  # in file order: max_prompts must pick the same prompts on every (re)run
+    except Exception as e:
+        where = find_broken_line(files)  # Arrow's JSON errors name neither the file nor the line
+        if where:
+            raise ConfigError(f"prompts_path: a row cannot be read: {where}; fix or remove it") from e
+        raise
     finally:
         ctx.execution_options.preserve_order = keep_order
+    return rows
 
 
 def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:

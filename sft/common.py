@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from pipelines.config import ConfigError, to_dict
 from pipelines.lineage import Artifact
+from pipelines.readers import find_broken_line
 
 # Nemotron-H names its Mamba-2 input projection in_proj; PEFT has no default target list for the architecture, and
 # LoRA on attention alone would leave the mixing layers (~90% of Nano 2) frozen. The Mamba out_proj is left out on
@@ -70,7 +71,13 @@ def load_split(name: str | None, config: str | None = None, split: str = "train"
     path = Path(name)
     if path.is_file() and path.suffix in DATA_SUFFIXES:
         builder = "parquet" if path.suffix == ".parquet" else "json"
-        return datasets.load_dataset(builder, data_files=str(path), split=split)
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split=split)
+        except Exception as e:
+            where = find_broken_line([str(path)]) if builder == "json" else None  # `datasets` names no line
+            if where:
+                raise ConfigError(f"dataset {name}: a row cannot be read: {where}; fix or remove it") from e
+            raise
     if not path.exists() and looks_local(name):
         raise ConfigError(f"dataset not found: {path} (expected a JSONL/Parquet file or an artifact directory)")
     return datasets.load_dataset(name, name=config, split=split)

@@ -112,3 +112,18 @@ def test_resume_keeps_finished_samples(ray_local, prompts, tmp_path):
     ids = pq.read_table(again / "traces", columns=["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == counts["samples"]
     assert not partial.exists()
+
+
+def test_a_broken_prompt_row_is_an_error_naming_file_and_line(ray_local, tmp_path):
+    """Arrow's JSON errors name neither file nor line. A lone surrogate ("\\ud83d") is no error here: Ray's JSON
+    reader falls back to pandas, which drops it, so it never reaches Arrow."""
+    from pipelines.config import ConfigError
+    from pipelines.synth import read_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    good = '{"question": "What is 1 + 1?", "answer": "2"}\n'
+    path.write_text(good + '{"question": "What is 2 + \\ud83d?", "answer": "4"}\n')
+    assert len(read_prompts(parse_args(["--prompts_path", str(path), "--backend", "replay"]))) == 2
+    path.write_text(good + '{"question": "cut off\n')
+    with pytest.raises(ConfigError, match=f"{path}:2: malformed JSON"):
+        read_prompts(parse_args(["--prompts_path", str(path), "--backend", "replay"]))

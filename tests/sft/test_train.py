@@ -259,3 +259,12 @@ def test_missing_eval_set_or_dataset_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="chat_template_path: not found"):
         train.main(sft_argv(base, data, tmp_path / "out", chat_template_path=tmp_path / "t.jinja"))
     assert not (tmp_path / ".out.partial").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_broken_dataset_row_is_an_error_naming_file_and_line(tmp_path):
+    from sft.common import load_split
+
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps(conversations(1)[0]) + "\n" + '{"messages": [{"role": "user", "content": "x\\ud83d"}]}\n')
+    with pytest.raises(ConfigError, match=f"{path}:2: a lone surrogate"):
+        load_split(str(path))
