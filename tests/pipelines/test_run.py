@@ -56,6 +56,8 @@ def test_run_resumes_skips_and_forces(recipe, tmp_path, capsys):
     assert read_manifest(out / "data")["created_at"] == first["created_at"]
     assert read_manifest(out / "base")["inputs"]  # wired to the data stage's output
     assert "| base | done |" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()  # the run report links each stage's manifest and card
+    assert "data/manifest.json" in page and "base/README.md" in page and "nanoforge init-base" in page
     # --force reruns the selected stage only.
     assert run.main([str(recipe), "--output_dir", str(out), "--from", "base", "--force"]) == 0
     assert "| base | done |" in capsys.readouterr().out
