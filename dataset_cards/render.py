@@ -367,6 +367,9 @@ def render_card(
     manifest = redact(raw, secrets)
     kc = card_kind(manifest["kind"], generic=repo_id is None)
     configs = data_configs(artifact)
+    if kc is GENERIC and len({c["dir"].split("/")[0] for c in configs if c["data_files"]}) > 1:
+        for c in configs:  # a container of sets (select's sft/, preference/, rl_prompts/): no default, name one
+            c["default"] = False
     if upload is not None:
         left = {why.split(" (")[0] for why in upload.get("left_out", ())}
         configs = [c for c in configs if not any(p in left for ps in c["splits"].values() for p in ps)]

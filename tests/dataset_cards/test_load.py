@@ -128,3 +128,23 @@ def test_an_artifact_on_object_storage_gets_the_same_card(tmp_path, s3_prefix):
         assert read_manifest(art.path)["hash"] in card
     assert fronts[0]["configs"] == fronts[1]["configs"]
     assert {c["config_name"] for c in fronts[1]["configs"]} == {"default", "rejected"}
+
+
+def test_a_container_of_sets_has_no_default_and_loads_each_set_by_name(tmp_path):
+    """select's output holds three sets: `load_dataset(select, "sft")` is the SFT set; without a name, an error
+    that lists the configs (never one set passed off as the whole)."""
+    import datasets
+
+    from pipelines.lineage import Artifact
+
+    art = Artifact(tmp_path / "select", kind="selection", stage="select", config={})
+    with art.writing() as tmp:
+        for name, n in (("sft", 3), ("rl_prompts", 2)):
+            sub = Artifact(tmp / name, kind=name, stage="select", config={})
+            with sub.writing() as sub_tmp:
+                make.write_parquet(sub_tmp / "part-00000.parquet", [{"answer": str(i)} for i in range(n)])
+                make.write_parquet(sub_tmp / "rejected" / "part-00000.parquet", [{"reason": "x"}])
+    assert load(art.path, "sft").num_rows == 3 and load(art.path, "rl_prompts").num_rows == 2
+    assert load(art.path / "sft").num_rows == 3  # each set is a dataset repo of its own too
+    with pytest.raises(ValueError, match="sft"):
+        datasets.load_dataset(str(art.path), cache_dir=str(tmp_path / ".hf-cache"))
