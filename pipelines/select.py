@@ -150,7 +150,9 @@ def select(cfg: SelectConfig) -> Path:
         return art.path
     with art.writing(resume=False) as tmp, ray_session(cfg.address):
         records: dict[str, list[dict]] = defaultdict(list)
-        for batch in build(cfg).iter_batches(batch_size=4096, batch_format="pyarrow"):
+        counted = [(read_manifest(p) or {}).get("counts", {}).get("samples") for p in cfg.traces_path]
+        empty = all(n == 0 for n in counted)  # no samples at all: nothing to group (Ray cannot group an empty table)
+        for batch in [] if empty else build(cfg).iter_batches(batch_size=4096, batch_format="pyarrow"):
             for kind, record in zip(batch["kind"].to_pylist(), batch["record"].to_pylist(), strict=True):
                 records[kind].append(json.loads(record))
         counts = tally(records)

@@ -205,6 +205,8 @@ def synthesize(cfg: SynthConfig) -> Path:
             ds = BACKENDS[cfg.backend](ds, cfg).map(lambda row: to_trace(row, generator))
             for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
                 write_shard(tmp / "traces", batch.to_pylist())
+        if not any((tmp / "traces").glob("*.parquet")):  # no prompts: traces/ still has a file with the schema
+            write_shard(tmp / "traces", [])
         write_shard(tmp / "rejected", rejected, REJECTED_SCHEMA)
         art.counts = count(read_shards(tmp / "traces"), len(prompts) + len(rejected), rejected, len(done))
         if art.counts["samples"] != len(prompts) * num_samples:

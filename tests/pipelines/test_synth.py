@@ -127,3 +127,13 @@ def test_a_broken_prompt_row_is_an_error_naming_file_and_line(ray_local, tmp_pat
     path.write_text(good + '{"question": "cut off\n')
     with pytest.raises(ConfigError, match=f"{path}:2: malformed JSON"):
         read_prompts(parse_args(["--prompts_path", str(path), "--backend", "replay"]))
+
+
+def test_empty_prompts_give_empty_traces_and_an_empty_selection(ray_local, tmp_path):
+    """Every stage takes an empty input (issue 13 item 17): traces/ keeps a zero-row file with the schema, and select
+    writes its three sets with zero rows (grouping the empty table used to raise ArrowInvalid)."""
+    (tmp_path / "prompts.jsonl").write_text("")
+    traces = synthesize(parse_args(["--prompts_path", str(tmp_path / "prompts.jsonl"), "--backend", "replay", "--output_dir", str(tmp_path / "traces")]))  # fmt: skip
+    assert read_manifest(traces)["counts"]["samples"] == 0 and len(list((traces / "traces").glob("*.parquet"))) == 1
+    sel = select(select_args(["--traces_path", str(traces), "--output_dir", str(tmp_path / "select")]))
+    assert {k: v["kept"] for k, v in read_manifest(sel)["counts"].items() if isinstance(v, dict)} == {"sft": 0, "preference": 0, "rl_prompts": 0}  # fmt: skip
