@@ -93,6 +93,7 @@ def width_scores(model, batches: list[dict]) -> dict:
     return scores
 
 
+@torch.no_grad()
 def lm_loss(model, batches: list[dict]) -> float:
     """Token-weighted mean next-token loss over the calibration batches (padding excluded)."""
     total, count = 0.0, 0
