@@ -49,7 +49,7 @@ def replay(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     """Existing solutions as traces; token counts come from `model_name_or_path`'s tokenizer when one is given."""
 
     def convert(batch: pa.Table) -> pa.Table:
-        tokenizer = load_tokenizer(cfg.model_name_or_path) if cfg.model_name_or_path else None
+        tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.model_revision) if cfg.model_name_or_path else None
         rows = _rows(batch)
         for row in rows:
             if not row.get("solution"):
@@ -64,10 +64,10 @@ def replay(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 
 
 @functools.lru_cache(maxsize=4)  # once per worker process, not per batch
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, revision=revision)
 
 
 # --- transformers ---------------------------------------------------------------------------------------------------
@@ -76,17 +76,18 @@ def load_tokenizer(path: str):
 class TransformersGenerator:
     """A Ray Data actor holding one model; `__call__` generates a batch of rows, grouped by sampling parameters."""
 
-    def __init__(self, model: str, num_threads: int, max_prompt_tokens: int | None, dtype: str = "float32"):
+    def __init__(self, model: str, num_threads: int, max_prompt_tokens: int | None, dtype: str = "float32",
+                 revision: str | None = None):  # fmt: skip
         import torch
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(num_threads)
         self.torch = torch
-        self.tokenizer = load_tokenizer.__wrapped__(model)  # its own copy: padding is changed below
+        self.tokenizer = load_tokenizer.__wrapped__(model, revision)  # its own copy: padding is changed below
         self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end where generation starts
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), revision=revision).eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
         self.max_prompt_tokens = max_prompt_tokens
@@ -149,7 +150,8 @@ def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     return ds.map_batches(
         TransformersGenerator,
         fn_constructor_kwargs=dict(
-            model=cfg.model_name_or_path, num_threads=cfg.num_cpus_per_worker, max_prompt_tokens=cfg.max_prompt_tokens
+            model=cfg.model_name_or_path, num_threads=cfg.num_cpus_per_worker, max_prompt_tokens=cfg.max_prompt_tokens,
+            revision=cfg.model_revision,
         ),
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
@@ -172,7 +174,9 @@ def vllm_engine_kwargs(cfg) -> dict[str, Any]:
     room to use its memory advantage: up to 1,024 running sequences, each batch size captured in a CUDA graph (at
     8k-token contexts on an H200 vLLM fits ~1,140 hybrid sequences against ~410 for a dense model of its size;
     past vLLM's default capture size of 512 the decode steps would run eagerly)."""
-    kwargs = {"max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None}
+    revision = getattr(cfg, "model_revision", None)  # weights and tokenizer at the pinned commit
+    kwargs = {"max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None,
+              "revision": revision, "tokenizer_revision": revision}  # fmt: skip
     kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
     if _is_nemotron_h(cfg.model_name_or_path):
         kwargs.setdefault("mamba_ssm_cache_dtype", "float32")

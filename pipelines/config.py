@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import re
 import sys
 import types
 import typing
@@ -162,6 +163,22 @@ def parse(*dataclass_types: type, argv: Sequence[str] | None = None) -> Any:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return out[0] if len(out) == 1 else tuple(out)
+
+
+def check_pinned(model: str | None, revision: str | None, trust_remote_code: bool) -> None:
+    """`trust_remote_code` runs Python from the model's Hub repository: allow it only at a pinned commit.
+
+    A local folder is code already on this machine; a Hub id needs `model_revision` set to a 40-hex commit sha
+    (a branch or tag like `main` can change under the same name).
+    """
+    if not trust_remote_code or not model or Path(model).exists():
+        return
+    if not re.fullmatch(r"[0-9a-f]{40}", revision or ""):
+        raise ConfigError(
+            f"trust_remote_code runs the Python code in {model}'s repository: pin it with model_revision: <commit sha> "
+            f"(40 hex digits, from the repository's history; got {revision!r}), or drop trust_remote_code if "
+            "transformers/vLLM support the architecture natively (NemotronH does)"
+        )
 
 
 def to_dict(*configs: Any) -> dict[str, Any]:

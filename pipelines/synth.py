@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from pipelines.config import ConfigError, parse, to_dict
+from pipelines.config import ConfigError, check_pinned, parse, to_dict
 from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.prompt_formats import PromptError, fields_for, to_prompt
 from pipelines.readers import find_broken_line
@@ -52,7 +52,9 @@ class SynthConfig:
     source: str | None = field(default=None, metadata={"help": "Source name stored per trace (default: path stem)."})
     backend: str = field(default="transformers", metadata={"help": "vllm | transformers | openai | replay."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Model (or tokenizer, for replay)."})
-    model_revision: str | None = field(default=None, metadata={"help": "Model revision, recorded in `generator`."})
+    model_revision: str | None = field(
+        default=None, metadata={"help": "Model revision (commit sha): passed to every loader, recorded in `generator`."}
+    )
     num_samples: int = field(default=4, metadata={"help": "Samples per prompt (replay: always 1)."})
     reasoning: str = field(default="on", metadata={"help": "on (/think) | off (/no_think) | mixed (think_ratio on)."})
     think_ratio: float = field(default=0.5, metadata={"help": "Share of samples with reasoning on, when mixed."})
@@ -250,6 +252,7 @@ def parse_args(argv: list[str] | None = None) -> SynthConfig:
         raise ConfigError("prompts_path is required (a JSONL/Parquet file, folder or glob, or a Hub dataset id)")
     if cfg.backend != "replay" and not cfg.model_name_or_path:
         raise ConfigError(f"backend '{cfg.backend}' needs model_name_or_path")
+    check_pinned(cfg.model_name_or_path, cfg.model_revision, bool(cfg.engine_kwargs.get("trust_remote_code")))
     return cfg
 
 

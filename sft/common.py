@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from pipelines.config import ConfigError, to_dict
+from pipelines.config import ConfigError, check_pinned, to_dict
 from pipelines.lineage import Artifact
 from pipelines.readers import find_broken_line
 
@@ -98,11 +98,11 @@ def model_init_kwargs(training_args, model_args) -> dict[str, Any]:
     return kwargs | dict(training_args.model_init_kwargs or {})
 
 
-def is_hybrid(model_name_or_path: str, trust_remote_code: bool = False) -> bool:
+def is_hybrid(model_name_or_path: str, trust_remote_code: bool = False, revision: str | None = None) -> bool:
     """Whether the model mixes Mamba (or other recurrent) layers with attention."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code, revision=revision)
     layer_kinds = getattr(config, "layers_block_type", None) or getattr(config, "layer_types", None) or []
     pattern = getattr(config, "hybrid_override_pattern", "") or ""
     return "M" in pattern or any(k in ("mamba", "linear_attention") for k in layer_kinds)
@@ -113,7 +113,7 @@ def peft_config(model_args, trust_remote_code: bool = False):
     from trl import get_peft_config
 
     if model_args.use_peft and model_args.lora_target_modules is None:
-        hybrid = is_hybrid(model_args.model_name_or_path, trust_remote_code)
+        hybrid = is_hybrid(model_args.model_name_or_path, trust_remote_code, model_args.model_revision)
         model_args.lora_target_modules = list(HYBRID_LORA_TARGETS) if hybrid else "all-linear"
     return get_peft_config(model_args)
 
@@ -214,6 +214,8 @@ def check_inputs(script_args, training_args, model_args) -> None:
     for field_name, value in named:
         if value and (looks_local(value) or value.endswith(".jinja")) and not Path(value).exists():
             raise ConfigError(f"{field_name}: not found: {value} (checked before training; fix the path in the config)")
+    trust = training_args.trust_remote_code or getattr(model_args, "trust_remote_code", False)
+    check_pinned(model_args.model_name_or_path, model_args.model_revision, trust)
 
 
 def checkpoint_artifact(stage: str, script_args, training_args, model_args, inputs: list[str]) -> Artifact:

@@ -63,7 +63,7 @@ def train_set(script_args: SFTScriptArgs, training_args: SFTConfig, model_args: 
 
     from sft.mixture import build_mixture
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     template = Path(training_args.chat_template_path).read_text()
 
     def count_tokens(row: dict) -> int:
