@@ -1,4 +1,4 @@
-"""Generation backends for `synth`, one small interface: `BACKENDS[name](ds, cfg) -> ds`.
+"""Generation backends for `synth` and `rephrase`, one small interface: `BACKENDS[name](ds, cfg) -> ds`.
 
 Each takes a Ray dataset of sample rows (one row per sample: `id`, `prompt_id`, `messages` with the reasoning flag
 in the system turn, `reasoning`, `sampling` = {temperature, top_p, max_new_tokens, seed}, `solution`, ...) and
@@ -361,5 +361,7 @@ def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     )
 
 
+# Input columns the vllm/openai backends pass through (`piece`: rephrase's source piece and lineage).
 _SAMPLE_COLUMNS = frozenset({"id", "prompt_id", "messages", "answer", "solution", "reasoning", "sampling", "source"})
+_SAMPLE_COLUMNS |= {"piece"}
 BACKENDS = {"replay": replay, "transformers": transformers, "vllm": vllm, "openai": openai}

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-quality-classifier": ("pipelines.quality_classifier", "train a fastText quality classifier offline"),
     "quality": ("pipelines.quality", "score documents and assign Nemotron-CC quality buckets"),
     "mix": ("pipelines.mix", "build weighted phase blends, shuffled and tokenized"),
+    "rephrase": ("pipelines.rephrase", "rewrite documents per quality label, Nemotron-CC style (synthetic data)"),
     "synth": ("pipelines.synth", "generate and verify reasoning traces (vllm, transformers, openai, replay)"),
     "select": ("pipelines.select", "turn traces into SFT, preference and RL prompt sets"),
     "sft": ("sft.train", "supervised fine-tuning with TRL SFTTrainer"),
