@@ -44,6 +44,9 @@ KINDS: dict[str, CardKind] = {
     "documents": CardKind("documents", "dataset", ("text-generation",), ("pretraining", "web-text")),
     "blend": CardKind("blend", "dataset", ("text-generation",), ("pretraining", "data-mixture")),
     "traces": CardKind("traces", "dataset", ("text-generation", "question-answering"), ("synthetic", "reasoning")),
+    "synthetic_documents": CardKind(
+        "synthetic_documents", "dataset", ("text-generation",), ("pretraining", "synthetic", "nemotron-cc")
+    ),
     "sft": CardKind("sft", "dataset", ("text-generation",), ("synthetic", "reasoning", "sft")),
     "preference": CardKind("preference", "dataset", ("text-generation",), ("synthetic", "dpo", "preference")),
     "rl_prompts": CardKind(
@@ -399,7 +402,13 @@ def render_card(
             artifact, next((c for c in configs if c["default"]), None), ("generator", "sampling_params", "reasoning")
         )
         if kc.template == "traces"
+        else distinct(
+            artifact, next((c for c in configs if c["default"]), None), ("task", "generator", "sampling_params")
+        )
+        if kc.template == "synthetic_documents"
         else [],
+        # The prompt files a rephrase artifact carries (prompts/<task>.md), shown whole on its card.
+        "prompts": [(p.stem, p.read_text()) for p in sorted((artifact / "prompts").glob("*.md"))],
         "training": pick(manifest["config"], TRAINING_KEYS),
         "blend_tables": json_tables("blend.json"),
         "eval_tables": json_tables("eval.json") if kc.repo_type == "model" else [],

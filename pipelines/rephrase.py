@@ -34,15 +34,16 @@ import pyarrow.parquet as pq
 
 from pipelines.config import ConfigError, parse, to_dict
 from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
+from pipelines.rephrase_filters import finish_bucket
 from pipelines.rephrase_ops import (
     NEMOTRON_CC_TASKS,
     PIECE_SCHEMA,
     doc_pieces,
-    estimate_tokens,
-    finish_bucket,
     label_tasks,
+    load_replay,
     load_tasks,
-    render,
+    piece_budget,
+    read_folder,
 )
 from pipelines.traces import write_shard
 
@@ -77,6 +78,9 @@ class RephraseConfig:
         metadata={"help": "replay: rows {source_id, task, text} (JSONL/Parquet, or a rephrase artifact)."},
     )
     min_words: int = field(default=20, metadata={"help": "Shorter outputs are rejected as too_short."})
+    reject_truncated: bool = field(
+        default=True, metadata={"help": "Reject outputs cut at max_new_tokens (false: keep them, e.g. the demo)."}
+    )
     max_copy_ratio: float = field(
         default=0.8, metadata={"help": "Outputs with this share of 8-grams in the source are copy_of_source."}
     )
@@ -125,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def rephrase(cfg: RephraseConfig) -> Path:
     """Run the stage for a parsed config; returns the synthetic documents artifact path."""
-    import ray
-
-    from pipelines.backends import BACKENDS
     from pipelines.runtime import ray_session
 
     tasks = load_tasks(cfg.tasks)
@@ -140,7 +141,8 @@ def rephrase(cfg: RephraseConfig) -> Path:
     lang_model = _lang_model(cfg)
     generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
     inputs = [cfg.input_path, *([cfg.replay_path] if cfg.replay_path else [])]
-    inputs += [e.split("=", 1)[-1].rsplit(":", 1)[0] for e in cfg.decontaminate_against]
+    evals = [e.split("=", 1)[-1].rsplit(":", 1)[0] for e in cfg.decontaminate_against]
+    inputs += [p if Path(p).exists() or "://" in p else f"hf://datasets/{p}" for p in evals]  # Hub ids by name
     art = Artifact(
         cfg.output_dir,
         kind="synthetic_documents",
@@ -161,26 +163,13 @@ def rephrase(cfg: RephraseConfig) -> Path:
         for task, spec in tasks.items():  # the card shows them; prompt_hash is their sha256
             (tmp / "prompts" / f"{task}.md").write_text(spec["template"])
         pieces = tmp / ".work" / "pieces"
-        done = set(_read(pieces, ["id"]).column("id").to_pylist())
-        buckets = max(1, min(256, plan["input"] // 5000))  # ~5k units a finishing task; from the plan, so stable
-        ctx = ray.data.DataContext.get_current()
-        keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-        try:
-            ds = ray.data.read_parquet(files, columns=[c for c in COLUMNS if c in schema.names])
-            ds = ds.limit(cfg.max_documents) if cfg.max_documents else ds
-        finally:
-            ctx.execution_options.preserve_order = keep_order
+        done = set(read_folder(pieces, ["id"]).column("id").to_pylist())
         kwargs = dict(cfg=cfg, tasks=tasks, by_label=by_label, done=done, budget=budget, tokenizer=tokenizer)
-        ds = BACKENDS[cfg.backend](ds.flat_map(doc_pieces, fn_kwargs=kwargs), cfg)
-        generated = 0
-        for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
-            bucket = pa.array([zlib.crc32(u.encode()) % buckets for u in batch["prompt_id"].to_pylist()])
-            for k in pc.unique(bucket).to_pylist():  # a unit's pieces all go to one bucket
-                part = batch.filter(pc.equal(bucket, k)).select(PIECE_SCHEMA.names)
-                write_shard(pieces / f"bucket={k:05d}", part, PIECE_SCHEMA)
-            generated += batch.num_rows
+        columns = [c for c in COLUMNS if c in schema.names]
+        generated = generate(cfg, files, columns, kwargs, pieces, buckets=max(1, min(256, plan["input"] // 5000)))
         print(f"[rephrase] {plan['input']} units: {len(done)} pieces resumed, {generated} generated")
         settings = {"min_words": cfg.min_words, "max_copy_ratio": cfg.max_copy_ratio, "generator": generator}
+        settings["reject_truncated"] = cfg.reject_truncated
         settings |= {"lang_model": lang_model, "language": cfg.language}
         write_outcomes(pieces, tmp, settings, _decont_index(cfg))
         art.counts = count(tmp, plan, len(done), generated)
@@ -192,6 +181,34 @@ def rephrase(cfg: RephraseConfig) -> Path:
         shutil.rmtree(tmp / ".work")
     print(f"[rephrase] wrote {art.path}: {json.dumps(art.counts)}")
     return art.path
+
+
+def generate(
+    cfg: RephraseConfig, files: list[str], columns: list[str], kwargs: dict, pieces: Path, buckets: int
+) -> int:
+    """Documents -> pieces -> backend; generated pieces written as they arrive, each unit's into one bucket of
+    `pieces/` (~5k units a bucket, from the plan, so the same on a rerun). Returns how many were generated."""
+    import ray
+
+    from pipelines.backends import BACKENDS
+
+    ctx = ray.data.DataContext.get_current()
+    keep_order = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = keep_order or bool(cfg.max_documents)  # the same first N on a rerun
+    generated = 0
+    try:
+        ds = ray.data.read_parquet(files, columns=columns)
+        ds = ds.limit(cfg.max_documents) if cfg.max_documents else ds
+        ds = BACKENDS[cfg.backend](ds.flat_map(doc_pieces, fn_kwargs=kwargs), cfg)
+        for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
+            bucket = pa.array([zlib.crc32(u.encode()) % buckets for u in batch["prompt_id"].to_pylist()])
+            for k in pc.unique(bucket).to_pylist():
+                part = batch.filter(pc.equal(bucket, k)).select(PIECE_SCHEMA.names)
+                write_shard(pieces / f"bucket={k:05d}", part, PIECE_SCHEMA)
+            generated += batch.num_rows
+    finally:
+        ctx.execution_options.preserve_order = keep_order
+    return generated
 
 
 def plan_units(files: list[str], by_label: dict, max_documents: int | None) -> dict:
@@ -224,8 +241,8 @@ def write_outcomes(pieces: Path, tmp: Path, settings: dict, index) -> None:
 
 
 def count(tmp: Path, plan: dict, resumed: int, generated: int) -> dict:
-    kept = _read(tmp / "documents", ["task"]).column("task").to_pylist()
-    rejected = _read(tmp / "rejected", ["task", "reason"]).to_pydict()
+    kept = read_folder(tmp / "documents", ["task"]).column("task").to_pylist()
+    rejected = read_folder(tmp / "rejected", ["task", "reason"]).to_pydict()
     counts = {
         "documents_input": plan["documents"],
         "documents_without_task": plan["without_task"],
@@ -245,54 +262,6 @@ def count(tmp: Path, plan: dict, resumed: int, generated: int) -> dict:
     return counts
 
 
-def piece_budget(cfg: RephraseConfig, tasks: dict) -> tuple[int, str | None]:
-    """(tokens a source piece may have, tokenizer used to count them): the context less the generation budget and
-    the longest prompt around an empty document, capped at max_piece_tokens."""
-    tokenizer = cfg.tokenizer_name_or_path or (
-        cfg.model_name_or_path if cfg.model_name_or_path and Path(cfg.model_name_or_path).is_dir() else None
-    )
-    overhead = 0
-    for spec in tasks.values():
-        messages = [{"role": "user", "content": render(spec["template"], "")}]
-        messages = [{"role": "system", "content": cfg.system_prompt}, *messages] if cfg.system_prompt else messages
-        if tokenizer:
-            from pipelines.backends import load_tokenizer
-
-            n = len(load_tokenizer(tokenizer).apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-        else:
-            n = sum(estimate_tokens(m["content"]) for m in messages) + 16  # + chat markup
-        overhead = max(overhead, n)
-    cfg.max_prompt_tokens = cfg.context_tokens - cfg.max_new_tokens  # the backends refuse longer prompts
-    budget = min(cfg.max_piece_tokens, cfg.max_prompt_tokens - overhead)
-    if budget < 32:
-        raise ConfigError(
-            f"context_tokens={cfg.context_tokens} leaves {budget} tokens per piece after "
-            f"max_new_tokens={cfg.max_new_tokens} and the prompt ({overhead}); raise context_tokens"
-        )
-    return budget, tokenizer
-
-
-def load_replay(path: str | None) -> dict[str, str]:
-    """replay: `{source_id}:{task}` -> text, from JSONL/Parquet rows or a rephrase artifact's documents/."""
-    if not path:
-        raise ConfigError("backend replay needs replay_path (rows {source_id, task, text})")
-    p = Path(path)
-    if (p / "documents").is_dir():
-        table = _read(p / "documents", ["source_id", "task", "text"])
-    elif p.suffix == ".parquet":
-        table = pq.read_table(p, columns=["source_id", "task", "text"])
-    elif p.is_file():
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        table = pa.Table.from_pylist(rows)
-    else:
-        raise ConfigError(f"replay_path: {path} not found (a JSONL/Parquet file or a rephrase artifact)")
-    missing = {"source_id", "task", "text"} - set(table.column_names)
-    if missing:
-        raise ConfigError(f"replay_path: {path} lacks {sorted(missing)} (rows {{source_id, task, text}})")
-    d = table.to_pydict()
-    return {f"{s}:{t}": x for s, t, x in zip(d["source_id"], d["task"], d["text"], strict=True)}
-
-
 def _lang_model(cfg: RephraseConfig) -> str | None:
     if not cfg.language:
         return None
@@ -307,13 +276,6 @@ def _decont_index(cfg: RephraseConfig):
     from pipelines.decontaminate import build_index
 
     return build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram)
-
-
-def _read(folder: Path, columns: list[str]) -> pa.Table:
-    files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
 
 
 def parse_args(argv: list[str] | None = None) -> RephraseConfig:

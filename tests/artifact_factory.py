@@ -219,6 +219,38 @@ def checkpoint(root: Path, sft_set: Path) -> Path:
     return art.path
 
 
+def synthetic_documents(root: Path, docs: Path) -> Path:
+    """rephrase output: 4 (document, task) units from 2 labelled documents, 3 kept, 1 rejected, with prompts."""
+    from pipelines.rephrase_filters import DOCUMENT_SCHEMA, REJECTED_SCHEMA
+
+    config = {"input_path": str(docs), "backend": "openai", "model_name_or_path": "served-model",
+              "temperature": 0.7, "max_new_tokens": 256, "api_key": API_KEY, "output_dir": str(root / "rephrase")}  # fmt: skip
+    art = Artifact(root / "rephrase", kind="synthetic_documents", stage="rephrase", config=config, inputs=[docs])
+    generator = {"model": "served-model", "revision": None, "backend": "openai"}
+    sampling = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256, "seed": 1}
+    with art.writing() as tmp:
+        (tmp / "prompts").mkdir()
+        (tmp / "prompts" / "distill.md").write_text("Shorten this text.\n\nText:\n{{ document }}\n")
+        (tmp / "prompts" / "wikipedia_rephrase.md").write_text("Rewrite this as Wikipedia.\n\nText:\n{{ document }}\n")
+        kept = [
+            {"id": f"doc{i}:{task}", "text": f"synthetic text {i}", "source": f"synthetic/{task}", "source_id": f"doc{i}",
+             "task": task, "prompt_hash": "ab" * 32, "generator": generator, "sampling_params": sampling,
+             "quality_label": "High" if task == "distill" else "Low"}
+            for i, task in ((0, "distill"), (1, "wikipedia_rephrase"), (2, "wikipedia_rephrase"))
+        ]  # fmt: skip
+        table = pa.Table.from_pylist(kept, schema=DOCUMENT_SCHEMA)
+        (tmp / "documents").mkdir()
+        pq.write_table(table, tmp / "documents" / "part-00000.parquet")
+        rejected = [{"id": "doc3:distill", "source_id": "doc3", "task": "distill", "stage": "rephrase",
+                     "reason": "copy_of_source", "text": "document number 3"}]  # fmt: skip
+        (tmp / "rejected").mkdir()
+        pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), tmp / "rejected" / "part-00000.parquet")
+        art.counts = {"documents_input": 4, "input": 4, "kept": 3, "rejected": {"copy_of_source": 1}}
+        art.extra = {"prompts": {"distill": {"file": "distill.md", "sha256": "ab" * 32, "labels": ["High"]}},
+                     "generator": generator}  # fmt: skip
+    return art.path
+
+
 def all_kinds(root: Path) -> dict[str, Path]:
     """One artifact of every kind, wired into one lineage: raw -> documents -> blend; prompts -> traces -> sets -> ckpt."""
     raw = raw_shard(root)
@@ -230,6 +262,7 @@ def all_kinds(root: Path) -> dict[str, Path]:
     return {
         "documents": docs,
         "blend": blend(root, docs),
+        "synthetic_documents": synthetic_documents(root, docs),
         "traces": trace_dir,
         "sft": sft_set,
         "preference": preference(root, trace_dir),

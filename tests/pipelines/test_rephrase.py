@@ -284,3 +284,50 @@ def test_replay_backend_resumes_from_finished_pieces(ray_local, tmp_path, monkey
         k: manifest["counts"][k] for k in ("input", "kept", "rejected")
     }
     assert pq.read_table(again / "documents").sort_by("id").equals(pq.read_table(done).sort_by("id"))
+
+
+def test_mix_blends_real_and_synthetic_sources(served, tmp_path):
+    from pipelines import mix
+
+    out, docs, _ = served
+    config = {
+        "input_paths": [str(out.parent / "quality"), str(out)],
+        "sources": [
+            {"name": "real_high", "input": 0, "labels": ["High"], "max_epochs": 2},
+            {"name": "synthetic_low", "input": 1, "labels": ["Low"], "max_epochs": 3},  # the source doc's label
+            {"name": "synthetic_high", "input": 1, "labels": ["High"], "max_epochs": 1},
+        ],
+        "phases": [
+            {
+                "name": "phase1",
+                "fraction": 1.0,
+                "weights": {"real_high": 0.4, "synthetic_low": 0.4, "synthetic_high": 0.2},
+            }
+        ],  # noqa: E501
+        "total_tokens": 6000,
+        "on_shortfall": "report",
+        "docs_per_shard": 100,
+    }
+    (tmp_path / "mix.yaml").write_text(json.dumps(config))
+    assert mix.main(["--config", str(tmp_path / "mix.yaml"), "--output_dir", str(tmp_path / "blend")]) == 0
+    blend = json.loads((tmp_path / "blend" / "blend.json").read_text())
+    assert blend["sources"]["synthetic_low"]["available_docs"] == 3  # c4-10, wiki-0, wiki-1 rephrased
+    assert blend["sources"]["synthetic_high"]["available_docs"] == 4  # c4-12 x 4 tasks
+    shard = pq.read_table(tmp_path / "blend" / blend["phases"]["phase1"]["shards"][0]).to_pylist()
+    synthetic = [r for r in shard if r["blend_source"].startswith("synthetic")]
+    assert synthetic and all(r["source"].startswith("synthetic/") for r in synthetic)
+    assert {r["blend_source"] for r in shard} == {"real_high", "synthetic_low", "synthetic_high"}
+
+
+def test_card_renders_prompts_generator_and_lineage(served):
+    from dataset_cards.render import render_card
+
+    out, _, _ = served
+    card = render_card(out, repo_id="me/synthetic", revision="nf-test")
+    assert "synthetic documents" in card.lower() and "## Prompts" in card
+    for task in NEMOTRON_CC_TASKS:
+        assert f"### {task}" in card
+    assert (out / "prompts" / "diverse_qa.md").read_text().splitlines()[0] in card
+    assert "served-model" in card and "openai" in card  # the generator, as recorded per row
+    assert "copy_of_source" in card and "holds" in card  # reasons and the conservation check
+    assert "quality" in card and "nanoforge quality" in card  # lineage back to the source documents
