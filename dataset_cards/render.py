@@ -408,7 +408,10 @@ def render_card(
         if kc.template == "synthetic_documents"
         else [],
         # The prompt files a rephrase artifact carries (prompts/<task>.md), shown whole on its card.
-        "prompts": [(p.stem, p.read_text()) for p in sorted((artifact / "prompts").glob("*.md"))],
+        "prompts": [
+            (rel.removeprefix("prompts/").removesuffix(".md"), storage.read_text(full))
+            for rel, full in find(artifact, "prompts/*.md", top_only=True)
+        ],
         "training": pick(manifest["config"], TRAINING_KEYS),
         "blend_tables": json_tables("blend.json"),
         "eval_tables": json_tables("eval.json") if kc.repo_type == "model" else [],

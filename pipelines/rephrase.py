@@ -15,7 +15,8 @@ grouped back per (document, task), in piece order -> post-filters with reasons, 
 rejected, cross-checked against the plan (label counts read from the Parquet column, no text on the driver).
 
 Resume: as synth. Generated pieces go to `.work/pieces/` in the partial directory in atomic shards; a rerun with
-the same config and inputs generates only the pieces not there. Joining and filtering rerun in full (they are cheap).
+the same config and inputs generates only the pieces not there (and again those that failed). Joining and filtering
+rerun in full (they are cheap next to generation).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pipelines.rephrase_ops import (
     piece_budget,
     read_folder,
 )
-from pipelines.traces import write_shard
+from pipelines.traces import drop_failed, write_shard
 
 
 @dataclass
@@ -101,6 +102,9 @@ class RephraseConfig:
     api_key_env: str | None = field(default="OPENAI_API_KEY", metadata={"help": "openai: env var with the key."})
     qps: int | None = field(default=None, metadata={"help": "openai: max requests per second per worker."})
     max_retries: int = field(default=3, metadata={"help": "openai: retries per request on 429/5xx/connection."})
+    request_timeout_s: float = field(
+        default=300.0, metadata={"help": "openai: seconds to wait for one response; then it is retried or an error."}
+    )
     shard_rows: int = field(
         default=256, metadata={"help": "Generated pieces per shard file (the resume granularity)."}
     )
@@ -118,6 +122,7 @@ IGNORED = NON_SEMANTIC_FIELDS | {
     "qps",
     "max_retries",
     "api_key_env",
+    "request_timeout_s",
 }
 COLUMNS = ("id", "text", "quality_label", "quality_bucket", "source", "url")
 
@@ -163,11 +168,14 @@ def rephrase(cfg: RephraseConfig) -> Path:
         for task, spec in tasks.items():  # the card shows them; prompt_hash is their sha256
             (tmp / "prompts" / f"{task}.md").write_text(spec["template"])
         pieces = tmp / ".work" / "pieces"
+        retry = sum(drop_failed(d) for d in sorted(pieces.glob("bucket=*")))  # as synth: failed pieces again
         done = set(read_folder(pieces, ["id"]).column("id").to_pylist())
         kwargs = dict(cfg=cfg, tasks=tasks, by_label=by_label, done=done, budget=budget, tokenizer=tokenizer)
         columns = [c for c in COLUMNS if c in schema.names]
         generated = generate(cfg, files, columns, kwargs, pieces, buckets=max(1, min(256, plan["input"] // 5000)))
-        print(f"[rephrase] {plan['input']} units: {len(done)} pieces resumed, {generated} generated")
+        print(
+            f"[rephrase] {plan['input']} units: {len(done)} pieces resumed ({retry} failed ones retried), {generated} generated"
+        )
         settings = {"min_words": cfg.min_words, "max_copy_ratio": cfg.max_copy_ratio, "generator": generator}
         settings["reject_truncated"] = cfg.reject_truncated
         settings |= {"lang_model": lang_model, "language": cfg.language}
