@@ -68,7 +68,8 @@ def usage() -> str:
         "commands:",
         *(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()),
         "",
-        "Run `nanoforge <command> --help` for a command's fields.",
+        "Run `nanoforge <command> --help` for a command's fields. Training stages (sft, dpo, grpo, distill) also take",
+        "--num_processes N (ranks through accelerate on this node) and --launcher ray (Ray Train workers).",
     ]
     return "\n".join(lines)
 
@@ -88,10 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoforge: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
     from pipelines.config import ConfigError
+    from sft.launch import TRAINING_STAGES, launch, pop_launch_args
 
-    module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"nanoforge {name}", *rest]  # so argparse's usage line names the command
     try:
+        if name in TRAINING_STAGES:  # --num_processes N / --launcher ray start the ranks (sft/launch.py)
+            try:
+                num_processes, launcher, rest = pop_launch_args(rest)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            return launch(TRAINING_STAGES[name], rest, num_processes, launcher)
+        module = importlib.import_module(COMMANDS[name][0])
         return module.main(rest) or 0
     except ConfigError as e:  # a mistake in the YAML or flags: a message, not a traceback
         print(f"nanoforge {name}: error: {e}", file=sys.stderr)
