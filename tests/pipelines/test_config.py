@@ -13,6 +13,7 @@ import pytest
 from pipelines.cli import COMMANDS
 from pipelines.cli import main as cli_main
 from pipelines.config import ConfigError, parse
+from sft.launch import TRAINING_STAGES, pop_launch_args
 
 REPO = Path(__file__).resolve().parents[2]
 YAMLS = sorted(
@@ -65,6 +66,8 @@ def test_every_shipped_yaml_parses_strictly(path, monkeypatch):
     command, *args = yaml_command(path)
     assert command in COMMANDS, f"{path}: unknown command {command}"
     module = importlib.import_module(COMMANDS[command][0])
+    if command in TRAINING_STAGES:  # --num_processes / --launcher belong to the launcher (sft/launch.py)
+        args = pop_launch_args(args)[2]
     args = [str(REPO / a) if a.endswith(".yaml") and not Path(a).is_absolute() else a for a in args]
     module.parse_args(args)
 
@@ -133,6 +136,8 @@ def test_every_command_checks_its_config_field_types(command, tmp_path, monkeypa
     import pipelines.config as config_module
 
     module = importlib.import_module(COMMANDS[command][0])
+    if command in TRAINING_STAGES:  # --num_processes / --launcher belong to the launcher (sft/launch.py)
+        args = pop_launch_args(args)[2]
     seen: list[type] = []
     real = config_module.check_types
     monkeypatch.setattr(config_module, "check_types", lambda c, dcs, src: (seen.extend(dcs), real(c, dcs, src)))
