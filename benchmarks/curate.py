@@ -130,8 +130,8 @@ def datatrove_main(input_dir: str, out: str, workers: int) -> None:
     from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
     from datatrove.utils.lid import FT176LID
 
-    from pipelines.filters import find_lang_model, normalize_text
-    from pipelines.pii import redact_pii
+    from pipelines.curation.filters import find_lang_model, normalize_text
+    from pipelines.curation.pii import redact_pii
 
     class Normalize(BaseFormatter):
         name = "normalize (ftfy + whitespace)"

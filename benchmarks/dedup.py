@@ -1,4 +1,4 @@
-"""Fuzzy dedup and decontamination: nanoforge (pipelines/dedup.py, decontaminate.py) vs datatrove 0.10.1.
+"""Fuzzy dedup and decontamination: nanoforge (pipelines/dedup/fuzzy.py, decontaminate.py) vs datatrove 0.10.1.
 
     python -m benchmarks.dedup                      # 200 MB of text (the issue's size)
     python -m benchmarks.dedup --target_mb 20       # what fits a shared 2-core machine
@@ -133,7 +133,7 @@ def cpu_rate(fn, items: list, batch: int) -> float:
 def part_signature(docs: list[dict], tmp: Path) -> list[str]:
     from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 
-    from pipelines.minhash import PRESETS, signatures
+    from pipelines.dedup.minhash import PRESETS, signatures
 
     texts = [d["text"] for d in docs]
     theirs = MinhashDedupSignature(output_folder=str(tmp / "sigs"))
@@ -166,7 +166,7 @@ def part_decont(docs: list[dict], tmp: Path) -> list[str]:
     from datatrove.data import Document
     from datatrove.pipeline.decont.n_grams import NGramsDecontConfig, NGramsDecontFilter
 
-    from pipelines.decontaminate import build_index, export_datatrove, find_contamination
+    from pipelines.dedup.decontaminate import build_index, export_datatrove, find_contamination
 
     rng = random.Random(0)
     gsm8k, math500 = SHARED / "gsm8k" / "test.jsonl", SHARED / "math500" / "test.jsonl"
@@ -215,7 +215,7 @@ def part_decont(docs: list[dict], tmp: Path) -> list[str]:
 
 
 def part_scurve(input_dir: Path, docs: list[dict], e2e_removed: set[str] | None) -> list[str]:
-    from pipelines.minhash import PRESETS, band_keys, shingles, signatures
+    from pipelines.dedup.minhash import PRESETS, band_keys, shingles, signatures
 
     params = PRESETS["fineweb"]
     by_id = {d["id"]: d["text"] for d in docs}
@@ -275,9 +275,9 @@ def drop_removed(batch, removed):
 def ours_main(input_dir: str, out: str, cpus: int) -> None:
     import ray
 
-    from pipelines.dedup import fuzzy_duplicates, signature_table
-    from pipelines.minhash import PRESETS
-    from pipelines.runtime import init_ray
+    from pipelines.core.runtime import init_ray
+    from pipelines.dedup.fuzzy import fuzzy_duplicates, signature_table
+    from pipelines.dedup.minhash import PRESETS
 
     init_ray(num_cpus=cpus)
     files = sorted(str(p) for p in Path(input_dir).glob("shard-*.jsonl.gz"))

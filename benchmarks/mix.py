@@ -99,7 +99,7 @@ def run_datatrove(root: Path, artifacts: dict[str, Path], tokenizer: Path, cores
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.tokens.megatron_tokenizer import MegatronDocumentTokenizer
 
-    from pipelines.blend import read_megatron
+    from pipelines.blending.plan import read_megatron
 
     shutil.rmtree(root / "datatrove", ignore_errors=True)
     shutil.rmtree(root / "datatrove_logs", ignore_errors=True)
@@ -127,7 +127,7 @@ def sampling(n_docs: int, seed: int = 0) -> list[dict]:
     """Our planner + shuffle vs datasets.interleave_datasets, on token counts alone."""
     import datasets
 
-    from pipelines.blend import Phase, plan_blend, shuffle_phase
+    from pipelines.blending.plan import Phase, plan_blend, shuffle_phase
 
     datasets.disable_progress_bars()
     rng = np.random.default_rng(seed)
@@ -178,8 +178,8 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"needs the real data at {DATA}", file=sys.stderr)
         return 1
-    from pipelines.blend import read_megatron
-    from pipelines.runtime import init_ray
+    from pipelines.blending.plan import read_megatron
+    from pipelines.core.runtime import init_ray
     from sft.tokenizer import train_tokenizer
 
     texts = real_texts()

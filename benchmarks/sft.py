@@ -48,8 +48,8 @@ class CountingCollator:
 
 
 def gsm8k_traces(rows: int) -> list[dict]:
-    from pipelines.prompt_formats import replay_completion
-    from pipelines.verify import gold_from_gsm8k
+    from pipelines.reasoning.prompt_formats import replay_completion
+    from pipelines.reasoning.verify import gold_from_gsm8k
 
     path = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
     if not path.exists():

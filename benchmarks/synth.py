@@ -56,7 +56,7 @@ def plain_loop(model_dir: Path, prompts: list[list[dict]], max_new_tokens: int, 
 
 def compare(work: Path, model_dir: Path, n: int, args, threads: int, single: bool) -> dict:
     """Time the loops and the stage on the first `n` GSM8K test prompts; check they produce the same text."""
-    from pipelines.prompt_formats import assistant_content, with_reasoning_flag
+    from pipelines.reasoning.prompt_formats import assistant_content, with_reasoning_flag
     from pipelines.synth import parse_args, synthesize
 
     rows = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:n]]
@@ -98,7 +98,7 @@ def main() -> int:
     os.environ.setdefault("NANOFORGE_PROGRESS", "0")
     threads = len(os.sched_getaffinity(0))
 
-    from pipelines.runtime import init_ray
+    from pipelines.core.runtime import init_ray
     from sft.init_base import build_base
 
     work = Path(tempfile.mkdtemp(prefix="bench_synth_"))

@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from trl import ModelConfig
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-from pipelines.config import ConfigError, parse
+from pipelines.core.config import ConfigError, parse
+from pipelines.core.datasets import load_split
 from sft.common import (
     MetricsFile,
     ScriptArgs,
     checkpoint_artifact,
     checkpoint_writing,
     last_checkpoint,
-    load_split,
     model_init_kwargs,
     save_checkpoint,
 )

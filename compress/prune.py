@@ -22,9 +22,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.lineage import Artifact
-from sft.common import source_id
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, parse, to_dict
+from pipelines.core.datasets import source_id
 
 AXES = ("hidden", "mlp", "mamba_heads", "mamba_groups", "attention_heads", "layers")
 
@@ -89,7 +89,7 @@ class PruneConfig:
 
 
 def calibration_texts(cfg: PruneConfig, tokenizer) -> list[str]:
-    from sft.common import load_split
+    from pipelines.core.datasets import load_split
 
     rows = load_split(cfg.calibration_dataset, cfg.calibration_config)
     rows = rows.shuffle(seed=cfg.seed).select(range(min(cfg.calibration_samples, len(rows))))
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     with art.writing(resume=False) as tmp:
         prune(cfg, tmp, art)
         if cfg.math_eval_dataset:
-            from rl.evaluate import EvalConfig, evaluate
+            from sft.evaluate import EvalConfig, evaluate
 
             result = evaluate(
                 EvalConfig(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipelines.config import ConfigError
+from pipelines.core.config import ConfigError
 
 
 def kept(size: int, ratio: float, multiple: int = 1) -> int:

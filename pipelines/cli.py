@@ -11,29 +11,7 @@ import logging
 import os
 import sys
 
-# command -> (module, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo-data": ("pipelines.demo_data", "generate the demo web corpus and arithmetic word problems"),
-    "init-base": ("sft.init_base", "build a tiny random hybrid Nemotron-H base checkpoint + tokenizer"),
-    "curate": ("pipelines.curate", "read, normalize, language-ID, filter, dedup and PII-redact raw shards"),
-    "train-quality-classifier": ("pipelines.quality_classifier", "train a fastText quality classifier offline"),
-    "quality": ("pipelines.quality", "score documents and assign Nemotron-CC quality buckets"),
-    "mix": ("pipelines.mix", "build weighted phase blends, shuffled and tokenized"),
-    "rephrase": ("pipelines.rephrase", "rewrite documents per quality label, Nemotron-CC style (synthetic data)"),
-    "synth": ("pipelines.synth", "generate and verify reasoning traces (vllm, transformers, openai, replay)"),
-    "select": ("pipelines.select", "turn traces into SFT, preference and RL prompt sets"),
-    "sft": ("sft.train", "supervised fine-tuning with TRL SFTTrainer"),
-    "dpo": ("rl.dpo", "preference optimisation with TRL DPOTrainer"),
-    "grpo": ("rl.grpo", "reinforcement learning with TRL GRPOTrainer and verifier rewards"),
-    "merge": ("rl.merge", "linearly interpolate two checkpoints"),
-    "prune": ("compress.prune", "Minitron-style pruning of a NemotronH checkpoint from calibration activations"),
-    "distill": ("compress.distill", "logit distillation teacher -> pruned student with TRL GKDTrainer (lmbda 0)"),
-    "eval": ("rl.evaluate", "pass@1 on a math set with /think and /no_think"),
-    "run": ("pipelines.run", "run a recipe of stages end to end (resumes, skips up-to-date stages)"),
-    "submit": ("pipelines.submit", "submit a recipe to a Ray cluster, one job per stage"),
-    "publish": ("pipelines.publish", "upload an artifact to the Hugging Face Hub with a generated card"),
-}
-
+from pipelines.core.commands import COMMANDS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -88,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"nanoforge: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
-    from pipelines.config import ConfigError
+    from pipelines.core.config import ConfigError
     from sft.launch import TRAINING_STAGES, launch, pop_launch_args
 
     sys.argv = [f"nanoforge {name}", *rest]  # so argparse's usage line names the command

@@ -9,8 +9,8 @@ read (JSONL/.gz/.zst, Parquet, WARC/WET, .txt) -> normalize (ftfy, whitespace) -
 -> documents/ rejected/ quarantine/ (Parquet), manifest.json, stats.json, report.md + report.png.
 
 Three Ray Data passes, each resumable from the partial directory (`.<output>.partial/.work/`):
-  1. chunks: reader tasks stream every file and cut it into chunks of ~chunk_bytes (pipelines/readers.py); each
-     chunk is one Ray block that a free worker runs through the per-document blocks (pipelines/filters.py) and
+  1. chunks: reader tasks stream every file and cut it into chunks of ~chunk_bytes (pipelines/curation/readers.py); each
+     chunk is one Ray block that a free worker runs through the per-document blocks (pipelines/curation/filters.py) and
      checkpoints as `.work/chunks/<chunk>.parquet`. A rerun skips chunks that have a checkpoint.
   2. global steps over the kept candidates of all chunks: exact dedup groups them by text hash (Ray Data groupby);
      the first in input order survives, the others are rejected as `exact_duplicate` with `duplicate_of`.
@@ -38,13 +38,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipelines import chunks, decontaminate, dedup, report
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.filters import FILTER_NAMES, check_filters, find_lang_model
-from pipelines.lineage import Artifact
-from pipelines.minhash import parse_spec
-from pipelines.readers import expand_inputs, plan_units, skipped_files
-from pipelines.runtime import ray_session
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, parse, to_dict
+from pipelines.core.runtime import ray_session
+from pipelines.curation import chunks, report
+from pipelines.curation.filters import FILTER_NAMES, check_filters, find_lang_model
+from pipelines.curation.readers import expand_inputs, plan_units, skipped_files
+from pipelines.dedup import decontaminate, fuzzy
+from pipelines.dedup.minhash import parse_spec
 
 
 @dataclass
@@ -73,7 +74,7 @@ class CurateConfig:
     filters: list[str] = field(default_factory=lambda: list(FILTER_NAMES), metadata={"help": f"datatrove heuristic filters, in order: {', '.join(FILTER_NAMES)}."})  # fmt: skip
     filter_args: dict = field(default_factory=dict, metadata={"help": "Per filter constructor arguments, e.g. {c4_quality: {filter_no_terminal_punct: false}} (YAML)."})  # fmt: skip
     exact_dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same final text) across the whole input."})  # fmt: skip
-    fuzzy_dedup: str = field(default="none", metadata={"help": "MinHash near-duplicate removal (pipelines/dedup.py): none, fineweb (word 5-grams, 14x8), nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."})  # fmt: skip
+    fuzzy_dedup: str = field(default="none", metadata={"help": "MinHash near-duplicate removal (pipelines/dedup/fuzzy.py): none, fineweb (word 5-grams, 14x8), nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."})  # fmt: skip
     fuzzy_dedup_index: str = field(default="", metadata={"help": "LSH index of an earlier run (<its output_dir>/lsh_index): near-copies of its documents are dropped here."})  # fmt: skip
     decontaminate_against: list[str] = field(default_factory=list, metadata={"help": "Evaluation sets NAME=PATH:FIELD (JSONL/Parquet file or Hub id); a document with one of their 13-grams is dropped as contaminated:NAME."})  # fmt: skip
     pii: bool = field(default=True, metadata={"help": "Redact emails, public IP addresses and phone numbers in kept text."})  # fmt: skip
@@ -154,7 +155,7 @@ def global_steps(cfg: CurateConfig) -> list[tuple[str, Callable]]:
     """Steps that need every candidate at once, in order: (name, fn(chunk_files, cfg) -> Dataset of rejections)."""
     steps = [("exact_dedup", exact_duplicates)] if cfg.exact_dedup else []
     steps += [("decontaminate", decontaminate.curate_step)] if cfg.decontaminate_against else []
-    return steps + ([("fuzzy_dedup", dedup.curate_step)] if parse_spec(cfg.fuzzy_dedup) else [])
+    return steps + ([("fuzzy_dedup", fuzzy.curate_step)] if parse_spec(cfg.fuzzy_dedup) else [])
 
 
 def shard_pass(cfg: CurateConfig, shards: list[tuple[int, list[str]]], settings: dict):

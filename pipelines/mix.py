@@ -11,7 +11,7 @@ a cap on how many epochs any source may be repeated. This stage builds such a bl
 `input_paths` are documents artifacts (curate or quality output); a source takes one of them by position
 (`input: 0`), optionally a bucket subset of it (`labels: [High, Medium-High]` or `buckets: [18, 19]`, from
 `nanoforge quality`), and may set its own `max_epochs`. A phase is `{name, fraction, weights: {source: w}}`; the
-fractions of `total_tokens` sum to 1 and weights are by tokens. The plan is in pipelines/blend.py.
+fractions of `total_tokens` sum to 1 and weights are by tokens. The plan is in pipelines/blending/plan.py.
 
 Three Ray Data passes, resumable from `.work/` in the partial directory:
   1. prepare: read each source's subset, tokenize (`tokenizers`, batch encode, EOS appended; without a
@@ -38,12 +38,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.blend import Phase, ShortfallError, plan_blend, shuffle_phase, token_dtype, write_report
-from pipelines.buckets import label_buckets
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.lineage import Artifact
-from pipelines.mix_ops import default_eos, load_tokenizer, prepare_files, route_batch, write_shard
-from pipelines.runtime import ray_session
+from pipelines.blending.ops import default_eos, load_tokenizer, prepare_files, route_batch, write_shard
+from pipelines.blending.plan import Phase, ShortfallError, plan_blend, shuffle_phase, token_dtype, write_report
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, parse, to_dict
+from pipelines.core.runtime import ray_session
+from pipelines.scoring.buckets import label_buckets
 
 SOURCE_KEYS = {"name", "input", "labels", "buckets", "max_epochs"}
 PHASE_KEYS = {"name", "fraction", "weights"}

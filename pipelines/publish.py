@@ -10,7 +10,7 @@ one commit on branch `nf-<first 12 hex digits of the artifact hash>` (that hash 
 input hashes, so one config run over other inputs never lands on the same branch; `--revision` overrides, and
 `--revision main` is what the Hub's dataset viewer shows):
   - a dataset artifact (documents, blend, traces, sft/preference/rl sets) into a dataset repo: every file of the
-    artifact: Parquet shards (each directory of shards is a viewer config, see dataset_cards/render.py),
+    artifact: Parquet shards (each directory of shards is a viewer config, see pipelines/core/cards.py),
     blend.json, Megatron .bin/.idx, stats and reports;
   - a checkpoint into a model repo, safetensors only: pickle files (*.bin, *.pt, *.pth, *.pkl, ...) and Trainer
     resume states (checkpoint-*/) are left out and listed, and a checkpoint with no *.safetensors is refused;
@@ -36,9 +36,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset_cards.render import SIDE_CONFIGS, card_kind, redact, render_card
-from pipelines.config import ConfigError, parse
-from pipelines.lineage import MANIFEST
+from pipelines.core.artifacts import MANIFEST
+from pipelines.core.cards import SIDE_CONFIGS, card_kind, redact, render_card
+from pipelines.core.config import ConfigError, parse
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib")  # never uploaded from any artifact
 CHECKPOINT_PICKLES = (
@@ -162,7 +162,7 @@ def redacted_parquet(path: Path) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.pii import redact_pii
+    from pipelines.curation.pii import redact_pii
 
     table = pq.read_table(path)
     for i, col in enumerate(table.schema):

@@ -33,11 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.buckets import LABELS, PERCENTILES, bucket_labels, weighted_percentiles
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.filters import FILTER_NAMES, check_filters
-from pipelines.lineage import Artifact
-from pipelines.quality_ops import (
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, parse, to_dict
+from pipelines.core.runtime import ray_session
+from pipelines.curation.filters import FILTER_NAMES, check_filters
+from pipelines.scoring.buckets import LABELS, PERCENTILES, bucket_labels, weighted_percentiles
+from pipelines.scoring.ops import (
     WEIGHT,
     EnsembleScorer,
     add_weight,
@@ -48,7 +49,6 @@ from pipelines.quality_ops import (
     kept_rows,
     rejected_rows,
 )
-from pipelines.runtime import ray_session
 
 
 @dataclass

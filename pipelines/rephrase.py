@@ -5,10 +5,10 @@ Cluster:  RAY_ADDRESS=ray://head:10001 nanoforge rephrase --config pipelines/con
 
 Low-quality documents are rewritten in Wikipedia style (their knowledge kept, their noise dropped); high-quality ones
 are turned into diverse QA pairs, distilled, knowledge-extracted and knowledge-listed, which multiplies their unique
-tokens. `tasks` maps each task to its prompt file (pipelines/prompts/rephrase/) and the quality labels it applies to.
+tokens. `tasks` maps each task to its prompt file (pipelines/rephrasing/prompts/) and the quality labels it applies to.
 
 Plan: read the documents artifact (Ray Data) -> one row per (document, task, piece): a document longer than the
-generator's context is split on paragraph boundaries (rephrase_ops.split_pieces) -> synth's backends (vllm through
+generator's context is split on paragraph boundaries (rephrasing/ops.split_pieces) -> synth's backends (vllm through
 ray.data.llm, transformers, an OpenAI-compatible endpoint, replay) -> generated pieces written as they arrive ->
 grouped back per (document, task), in piece order -> post-filters with reasons, language ID, decontamination ->
 `documents/` (kept) and `rejected/` (with reason). Every (document, task) is kept or rejected: input == kept +
@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
-from pipelines.rephrase_filters import finish_bucket
-from pipelines.rephrase_ops import (
+from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
+from pipelines.core.config import ConfigError, parse, to_dict
+from pipelines.reasoning.traces import drop_failed, write_shard
+from pipelines.rephrasing.filters import finish_bucket
+from pipelines.rephrasing.ops import (
     NEMOTRON_CC_TASKS,
     PIECE_SCHEMA,
     doc_pieces,
@@ -46,7 +47,6 @@ from pipelines.rephrase_ops import (
     piece_budget,
     read_folder,
 )
-from pipelines.traces import drop_failed, write_shard
 
 
 @dataclass
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rephrase(cfg: RephraseConfig) -> Path:
     """Run the stage for a parsed config; returns the synthetic documents artifact path."""
-    from pipelines.runtime import ray_session
+    from pipelines.core.runtime import ray_session
 
     tasks = load_tasks(cfg.tasks)
     files = sorted(str(f) for f in (Path(cfg.input_path) / "documents").glob("*.parquet"))
@@ -198,7 +198,7 @@ def generate(
     `pieces/` (~5k units a bucket, from the plan, so the same on a rerun). Returns how many were generated."""
     import ray
 
-    from pipelines.backends import BACKENDS
+    from pipelines.reasoning.backends import BACKENDS
 
     ctx = ray.data.DataContext.get_current()
     keep_order = ctx.execution_options.preserve_order
@@ -273,7 +273,7 @@ def count(tmp: Path, plan: dict, resumed: int, generated: int) -> dict:
 def _lang_model(cfg: RephraseConfig) -> str | None:
     if not cfg.language:
         return None
-    from pipelines.filters import find_lang_model
+    from pipelines.curation.filters import find_lang_model
 
     return find_lang_model(cfg.lang_model_path)
 
@@ -281,7 +281,7 @@ def _lang_model(cfg: RephraseConfig) -> str | None:
 def _decont_index(cfg: RephraseConfig):
     if not cfg.decontaminate_against:
         return None
-    from pipelines.decontaminate import build_index
+    from pipelines.dedup.decontaminate import build_index
 
     return build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram)
 

@@ -7,8 +7,8 @@ Stages run in order in this process, on one embedded Ray (or the cluster named b
 A stage whose artifact is complete and was made from the same config and inputs is skipped by the stage
 itself (lineage), so rerunning after a crash picks up at the first unfinished stage. At the end a table says
 what each stage did, and `<output_dir>/report.md` keeps it, with the checkpoints' evaluations side by side (a table
-and `eval.png`, from each stage's `eval.json`: pipelines/eval_report.py); `<output_dir>/report.html` is the run
-report (each stage's report, plots and manifest on one static page, see pipelines/run_report.py).
+and `eval.png`, from each stage's `eval.json`: pipelines/core/eval_report.py); `<output_dir>/report.html` is the run
+report (each stage's report, plots and manifest on one static page, see pipelines/core/run_report.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.config import ConfigError, parse
-from pipelines.eval_report import eval_section
-from pipelines.lineage import read_manifest
-from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
-from pipelines.run_report import write_run_report
-from pipelines.runtime import ray_session
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError, parse
+from pipelines.core.eval_report import eval_section
+from pipelines.core.recipe import Stage, check_stages, load_recipe, select_stages
+from pipelines.core.run_report import write_run_report
+from pipelines.core.runtime import ray_session
 
 
 @dataclass

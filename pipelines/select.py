@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.lineage import Artifact, read_manifest
-from pipelines.select_report import histograms
-from pipelines.traces import MESSAGES, write_shard
+from pipelines.core.artifacts import Artifact, read_manifest
+from pipelines.core.config import ConfigError, parse, to_dict
+from pipelines.reasoning.report import histograms
+from pipelines.reasoning.traces import MESSAGES, write_shard
 
 COLUMNS = ["id", "prompt_id", "messages", "answer", "verifier", "reasoning", "num_generated_tokens", "truncated", "verified",
            "error", "source"]  # fmt: skip
@@ -110,8 +110,8 @@ def build(cfg: SelectConfig):
     """The Ray Data plan: read traces (tagged with their artifact) -> group by prompt -> JSON records per kind."""
     import ray
 
-    from pipelines.backends import load_tokenizer
-    from pipelines.selection import select_prompt
+    from pipelines.reasoning.backends import load_tokenizer
+    from pipelines.reasoning.selection import select_prompt
 
     def tagged(path: str):  # the same sample id can come from two runs: (traces, id) identifies a sample
         ds = ray.data.read_parquet(str(Path(path) / "traces"), columns=COLUMNS)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def select(cfg: SelectConfig) -> Path:
     """Run the stage for a parsed config; returns the output directory."""
-    from pipelines.runtime import ray_session
+    from pipelines.core.runtime import ray_session
 
     for path in cfg.traces_path:
         if read_manifest(path) is None and "://" not in path:

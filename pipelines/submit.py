@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import ConfigError, load_yaml, parse
-from pipelines.lineage import canonical_json, code_version, input_hash
-from pipelines.recipe import Stage, check_stages, load_recipe, select_stages
+from pipelines.core.artifacts import canonical_json, code_version, input_hash
+from pipelines.core.config import ConfigError, load_yaml, parse
+from pipelines.core.recipe import Stage, check_stages, load_recipe, select_stages
 
 RESOURCE_ARGS = {"num_cpus": "entrypoint_num_cpus", "num_gpus": "entrypoint_num_gpus", "memory": "entrypoint_memory"}
 UPLOAD_EXCLUDES = [".venv", ".git", "runs", "benchmarks/data", "**/__pycache__", "*.egg-info"]

@@ -4,9 +4,9 @@ Local:    nanoforge synth --config pipelines/configs/synth_demo.yaml
 Cluster:  RAY_ADDRESS=ray://head:10001 nanoforge synth --config pipelines/configs/synth_nano2.yaml
 
 Plan: read prompts (local JSONL/Parquet or a Hub dataset) -> map to `messages` + gold `answer` by `prompt_format`
-(prompt_formats.py) -> drop duplicates and eval-set contamination (reasons recorded) -> one row per sample
-(`id = "{prompt_id}:{k}"`, reasoning mode and sampling parameters per row) -> backend (backends.py) -> verify
-(verify.py) -> Parquet shards. Prompts and sample rows (prompt + parameters, no completions) are built on the
+(reasoning/prompt_formats.py) -> drop duplicates and eval-set contamination (reasons recorded) -> one row per sample
+(`id = "{prompt_id}:{k}"`, reasoning mode and sampling parameters per row) -> backend (reasoning/backends.py) -> verify
+(reasoning/verify.py) -> Parquet shards. Prompts and sample rows (prompt + parameters, no completions) are built on the
 driver, ~1 KB each; completions stream through Ray Data and are written as they arrive.
 
 Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from pipelines.config import ConfigError, check_pinned, parse, to_dict
-from pipelines.lineage import NON_SEMANTIC_FIELDS, Artifact
-from pipelines.prompt_formats import PromptError, fields_for, to_prompt
-from pipelines.readers import find_broken_line
-from pipelines.traces import REJECTED_SCHEMA, drop_failed, read_shards, sample_rows, to_trace, write_shard
+from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
+from pipelines.core.config import ConfigError, check_pinned, parse, to_dict
+from pipelines.core.datasets import find_broken_line
+from pipelines.reasoning.prompt_formats import PromptError, fields_for, to_prompt
+from pipelines.reasoning.traces import REJECTED_SCHEMA, drop_failed, read_shards, sample_rows, to_trace, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class SynthConfig:
     prompts_subset: str | None = field(
         default=None, metadata={"help": "Config name, for a Hub dataset (gsm8k: main)."}
     )
-    prompt_format: str = field(default="gsm8k", metadata={"help": "gsm8k | math | messages (see prompt_formats.py)."})
+    prompt_format: str = field(default="gsm8k", metadata={"help": "gsm8k | math | messages (see reasoning/prompt_formats.py)."})
     prompt_field: str | None = field(default=None, metadata={"help": "Rename: the question field (format default)."})
     answer_field: str | None = field(default=None, metadata={"help": "Rename: the gold answer field."})
     solution_field: str | None = field(default=None, metadata={"help": "Rename: the worked solution (replay)."})
@@ -158,8 +158,8 @@ def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], lis
 
 
 def decontaminate_prompts(prompts: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
-    """Drop prompts sharing a word n-gram with an eval set (decontaminate.py); reason `contaminated:<name>`."""
-    from pipelines.decontaminate import build_index, contamination_reasons
+    """Drop prompts sharing a word n-gram with an eval set (dedup/decontaminate.py); reason `contaminated:<name>`."""
+    from pipelines.dedup.decontaminate import build_index, contamination_reasons
 
     index = build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram)
     texts = ["\n".join(m["content"] for m in p["messages"] if m["role"] != "system") for p in prompts]
@@ -180,8 +180,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     """Run the stage for a parsed config; returns the traces artifact path."""
     import ray
 
-    from pipelines.backends import BACKENDS
-    from pipelines.runtime import ray_session
+    from pipelines.core.runtime import ray_session
+    from pipelines.reasoning.backends import BACKENDS
 
     if not cfg.source:  # ".../gsm8k/train.jsonl" -> "gsm8k/train"; a Hub id as it is
         local = Path(cfg.prompts_path.split("*")[0].rstrip("/"))

@@ -5,7 +5,7 @@ Cluster:  accelerate launch --num_processes 8 -m rl.grpo --config rl/configs/grp
 
 Prompts are `prompt` (messages) + `answer` (+ `verifier`) rows (the `rl_prompts/` set of `nanoforge select`), or a
 GSM8K/MATH style file mapped the way `synth` maps it. The `verifier` reward scores each row with the verifier its
-`verifier` column names (math, code in a sandbox, IFEval constraints, multiple choice; `pipelines/verifiers.py`). Reasoning is chosen per prompt: a prompt keeps its own `/think` or
+`verifier` column names (math, code in a sandbox, IFEval constraints, multiple choice; `pipelines/reasoning/verifiers.py`). Reasoning is chosen per prompt: a prompt keeps its own `/think` or
 `/no_think`; unflagged prompts get `/no_think` with probability `no_think_fraction`, else reasoning on. Rewards
 are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollouts use vLLM when
 `use_vllm: true` and a GPU is present (`vllm_mode: colocate` shares the training GPUs, `server` talks to
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-from pipelines.config import ConfigError, parse
-from pipelines.prompt_formats import with_reasoning_flag
-from rl.evaluate import to_problems
+from pipelines.core.config import ConfigError, parse
+from pipelines.core.datasets import load_split
+from pipelines.reasoning.prompt_formats import with_reasoning_flag
 from rl.rewards import REWARDS
 from sft.common import (
     MetricsFile,
@@ -34,12 +34,12 @@ from sft.common import (
     checkpoint_writing,
     is_hybrid,
     last_checkpoint,
-    load_split,
     model_init_kwargs,
     peft_config,
     refuse_leaky_packing,
     save_checkpoint,
 )
+from sft.evaluate import to_problems
 
 log = logging.getLogger(__name__)
 

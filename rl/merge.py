@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipelines.config import ConfigError, parse, to_dict
-from pipelines.lineage import Artifact
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, parse, to_dict
 
 
 @dataclass
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(w1 / "model.safetensors.index.json", tmp)
         art.counts = {"tensors": merge(w1, w2, cfg.alpha, tmp)}
         if cfg.math_eval_dataset:
-            from rl.evaluate import EvalConfig, evaluate
+            from sft.evaluate import EvalConfig, evaluate
 
             result = evaluate(
                 EvalConfig(

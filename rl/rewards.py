@@ -12,9 +12,9 @@ it opened and closed `<think></think>`, so a completion is just the answer.
 
 from __future__ import annotations
 
-from pipelines.prompt_formats import assistant_content
-from pipelines.verifiers import score
-from pipelines.verify import verify
+from pipelines.reasoning.prompt_formats import assistant_content
+from pipelines.reasoning.verifiers import score
+from pipelines.reasoning.verify import verify
 
 
 def _text(completion: str | list[dict]) -> str:
@@ -90,7 +90,7 @@ def _scores(completions: list, answer: list, verifiers: list, reasoning: list[st
 
 def code(completions: list, answer: list[str | None], reasoning: list[str] | None = None, **_) -> list[float | None]:
     """Fraction of the row's tests (JSON in `answer`: assert lines or stdin/stdout cases) that the completion's last
-    fenced code block passes, run in the sandbox (`pipelines/sandbox.py`); None without tests.
+    fenced code block passes, run in the sandbox (`pipelines/reasoning/sandbox.py`); None without tests.
 
     >>> code(["</think>```python\\ndef sq(x):\\n    return x * x\\n```"], answer=['["assert sq(3) == 9", "assert sq(2) == 5"]'])
     [0.5]
@@ -101,7 +101,7 @@ def code(completions: list, answer: list[str | None], reasoning: list[str] | Non
 def instruction_following(
     completions: list, answer: list[str | None], reasoning: list[str] | None = None, **_
 ) -> list[float | None]:
-    """Fraction of the row's IFEval constraints (JSON in `answer`, `pipelines/ifeval.py`) the answer follows.
+    """Fraction of the row's IFEval constraints (JSON in `answer`, `pipelines/reasoning/ifeval.py`) the answer follows.
 
     >>> rule = '[{"id": "punctuation:no_comma"}, {"id": "change_case:english_lowercase"}]'
     >>> instruction_following(["</think>all lowercase, one comma", "</think>all lowercase"], answer=[rule, rule])

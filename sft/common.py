@@ -16,15 +16,15 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from pipelines.config import ConfigError, check_pinned, to_dict
-from pipelines.lineage import Artifact
-from pipelines.readers import find_broken_line
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, check_pinned, to_dict
+from pipelines.core.datasets import looks_local, source_id
+from sft.evaluate import EvalConfig, evaluate
 
 # Nemotron-H names its Mamba-2 input projection in_proj; PEFT has no default target list for the architecture, and
 # LoRA on attention alone would leave the mixing layers (~90% of Nano 2) frozen. The Mamba out_proj is left out on
 # purpose: the fused Mamba kernel (GPU) reads `out_proj.weight` directly, bypassing the adapter, so PEFT refuses it.
 HYBRID_LORA_TARGETS = ["in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
-DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
 @dataclass
@@ -49,38 +49,6 @@ class ScriptArgs:
     math_eval_num_samples: int = field(default=1, metadata={"help": "Samples per problem; pass@1 is their mean."})
     math_eval_max_new_tokens: int = field(default=256, metadata={"help": "Token budget per eval completion."})
     force: bool = field(default=False, metadata={"help": "Retrain even if an identical checkpoint exists."})
-
-
-def source_id(name: str) -> str:
-    """A lineage input for a local path or a Hub id (Hub content is identified by its name only)."""
-    return name if Path(name).exists() else f"hf://{name}"
-
-
-def looks_local(name: str) -> bool:
-    """A path rather than a Hub id (`org/name`): relative/absolute, deeper than one slash, or a data file name."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(DATA_SUFFIXES)
-
-
-def load_split(name: str | None, config: str | None = None, split: str = "train"):
-    """`datasets.load_dataset(name, config, split=split)`: a Hub id or an artifact directory (its README.md card
-    lists the configs: kept rows by default, `rejected` apart), or a local JSONL/Parquet file by its format."""
-    import datasets
-
-    if not name:
-        raise ConfigError("dataset_name is required (a Hub id, a JSONL/Parquet file or an artifact directory)")
-    path = Path(name)
-    if path.is_file() and path.suffix in DATA_SUFFIXES:
-        builder = "parquet" if path.suffix == ".parquet" else "json"
-        try:
-            return datasets.load_dataset(builder, data_files=str(path), split=split)
-        except Exception as e:
-            where = find_broken_line([str(path)]) if builder == "json" else None  # `datasets` names no line
-            if where:
-                raise ConfigError(f"dataset {name}: a row cannot be read: {where}; fix or remove it") from e
-            raise
-    if not path.exists() and looks_local(name):
-        raise ConfigError(f"dataset not found: {path} (expected a JSONL/Parquet file or an artifact directory)")
-    return datasets.load_dataset(name, name=config, split=split)
 
 
 def model_init_kwargs(training_args, model_args) -> dict[str, Any]:
@@ -294,8 +262,6 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
     art.counts = {"train_rows": num_rows, "steps": trainer.state.global_step}
     art.extra["final_loss"] = losses[-1] if losses else None
     if script_args.math_eval_dataset:
-        from rl.evaluate import EvalConfig, evaluate
-
         result = evaluate(
             EvalConfig(
                 model=str(tmp),

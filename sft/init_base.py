@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import ConfigError, parse
-from pipelines.lineage import Artifact
+from pipelines.core.artifacts import Artifact
+from pipelines.core.config import ConfigError, parse
 from sft.tokenizer import CHAT_TEMPLATE, EOS_DOC, builtin_corpus, read_corpus, train_tokenizer
 
 # Layer patterns use Nemotron-H's notation: M = Mamba-2, * = attention, - = MLP. Nano 2 is ~half Mamba, half MLP,

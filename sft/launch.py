@@ -87,7 +87,7 @@ def ray_train(module: str, argv: list[str], num_workers: int) -> int:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.runtime import ray_session
+    from pipelines.core.runtime import ray_session
 
     with ray_session(os.environ.get("RAY_ADDRESS")):
         use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers

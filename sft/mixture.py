@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable
 
-from pipelines.config import ConfigError
+from pipelines.core.config import ConfigError
 
 logger = logging.getLogger(__name__)
 SOURCE_KEYS = {"path", "config", "split", "weight", "tokens"}
@@ -98,7 +98,7 @@ def build_mixture(
     """
     import datasets
 
-    from sft.common import load_split
+    from pipelines.core.datasets import load_split
 
     sources = check_sources(entries)
     if not sources:

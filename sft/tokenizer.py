@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from pipelines.config import ConfigError
+from pipelines.core.config import ConfigError
 
 CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from pipelines.config import parse
+from pipelines.core.config import parse
+from pipelines.core.datasets import load_split
 from sft.common import (
     MetricsFile,
     ScriptArgs,
     checkpoint_artifact,
     checkpoint_writing,
     last_checkpoint,
-    load_split,
     model_init_kwargs,
     peft_config,
     refuse_leaky_packing,

@@ -1,4 +1,4 @@
-"""Tiny but complete artifacts of every kind, written through `pipelines.lineage.Artifact` (for card/publish tests).
+"""Tiny but complete artifacts of every kind, written through `pipelines.core.artifacts.Artifact` (for card/publish tests).
 
 Each builder returns the artifact directory. Layouts follow DESIGN.md's contracts: curate writes `documents/`,
 `rejected/`, `quarantine/`; mix writes one directory per phase with `blend.json` and Megatron `.bin/.idx`;
@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.blend import write_megatron
-from pipelines.lineage import Artifact
+from pipelines.blending.plan import write_megatron
+from pipelines.core.artifacts import Artifact
 
 HF_TOKEN = "hf_" + "FakeTokenForTests0123456789abcd"
 API_KEY = "sk-local-test-key-42"

@@ -64,7 +64,7 @@ def ray_local():
     """A real embedded Ray for the whole session (2 CPUs, like CI)."""
     import ray
 
-    from pipelines.runtime import init_ray
+    from pipelines.core.runtime import init_ray
 
     started = init_ray(num_cpus=2)
     yield ray

@@ -138,7 +138,7 @@ def synth_config(a, out_dir: str) -> Path:
 
 
 def write_prompts(n: int) -> None:
-    from pipelines.demo_text import word_problem
+    from pipelines.demo.text import word_problem
 
     rng = random.Random(0)
     seen, rows = set(), []
@@ -157,8 +157,8 @@ def bench_synth_raw(a) -> None:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
+    from pipelines.reasoning.traces import sample_rows
     from pipelines.synth import parse_args, prepare_prompts
-    from pipelines.traces import sample_rows
 
     write_prompts(a.prompts)
     cfg = parse_args(["--config", str(synth_config(a, str(WORK / "unused")))])
@@ -216,7 +216,7 @@ def bench_synth(a) -> None:
         result["wall_s"] = time.time() - t0
         manifest = json.loads((Path(path) / "manifest.json").read_text())
         result["counts"] = manifest.get("counts")
-        from pipelines.traces import read_shards
+        from pipelines.reasoning.traces import read_shards
 
         t = read_shards(Path(path) / "traces", ["num_generated_tokens", "error"]).to_pydict()
         result["gen_tokens"] = sum(n or 0 for n in t["num_generated_tokens"])

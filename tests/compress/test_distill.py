@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from compress import distill, prune
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

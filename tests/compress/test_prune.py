@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compress import prune
 from compress.shapes import num_parameters
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 
 
 def run(model, data, out, *flags) -> dict:

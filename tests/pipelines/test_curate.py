@@ -19,7 +19,7 @@ import zstandard
 from datapaths import shared_data
 
 from pipelines import curate
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = str(REPO / "pipelines" / "configs" / "curate_demo.yaml")
@@ -236,9 +236,9 @@ def test_resume_after_kill(ray_local, demo_corpus, tmp_path):
 
 def test_evaluation_sets_lsh_index_and_lid_model_are_hashed_inputs(tmp_path):
     """Replacing an eval set, the LSH index or the LID model changes the artifact hash (no Ray: hashing only)."""
-    from pipelines.config import to_dict
-    from pipelines.filters import find_lang_model
-    from pipelines.lineage import Artifact
+    from pipelines.core.artifacts import Artifact
+    from pipelines.core.config import to_dict
+    from pipelines.curation.filters import find_lang_model
 
     (tmp_path / "raw.jsonl").write_text('{"text": "hello"}\n')
     (tmp_path / "test.jsonl").write_text('{"question": "what is 2 + 2"}\n')

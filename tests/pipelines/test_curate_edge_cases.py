@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines import curate, filters
-from pipelines.lineage import read_manifest
+from pipelines import curate
+from pipelines.core.artifacts import read_manifest
+from pipelines.curation import filters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,7 +72,7 @@ def test_every_document_rejected_gives_a_valid_empty_artifact_and_downstream_tak
     # the stages downstream take the empty artifact as it is: quality writes an empty documents artifact (its
     # columns, no rows), mix an empty blend; any classifier file loads (lid.176's `en` label stands in for `hq`)
     from pipelines import mix, quality
-    from pipelines.filters import find_lang_model
+    from pipelines.curation.filters import find_lang_model
 
     quality.main(["--config", str(REPO / "pipelines/configs/quality_demo.yaml"), "--input_path", str(out), "--classifiers", find_lang_model(), "--fasttext_label", "__label__en", "--output_dir", str(tmp_path / "quality")])  # fmt: skip
     assert read_manifest(tmp_path / "quality")["counts"]["input"] == 0

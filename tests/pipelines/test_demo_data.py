@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.core.artifacts import read_manifest
 from pipelines.demo_data import DemoDataConfig, main, write_demo_data
-from pipelines.lineage import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(num_pages=40, num_pii_pages=4, num_exact_duplicates=6, num_near_duplicates=6, num_spam_pages=14)

@@ -12,9 +12,9 @@ import pytest
 from datapaths import shared_data
 
 from pipelines import mix
-from pipelines.blend import Phase, ShortfallError, plan_blend, read_megatron, shuffle_phase, write_megatron
-from pipelines.buckets import bucket_labels
-from pipelines.config import ConfigError
+from pipelines.blending.plan import Phase, ShortfallError, plan_blend, read_megatron, shuffle_phase, write_megatron
+from pipelines.core.config import ConfigError
+from pipelines.scoring.buckets import bucket_labels
 
 PHASES = [
     Phase("diverse", 0.6, {"web": 0.6, "math": 0.2, "code": 0.2}),

@@ -28,8 +28,8 @@ import yaml
 from artifact_factory import HF_TOKEN, checkpoint, documents, raw_shard, sft, traces
 
 from pipelines import publish
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 
 LFS_SUFFIXES = (
     ".parquet",

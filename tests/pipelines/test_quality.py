@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from datapaths import shared_data
 
-from pipelines import quality, quality_classifier
-from pipelines.buckets import bucket_labels, digitize, weighted_percentiles
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
-from pipelines.quality_classifier import hq_scores, roc_auc
-from pipelines.quality_ops import heuristic_verdicts
+from pipelines import quality
+from pipelines import train_quality_classifier as quality_classifier
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
+from pipelines.scoring.buckets import bucket_labels, digitize, weighted_percentiles
+from pipelines.scoring.ops import heuristic_verdicts, hq_scores
+from pipelines.train_quality_classifier import roc_auc
 
 SMALL_FASTTEXT = ["--epoch", "15", "--dim", "16", "--bucket", "200000"]  # fewer buckets: NaN on this data
 

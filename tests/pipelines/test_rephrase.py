@@ -15,9 +15,9 @@ import pytest
 from datapaths import shared_data
 
 import pipelines.rephrase as rephrase_module
-from pipelines.lineage import Artifact, read_manifest
+from pipelines.core.artifacts import Artifact, read_manifest
 from pipelines.rephrase import parse_args, rephrase
-from pipelines.rephrase_ops import NEMOTRON_CC_TASKS, estimate_tokens, split_pieces
+from pipelines.rephrasing.ops import NEMOTRON_CC_TASKS, estimate_tokens, split_pieces
 
 HIGH_TASKS = [t for t, s in NEMOTRON_CC_TASKS.items() if "High" in s["labels"]]
 
@@ -323,7 +323,7 @@ def test_mix_blends_real_and_synthetic_sources(served, tmp_path):
 
 
 def test_card_renders_prompts_generator_and_lineage(served):
-    from dataset_cards.render import render_card
+    from pipelines.core.cards import render_card
 
     out, _, _ = served
     card = render_card(out, repo_id="me/synthetic", revision="nf-test")

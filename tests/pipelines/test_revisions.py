@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.config import ConfigError
+from pipelines.core.config import ConfigError
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -47,7 +47,7 @@ def test_training_stages_refuse_unpinned_remote_code(tmp_path):
 def test_model_revision_reaches_vllm_transformers_and_tokenizers(monkeypatch):
     import transformers
 
-    from pipelines import backends
+    from pipelines.reasoning import backends
     from sft import common
 
     cfg = SimpleNamespace(model_name_or_path="org/model", model_revision=SHA, max_prompt_tokens=None,

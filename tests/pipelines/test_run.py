@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import run
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 
 RECIPE = """\
 # A two-stage recipe for tests: demo data and a tiny base
@@ -242,7 +242,7 @@ def test_submit_follow_streams_the_log_once_across_a_dropped_connection(capsys):
 def test_report_compares_checkpoints(tmp_path):
     """report.md's evaluation section: every checkpoint with an eval.json, in recipe order, one row per benchmark
     and mode; an old single-set eval.json counts as its dataset; a stage without one is left out; a plot beside it."""
-    from pipelines.eval_report import eval_section
+    from pipelines.core.eval_report import eval_section
 
     stats = {"think": {"pass@1": 0.25, "pass@4": 0.5, "maj@4": 0.25}, "no_think": {"pass@1": 0.1, "pass@4": 0.2}}
     (tmp_path / "base").mkdir()

@@ -13,10 +13,16 @@ from dataclasses import replace
 import pytest
 from datapaths import shared_data
 
-from pipelines.prompt_formats import fields_for, replay_completion, split_reasoning, to_prompt, with_reasoning_flag
+from pipelines.reasoning.prompt_formats import (
+    fields_for,
+    replay_completion,
+    split_reasoning,
+    to_prompt,
+    with_reasoning_flag,
+)
+from pipelines.reasoning.selection import select_prompt, truncate_reasoning, words
+from pipelines.reasoning.verify import verify
 from pipelines.select import SelectConfig
-from pipelines.selection import select_prompt, truncate_reasoning, words
-from pipelines.verify import verify
 
 CFG = SelectConfig(traces_path=["unused"], no_think_ratio=0.0, budget_ratio=0.0, thinking_budgets=[8])
 

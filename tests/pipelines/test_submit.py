@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 
 from pipelines import submit
-from pipelines.recipe import Stage
+from pipelines.core.recipe import Stage
 
 SECRETS = [".env", ".env.production", "hf_token", "id_rsa", "deploy/server.pem", ".netrc", "credentials",
            ".aws/credentials", ".ssh/id_ed25519", "gcp-credentials.json", ".git/config", "my.token"]  # fmt: skip
@@ -44,8 +44,8 @@ def test_working_dir_upload_leaves_secret_files_out_and_says_what_goes_up(tmp_pa
 
 
 def test_submission_id_follows_config_content_inputs_and_code_version_not_the_yaml_path(tmp_path, monkeypatch):
-    from pipelines import lineage
-    from pipelines.recipe import load_recipe
+    from pipelines.core import artifacts
+    from pipelines.core.recipe import load_recipe
 
     config, prompts = tmp_path / "synth.yaml", tmp_path / "prompts.jsonl"
     config.write_text("backend: replay\nprompt_format: gsm8k\nmax_new_tokens: 64\n")
@@ -75,5 +75,5 @@ def test_submission_id_follows_config_content_inputs_and_code_version_not_the_ya
     monkeypatch.setattr(submit, "code_version", lambda: "nanoforge==9.9")
     assert ids()["synth"] != new_input["synth"]
     (tmp_path / "runs" / "synth").mkdir(parents=True)  # an upstream output appearing does not change the ids
-    monkeypatch.setattr(submit, "code_version", lineage.code_version)
+    monkeypatch.setattr(submit, "code_version", artifacts.code_version)
     assert ids() == new_input

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from datapaths import shared_data
 
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
 from pipelines.select import parse_args as select_args
 from pipelines.select import select
 from pipelines.synth import parse_args, synthesize
@@ -117,7 +117,7 @@ def test_resume_keeps_finished_samples(ray_local, prompts, tmp_path):
 def test_a_broken_prompt_row_is_an_error_naming_file_and_line(ray_local, tmp_path):
     """Arrow's JSON errors name neither file nor line. A lone surrogate ("\\ud83d") is no error here: Ray's JSON
     reader falls back to pandas, which drops it, so it never reaches Arrow."""
-    from pipelines.config import ConfigError
+    from pipelines.core.config import ConfigError
     from pipelines.synth import read_prompts
 
     path = tmp_path / "prompts.jsonl"

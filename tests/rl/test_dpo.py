@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
 from rl import dpo
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 from rl import grpo
 
 

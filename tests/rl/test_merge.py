@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 from rl import merge
 
 

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pipelines.core.artifacts import read_manifest
 from safetensors.torch import load_file
-from tests.sft.test_train import conversations, sft_argv, write_jsonl
 
-from pipelines.lineage import read_manifest
 from sft.launch import pop_launch_args
+from tests.sft.test_train import conversations, sft_argv, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # several processes, each loading torch + TRL

@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset
 
 import sft.mixture
-from pipelines.config import ConfigError
+from pipelines.core.config import ConfigError
 from sft.mixture import build_mixture, check_sources
 
 
@@ -112,7 +112,7 @@ def test_sft_trains_on_a_mixture(tiny_base, tmp_path):
     """`dataset_mixture` in the YAML: the run trains on both sets' conversations and records them as inputs."""
     import yaml
 
-    from pipelines.lineage import read_manifest
+    from pipelines.core.artifacts import read_manifest
     from sft import train
 
     paths = []

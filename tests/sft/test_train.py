@@ -17,8 +17,8 @@ import torch
 from artifact_factory import write_parquet
 from safetensors.torch import load_file
 
-from pipelines.config import ConfigError
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
+from pipelines.core.config import ConfigError
 from sft import train
 from sft.common import last_checkpoint, packing_leak
 
@@ -171,8 +171,8 @@ def test_packed_samples_leak_on_cpu_and_packing_is_refused(tiny_base, tmp_path):
 
 
 def test_dataset_name_reads_an_artifact_folder_but_not_its_rejected_rows(tmp_path):
-    from pipelines.lineage import Artifact
-    from sft.common import load_split
+    from pipelines.core.artifacts import Artifact
+    from pipelines.core.datasets import load_split
 
     art = Artifact(tmp_path / "select", kind="selection", stage="select", config={})
     rows = conversations(6)
@@ -262,7 +262,7 @@ def test_missing_eval_set_or_dataset_fails_before_training(tmp_path):
 
 
 def test_a_broken_dataset_row_is_an_error_naming_file_and_line(tmp_path):
-    from sft.common import load_split
+    from pipelines.core.datasets import load_split
 
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps(conversations(1)[0]) + "\n" + '{"messages": [{"role": "user", "content": "x\\ud83d"}]}\n')

@@ -1,1 +1,0 @@
-"""Dataset/model cards rendered from artifact manifests."""

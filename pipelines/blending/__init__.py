@@ -1,0 +1,1 @@
+"""Blending: the phase blend plan, token routing and Megatron shards (`nanoforge mix`)."""

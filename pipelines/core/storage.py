@@ -1,0 +1,137 @@
+"""Storage is a URL: every path a stage reads or writes may be local, `s3://`, `gs://` (or `hf://` for reading).
+
+    storage.write_json({"chunks": 3}, storage.join(work, "units", "a.json"))   # work: "/runs/x" or "s3://b/x"
+    files = storage.glob(storage.join(work, "chunks", "*.parquet"))             # full URLs, sorted
+
+Paths go through fsspec (`s3fs`, `gcsfs` from the `cloud` extra); Parquet through pyarrow with the fsspec
+filesystem. Credentials come from where each library looks by itself (AWS_* / GOOGLE_* environment variables,
+~/.aws, instance roles, `AWS_ENDPOINT_URL` for an S3-compatible server) and never from a path: `redact` removes
+a user:password part or a signed query string before a path is written to a manifest, log or report.
+
+Commit semantics. A local write goes to a temporary name and is renamed, so a reader never sees half a file.
+An object store has no rename, but a single PUT (and a multipart upload, on completion) is atomic: an object is
+either absent or whole. Artifacts build on that (pipelines/core/artifacts.py): data under the prefix first, the manifest
+last as the commit marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def is_remote(path: str | Path) -> bool:
+    """True for a URL with a scheme other than file:// (s3://, gs://, hf://, memory://...)."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def local_path(path: str | Path) -> str:
+    return str(path).removeprefix("file://")
+
+
+def filesystem(path: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `path` and the path inside it (no scheme)."""
+    return fsspec.core.url_to_fs(str(path))
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """`base/part/...` for a URL or a local path (str, so one code path serves both)."""
+    if not is_remote(base):
+        return os.path.join(local_path(base), *parts)
+    return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def basename(path: str | Path) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def exists(path: str | Path) -> bool:
+    fs, p = filesystem(path)
+    return fs.exists(p)
+
+
+def makedirs(path: str | Path) -> None:
+    """A local directory; nothing on an object store (prefixes exist by their objects)."""
+    if not is_remote(path):
+        os.makedirs(local_path(path), exist_ok=True)
+
+
+def glob(pattern: str | Path) -> list[str]:
+    """Sorted matches as full paths or URLs (same form as `pattern`)."""
+    fs, p = filesystem(pattern)
+    found = sorted(fs.glob(p))
+    return [fs.unstrip_protocol(f) for f in found] if is_remote(pattern) else found
+
+
+def remove(path: str | Path) -> None:
+    """Delete a file or everything under a directory/prefix; a missing path is fine."""
+    fs, p = filesystem(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+def read_text(path: str | Path) -> str:
+    with fsspec.open(str(path), "r") as f:
+        return f.read()
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(read_text(path))
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Whole or absent: a temporary name and a rename locally, one PUT on an object store."""
+    if is_remote(path):
+        with fsspec.open(str(path), "w") as f:
+            f.write(text)
+        return
+    path = local_path(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(value: Any, path: str | Path, **dumps: Any) -> None:
+    write_text(json.dumps(value, **({"sort_keys": True} | dumps)), path)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Same rows and schema give the same bytes (fixed writer options, no timestamps); whole or absent."""
+    opts = {"compression": "zstd", "row_group_size": 10_000, "write_statistics": False}
+    if is_remote(path):
+        fs, p = filesystem(path)
+        pq.write_table(table, p, filesystem=fs, **opts)
+        return
+    path = local_path(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, **opts)
+    os.replace(tmp, path)
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    fs, p = filesystem(path)
+    return pq.read_table(p, columns=columns, filesystem=fs)
+
+
+def parquet_metadata(path: str | Path) -> pq.FileMetaData:
+    """The footer of one Parquet file (row count, key-value metadata) without reading its data."""
+    fs, p = filesystem(path)
+    with fs.open(p, "rb") as f:
+        return pq.read_metadata(f)
+
+
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+_SECRET_QUERY = re.compile(r"\?.*$")
+
+
+def redact(path: str | Path) -> str:
+    """`path` without credentials a user may have put in it (`s3://KEY:SECRET@bucket/x`, `https://...?X-Amz-...`)."""
+    text = _USERINFO.sub(r"\1", str(path))
+    return _SECRET_QUERY.sub("", text) if is_remote(text) else text

@@ -1,0 +1,1 @@
+"""Curation: read raw shards, extract text, filter, redact PII, write chunked documents (`nanoforge curate`)."""

@@ -1,0 +1,238 @@
+"""The batch functions of `curate`'s three Ray Data passes and the work directory that makes them resumable.
+
+Work directory (`<partial>/.work/`, removed when the artifact is complete):
+  chunks/<chunk>.parquet      pass 1: every record of one reader chunk, with status (see filters.CHECKPOINT_SCHEMA);
+                              its footer holds {"candidates": n, "candidate_bytes": b}
+  units/<unit>.json           pass 1: the reader finished this unit, which has `chunks` chunks
+  rejects/<step>/chunk=<chunk>/*.parquet   pass 2: rejections of one global step, partitioned by chunk
+  rejects/<step>.done         pass 2: that step finished
+  shards/<NNNNN>.json         pass 3: shard NNNNN's part files are written; its counts
+
+Every file is written under a temporary name and renamed, so a killed run leaves only whole pieces behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.curation.filters import process_chunk
+from pipelines.curation.pii import redact_pii
+from pipelines.curation.readers import Unit, pack, read_unit, unpack
+
+REJECTION_COLUMNS = pa.schema(
+    [
+        ("chunk", pa.string()),
+        ("row", pa.int32()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("duplicate_of", pa.string()),
+    ]  # fmt: skip
+)
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("metadata", pa.string()),
+        ("lang", pa.string()),
+        ("lang_score", pa.float64()),
+    ]
+)
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [("file", pa.string()), ("line_or_row", pa.int64()), ("error", pa.string()), ("raw", pa.string())]
+)
+LENGTH_BINS = 25  # histogram of document lengths: bin b holds lengths in [2**b - 1, 2**(b+1) - 1) characters
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Same rows and schema give the same bytes (fixed writer options, no timestamps)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=10_000, write_statistics=False)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(value, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, sort_keys=True))
+    os.replace(tmp, path)
+
+
+# --- pass 1: read and filter chunks ----------------------------------------------------------------------------
+
+
+def finished_chunks(work: Path) -> set[str]:
+    return {p.name.removesuffix(".parquet") for p in (work / "chunks").glob("*.parquet")}
+
+
+def unit_finished(unit: Unit, work: Path, done: set[str]) -> bool:
+    """True when an earlier run read the whole unit and checkpointed all of its chunks."""
+    try:
+        n = json.loads((work / "units" / f"{unit.prefix}.json").read_text())["chunks"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(f"{unit.prefix}-{k:05d}" in done for k in range(n))
+
+
+def read_chunks(batch: dict, *, settings: dict, done: frozenset[str]):
+    """Ray Data generator UDF: one unit (JSON) in, one row per chunk out, each with the chunk's pickled items."""
+    work = Path(settings["work"])
+    for unit_json in batch["unit"]:
+        unit = Unit(**json.loads(unit_json))
+        n = 0
+        for chunk_id, items in read_unit(
+            unit,
+            chunk_bytes=settings["chunk_bytes"],
+            chunk_rows=settings["chunk_rows"],
+            max_line_bytes=settings["max_line_bytes"],
+            raw_chars=settings["raw_chars"],
+            done=done,
+        ):
+            n = int(chunk_id.rsplit("-", 1)[1]) + 1
+            yield {"chunk": [chunk_id], "label": [unit.label], "path": [unit.path], "source": [unit.source], "payload": [pack(items)]}  # fmt: skip
+        # the reader also passes chunks it skipped, so the count is the highest chunk id seen or already done
+        n = max([n, *(int(c.rsplit("-", 1)[1]) + 1 for c in done if c.startswith(unit.prefix + "-"))])
+        write_json_atomic({"chunks": n}, work / "units" / f"{unit.prefix}.json")
+
+
+def filter_chunks(batch: dict, *, settings: dict) -> dict:
+    """Ray Data UDF: run the per-document blocks over each chunk and checkpoint it; returns (chunk, rows)."""
+    work = Path(settings["work"])
+    out = {"chunk": [], "rows": []}
+    for chunk, label, path, source, payload in zip(
+        batch["chunk"], batch["label"], batch["path"], batch["source"], batch["payload"], strict=True
+    ):
+        table = process_chunk(str(chunk), unpack(payload), str(label), str(path), str(source), settings)
+        kept = table.filter(pa.compute.equal(table["status"], "kept"))
+        meta = {"candidates": kept.num_rows, "candidate_bytes": int(pa.compute.sum(pa.compute.binary_length(kept["text"])).as_py() or 0)}  # fmt: skip
+        table = table.replace_schema_metadata({"nanoforge": json.dumps(meta)})
+        write_parquet_atomic(table, work / "chunks" / f"{chunk}.parquet")
+        out["chunk"].append(str(chunk))
+        out["rows"].append(table.num_rows)
+    return out
+
+
+# --- pass 2: global steps --------------------------------------------------------------------------------------
+
+
+def mark_duplicates(group: pa.Table) -> pa.Table:
+    """Ray Data map_groups UDF over candidates with one text hash: all but the first in input order are duplicates."""
+    if group.num_rows < 2:
+        return REJECTION_COLUMNS.empty_table()
+    group = group.sort_by([("chunk", "ascending"), ("row", "ascending")])
+    rest = group.slice(1)
+    n = rest.num_rows
+    return pa.table(
+        {
+            "chunk": rest["chunk"],
+            "row": rest["row"].cast(pa.int32()),
+            "stage": pa.array(["exact_dedup"] * n, pa.string()),
+            "reason": pa.array(["exact_duplicate"] * n, pa.string()),
+            "duplicate_of": pa.array([group["id"][0].as_py()] * n, pa.string()),
+        },
+        schema=REJECTION_COLUMNS,
+    )
+
+
+def read_rejections(step_dir: Path, chunk: str) -> dict[int, tuple[str, str, str | None]]:
+    """{row: (stage, reason, duplicate_of)} for one chunk from one global step's output."""
+    part = step_dir / f"chunk={chunk}"
+    if not part.is_dir():
+        return {}
+    files = sorted(part.glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f, columns=["row", "stage", "reason", "duplicate_of"]) for f in files])
+    return {r["row"]: (r["stage"], r["reason"], r["duplicate_of"]) for r in table.to_pylist()}
+
+
+# --- pass 3: shards --------------------------------------------------------------------------------------------
+
+
+def _footer(path: Path) -> dict:
+    return json.loads(pq.read_schema(path).metadata[b"nanoforge"])
+
+
+def count_candidates(chunk_files: list[Path]) -> int:
+    return sum(_footer(f)["candidates"] for f in chunk_files)
+
+
+def plan_shards(chunk_files: list[Path], shard_bytes: int) -> list[list[str]]:
+    """Consecutive chunks grouped until their candidate text reaches shard_bytes (from checkpoint footers)."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for f in chunk_files:
+        if shards[-1] and size >= shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(f.name.removesuffix(".parquet"))
+        size += _footer(f)["candidate_bytes"]
+    return shards if shards[0] else []
+
+
+def _length_bin(n: int) -> int:
+    return min(int(math.log2(n + 1)), LENGTH_BINS - 1)
+
+
+def write_shards(batch: dict, *, settings: dict) -> dict:
+    """Ray Data UDF: one shard (index + chunk ids) in; part files written; its counts (JSON) out."""
+    work, out = Path(settings["work"]), Path(settings["out"])
+    results = []
+    for index, chunks_json in zip(batch["index"], batch["chunks"], strict=True):
+        index = int(index)
+        docs, rejected, quarantined = [], [], []
+        stats = {"input": 0, "kept": 0, "quarantined": 0, "rejected": Counter(), "pii": Counter(), "sources": {}}
+        kept_hist, rejected_hist = [0] * LENGTH_BINS, [0] * LENGTH_BINS
+        for chunk in json.loads(chunks_json):
+            table = pq.read_table(work / "chunks" / f"{chunk}.parquet")
+            global_rejects: dict[int, tuple] = {}
+            for step in settings["steps"]:  # earlier steps win
+                for row, value in read_rejections(work / "rejects" / step, chunk).items():
+                    global_rejects.setdefault(row, value)
+            for r in table.to_pylist():
+                stats["input"] += 1
+                if r["status"] == "quarantined":
+                    quarantined.append({k: r[k] for k in QUARANTINE_SCHEMA.names})
+                    continue
+                src = stats["sources"].setdefault(r["source"], {"input": 0, "kept": 0})
+                src["input"] += 1
+                if r["status"] == "kept" and r["row"] in global_rejects:
+                    stage, reason, dup = global_rejects[r["row"]]
+                    r.update(status="rejected", stage=stage, reason=reason, duplicate_of=dup)
+                    r["text"] = r["text"] if settings["rejected_text"] else None
+                if r["status"] == "rejected":
+                    stats["rejected"][f"{r['stage']}\t{r['reason']}"] += 1
+                    rejected_hist[_length_bin(len(r["text"] or ""))] += 1
+                    rejected.append({k: r.get(k) for k in REJECTED_SCHEMA.names})
+                    continue
+                if settings["pii"]:
+                    r["text"], counts = redact_pii(r["text"])
+                    stats["pii"].update(counts)
+                src["kept"] += 1
+                kept_hist[_length_bin(len(r["text"]))] += 1
+                docs.append({k: r[k] for k in DOCUMENT_SCHEMA.names})
+        name = f"part-{index:05d}.parquet"
+        for folder, rows, schema in (("documents", docs, DOCUMENT_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA), ("quarantine", quarantined, QUARANTINE_SCHEMA)):  # fmt: skip
+            if rows or (folder == "documents" and index == 0):  # documents/ always has a file with the schema
+                write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), out / folder / name)
+        stats.update(kept=len(docs), quarantined=len(quarantined), kept_length_hist=kept_hist, rejected_length_hist=rejected_hist)  # fmt: skip
+        write_json_atomic(stats, work / "shards" / f"{index:05d}.json")
+        results.append(json.dumps(stats, sort_keys=True))
+    return {"stats": results}

@@ -1,0 +1,1 @@
+"""The demo corpus generator behind `nanoforge demo-data`."""

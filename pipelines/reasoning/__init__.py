@@ -1,0 +1,1 @@
+"""Reasoning data: prompt formats, generation backends, verifiers, traces and selection rules (`synth`, `select`)."""

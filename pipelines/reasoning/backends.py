@@ -1,0 +1,367 @@
+"""Generation backends for `synth` and `rephrase`, one small interface: `BACKENDS[name](ds, cfg) -> ds`.
+
+Each takes a Ray dataset of sample rows (one row per sample: `id`, `prompt_id`, `messages` with the reasoning flag
+in the system turn, `reasoning`, `sampling` = {temperature, top_p, max_new_tokens, seed}, `solution`, ...) and
+returns it with four more columns:
+
+    completion            str | None   the generated assistant text (None when the row failed)
+    num_generated_tokens  int | None   tokens the model generated (None when unknown)
+    truncated             bool         generation stopped at max_new_tokens
+    error                 str | None   why the row failed; failures are recorded, never fatal to the run
+
+- `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
+  output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason).
+- `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM.
+- `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`): `batch_size` requests in flight
+  per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
+- `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from pipelines.reasoning.prompt_formats import replay_completion
+
+OUTPUT_COLUMNS = ("completion", "num_generated_tokens", "truncated", "error")
+
+
+def _rows(batch: pa.Table) -> list[dict[str, Any]]:
+    return batch.to_pylist()
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows)
+
+
+# --- replay ---------------------------------------------------------------------------------------------------------
+
+
+def replay(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    """Existing solutions as traces; token counts come from `model_name_or_path`'s tokenizer when one is given."""
+
+    def convert(batch: pa.Table) -> pa.Table:
+        tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.model_revision) if cfg.model_name_or_path else None
+        rows = _rows(batch)
+        for row in rows:
+            if not row.get("solution"):
+                row.update(completion=None, num_generated_tokens=None, truncated=False, error="replay: no solution")
+                continue
+            text = replay_completion(cfg.prompt_format, row["solution"], row.get("answer"), row["reasoning"])
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer else None
+            row.update(completion=text, num_generated_tokens=n, truncated=False, error=None)
+        return _table(rows)
+
+    return ds.map_batches(convert, batch_format="pyarrow", batch_size=cfg.batch_size)
+
+
+@functools.lru_cache(maxsize=4)  # once per worker process, not per batch
+def load_tokenizer(path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, revision=revision)
+
+
+# --- transformers ---------------------------------------------------------------------------------------------------
+
+
+class TransformersGenerator:
+    """A Ray Data actor holding one model; `__call__` generates a batch of rows, grouped by sampling parameters."""
+
+    def __init__(self, model: str, num_threads: int, max_prompt_tokens: int | None, dtype: str = "float32",
+                 revision: str | None = None):  # fmt: skip
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(num_threads)
+        self.torch = torch
+        self.tokenizer = load_tokenizer.__wrapped__(model, revision)  # its own copy: padding is changed below
+        self.tokenizer.padding_side = "left"  # decoder-only batching: prompts end where generation starts
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), revision=revision).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        self.max_prompt_tokens = max_prompt_tokens
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = _rows(batch)
+        prompts = [
+            self.tokenizer.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=False) for r in rows
+        ]
+        groups: dict[tuple, list[int]] = {}
+        for i, row in enumerate(rows):
+            n_prompt = len(self.tokenizer(prompts[i], add_special_tokens=False)["input_ids"])
+            if self.max_prompt_tokens and n_prompt > self.max_prompt_tokens:
+                row.update(completion=None, num_generated_tokens=None, truncated=False,
+                           error=f"prompt too long: {n_prompt} tokens > max_prompt_tokens={self.max_prompt_tokens}")  # fmt: skip
+                continue
+            s = row["sampling"]
+            groups.setdefault((s["temperature"], s["top_p"], s["max_new_tokens"]), []).append(i)
+        for (temperature, top_p, max_new_tokens), idx in groups.items():
+            try:
+                outs = self._generate([prompts[i] for i in idx], temperature, top_p, max_new_tokens, rows[idx[0]])
+            except Exception:  # one bad row must not sink its batch: retry each row alone
+                outs = []
+                for i in idx:
+                    try:
+                        outs += self._generate([prompts[i]], temperature, top_p, max_new_tokens, rows[i])
+                    except Exception as e_row:
+                        outs.append(dict(completion=None, num_generated_tokens=None, truncated=False,
+                                         error=f"{type(e_row).__name__}: {e_row}"[:2000]))  # fmt: skip
+            for i, out in zip(idx, outs, strict=True):
+                rows[i].update(out)
+        return _table(rows)
+
+    def _generate(self, prompts: list[str], temperature: float, top_p: float, max_new_tokens: int, first: dict):
+        torch = self.torch
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sample = temperature > 0
+        torch.manual_seed(first["sampling"]["seed"])  # reproducible for the same batch composition
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=top_p if sample else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        results = []
+        for ids in out[:, enc["input_ids"].shape[1] :].tolist():
+            stop = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
+            n = len(ids) if stop is None else stop + 1  # the stop token counts, as in vLLM
+            text = self.tokenizer.decode(ids[: n if stop is None else stop], skip_special_tokens=True)
+            results.append(dict(completion=text, num_generated_tokens=n, truncated=stop is None, error=None))
+        return results
+
+
+def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    if not Path(cfg.model_name_or_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(f"model not found: {cfg.model_name_or_path} (offline, and not a local folder)")
+    return ds.map_batches(
+        TransformersGenerator,
+        fn_constructor_kwargs=dict(
+            model=cfg.model_name_or_path, num_threads=cfg.num_cpus_per_worker, max_prompt_tokens=cfg.max_prompt_tokens,
+            revision=cfg.model_revision,
+        ),
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+        num_cpus=cfg.num_cpus_per_worker,
+    )
+
+
+# --- vllm -----------------------------------------------------------------------------------------------------------
+
+
+HYBRID_MAX_NUM_SEQS = 1024  # a hybrid sequence holds a few MB of Mamba state instead of a long KV cache
+# Piecewise CUDA graphs without torch.compile: 1.6-2.0x eager decode on the H100; the full compile did not start
+# within 6 minutes there (benchmarks/results/gpu.md). An engine_kwargs `compilation_config` or env var overrides it.
+VLLM_ENV = {"VLLM_USE_BREAKABLE_CUDAGRAPH": "1"}
+
+
+def vllm_engine_kwargs(cfg) -> dict[str, Any]:
+    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe), and
+    room to use its memory advantage: up to 1,024 running sequences, each batch size captured in a CUDA graph (at
+    8k-token contexts on an H200 vLLM fits ~1,140 hybrid sequences against ~410 for a dense model of its size;
+    past vLLM's default capture size of 512 the decode steps would run eagerly)."""
+    revision = getattr(cfg, "model_revision", None)  # weights and tokenizer at the pinned commit
+    kwargs = {"max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None,
+              "revision": revision, "tokenizer_revision": revision}  # fmt: skip
+    kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
+    if _is_nemotron_h(cfg.model_name_or_path):
+        kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
+        kwargs.setdefault("max_num_seqs", HYBRID_MAX_NUM_SEQS)
+        if not kwargs.get("enforce_eager"):
+            kwargs.setdefault("compilation_config", {"max_cudagraph_capture_size": kwargs["max_num_seqs"]})
+    return kwargs
+
+
+def max_concurrent_batches(engine_kwargs: dict[str, Any], batch_size: int) -> int:
+    """Batches in flight per engine so that twice its `max_num_seqs` requests are queued: each Ray Data batch
+    returns only when its slowest row finishes, and 8 batches of 16 (ray.data.llm's default) keep 128 requests in
+    an engine that could run 256-1,024 (the stage ran at 0.75x raw vLLM that way)."""
+    return max(8, math.ceil(2 * engine_kwargs.get("max_num_seqs", 256) / batch_size))
+
+
+def _is_nemotron_h(model: str) -> bool:
+    config = Path(model) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("model_type") == "nemotron_h"
+    name = model.lower()
+    return "nemotron-h" in name or "nemotron-nano" in name or "nemotron_h" in name
+
+
+def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs = vllm_engine_kwargs(cfg)
+    config = vLLMEngineProcessorConfig(
+        model_source=cfg.model_name_or_path,
+        engine_kwargs=engine_kwargs,
+        runtime_env={"env_vars": {k: os.environ.get(k, v) for k, v in VLLM_ENV.items()}},
+        concurrency=cfg.num_workers,
+        batch_size=cfg.batch_size,
+        max_concurrent_batches=max_concurrent_batches(engine_kwargs, cfg.batch_size),
+        accelerator_type=cfg.accelerator_type,
+        should_continue_on_error=True,  # failed rows come back with __inference_error__ instead of killing the run
+        # vLLM 0.26's Ray metrics hook fails to import in the engine actor (RayPrometheusMetric ImportError, seen on
+        # the H100); the stage reports its own throughput
+        log_engine_metrics=False,
+    )
+    processor = build_processor(
+        config,
+        preprocess=lambda row: dict(
+            sampling_params=dict(
+                temperature=row["sampling"]["temperature"],
+                top_p=row["sampling"]["top_p"],
+                max_tokens=row["sampling"]["max_new_tokens"],
+                seed=row["sampling"]["seed"],
+            )
+        ),
+    )
+
+    def from_vllm(row: dict[str, Any]) -> dict[str, Any]:
+        error = row.pop("__inference_error__", "") or None
+        n = row.get("num_generated_tokens")
+        return {
+            **{k: row[k] for k in row if k in _SAMPLE_COLUMNS},
+            "completion": None if error else row.get("generated_text", ""),
+            "num_generated_tokens": None if error else n,
+            "truncated": bool(not error and n is not None and n >= row["sampling"]["max_new_tokens"]),
+            "error": error,
+        }
+
+    return processor(ds).map(from_vllm)
+
+
+# --- openai-compatible endpoint -------------------------------------------------------------------------------------
+
+
+class OpenAIChat:
+    """A Ray Data actor that sends each row of a batch to `/chat/completions`, a few requests at a time.
+
+    Our own small client rather than ray.data.llm's HttpRequestProcessorConfig, which has no request timeout and
+    raises (aborting the run) once a row's retries are spent. Here a row that times out, cannot connect or gets
+    an error status after `max_retries` retries (429, 408 and 5xx are retried with exponential backoff; other 4xx
+    are not) comes back as a failed sample with `error` set; synth counts it and retries it on resume.
+    """
+
+    RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+    def __init__(self, url: str, headers: dict, timeout_s: float, max_retries: int, qps: int | None, threads: int,
+                 model: str, backoff_s: float = 1.0):  # fmt: skip
+        import threading
+
+        self.url, self.headers, self.timeout_s, self.max_retries = url, headers, timeout_s, max_retries
+        self.interval = 1.0 / qps if qps else 0.0
+        self.threads, self.model, self.backoff_s = threads, model, backoff_s
+        self.lock, self.next_at = threading.Lock(), 0.0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from concurrent.futures import ThreadPoolExecutor
+
+        rows = _rows(batch)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(rows)))) as pool:
+            outs = list(pool.map(self.one, rows))
+        return _table([{**r, **o} for r, o in zip(rows, outs, strict=True)])
+
+    def _wait_turn(self) -> None:  # qps: requests of this worker start at least 1/qps seconds apart
+        import time
+
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_at)
+            self.next_at = start + self.interval
+        time.sleep(max(0.0, start - now))
+
+    def one(self, row: dict[str, Any]) -> dict[str, Any]:
+        import time
+        import urllib.error
+        import urllib.request
+
+        s = row["sampling"]
+        payload = dict(model=self.model, messages=row["messages"], temperature=s["temperature"], top_p=s["top_p"],
+                       max_tokens=s["max_new_tokens"], seed=s["seed"])  # fmt: skip
+        data = json.dumps(payload).encode()
+        error = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self._wait_turn()
+            request = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+                    return from_response(json.loads(resp.read()))
+            except urllib.error.HTTPError as e:
+                body = e.read().decode(errors="replace")
+                try:
+                    detail = json.loads(body).get("error") or body
+                except ValueError:
+                    detail = body
+                message = detail.get("message", json.dumps(detail)) if isinstance(detail, dict) else str(detail)
+                error = f"endpoint: {message[:500]}" if e.code < 500 else f"endpoint: HTTP {e.code}: {message[:500]}"
+                if e.code not in self.RETRYABLE:
+                    break
+            except (urllib.error.URLError, OSError) as e:  # TimeoutError is an OSError; urllib may wrap it
+                if isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError):
+                    error = f"endpoint: no response within request_timeout_s={self.timeout_s:g}"
+                else:
+                    error = f"endpoint: connection failed: {getattr(e, 'reason', e)}"
+            except ValueError as e:  # a 200 whose body is not JSON
+                error = f"endpoint: unreadable response: {e}"
+        tries = f" (after {attempt + 1} attempts)" if attempt else ""
+        return dict(completion=None, num_generated_tokens=None, truncated=False, error=error + tries)
+
+
+def from_response(resp: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat completion -> the backend's output columns (a reasoning parser's split thinking rejoined)."""
+    choices = resp.get("choices") or []
+    if resp.get("error") or not choices:
+        error = resp.get("error") or "no choices in response"
+        message = error.get("message", json.dumps(error)) if isinstance(error, dict) else str(error)
+        return dict(completion=None, num_generated_tokens=None, truncated=False, error=f"endpoint: {message}")
+    choice, usage = choices[0], resp.get("usage") or {}
+    msg = choice.get("message") or {}
+    content = msg.get("content") or ""
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")  # vllm serve --reasoning-parser splits it
+    if reasoning:
+        content = f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}"
+    return dict(
+        completion=content,
+        num_generated_tokens=usage.get("completion_tokens"),
+        truncated=choice.get("finish_reason") == "length",
+        error=None,
+    )
+
+
+def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    return ds.map_batches(
+        OpenAIChat,
+        fn_constructor_kwargs=dict(url=cfg.api_base.rstrip("/") + "/chat/completions", headers=headers,
+                                   timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries, qps=cfg.qps,
+                                   threads=cfg.batch_size, model=cfg.model_name_or_path),  # fmt: skip
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+        num_cpus=0.25,  # waits on the network
+    )
+
+
+# Input columns the vllm/openai backends pass through (`piece`: rephrase's source piece and lineage).
+_SAMPLE_COLUMNS = frozenset({"id", "prompt_id", "messages", "answer", "solution", "reasoning", "sampling", "source"})
+_SAMPLE_COLUMNS |= {"piece"}
+BACKENDS = {"replay": replay, "transformers": transformers, "vllm": vllm, "openai": openai}

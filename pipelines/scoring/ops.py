@@ -1,0 +1,234 @@
+"""Ray Data operators of `nanoforge quality`: scorer actors, bucket assignment, bucket-aware heuristic filters.
+
+A scorer adds one float score column per batch; `EnsembleScorer` is the actor that runs them all.
+A classifier is given by path and its kind is read from what is there:
+  - a fastText model (`*.bin`/`*.ftz`, or a `train-quality-classifier` artifact holding `model.bin`):
+    score = P(label), e.g. DCLM's `__label__hq`;
+  - a Hugging Face sequence-classification model directory (`config.json`), e.g. FineWeb-Edu's classifier:
+    a regression head (one logit) gives the logit itself (the 0-5 edu score); a k-class head gives the expected
+    class index sum_i i * softmax_i.
+Actors load the model once and score whole batches (GPU when the actor was given one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.core.config import ConfigError
+from pipelines.curation.filters import build_filters
+from pipelines.scoring.buckets import bucket_labels, ensemble_buckets
+
+WEIGHT = "_weight"  # temporary column: tokens (or bytes) per document, the percentile weights
+HQ_LABEL = "__label__hq"  # fastText label of the high-quality class (train-quality-classifier trains it)
+MODEL_FILE = "model.bin"  # the fastText model inside a train-quality-classifier artifact
+
+
+def fasttext_line(text: str | None) -> str:
+    """fastText reads one example per line: collapse all whitespace (newlines included) to single spaces."""
+    return " ".join((text or "").split())
+
+
+def hq_scores(model, texts: list[str | None], label: str = HQ_LABEL) -> np.ndarray:
+    """P(`label`) per text, float32 in [0, 1], from a supervised fastText model."""
+    labels, probs = model.predict([fasttext_line(t) for t in texts], k=-1)
+    scores = [dict(zip(ls, ps, strict=True)).get(label, 0.0) for ls, ps in zip(labels, probs, strict=True)]
+    return np.clip(np.asarray(scores, dtype=np.float32), 0.0, 1.0)  # fastText's softmax can return 1.00001
+
+
+def classifier_kind(path: str | Path) -> str:
+    """'fasttext' or 'hf' for a classifier path; a ConfigError naming the path otherwise."""
+    p = Path(path)
+    if p.is_file() and p.suffix in (".bin", ".ftz"):
+        return "fasttext"
+    if p.is_dir() and (p / MODEL_FILE).is_file():
+        return "fasttext"
+    if p.is_dir() and (p / "config.json").is_file():
+        return "hf"
+    raise ConfigError(
+        f"classifier not found or not recognised: {path} (expected a fastText .bin/.ftz file, a "
+        "train-quality-classifier artifact with model.bin, or a Hugging Face model directory with config.json)"
+    )
+
+
+def classifier_name(path: str | Path) -> str:
+    """A column-safe name from the path: the file stem or the directory name."""
+    p = Path(path)
+    stem = p.stem if p.is_file() else p.name
+    return re.sub(r"[^0-9A-Za-z_]+", "_", stem).strip("_").lower() or "classifier"
+
+
+class FastTextScorer:
+    """Adds `column` = P(`label`) under a fastText model."""
+
+    def __init__(self, path: str, column: str, text_column: str = "text", label: str = HQ_LABEL):
+        import fasttext
+
+        p = Path(path)
+        self.model = fasttext.load_model(str(p / MODEL_FILE if p.is_dir() else p))
+        if label not in self.model.get_labels():
+            raise ConfigError(f"{path}: fastText model has labels {self.model.get_labels()}, not {label!r}")
+        self.column, self.text_column, self.label = column, text_column, label
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        scores = hq_scores(self.model, batch.column(self.text_column).to_pylist(), self.label)
+        return batch.append_column(self.column, pa.array(scores, pa.float32()))
+
+
+class HFScorer:
+    """Adds `column` = the score of a Hugging Face sequence-classification model (FineWeb-Edu style)."""
+
+    def __init__(self, path: str, column: str, text_column: str = "text", max_length: int = 512, batch_size: int = 64):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.column, self.text_column = column, text_column
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = [t or "" for t in batch.column(self.text_column).to_pylist()]
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        scores = np.empty(len(texts), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(self.device)
+            with self.torch.inference_mode():
+                logits = self.model(**enc).logits.float()  # [batch, num_labels]
+            if logits.shape[-1] == 1:
+                score = logits[:, 0]
+            else:
+                classes = self.torch.arange(logits.shape[-1], device=logits.device, dtype=logits.dtype)
+                score = logits.softmax(-1) @ classes
+            scores[idx] = score.cpu().numpy()
+        return batch.append_column(self.column, pa.array(scores, pa.float32()))
+
+
+class EnsembleScorer:
+    """The Ray Data actor: loads every classifier once and adds one `quality_score_<name>` per classifier.
+
+    One actor pool for the whole ensemble, not one per classifier: on a small machine a pool per classifier can
+    hold every CPU and starve the readers feeding them.
+    """
+
+    def __init__(self, specs: list[dict]):
+        self.scorers = [(FastTextScorer if s["kind"] == "fasttext" else HFScorer)(**s["args"]) for s in specs]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        for scorer in self.scorers:
+            batch = scorer(batch)
+        return batch
+
+
+def heuristic_verdicts(texts: list[str], ids: list[str], filters: tuple[str, ...]) -> list[tuple[str, str] | None]:
+    """Per document, (filter, reason) of the first of curate's datatrove filters that drops it, else None.
+
+    Same filter classes, defaults and reason slugs as `curate` (pipelines/curation/filters.py). C4Quality rewrites the text
+    of documents it keeps (it removes lines); like curate, the rewritten text is kept (`texts` is updated in place).
+    """
+    from datatrove.data import Document
+
+    blocks = build_filters(json.dumps([[name, {}] for name in filters]))
+    verdicts: list[tuple[str, str] | None] = []
+    for i, (text, doc_id) in enumerate(zip(texts, ids, strict=True)):
+        doc, verdict = Document(text=text or "", id=str(doc_id)), None
+        for name, block in blocks:
+            result = block.filter(doc)
+            keep, reason = result if isinstance(result, tuple) else (result, None)
+            if not keep:
+                verdict = (name, reason or f"{name}_rejected")
+                break
+        else:
+            texts[i] = doc.text
+        verdicts.append(verdict)
+    return verdicts
+
+
+def bucket_batch(
+    batch: pa.Table, thresholds: dict, text_column: str, filters: tuple, filter_labels: tuple
+) -> pa.Table:
+    """Adds quality_bucket, quality_label, and `_stage`/`_reason` of a heuristic drop (null when kept).
+
+    The heuristic filters see only the documents whose label is in `filter_labels` (Nemotron-CC: Low, Medium-Low
+    and Medium), so a high-quality page they would drop is kept.
+    """
+    buckets = ensemble_buckets({n: batch[f"quality_score_{n}"].to_numpy() for n in thresholds}, thresholds)
+    labels = bucket_labels(buckets)
+    stages, reasons = [None] * len(batch), [None] * len(batch)
+    if filters:
+        rows = np.flatnonzero(np.isin(labels, filter_labels))
+        texts = batch[text_column].to_pylist()
+        ids = batch["id"].to_pylist()
+        seen = [texts[i] for i in rows]
+        for i, verdict in zip(rows, heuristic_verdicts(seen, [ids[i] for i in rows], filters), strict=True):
+            if verdict:
+                stages[i], reasons[i] = verdict
+        for i, text in zip(rows, seen, strict=True):
+            texts[i] = text
+        column = batch.schema.get_field_index(text_column)
+        batch = batch.set_column(column, text_column, pa.array(texts, pa.string()))
+    batch = batch.append_column("quality_bucket", pa.array(buckets, pa.int8()))
+    batch = batch.append_column("quality_label", pa.array(labels, pa.string()))
+    batch = batch.append_column("_stage", pa.array(stages, pa.string()))
+    return batch.append_column("_reason", pa.array(reasons, pa.string()))
+
+
+def bucket_histogram(batch: pa.Table, thresholds: dict) -> dict:
+    """One row per batch: documents and weight per bucket (20 each)."""
+    buckets = ensemble_buckets({n: batch[f"quality_score_{n}"].to_numpy() for n in thresholds}, thresholds)
+    weights = batch[WEIGHT].to_numpy()
+    return {"docs": [np.bincount(buckets, minlength=20)], "weight": [np.bincount(buckets, weights, minlength=20)]}
+
+
+def add_weight(batch: pa.Table, text_column: str) -> pa.Table:
+    if "num_tokens" in batch.column_names:
+        weight = pc.cast(batch["num_tokens"], pa.int64())
+    else:
+        weight = pc.cast(pc.binary_length(pc.fill_null(batch[text_column], "")), pa.int64())
+    return batch.append_column(WEIGHT, weight)
+
+
+def kept_rows(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.is_null(batch["_reason"])).drop_columns(["_stage", "_reason", WEIGHT])
+
+
+def rejected_rows(batch: pa.Table, text_column: str) -> pa.Table:
+    """Rows a heuristic filter dropped, as curate writes them (id, source, stage, reason, detail, url, text), plus
+    their bucket, label and scores."""
+    batch = batch.filter(pc.is_valid(batch["_reason"]))
+    n = len(batch)
+
+    def column(name: str) -> pa.Array:
+        return batch[name] if name in batch.column_names else pa.nulls(n, pa.string())
+
+    detail = pc.binary_join_element_wise("quality_label=", batch["quality_label"], "")
+    scores = {name: batch[name] for name in batch.column_names if name.startswith("quality_score_")}
+    return pa.table(
+        {
+            "id": batch["id"],
+            "source": column("source"),
+            "stage": batch["_stage"],
+            "reason": batch["_reason"],
+            "detail": detail,
+            "url": column("url"),
+            "text": batch[text_column],
+            "quality_bucket": batch["quality_bucket"],
+            "quality_label": batch["quality_label"],
+            **scores,
+        }
+    )

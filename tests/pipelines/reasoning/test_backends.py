@@ -1,0 +1,225 @@
+"""synth's model backends end to end: transformers with the tiny NemotronH base, openai against a local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow.parquet as pq
+import pytest
+from datapaths import shared_data
+
+from pipelines.core.artifacts import read_manifest
+from pipelines.reasoning.prompt_formats import assistant_content
+from pipelines.synth import parse_args, synthesize
+
+pytestmark = pytest.mark.slow  # a Ray actor pool / HTTP workers: tens of seconds on 2 cores
+
+
+def gsm8k_prompts(tmp_path, n, extra=()):
+    rows = [json.loads(line) for line in shared_data("gsm8k", "test.jsonl").read_text().splitlines()[:n]]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *extra]))
+    return path, rows
+
+
+def test_transformers_backend_with_tiny_base(ray_local, tiny_base, tmp_path):
+    long = {"question": "How many apples are there in all of these baskets? " * 60, "answer": "#### 3"}
+    prompts, _ = gsm8k_prompts(tmp_path, 3, [long])
+    argv = ["--prompts_path", str(prompts), "--backend", "transformers", "--model_name_or_path", str(tiny_base),
+            "--num_samples", "2", "--reasoning", "mixed", "--think_ratio", "0.5", "--max_new_tokens", "8",
+            "--max_prompt_tokens", "200", "--batch_size", "4", "--output_dir", str(tmp_path / "traces")]  # fmt: skip
+    out = synthesize(parse_args(argv))
+    counts = read_manifest(out)["counts"]
+    traces = pq.read_table(out / "traces").to_pylist()
+    assert len(traces) == counts["samples"] == 8  # 4 prompts x 2 samples, failures included
+    failed = [t for t in traces if t["error"]]
+    assert len(failed) == counts["errors"] == 2 and all("prompt too long" in t["error"] for t in failed)
+    assert all(t["verified"] is None and t["messages"][-1]["role"] == "user" for t in failed)
+    assert set(counts["reasoning"]) == {"on", "off"}  # the mixed ratio gave both modes
+    for t in traces:
+        system = t["messages"][0]["content"]
+        assert system == {"on": "/think", "off": "/no_think"}[t["reasoning"]]
+        assert t["sampling_params"]["temperature"] == (0.6 if t["reasoning"] == "on" else 0.0)
+        assert t["generator"] == {"model": str(tiny_base), "revision": None, "backend": "transformers"}
+        if t["error"]:
+            continue
+        content = t["messages"][-1]["content"]
+        assert 1 <= t["num_generated_tokens"] <= 8 and (not t["truncated"] or t["num_generated_tokens"] == 8)
+        assert content.startswith("<think></think>" if t["reasoning"] == "off" else "<think>\n")
+        assert t["verified"] is False  # a random model does not solve GSM8K; the answer was checked, not skipped
+
+    # The greedy (/no_think) rows equal a plain generate() on the same prompt: batching and padding change nothing.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    for t in [t for t in traces if t["reasoning"] == "off" and not t["error"]]:
+        text = tok.apply_chat_template(t["messages"][:-1], add_generation_prompt=True, tokenize=False)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        ids = model.generate(**enc, max_new_tokens=8, do_sample=False)[0, enc["input_ids"].shape[1] :]
+        eos = model.generation_config.eos_token_id
+        stop = next(
+            (j for j, i in enumerate(ids.tolist()) if i in (eos if isinstance(eos, list) else [eos])), len(ids)
+        )
+        expected = tok.decode(ids[:stop], skip_special_tokens=True)
+        assert t["messages"][-1]["content"] == assistant_content(expected, "off")
+
+
+class ChatServer(BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible /v1/chat/completions server; what it answers depends on the question."""
+
+    plan: dict[str, tuple[str, str]] = {}  # question -> (behaviour, gold)
+    requests: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ChatServer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+        behaviour, gold = self.plan[body["messages"][-1]["content"]]
+        message, finish, status = {"role": "assistant"}, "stop", 200
+        if behaviour == "correct":  # the template prefilled "<think>\n": the reply starts inside the thinking
+            message["content"] = f"Add the numbers up.\n</think>\n\nThe answer is \\boxed{{{gold}}}."
+        elif behaviour == "wrong":
+            message["content"] = f"Guess.\n</think>\n\nThe answer is \\boxed{{{int(gold) + 1}}}."
+        elif behaviour == "split":  # vllm serve --reasoning-parser returns the thinking separately
+            message |= {"reasoning_content": "Work it out.", "content": f"So it is {gold}."}
+        elif behaviour == "length":
+            message["content"], finish = "Let me think about this for a very long", "length"
+        if behaviour == "slow":  # answers after the client's request_timeout_s
+            time.sleep(3)
+        if behaviour == "broken":  # a proxy in front of the model failing: 502 with an HTML body, not JSON
+            data = b"<html>502 Bad Gateway</html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if behaviour == "error":
+            status, payload = 400, {"error": {"message": "maximum context length exceeded", "type": "BadRequest"}}
+        else:
+            payload = {"id": "c", "object": "chat.completion", "model": body["model"],
+                       "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                       "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}}  # fmt: skip
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ChatServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_openai_backend_against_local_server(ray_local, chat_server, tmp_path, monkeypatch):
+    prompts, rows = gsm8k_prompts(tmp_path, 5)
+    behaviours = ["correct", "wrong", "split", "length", "error"]
+    ChatServer.plan = {
+        r["question"]: (b, r["answer"].split("####")[-1].strip()) for r, b in zip(rows, behaviours, strict=True)
+    }
+    ChatServer.requests = []
+    monkeypatch.setenv("NANOFORGE_TEST_KEY", "sk-local")
+    argv = ["--prompts_path", str(prompts), "--backend", "openai", "--model_name_or_path", "served-model",
+            "--api_base", chat_server, "--api_key_env", "NANOFORGE_TEST_KEY", "--num_samples", "2",
+            "--reasoning", "on", "--max_new_tokens", "64", "--output_dir", str(tmp_path / "traces")]  # fmt: skip
+    out = synthesize(parse_args(argv))
+    traces = {t["id"]: t for t in pq.read_table(out / "traces").to_pylist()}
+    assert len(traces) == 10 and len(ChatServer.requests) == 10  # one request per sample (no n > 1)
+    for request in ChatServer.requests:
+        assert request["path"] == "/v1/chat/completions" and request["model"] == "served-model"
+        assert request["auth"] == "Bearer sk-local"
+        assert request["max_tokens"] == 64 and request["temperature"] == 0.6 and request["top_p"] == 0.95
+        assert request["messages"][0] == {"role": "system", "content": "/think"}
+    assert len({r["seed"] for r in ChatServer.requests}) == 10  # each sample has its own seed
+    by_behaviour = {}
+    for t in traces.values():
+        by_behaviour.setdefault(ChatServer.plan[t["messages"][1]["content"]][0], []).append(t)
+    for t in by_behaviour["correct"] + by_behaviour["split"]:
+        assert t["verified"] is True and t["messages"][-1]["content"].startswith("<think>\n")
+        assert "</think>" in t["messages"][-1]["content"] and t["num_generated_tokens"] == 7
+    assert all(t["verified"] is False and not t["truncated"] for t in by_behaviour["wrong"])
+    assert all(t["truncated"] and t["verified"] is False for t in by_behaviour["length"])
+    assert all(t["error"] == "endpoint: maximum context length exceeded" for t in by_behaviour["error"])
+    counts = read_manifest(out)["counts"]
+    assert counts["errors"] == 2 and counts["truncated"] == 2
+    assert counts["verified"] == {"true": 4, "false": 4, "null": 2}
+
+
+def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_a_cuda_graph(tmp_path):
+    from types import SimpleNamespace
+
+    from pipelines.reasoning.backends import vllm_engine_kwargs
+
+    hybrid, dense = tmp_path / "hybrid", tmp_path / "dense"
+    for path, model_type in ((hybrid, "nemotron_h"), (dense, "llama")):
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"model_type": model_type}))
+
+    def cfg(model, **engine):
+        return SimpleNamespace(model_name_or_path=str(model), max_prompt_tokens=1024, max_new_tokens=512,
+                               engine_kwargs=engine)  # fmt: skip
+
+    assert vllm_engine_kwargs(cfg(hybrid)) == {
+        "max_model_len": 1536,
+        "mamba_ssm_cache_dtype": "float32",
+        "max_num_seqs": 1024,
+        "compilation_config": {"max_cudagraph_capture_size": 1024},
+    }
+    # the YAML wins; eager mode has no graphs to size
+    assert vllm_engine_kwargs(cfg(hybrid, max_num_seqs=256, enforce_eager=True))["max_num_seqs"] == 256
+    assert "compilation_config" not in vllm_engine_kwargs(cfg(hybrid, enforce_eager=True))
+    assert vllm_engine_kwargs(cfg(dense)) == {"max_model_len": 1536}  # vLLM's own defaults for dense models
+
+
+def test_enough_batches_in_flight_to_keep_the_engine_full():
+    from pipelines.reasoning.backends import max_concurrent_batches
+
+    assert max_concurrent_batches({}, 16) == 32  # 2 x 256 default max_num_seqs / 16
+    assert max_concurrent_batches({"max_num_seqs": 1024}, 64) == 32
+    assert max_concurrent_batches({"max_num_seqs": 64}, 64) == 8  # never below ray.data.llm's default
+
+
+def test_openai_failed_rows_are_error_samples_and_retried_on_resume(ray_local, chat_server, tmp_path):
+    """A timeout or a 502 after its retries is a counted `error` sample, not a run abort; a resume retries it."""
+    prompts, rows = gsm8k_prompts(tmp_path, 3)
+    golds = [r["answer"].split("####")[-1].strip() for r in rows]
+    ChatServer.plan = {r["question"]: (b, g) for r, b, g in zip(rows, ["correct", "slow", "broken"], golds, strict=True)}
+    ChatServer.requests = []
+    out = tmp_path / "traces"
+    argv = ["--prompts_path", str(prompts), "--backend", "openai", "--model_name_or_path", "served-model",
+            "--api_base", chat_server, "--api_key_env", "", "--num_samples", "1", "--reasoning", "on",
+            "--request_timeout_s", "1", "--max_retries", "1", "--output_dir", str(out)]  # fmt: skip
+    synthesize(parse_args(argv))
+
+    traces = {ChatServer.plan[t["messages"][1]["content"]][0]: t for t in pq.read_table(out / "traces").to_pylist()}
+    assert traces["correct"]["error"] is None and traces["correct"]["verified"] is True
+    assert traces["slow"]["error"] == "endpoint: no response within request_timeout_s=1 (after 2 attempts)"
+    assert traces["broken"]["error"].startswith("endpoint: HTTP 502: <html>502 Bad Gateway")
+    assert read_manifest(out)["counts"]["errors"] == 2
+    assert len(ChatServer.requests) == 1 + 2 + 2  # one try, and a retry for each failing row
+
+    # An interrupted run: its partial directory holds these shards; the endpoint works again.
+    partial = tmp_path / ".traces.partial"
+    shutil.copytree(out, partial)
+    (partial / ".lineage.json").write_text(json.dumps({"hash": read_manifest(out)["hash"], "stage": "synth"}))
+    (partial / "manifest.json").unlink()
+    shutil.rmtree(out)
+    ChatServer.plan = {q: ("correct", gold) for q, (_, gold) in ChatServer.plan.items()}
+    ChatServer.requests = []
+    synthesize(parse_args(argv))
+    counts = read_manifest(out)["counts"]
+    assert counts["errors"] == 0 and counts["samples"] == 3 and counts["samples_resumed"] == 1
+    assert len(ChatServer.requests) == 2  # only the two failed samples were sent again
+    assert sorted(t["id"] for t in pq.read_table(out / "traces").to_pylist()) == sorted(traces[b]["id"] for b in traces)

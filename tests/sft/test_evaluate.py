@@ -1,0 +1,131 @@
+"""`nanoforge eval`: pass@1 per mode from k samples, every sample judged by the shared verifier, eval.json in the
+checkpoint; GSM8K, MATH and prompts-artifact formats are read with synth's field mapping."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from datapaths import shared_data
+
+from pipelines.core.config import ConfigError
+from pipelines.reasoning.prompt_formats import assistant_content
+from pipelines.reasoning.verify import answers_match, verify
+from sft import evaluate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_eval_writes_pass_at_1_per_mode(tiny_base, tmp_path):
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"}) + "\n"
+                            for i in range(5)))  # fmt: skip
+    out = tmp_path / "eval.json"
+    argv = ["--model", str(tiny_base), "--dataset", str(data), "--num_samples", "3", "--limit", "4",
+            "--max_new_tokens", "8", "--output", str(out)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["problems"] == 4 and set(result["modes"]) == {"think", "no_think"}
+    samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 4 * 3  # modes x problems x k
+    for mode, stats in result["modes"].items():
+        mine = [s for s in samples if s["mode"] == mode]
+        reasoning = evaluate.MODES[mode]
+        assert all(s["correct"] == verify(assistant_content(s["completion"], reasoning), s["answer"]) for s in mine)
+        assert stats["pass@1"] == pytest.approx(sum(s["correct"] for s in mine) / len(mine))  # equal k per problem
+        assert 0 < stats["mean_completion_tokens"] <= 8
+
+
+def test_problem_formats(tmp_path):
+    from datasets import Dataset
+
+    gsm8k = Dataset.from_list([{"question": "Q?", "answer": "steps\n#### 1,200"}])
+    math = Dataset.from_list([{"problem": "P?", "solution": "so \\boxed{\\frac{1}{2}}"}])
+    prompts = Dataset.from_list([{"prompt": [{"role": "user", "content": "R?"}], "answer": "7"}])
+    assert [p["answer"] for p in evaluate.to_problems(gsm8k, "g")] == ["1200"]
+    assert [p["answer"] for p in evaluate.to_problems(math, "m")] == ["\\frac{1}{2}"]
+    assert evaluate.to_problems(prompts, "p")[0]["messages"] == [{"role": "user", "content": "R?"}]
+    with pytest.raises(ConfigError, match="expected `question`"):
+        evaluate.to_problems(Dataset.from_list([{"text": "x"}]), "t")
+
+
+PASS_AT_K = [
+    # (n samples, c correct, k, unbiased pass@k)
+    (4, 0, 1, 0.0),  # nothing correct
+    (4, 4, 1, 1.0),  # everything correct
+    (4, 1, 1, 0.25),  # pass@1 is the fraction correct
+    (4, 1, 4, 1.0),  # all four samples drawn: the correct one is always among them
+    (4, 1, 2, 0.5),  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+    (5, 4, 2, 1.0),  # fewer wrong samples (1) than draws (2): a draw always holds a correct one
+    (200, 10, 100, 1 - math.comb(190, 100) / math.comb(200, 100)),  # large n: the product form stays exact enough
+]
+
+
+@pytest.mark.parametrize(("n", "c", "k", "expected"), PASS_AT_K)
+def test_pass_at_k_table(n, c, k, expected):
+    assert evaluate.pass_at_k(n, c, k) == pytest.approx(expected, rel=1e-9)
+
+
+def test_pass_at_k_is_the_mean_over_all_k_subsets():
+    """The estimator equals the brute-force share of k-subsets holding a correct sample."""
+    correct = [True, False, False, True, False, False]
+    for k in range(1, 7):
+        subsets = list(itertools.combinations(correct, k))
+        assert evaluate.pass_at_k(6, 2, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+
+
+def test_pass_at_k_refuses_impossible_counts():
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        evaluate.pass_at_k(4, 1, 5)
+
+
+MAJ_AT_K = [
+    # (answers, correct flags, k, maj@k); math answers compared by value
+    (["4", "4", "5", "4"], [True, True, False, True], 4, 1.0),  # the majority is right
+    (["5", "5", "4", "6"], [False, False, True, False], 4, 0.0),  # the majority is wrong although one sample is right
+    (["4", "4.0", "5", "6"], [True, True, False, False], 4, 1.0),  # 4 and 4.0 are one answer
+    (["\\frac{1}{2}", "0.5", "1", "1"], [True, True, False, False], 4, 1.0),  # a tie: the answer seen first wins
+    (["5", "4", "4", "4", "5", "5"], [False, True, True, True, False, False], 3, 0.5),  # two groups of 3: right, wrong
+    ([None, None, "4", "5"], [False, False, True, False], 4, 1.0),  # unanswered samples do not vote
+    ([None, None], [False, False], 2, 0.0),  # nobody answered
+    (["4", "5", "5", "5", "4"], [True, False, False, False, True], 2, 0.5),  # (4,5) tie -> 4 right, (5,5) wrong;
+    # the 5th sample is in no group of 2
+]
+
+
+@pytest.mark.parametrize(("answers", "correct", "k", "expected"), MAJ_AT_K)
+def test_maj_at_k_table(answers, correct, k, expected):
+    assert evaluate.maj_at_k(answers, correct, k, answers_match) == expected
+
+
+@pytest.mark.parametrize("name", list(evaluate.BENCHMARKS))
+def test_benchmarks_load_by_name_with_gold_answers(name):
+    """Every named benchmark reads from the shared data with a gold answer per problem, and its own gold answer
+    written as a boxed final answer verifies (the field mapping picks the right column)."""
+    file, _, _ = evaluate.BENCHMARKS[name]
+    data_dir = shared_data(file).parents[1]
+    cfg = evaluate.EvalConfig(model="m", benchmarks=[name], data_dir=str(data_dir), limit=20)
+    [(_, path, fmt, renames)] = evaluate.eval_sets(cfg)
+    problems = evaluate.load_problems(cfg, path, fmt, renames)
+    assert len(problems) == 20 and all(p["answer"] and p["messages"][-1]["role"] == "user" for p in problems)
+    assert all(verify(f"</think>The answer is \\boxed{{{p['answer']}}}", p["answer"]) for p in problems)
+
+
+def test_unknown_benchmark_names_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown benchmarks \\['gsm9k'\\]; choose from \\['gsm8k'"):
+        evaluate.eval_sets(evaluate.EvalConfig(model="m", benchmarks=["gsm9k"]))
+
+
+def test_docstring_examples_hold():
+    assert doctest.testmod(evaluate).failed == 0
