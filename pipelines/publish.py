@@ -4,6 +4,8 @@ Local (no network, no token: writes exactly the files that would be uploaded, to
     nanoforge publish runs/demo/curate --repo_id me/demo-documents --dry_run runs/demo/publish-preview
 Hub (from any machine that sees the artifact directory, e.g. the cluster's head node):
     nanoforge publish runs/demo/curate --repo_id me/demo-documents [--private false] [--revision main]
+Cluster (a Ray job, the artifact on shared or object storage):
+    ray job submit --address http://HEAD:8265 -- nanoforge publish /shared/runs/curate --repo_id me/documents
 
 ARTIFACT is the first, positional argument (`--artifact` or an `artifact:` YAML key work too). What goes up, in
 one commit on branch `nf-<first 12 hex digits of the artifact hash>` (that hash combines the config hash with the

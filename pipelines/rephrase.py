@@ -127,11 +127,6 @@ IGNORED = NON_SEMANTIC_FIELDS | {
 COLUMNS = ("id", "text", "quality_label", "quality_bucket", "source", "url")
 
 
-def main(argv: list[str] | None = None) -> int:
-    rephrase(parse_args(argv))
-    return 0
-
-
 def rephrase(cfg: RephraseConfig) -> Path:
     """Run the stage for a parsed config; returns the synthetic documents artifact path."""
     from pipelines.core.runtime import ray_session
@@ -297,6 +292,11 @@ def parse_args(argv: list[str] | None = None) -> RephraseConfig:
     if not cfg.tasks:
         raise ConfigError("tasks is empty: map at least one task to a prompt file and quality labels")
     return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    rephrase(parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":

@@ -132,11 +132,6 @@ def build(cfg: SelectConfig):
     return ds.groupby("prompt_id", num_partitions=partitions).map_groups(per_prompt, batch_format="pyarrow")
 
 
-def main(argv: list[str] | None = None) -> int:
-    select(parse_args(argv))
-    return 0
-
-
 def select(cfg: SelectConfig) -> Path:
     """Run the stage for a parsed config; returns the output directory."""
     from pipelines.core.runtime import ray_session
@@ -218,6 +213,11 @@ def parse_args(argv: list[str] | None = None) -> SelectConfig:
     if not 0 <= cfg.no_think_ratio + cfg.budget_ratio <= 1:
         raise ConfigError("no_think_ratio + budget_ratio must be between 0 and 1")
     return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    select(parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":

@@ -171,11 +171,6 @@ def decontaminate_prompts(prompts: list[dict], cfg: SynthConfig) -> tuple[list[d
     return kept, rejected
 
 
-def main(argv: list[str] | None = None) -> int:
-    synthesize(parse_args(argv))
-    return 0
-
-
 def synthesize(cfg: SynthConfig) -> Path:
     """Run the stage for a parsed config; returns the traces artifact path."""
     import ray
@@ -254,6 +249,11 @@ def parse_args(argv: list[str] | None = None) -> SynthConfig:
         raise ConfigError(f"backend '{cfg.backend}' needs model_name_or_path")
     check_pinned(cfg.model_name_or_path, cfg.model_revision, bool(cfg.engine_kwargs.get("trust_remote_code")))
     return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    synthesize(parse_args(argv))
+    return 0
 
 
 if __name__ == "__main__":
