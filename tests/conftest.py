@@ -78,3 +78,16 @@ def tiny_base(tmp_path_factory) -> Path:
     from sft.init_base import build_base
 
     return build_base(tmp_path_factory.mktemp("base") / "tiny", preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of tiny-model tests: a second thread only adds contention on 2 shared cores.
+
+    Use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

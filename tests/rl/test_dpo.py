@@ -12,13 +12,7 @@ import torch
 from pipelines.core.artifacts import read_manifest
 from rl import dpo
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def pairs(n: int, seed: int = 0) -> list[dict]:

@@ -9,7 +9,6 @@ import json
 import math
 
 import pytest
-import torch
 from datapaths import shared_data
 
 from pipelines.core.config import ConfigError
@@ -17,13 +16,7 @@ from pipelines.reasoning.prompt_formats import assistant_content
 from pipelines.reasoning.verify import answers_match, verify
 from sft import evaluate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_eval_writes_pass_at_1_per_mode(tiny_base, tmp_path):
