@@ -94,7 +94,7 @@ def build_mixture(
     """The mixed, shuffled `datasets.Dataset` and per-source counts (`rows`, `epochs`, `tokens`, `dropped_overlong`).
 
     `count_tokens(row)` measures a conversation (needed for token budgets and for leaving out conversations over
-    `max_tokens`); `load(path, config, split)` reads a source (default: `sft.common.load_split`).
+    `max_tokens`); `load(path, config, split)` reads a source (default: `pipelines.core.datasets.load_split`).
     """
     import datasets
 

@@ -14,13 +14,14 @@ the case on CPU). A killed run resumes from its last `checkpoint-N` on rerun.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from pipelines.core.config import parse
+from pipelines.core.config import ConfigError, parse
 from pipelines.core.datasets import load_split
 from sft.common import (
     MetricsFile,
@@ -37,13 +38,20 @@ from sft.common import (
 CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 
 
+class MixtureSource(dict):
+    """One mixture source: a mapping in the YAML, or its JSON text as a flag (recipes pass args as flags)."""
+
+    def __init__(self, value: str | dict | None = None):
+        super().__init__(json.loads(value) if isinstance(value, str) else value or {})
+
+
 @dataclass
 class SFTScriptArgs(ScriptArgs):
-    dataset_mixture: list[dict] = field(
+    dataset_mixture: list[MixtureSource] = field(
         default_factory=list,
         metadata={
-            "help": "Several SFT sets in one run instead of dataset_name (YAML only): a list of {path, weight} or "
-            "{path, tokens} (+ config, split); see sft/mixture.py."
+            "help": "Several SFT sets in one run instead of dataset_name: a list of {path, weight} or {path, tokens} "
+            "(+ config, split), see sft/mixture.py; as a flag, each source as JSON text."
         },
     )
     mixture_rows: int | None = field(
@@ -57,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArgs, SFTConfig,
 
 def train_set(script_args: SFTScriptArgs, training_args: SFTConfig, model_args: ModelConfig):
     """The training rows: `dataset_name` as it is, or the mixture (conversations longer than max_length left out)."""
+    if script_args.dataset_mixture and script_args.dataset_name:
+        raise ConfigError("give dataset_name or dataset_mixture, not both (add the set to the mixture)")
     if not script_args.dataset_mixture:
         return load_split(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
     from transformers import AutoTokenizer

@@ -10,6 +10,7 @@ from __future__ import annotations
 # command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("pipelines.demo_data", "generate the demo web corpus and arithmetic word problems"),
+    "demo-posttrain-data": ("pipelines.demo_posttrain", "generate the demo IF RL, tool-calling SFT and code RL sets"),
     "init-base": ("sft.init_base", "build a tiny random hybrid Nemotron-H base checkpoint + tokenizer"),
     "curate": ("pipelines.curate", "read, normalize, language-ID, filter, dedup and PII-redact raw shards"),
     "train-quality-classifier": ("pipelines.train_quality_classifier", "train a fastText quality classifier offline"),
@@ -24,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("rl.merge", "linearly interpolate two checkpoints"),
     "prune": ("compress.prune", "Minitron-style pruning of a NemotronH checkpoint from calibration activations"),
     "distill": ("compress.distill", "logit distillation teacher -> pruned student with TRL GKDTrainer (lmbda 0)"),
-    "eval": ("sft.evaluate", "pass@1 on a math set with /think and /no_think"),
+    "eval": ("sft.evaluate", "pass@k / maj@k on benchmarks by name or a math set, with /think and /no_think"),
     "run": ("pipelines.run", "run a recipe of stages end to end (resumes, skips up-to-date stages)"),
     "submit": ("pipelines.submit", "submit a recipe to a Ray cluster, one job per stage"),
     "publish": ("pipelines.publish", "upload an artifact to the Hugging Face Hub with a generated card"),
