@@ -122,3 +122,21 @@ def test_unknown_benchmark_names_the_known_ones():
 
 def test_docstring_examples_hold():
     assert doctest.testmod(evaluate).failed == 0
+
+
+def test_eval_on_named_benchmarks_writes_pass_and_maj_at_k(tiny_base, tmp_path):
+    """`--benchmarks` by name: one entry per benchmark and mode with pass@1, pass@2 and maj@2; samples name theirs."""
+    data_dir = shared_data("gsm8k", "test.jsonl").parents[1]
+    out = tmp_path / "eval.json"
+    argv = ["--model", str(tiny_base), "--benchmarks", "gsm8k", "amc23", "--data_dir", str(data_dir)]
+    argv += ["--limit", "2", "--num_samples", "2", "--ks", "1", "2", "--modes", "no_think", "--max_new_tokens", "4"]
+    argv += ["--output", str(out)]
+    assert evaluate.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["benchmarks"]) == {"gsm8k", "amc23"} and result["modes"] == result["benchmarks"]["gsm8k"]["modes"]
+    for bench in result["benchmarks"].values():
+        stats = bench["modes"]["no_think"]
+        assert bench["problems"] == 2 and {"pass@1", "pass@2", "maj@2"} <= set(stats)
+        assert stats["pass@1"] <= stats["pass@2"]
+    samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
+    assert sorted({s["benchmark"] for s in samples}) == ["amc23", "gsm8k"] and len(samples) == 2 * 2 * 2
