@@ -76,10 +76,9 @@ def train_set(script_args: SFTScriptArgs, training_args: SFTConfig, model_args: 
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     template = Path(training_args.chat_template_path).read_text()
 
-    def count_tokens(row: dict) -> int:
-        text = tokenizer.apply_chat_template(
-            row["messages"], tools=row.get("tools"), chat_template=template, tokenize=False
-        )
+    def count_tokens(row: dict) -> int:  # as TRL renders the row: a `tools` column may hold JSON text
+        tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools")
+        text = tokenizer.apply_chat_template(row["messages"], tools=tools, chat_template=template, tokenize=False)
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     mixture, seed, rows = script_args.dataset_mixture, training_args.seed, script_args.mixture_rows

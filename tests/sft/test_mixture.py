@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import random
 from collections import Counter
 
 import pytest
@@ -159,3 +160,31 @@ def test_sft_trains_on_a_mixture(tiny_base, tmp_path):
     manifest = read_manifest(out)
     assert manifest["counts"]["train_rows"] == 12
     assert {i["path"] for i in manifest["inputs"]} >= set(paths)
+
+
+def test_mixture_counts_tool_conversations_as_trl_renders_them(tiny_base, tmp_path):
+    """A tool-calling source keeps `tools` as JSON text (as JSONL/Parquet hold it); the token count renders the
+    tool specs the way TRL will (the instructions make these ~800 tokens), so max_length leaves them out or in."""
+    from trl import ModelConfig, SFTConfig
+
+    from pipelines.demo_posttrain import tool_rows
+    from sft import train
+
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in tool_rows(3, random.Random(0))))
+    script = train.SFTScriptArgs(dataset_mixture=[train.MixtureSource(json.dumps({"path": str(path), "weight": 1}))])
+    model = ModelConfig(model_name_or_path=str(tiny_base))
+
+    def args(max_length):
+        return SFTConfig(
+            output_dir=str(tmp_path / "o"),
+            max_length=max_length,
+            bf16=False,
+            report_to="none",
+            chat_template_path=str(train.CHAT_TEMPLATE),
+        )
+
+    mixed = train.train_set(script, args(2048), model)
+    assert len(mixed) == 3 and "tools" in mixed.column_names
+    with pytest.raises(ConfigError, match="no conversations \\(after 3 over max_length\\)"):
+        train.train_set(script, args(256), model)
