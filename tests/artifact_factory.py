@@ -221,7 +221,7 @@ def checkpoint(root: Path, sft_set: Path) -> Path:
 
 def synthetic_documents(root: Path, docs: Path) -> Path:
     """rephrase output: 4 (document, task) units from 2 labelled documents, 3 kept, 1 rejected, with prompts."""
-    from pipelines.rephrase_filters import DOCUMENT_SCHEMA, REJECTED_SCHEMA
+    from pipelines.rephrasing.filters import DOCUMENT_SCHEMA, REJECTED_SCHEMA
 
     config = {"input_path": str(docs), "backend": "openai", "model_name_or_path": "served-model",
               "temperature": 0.7, "max_new_tokens": 256, "api_key": API_KEY, "output_dir": str(root / "rephrase")}  # fmt: skip

@@ -18,7 +18,8 @@ import signal
 import sys
 from pathlib import Path
 
-from pipelines import chunks, curate
+from pipelines import curate
+from pipelines.curation import chunks
 
 
 def kill_driver(batch, *, pgid: int):

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import curate
-from pipelines.lineage import read_manifest
+from pipelines.core.artifacts import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 KILLER = Path(__file__).with_name("curate_killer.py")
