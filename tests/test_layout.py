@@ -165,7 +165,10 @@ def stage_order_problems(command: str, source: str) -> list[str]:
         for i, n in enumerate(defs)
         if isinstance(n, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in n.decorator_list)
     ]
-    if configs and configs[0] != 0:  # training stages may share theirs (sft/common.py's ScriptArgs, TRL's configs)
+    functions = [i for i, n in enumerate(defs) if isinstance(n, ast.FunctionDef)]
+    # A class the config's fields use may come before it; a training stage may share its config (sft/common.py's
+    # ScriptArgs, TRL's configs) and define none.
+    if configs and functions and functions[0] < configs[0]:
         problems.append("the config dataclass is not the first definition")
     if not defs or defs[-1].name != "main":
         problems.append("`main` is not the last definition")
