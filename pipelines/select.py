@@ -8,6 +8,8 @@ Plan: read one or more traces artifacts -> group by `prompt_id` (Ray Data groupb
 the same prompts join, e.g. replayed references with model samples) -> `selection.select_prompt` per prompt ->
 write `sft/` (TRL `messages`), `preference/` (`prompt`/`chosen`/`rejected`), `rl_prompts/` (`prompt`/`answer`),
 each an artifact with its own manifest; samples and prompts not used go to `<set>/rejected/` with the reason.
+With `decontaminate_against`, a trace whose prompt + completion shares an n-gram with an evaluation set is dropped
+first (`contaminated:<name>`, the function curate and synth use; counts per set in the manifest and report).
 Accounting: samples == sft kept + Σ sft rejected[reason]; prompts == rl kept + Σ rl rejected[reason].
 """
 
@@ -101,6 +103,11 @@ class SelectConfig:
     rl_min_pass_rate: float = field(default=0.0, metadata={"help": "RL: keep prompts with pass rate > this ..."})
     rl_max_pass_rate: float = field(default=1.0, metadata={"help": "RL: ... and < this."})
     seed: int = field(default=0, metadata={"help": "Chooses which samples become variants."})
+    decontaminate_against: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Eval sets NAME=PATH:FIELD: a trace whose prompt + completion shares an n-gram is dropped."},
+    )
+    decontaminate_ngram: int = field(default=13, metadata={"help": "Word n-gram size for decontamination."})
     output_dir: str = field(default="runs/select", metadata={"help": "Where sft/, preference/, rl_prompts/ go."})
     force: bool = field(default=False, metadata={"help": "Rerun even if the artifact is up to date."})
     address: str | None = field(default=None, metadata={"help": "Ray address (default: embedded local Ray)."})
@@ -110,8 +117,9 @@ def build(cfg: SelectConfig):
     """The Ray Data plan: read traces (tagged with their artifact) -> group by prompt -> JSON records per kind."""
     import ray
 
+    from pipelines.dedup.decontaminate import build_index, contamination_reasons
     from pipelines.reasoning.backends import load_tokenizer
-    from pipelines.reasoning.selection import select_prompt
+    from pipelines.reasoning.selection import decontaminate, select_prompt, trace_text
 
     def tagged(path: str):  # the same sample id can come from two runs: (traces, id) identifies a sample
         ds = ray.data.read_parquet(str(Path(path) / "traces"), columns=COLUMNS)
@@ -121,9 +129,15 @@ def build(cfg: SelectConfig):
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     tokenizer_path = cfg.tokenizer_name_or_path
 
+    index = build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram) if cfg.decontaminate_against else None
+
     def per_prompt(group: pa.Table) -> pa.Table:
         tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
-        out = select_prompt(group.to_pylist(), cfg, tokenizer)
+        samples, out = group.to_pylist(), []
+        if index is not None:
+            reasons = contamination_reasons([trace_text(t) for t in samples], index)
+            samples, out = decontaminate(samples, reasons, tokenizer)
+        out += select_prompt(samples, cfg, tokenizer) if samples else []
         return pa.table({"kind": [k for k, _ in out], "record": [json.dumps(r) for _, r in out]})
 
     # Few partitions: the default (200 hash-shuffle partitions, each a worker) swamps a laptop for a small set.
@@ -155,10 +169,13 @@ def select(cfg: SelectConfig) -> Path:
             sub = Artifact(tmp / name, kind=kind, stage="select", config=art.config, inputs=cfg.traces_path)
             with sub.writing(resume=False) as sub_tmp:
                 for k, (where, folder) in WHERE.items():
-                    if where == name and records[k]:
-                        write_shard(sub_tmp / folder if folder else sub_tmp, records[k], SCHEMAS[k])
+                    if where == name and records[k]:  # sorted: groups arrive in any order, the files must not
+                        rows = sorted(records[k], key=lambda r: json.dumps(r, sort_keys=True))
+                        write_shard(sub_tmp / folder if folder else sub_tmp, rows, SCHEMAS[k])
                 sub.counts = counts[name]
         art.counts = counts
+        if cfg.decontaminate_against:
+            art.extra["decontamination"] = decontamination_counts(cfg, records)
         (tmp / "report.md").write_text(report(cfg, counts, records))
     print(
         f"[select] wrote {art.path}: "
@@ -198,10 +215,28 @@ def tally(records: dict[str, list[dict]]) -> dict:
     return counts
 
 
+def decontamination_counts(cfg: SelectConfig, records: dict[str, list[dict]]) -> dict:
+    """Per evaluation set: traces dropped (their prompt or completion quoted it) and prompts left with none."""
+    from pipelines.dedup.decontaminate import parse_spec
+
+    out = {}
+    for spec in cfg.decontaminate_against:
+        reason = f"contaminated:{parse_spec(spec)[0]}"
+        out[parse_spec(spec)[0]] = {
+            "ngram": cfg.decontaminate_ngram,
+            "traces_removed": sum(r["reason"] == reason for r in records["sft_rejected"]),
+            "prompts_removed": sum(r["reason"] == reason for r in records["rl_rejected"]),
+        }
+    return out
+
+
 def report(cfg: SelectConfig, counts: dict, records: dict[str, list[dict]]) -> str:
     unit = "tokens" if cfg.tokenizer_name_or_path else "words"
     lines = [f"# select report: {cfg.output_dir}", "", f"Traces: {', '.join(cfg.traces_path)}", "", "## Counts", "",
              "```json", json.dumps(counts, indent=2), "```", ""]  # fmt: skip
+    if cfg.decontaminate_against:
+        lines += ["## Decontamination", "", "```json", json.dumps(decontamination_counts(cfg, records), indent=2),
+                  "```", ""]  # fmt: skip
     lines += histograms(records, unit)
     return "\n".join(lines) + "\n"
 

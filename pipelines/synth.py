@@ -193,15 +193,20 @@ def synthesize(cfg: SynthConfig) -> Path:
         retry = drop_failed(tmp / "traces")  # failed samples of an interrupted run are generated again
         done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
         if retry:
-            print(f"[synth] resuming: {retry} failed samples will be retried")
+            log.info(f"[synth] resuming: {retry} failed samples will be retried")
         pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
         log.info(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
         if pending:
             generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
             ds = ray.data.from_items(pending, override_num_blocks=max(1, min(1000, len(pending) // cfg.batch_size)))
             ds = BACKENDS[cfg.backend](ds, cfg).map(lambda row: to_trace(row, generator))
-            for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
-                write_shard(tmp / "traces", batch.to_pylist())
+            ctx = ray.data.DataContext.get_current()
+            keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+            try:  # samples in plan order: the same shards (and bytes) on every run with the same seed
+                for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
+                    write_shard(tmp / "traces", batch.to_pylist())
+            finally:
+                ctx.execution_options.preserve_order = keep_order
         if not any((tmp / "traces").glob("*.parquet")):  # no prompts: traces/ still has a file with the schema
             write_shard(tmp / "traces", [])
         write_shard(tmp / "rejected", rejected, REJECTED_SCHEMA)

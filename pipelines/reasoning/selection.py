@@ -83,6 +83,43 @@ def sample_reason(s: dict[str, Any]) -> str | None:
     return None
 
 
+def reasoning_length(sample: dict[str, Any], tokenizer=None) -> int:
+    """Tokens (words without a tokenizer) in the sample's thinking."""
+    content = sample["messages"][-1]["content"] if sample["messages"][-1]["role"] == "assistant" else ""
+    return len(tokens(split_reasoning(content)[0] or "", tokenizer))
+
+
+def trace_text(sample: dict[str, Any]) -> str:
+    """What decontamination reads of a trace: its prompt and completion (the system turn is only the flag)."""
+    return "\n".join(m["content"] or "" for m in sample["messages"] if m["role"] != "system")
+
+
+def decontaminate(
+    samples: list[dict[str, Any]], reasons: list[str | None], tokenizer=None
+) -> tuple[list[dict[str, Any]], list[tuple[str, dict]]]:
+    """Drop samples whose `trace_text` shares an n-gram with an evaluation set (`reasons`: the stage computes them
+    with the function curate and synth use, dedup/decontaminate.py); returns the clean samples and the records of
+    the dropped ones.
+
+    A dropped sample is `sft_rejected` with reason `contaminated:<name>`. When every sample of a prompt is dropped,
+    the prompt is accounted here too (a `prompt` record and an `rl_rejected` one with the first sample's reason).
+    """
+    clean = [s for s, r in zip(samples, reasons, strict=True) if r is None]
+    out = [("sft_rejected", {"id": s["id"], "prompt_id": s["prompt_id"], "traces": s.get("traces"),
+                             "reasoning": s["reasoning"], "verified": s.get("verified"),
+                             "length": reasoning_length(s, tokenizer), "reason": r})
+           for s, r in zip(samples, reasons, strict=True) if r]  # fmt: skip
+    if out and not clean:
+        first = min(samples, key=lambda s: (s.get("traces", ""), s["id"]))
+        prompt_id, reason = first["prompt_id"], next(r for r in reasons if r)
+        out.append(("prompt", {"prompt_id": prompt_id, "samples": len(samples), "scored": 0, "correct": 0,
+                               "pass_rate": None}))  # fmt: skip
+        user_turns = [m for m in _prompt_messages(first) if m["role"] != "system"]
+        out.append(("rl_rejected", {"prompt_id": prompt_id, "prompt": user_turns, "answer": first.get("answer"),
+                                    "verifier": first.get("verifier") or "math", "pass_rate": None, "reason": reason}))  # fmt: skip
+    return clean, out
+
+
 def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tuple[str, dict]]:
     """All decisions for one prompt's samples (see the module docstring)."""
     samples = sorted(samples, key=lambda s: (s.get("traces", ""), s["id"]))
@@ -98,8 +135,7 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
     seen, kept = set(), 0
     for s in samples:
         content = s["messages"][-1]["content"] if s["messages"][-1]["role"] == "assistant" else ""
-        reasoning, _ = split_reasoning(content)
-        n = len(tokens(reasoning or "", tokenizer))
+        n = reasoning_length(s, tokenizer)
         base = {"id": s["id"], "prompt_id": prompt_id, "traces": s.get("traces"), "reasoning": s["reasoning"],
                 "verified": s.get("verified"), "length": n}  # fmt: skip
         reason = sample_reason(s)

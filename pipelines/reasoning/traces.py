@@ -6,6 +6,7 @@ A traces artifact is a directory with `manifest.json`, `traces/*.parquet` (TRACE
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 import zlib
@@ -124,12 +125,16 @@ def predicted_answer(content: str, verifier: str) -> str | None:
 
 
 def write_shard(folder: Path, rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema = TRACE_SCHEMA) -> Path:
-    """Write rows as one Parquet file atomically (tmp name, then rename), so a crash never leaves half a shard."""
+    """Write rows as one Parquet file atomically (tmp name, then rename), so a crash never leaves half a shard.
+
+    The name is a hash of the file's bytes: the same rows give the same file under the same name on every run
+    (byte-identical artifacts), and shards written by a resumed run never collide with earlier ones.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
-    path = folder / f"shard-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = folder / f".{path.name}.tmp"
+    tmp = folder / f".shard-{uuid.uuid4().hex[:12]}.tmp"
     pq.write_table(table.cast(schema), tmp)
+    path = folder / f"shard-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]}.parquet"
     os.replace(tmp, path)
     return path
 

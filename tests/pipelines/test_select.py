@@ -179,3 +179,44 @@ def test_variants_no_think_and_budget(problems):
             assert system["content"] == "/think" and len(words(reasoning)) == r["thinking_budget"] < r["length"]
         else:
             assert reasoning == original_reasoning
+
+
+def test_traces_are_decontaminated_on_prompt_and_completion(problems, tmp_path):
+    """The function curate uses: a trace quoting a test question in its prompt or its completion is dropped."""
+    from pipelines.dedup.decontaminate import build_index, contamination_reasons
+    from pipelines.reasoning.selection import decontaminate, trace_text
+    from pipelines.select import decontamination_counts
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": p["messages"][-1]["content"]}) + "\n" for p in problems[:3:2]))
+    index = build_index([f"bench={bench}:question"])
+    leaked, clean = problems[0], problems[1]  # problems[0] is in the benchmark; problems[2] is quoted below
+    quoting = sample(clean, 1)
+    quoting["messages"][-1]["content"] += "\nA similar one: " + problems[2]["messages"][-1]["content"]
+
+    out, records = [], {"sft_rejected": [], "rl_rejected": []}
+    for samples in ([sample(leaked, 0), sample(leaked, 1)], [sample(clean, 0), quoting]):
+        kept, dropped = decontaminate(samples, contamination_reasons([trace_text(t) for t in samples], index))
+        out += dropped + (select_prompt(kept, CFG) if kept else [])
+    for kind, record in out:
+        records.setdefault(kind, []).append(record)
+    reasons = Counter((kind, r.get("reason")) for kind, r in out if kind in ("sft_rejected", "rl_rejected"))
+    assert reasons[("sft_rejected", "contaminated:bench")] == 3  # both samples of the leaked prompt, and `quoting`
+    assert reasons[("rl_rejected", "contaminated:bench")] == 1  # the leaked prompt has no sample left
+    assert [r["id"] for r in records["sft"]] == [f"{clean['prompt_id']}:0"]
+    assert len(records["prompt"]) == 2 and {r["prompt_id"] for r in records["prompt"]} == {leaked["prompt_id"], clean["prompt_id"]}  # fmt: skip
+    cfg = replace(CFG, decontaminate_against=[f"bench={bench}:question"])
+    assert decontamination_counts(cfg, records) == {"bench": {"ngram": 13, "traces_removed": 3, "prompts_removed": 1}}
+
+
+def test_shards_are_named_by_their_content(tmp_path):
+    """No uuid names: the same rows give the same file name and bytes on every run; other rows another name."""
+    from pipelines.reasoning.traces import write_shard
+    from pipelines.select import SCHEMAS
+
+    rows = [{"prompt_id": "p1", "prompt": [{"role": "user", "content": "1 + 1?"}], "answer": "2", "verifier": "math",
+             "pass_rate": 0.5}]  # fmt: skip
+    a, b = write_shard(tmp_path / "a", rows, SCHEMAS["rl"]), write_shard(tmp_path / "b", rows, SCHEMAS["rl"])
+    assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    assert write_shard(tmp_path / "a", [rows[0] | {"answer": "3"}], SCHEMAS["rl"]).name != a.name
+    assert not [p for p in (tmp_path / "a").iterdir() if not p.name.endswith(".parquet")]  # no temporary files left

@@ -84,6 +84,19 @@ def test_replay_traces_then_select(ray_local, prompts, tmp_path):
         assert read_manifest(sel / name)["counts"] == c[name]
     assert "Pass rate per prompt" in (sel / "report.md").read_text()
 
+    # select decontaminates traces too: a benchmark holding five of these training questions drops their traces.
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(line + "\n" for line in shared_data("gsm8k", "train.jsonl").read_text().splitlines()[:5]))
+    argv = ["--traces_path", str(out), "--output_dir", str(tmp_path / "select_decont"),
+            "--decontaminate_against", f"bench={bench}:question"]  # fmt: skip
+    manifest = read_manifest(select(select_args(argv)))
+    removed, c = manifest["decontamination"]["bench"], manifest["counts"]
+    assert removed["traces_removed"] >= 5 and removed["prompts_removed"] >= 5  # (and any near-copy among the 300)
+    assert c["sft"]["rejected"]["contaminated:bench"] == removed["traces_removed"]
+    assert c["rl_prompts"]["rejected"]["contaminated:bench"] == removed["prompts_removed"]
+    assert c["sft"]["kept"] == rows(tmp_path / "select_decont" / "sft") < len(traces)
+    assert "## Decontamination" in (tmp_path / "select_decont" / "report.md").read_text()
+
 
 def test_resume_keeps_finished_samples(ray_local, prompts, tmp_path):
     argv = ["--prompts_path", str(prompts), "--backend", "replay", "--max_prompts", "200", "--shard_rows", "40",
@@ -137,3 +150,38 @@ def test_empty_prompts_give_empty_traces_and_an_empty_selection(ray_local, tmp_p
     assert read_manifest(traces)["counts"]["samples"] == 0 and len(list((traces / "traces").glob("*.parquet"))) == 1
     sel = select(select_args(["--traces_path", str(traces), "--output_dir", str(tmp_path / "select")]))
     assert {k: v["kept"] for k, v in read_manifest(sel)["counts"].items() if isinstance(v, dict)} == {"sft": 0, "preference": 0, "rl_prompts": 0}  # fmt: skip
+
+
+def artifact_bytes(root):
+    """Every file's bytes; manifests and cards without the lines that record when and how long (they differ by
+    design)."""
+    out = {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        if f.name == "manifest.json":
+            manifest = json.loads(data)
+            manifest.pop("created_at"), manifest.pop("duration_s")
+            data = json.dumps(manifest, sort_keys=True).encode()
+        elif f.name == "README.md" and (f.parent / "manifest.json").exists():
+            when = json.loads((f.parent / "manifest.json").read_text())
+            stamps = (when["created_at"], f"{when['duration_s']} s")
+            data = "\n".join(line for line in data.decode().splitlines() if not any(s in line for s in stamps)).encode()
+        out[f.relative_to(root).as_posix()] = data
+    return out
+
+
+def test_synth_and_select_are_byte_identical_when_run_twice(ray_local, prompts, tmp_path):
+    """Same input + config + seed -> the same files, byte for byte (shard names are content hashes, order fixed).
+    Training checkpoints are not covered: float reductions on threads/GPUs are not bitwise reproducible."""
+    traces, selected = tmp_path / "traces", tmp_path / "select"
+    synth_argv = ["--prompts_path", str(prompts), "--backend", "replay", "--max_prompts", "60", "--shard_rows", "16",
+                  "--output_dir", str(traces)]  # fmt: skip
+    select_argv = ["--traces_path", str(traces), "--output_dir", str(selected), "--no_think_ratio", "0.3"]
+    runs = []
+    for _ in range(2):  # a fresh run each time, at the same paths (with --force the config would differ: force)
+        shutil.rmtree(traces, ignore_errors=True), shutil.rmtree(selected, ignore_errors=True)
+        synthesize(parse_args(synth_argv))
+        select(select_args(select_argv))
+        runs.append((artifact_bytes(traces), artifact_bytes(selected)))
+    assert len([p for p in runs[0][0] if p.startswith("traces/")]) == 4  # 60 samples in shards of 16
+    assert runs[0] == runs[1]
