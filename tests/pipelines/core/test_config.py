@@ -136,8 +136,6 @@ def test_every_command_checks_its_config_field_types(command, tmp_path, monkeypa
     import pipelines.core.config as config_module
 
     module = importlib.import_module(COMMANDS[command][0])
-    if command in TRAINING_STAGES:  # --num_processes / --launcher belong to the launcher (sft/launch.py)
-        args = pop_launch_args(args)[2]
     seen: list[type] = []
     real = config_module.check_types
     monkeypatch.setattr(config_module, "check_types", lambda c, dcs, src: (seen.extend(dcs), real(c, dcs, src)))
