@@ -22,6 +22,7 @@ mid-turn. Columns kept: `messages`, and `tools` where a source has it (tool-call
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -30,6 +31,13 @@ from pipelines.core.config import ConfigError
 
 logger = logging.getLogger(__name__)
 SOURCE_KEYS = {"path", "config", "split", "weight", "tokens"}
+
+
+class MixtureSource(dict):
+    """One mixture source: a mapping in the YAML, or its JSON text as a flag (recipes pass args as flags)."""
+
+    def __init__(self, value: str | dict | None = None):
+        super().__init__(json.loads(value) if isinstance(value, str) else value or {})
 
 
 def check_sources(entries: list[dict]) -> list[dict]:

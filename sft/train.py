@@ -34,15 +34,9 @@ from sft.common import (
     refuse_leaky_packing,
     save_checkpoint,
 )
+from sft.mixture import MixtureSource
 
 CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
-
-
-class MixtureSource(dict):
-    """One mixture source: a mapping in the YAML, or its JSON text as a flag (recipes pass args as flags)."""
-
-    def __init__(self, value: str | dict | None = None):
-        super().__init__(json.loads(value) if isinstance(value, str) else value or {})
 
 
 @dataclass
