@@ -15,6 +15,7 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from benchmarks.gpu.common import DATA, DEVICE, MODELS, WORK, load, save, sync
 from benchmarks.gpu.generation import write_prompts

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipelines.core.artifacts import read_manifest
 from safetensors.torch import load_file
 
+from pipelines.core.artifacts import read_manifest
 from sft.launch import pop_launch_args
 from tests.sft.test_train import conversations, sft_argv, write_jsonl
 
