@@ -230,18 +230,20 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
         ),
     )
 
-    def from_vllm(row: dict[str, Any]) -> dict[str, Any]:
-        error = row.pop("__inference_error__", "") or None
-        n = row.get("num_generated_tokens")
-        return {
-            **{k: row[k] for k in row if k in _SAMPLE_COLUMNS},
-            "completion": None if error else row.get("generated_text", ""),
-            "num_generated_tokens": None if error else n,
-            "truncated": bool(not error and n is not None and n >= row["sampling"]["max_new_tokens"]),
-            "error": error,
-        }
-
     return processor(ds).map(from_vllm)
+
+
+def from_vllm(row: dict[str, Any]) -> dict[str, Any]:
+    """A ray.data.llm output row as a sample: its input columns, the completion, and the failure if any."""
+    error = row.pop("__inference_error__", "") or None
+    n = row.get("num_generated_tokens")
+    return {
+        **{k: row[k] for k in row if k in _SAMPLE_COLUMNS},
+        "completion": None if error else row.get("generated_text", ""),
+        "num_generated_tokens": None if error else n,
+        "truncated": bool(not error and n is not None and n >= row["sampling"]["max_new_tokens"]),
+        "error": error,
+    }
 
 
 # --- openai-compatible endpoint -------------------------------------------------------------------------------------
@@ -361,7 +363,9 @@ def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     )
 
 
-# Input columns the vllm/openai backends pass through (`piece`: rephrase's source piece and lineage).
-_SAMPLE_COLUMNS = frozenset({"id", "prompt_id", "messages", "answer", "solution", "reasoning", "sampling", "source"})
-_SAMPLE_COLUMNS |= {"piece"}
+# Input columns the vllm backend passes through (`verifier`: how the trace is scored; `piece`: rephrase's source
+# piece and lineage). A column left out here reaches the trace as its default (a code prompt scored as math).
+_SAMPLE_COLUMNS = frozenset(
+    {"id", "prompt_id", "messages", "answer", "solution", "reasoning", "sampling", "source", "verifier", "piece"}
+)
 BACKENDS = {"replay": replay, "transformers": transformers, "vllm": vllm, "openai": openai}

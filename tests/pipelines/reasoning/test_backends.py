@@ -191,6 +191,20 @@ def test_enough_batches_in_flight_to_keep_the_engine_full():
     assert max_concurrent_batches({"max_num_seqs": 64}, 64) == 8  # never below ray.data.llm's default
 
 
+def test_vllm_rows_keep_the_columns_scoring_needs():
+    """ray.data.llm adds its own columns; the sample keeps its inputs (its `verifier` too: a code prompt is scored
+    by the code verifier, not as math) and a failed row keeps its error instead of a completion."""
+    from pipelines.reasoning.backends import from_vllm
+
+    sample = {"id": "p:0", "prompt_id": "p", "messages": [], "answer": "x", "verifier": "code", "reasoning": "on",
+              "sampling": {"max_new_tokens": 8}, "source": "s", "piece": None}  # fmt: skip
+    engine = {"generated_text": "def f(): pass", "num_generated_tokens": 8, "prompt": "...", "request_id": 3}
+    out = from_vllm(sample | engine)
+    assert out == sample | {"completion": "def f(): pass", "num_generated_tokens": 8, "truncated": True, "error": None}
+    failed = from_vllm(sample | {"__inference_error__": "CUDA OOM", "num_generated_tokens": None})
+    assert failed["completion"] is None and failed["error"] == "CUDA OOM" and failed["verifier"] == "code"
+
+
 def test_openai_failed_rows_are_error_samples_and_retried_on_resume(ray_local, chat_server, tmp_path):
     """A timeout or a 502 after its retries is a counted `error` sample, not a run abort; a resume retries it."""
     prompts, rows = gsm8k_prompts(tmp_path, 3)
