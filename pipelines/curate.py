@@ -31,13 +31,13 @@ step (fuzzy dedup, decontamination) is a function `(chunk_files, cfg) -> ray.dat
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipelines.core import storage
 from pipelines.core.artifacts import Artifact
 from pipelines.core.config import ConfigError, parse, to_dict
 from pipelines.core.runtime import ray_session
@@ -96,12 +96,12 @@ def check_config(cfg: CurateConfig) -> list[str]:
         parse_spec(cfg.fuzzy_dedup)
     except ValueError as e:
         raise ConfigError(f"fuzzy_dedup: {e}") from None
-    if cfg.fuzzy_dedup_index and not Path(cfg.fuzzy_dedup_index, "buckets").is_dir():
+    if cfg.fuzzy_dedup_index and not storage.glob(storage.join(cfg.fuzzy_dedup_index, "buckets", "*.parquet")):
         raise ConfigError(f"fuzzy_dedup_index: no LSH index at {cfg.fuzzy_dedup_index} (expected <curate output>/lsh_index)")  # fmt: skip
     for spec in cfg.decontaminate_against:
         _, path, _ = decontaminate.parse_spec(spec)
         looks_local = path.startswith((".", "/")) or path.endswith((".jsonl", ".json", ".parquet", ".gz"))
-        if looks_local and not Path(path).is_file():
+        if looks_local and not storage.exists(path):
             raise ConfigError(f"decontaminate_against: evaluation set not found: {path} (in '{spec}')")
     return files
 
@@ -120,13 +120,14 @@ def artifact_inputs(cfg: CurateConfig) -> list[str]:
     return paths
 
 
-def worker_settings(cfg: CurateConfig, out: Path) -> dict:
+def worker_settings(cfg: CurateConfig, out: str) -> dict:
     """What the batch functions need, as plain values (shipped to every worker)."""
     keys = ("text_field", "id_field", "url_field", "chunk_bytes", "chunk_rows", "max_line_bytes", "raw_chars",
             "extract_timeout_s", "normalize", "language_id", "lang_model_path", "languages", "lang_threshold", "pii", "rejected_text")  # fmt: skip
     filters = json.dumps([(name, cfg.filter_args.get(name, {})) for name in cfg.filters])
     steps = [name for name, _ in global_steps(cfg)]
-    return {**{k: getattr(cfg, k) for k in keys}, "filters": filters, "steps": steps, "out": str(out.resolve()), "work": str((out / ".work").resolve())}  # fmt: skip
+    out = out if storage.is_remote(out) else str(Path(out).resolve())
+    return {**{k: getattr(cfg, k) for k in keys}, "filters": filters, "steps": steps, "out": out, "work": storage.join(out, ".work")}  # fmt: skip
 
 
 def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
@@ -140,12 +141,12 @@ def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
     return ds.map_batches(chunks.filter_chunks, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
 
 
-def exact_duplicates(chunk_files: list[Path], cfg: CurateConfig):
+def exact_duplicates(chunk_files: list[str], cfg: CurateConfig):
     """Global step: candidates grouped by text hash; all but the first in input order are `exact_duplicate`."""
     import ray
     from ray.data.expressions import col
 
-    ds = ray.data.read_parquet([str(f) for f in chunk_files]).select_columns(["chunk", "row", "id", "hash", "status"])
+    ds = ray.data.read_parquet(chunk_files).select_columns(["chunk", "row", "id", "hash", "status"])
     ds = ds.filter(expr=col("status") == "kept")
     partitions = max(1, min(64, chunks.count_candidates(chunk_files) // 1_000_000 + 1))  # ~1M hashes per partition
     return ds.groupby("hash", num_partitions=partitions).map_groups(chunks.mark_duplicates, batch_format="pyarrow")
@@ -166,35 +167,55 @@ def shard_pass(cfg: CurateConfig, shards: list[tuple[int, list[str]]], settings:
     return ds.map_batches(chunks.write_shards, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
 
 
-def run(cfg: CurateConfig, files: list[str], out: Path) -> tuple[list[dict], dict]:
-    """The three passes, each skipping what an interrupted run already finished in `out/.work`.
+def run(cfg: CurateConfig, files: list[str], out: str) -> tuple[list[dict], dict]:
+    """The three passes, each skipping what an interrupted run already finished in `out/.work` (`out`: a local
+    directory or an object-store prefix; workers write there directly).
 
-    Returns the per-shard counts and what was resumed: {"chunks", "chunks_reused", "chunks_processed", "shards",
-    "shards_reused"}."""
-    work = out / ".work"
-    for d in (work / "chunks", work / "units", work / "rejects", work / "shards", out / "documents", out / "rejected", out / "quarantine"):  # fmt: skip
-        d.mkdir(parents=True, exist_ok=True)
+    Returns the per-shard counts and what was resumed: {"chunks", "chunks_reused", "chunks_processed", "rows",
+    "shards", "shards_reused"}. The counts are cross-checked against the plan (`check_accounting`)."""
     settings = worker_settings(cfg, out)
+    out, work = settings["out"], settings["work"]
+    for d in ("chunks", "units", "rejects", "shards"):
+        storage.makedirs(storage.join(work, d))
+    for d in ("documents", "rejected", "quarantine"):
+        storage.makedirs(storage.join(out, d))
     units = plan_units(files, cfg.chunk_bytes, cfg.text_field, cfg.source)
     done = chunks.finished_chunks(work)
     todo = [u for u in units if not chunks.unit_finished(u, work, done)]
     processed = chunk_pass(cfg, todo, settings, done).materialize().count() if todo else 0
-    chunk_files = sorted((work / "chunks").glob("*.parquet"))
-    resumed = {"chunks": len(chunk_files), "chunks_reused": len(done), "chunks_processed": processed}
+    chunk_files = chunks.chunk_files(work)
+    resumed = {"chunks": len(chunk_files), "chunks_reused": len(done), "chunks_processed": processed, "rows": chunks.count_rows(chunk_files)}  # fmt: skip
+    check_accounting(resumed)
     candidates = chunks.count_candidates(chunk_files)
     for name, step in global_steps(cfg):
-        target = work / "rejects" / name
-        if not (work / "rejects" / f"{name}.done").exists():
-            shutil.rmtree(target, ignore_errors=True)
+        target, marker = storage.join(work, "rejects", name), storage.join(work, "rejects", f"{name}.done")
+        if not storage.exists(marker):
+            storage.remove(target)
             if candidates:  # with none, there is nothing to compare (and Ray cannot group an empty table)
-                step(chunk_files, cfg).write_parquet(str(target), partition_cols=["chunk"])
-            (work / "rejects" / f"{name}.done").touch()
+                step(chunk_files, cfg).write_parquet(target, partition_cols=["chunk"])
+            storage.write_text("", marker)
     shards = list(enumerate(chunks.plan_shards(chunk_files, cfg.shard_bytes)))
-    todo_shards = [(i, c) for i, c in shards if not (work / "shards" / f"{i:05d}.json").exists()]
+    todo_shards = [(i, c) for i, c in shards if not storage.exists(storage.join(work, "shards", f"{i:05d}.json"))]
     if todo_shards:
         shard_pass(cfg, todo_shards, settings).materialize()
     resumed.update(shards=len(shards), shards_reused=len(shards) - len(todo_shards))
-    return [json.loads((work / "shards" / f"{i:05d}.json").read_text()) for i, _ in shards], resumed
+    shard_stats = [storage.read_json(storage.join(work, "shards", f"{i:05d}.json")) for i, _ in shards]
+    check_accounting(resumed, shard_stats)
+    return shard_stats, resumed
+
+
+def check_accounting(resumed: dict, shard_stats: list[dict] | None = None) -> None:
+    """The plan against what is on storage: chunks = processed + reused (a checkpoint that a worker wrote where
+    the driver cannot see it, e.g. a node's own disk, breaks this); records in the shards = records in the chunk
+    checkpoints' Parquet footers. A mismatch is lost or duplicated data: an error, never a balanced manifest."""
+    if resumed["chunks"] != resumed["chunks_processed"] + resumed["chunks_reused"]:
+        raise RuntimeError(
+            f"curate: {resumed['chunks_processed']} chunks processed + {resumed['chunks_reused']} reused, but "
+            f"{resumed['chunks']} checkpoints on storage: workers must write to storage every node and the driver "
+            "see (an s3:// / gs:// output_dir, or a shared filesystem), not to node-local disk"
+        )
+    if shard_stats is not None and (written := sum(s["input"] for s in shard_stats)) != resumed["rows"]:
+        raise RuntimeError(f"curate: shards account for {written} records, chunk checkpoints hold {resumed['rows']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     with art.writing() as out, ray_session(cfg.address):
+        out = str(out)
         shard_stats, resumed = run(cfg, files, out)
         stats = report.aggregate(shard_stats, files=files, skipped=skipped_files(cfg.input_paths), resumed=resumed)
         report.write(out, stats)
         art.counts = stats["counts"]
         art.extra = {k: stats[k] for k in ("rejected_by_stage", "pii_redactions", "resumed")}
-        shutil.rmtree(out / ".work")
+        storage.remove(storage.join(out, ".work"))
     print(report.summary_line(stats, time.monotonic() - start, art.path))
     return 0
 

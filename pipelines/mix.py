@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.blending.ops import default_eos, load_tokenizer, prepare_files, route_batch, write_shard
 from pipelines.blending.plan import Phase, ShortfallError, plan_blend, shuffle_phase, token_dtype, write_report
+from pipelines.core import storage
 from pipelines.core.artifacts import Artifact
 from pipelines.core.config import ConfigError, parse, to_dict
 from pipelines.core.runtime import ray_session
@@ -93,8 +91,8 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
             raise ConfigError(
                 f"source {s['name']}: input {idx} is not an index into input_paths ({len(cfg.input_paths)} given)"
             )
-        path = Path(cfg.input_paths[idx])
-        files = sorted((path / "documents").glob("*.parquet"))
+        path = cfg.input_paths[idx]
+        files = storage.glob(storage.join(path, "documents", "*.parquet"))
         if not files:
             raise ConfigError(f"source {s['name']}: {path} has no documents/*.parquet (expected a documents artifact)")
         try:
@@ -103,7 +101,7 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
             )
         except ValueError as e:
             raise ConfigError(f"source {s['name']}: {e}") from None
-        if buckets and "quality_bucket" not in pq.read_schema(files[0]).names:
+        if buckets and "quality_bucket" not in storage.parquet_metadata(files[0]).schema.to_arrow_schema().names:
             raise ConfigError(
                 f"source {s['name']} selects quality buckets but {path} has no quality_bucket column; run `nanoforge quality` first"
             )
@@ -134,29 +132,30 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
     return sources, phases
 
 
-def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: Path) -> None:
+def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -> None:
     """Pass 1: every source's documents (its bucket subset), with a hash key and token counts (and ids)."""
     import ray
 
     files = [
-        {"file": str(f), "source": i}
+        {"file": f, "source": i}
         for i, s in enumerate(sources)
-        for f in sorted((Path(s["path"]) / "documents").glob("*.parquet"))
+        for f in storage.glob(storage.join(s["path"], "documents", "*.parquet"))
     ]
     for i, s in enumerate(sources):
         if not any(f["source"] == i for f in files):
-            raise ConfigError(f"source {s['name']}: no Parquet files in {Path(s['path']) / 'documents'}")
+            raise ConfigError(f"source {s['name']}: no Parquet files in {storage.join(s['path'], 'documents')}")
     kwargs = {"sources": [{"name": s["name"], "buckets": s["buckets"]} for s in sources], "batch_size": cfg.batch_size}
     kwargs |= {"text_column": cfg.text_column, "tokenizer": cfg.tokenizer, "eos_id": eos_id}
     ds = ray.data.from_items(files, override_num_blocks=len(files))  # a task per file, all sources at once
-    ds.map_batches(prepare_files, fn_kwargs=kwargs, batch_size=1).write_parquet(str(out))
+    ds.map_batches(prepare_files, fn_kwargs=kwargs, batch_size=1).write_parquet(out)
 
 
-def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: Path) -> tuple[dict, dict]:
+def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str) -> tuple[dict, dict]:
     """(selection per source for the router, stats), from the prepared (source, key, num_tokens) columns."""
     columns = pa.schema([("blend_source", pa.string()), ("key", pa.uint64()), ("num_tokens", pa.int64())])
     # every source empty (all documents dropped upstream): nothing was written, and the blend is empty
-    index = pq.read_table(prepared, columns=columns.names) if any(prepared.glob("*.parquet")) else columns.empty_table()  # fmt: skip
+    files = storage.glob(storage.join(prepared, "*.parquet"))
+    index = pa.concat_tables([storage.read_table(f, columns=columns.names) for f in files]) if files else columns.empty_table()  # fmt: skip
     tokens, keys = {}, {}
     for s in sources:
         rows = index.filter(np.asarray(index["blend_source"].to_numpy(zero_copy_only=False) == s["name"]))
@@ -190,19 +189,19 @@ def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: Pat
     return selection, stats
 
 
-def route(cfg: MixConfig, prepared: Path, staged: Path, selection: dict) -> None:
+def route(cfg: MixConfig, prepared: str, staged: str, selection: dict) -> None:
     """Pass 2: every prepared document, once per pick, into staged/phase=P/shard=K/ with its position."""
     import ray
 
-    if not any(prepared.glob("*.parquet")):  # no documents: nothing to route
+    if not storage.glob(storage.join(prepared, "*.parquet")):  # no documents: nothing to route
         return
-    routed = ray.data.read_parquet(str(prepared)).map_batches(
+    routed = ray.data.read_parquet(prepared).map_batches(
         route_batch, fn_kwargs={"selection": selection}, batch_size=cfg.batch_size, batch_format="pyarrow"
     )
-    routed.write_parquet(str(staged), partition_cols=["phase", "shard"])
+    routed.write_parquet(staged, partition_cols=["phase", "shard"])
 
 
-def write_shards(cfg: MixConfig, phases: list[Phase], selection: dict, staged: Path, out: Path, tokenizer) -> list:
+def write_shards(cfg: MixConfig, phases: list[Phase], selection: dict, staged: str, out: str, tokenizer) -> list:
     """Pass 3: one task per (phase, shard) writes the shard in shuffled order; returns what each wrote."""
     import ray
 
@@ -251,30 +250,31 @@ def main(argv: list[str] | None = None) -> int:
         print(art.skip_message())
         return 0
     with art.writing() as tmp, ray_session(cfg.address):
-        work = tmp / ".work"
-        prepared, staged = work / "prepared", work / "staged"
+        tmp = str(tmp)
+        work = storage.join(tmp, ".work")
+        prepared, staged = storage.join(work, "prepared"), storage.join(work, "staged")
         clock = [("start", time.perf_counter())]
-        if not (prepared / "_SUCCESS").exists():
-            shutil.rmtree(prepared, ignore_errors=True)
+        if not storage.exists(storage.join(work, "prepared.done")):
+            storage.remove(prepared)
             prepare(cfg, sources, eos_id, prepared)
-            prepared.mkdir(parents=True, exist_ok=True)  # Ray Data writes no folder for zero rows
-            (prepared / "_SUCCESS").touch()
+            storage.makedirs(prepared)  # Ray Data writes no folder for zero rows
+            storage.write_text("", storage.join(work, "prepared.done"))
         clock.append(("prepare", time.perf_counter()))
         selection, stats = plan(cfg, sources, phases, prepared)
         clock.append(("plan", time.perf_counter()))
-        if not (staged / "_SUCCESS").exists():
-            shutil.rmtree(staged, ignore_errors=True)
+        if not storage.exists(storage.join(work, "staged.done")):
+            storage.remove(staged)
             route(cfg, prepared, staged, selection)
-            staged.mkdir(parents=True, exist_ok=True)
-            (staged / "_SUCCESS").touch()
+            storage.makedirs(staged)
+            storage.write_text("", storage.join(work, "staged.done"))
         clock.append(("route", time.perf_counter()))
         written = write_shards(cfg, phases, selection, staged, tmp, tokenizer)
         clock.append(("shards", time.perf_counter()))
-        shutil.rmtree(work)
+        storage.remove(work)
         art.extra["seconds"] = {name: round(t - clock[i][1], 2) for i, (name, t) in enumerate(clock[1:])}
 
         blend = blend_json(cfg, sources, phases, stats, written, eos)
-        (tmp / "blend.json").write_text(json.dumps(blend, indent=2) + "\n")
+        storage.write_text(json.dumps(blend, indent=2) + "\n", storage.join(tmp, "blend.json"))
         write_report(
             tmp,
             stats,

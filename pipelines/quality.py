@@ -23,16 +23,14 @@ Output: `documents/*.parquet` (input columns + `quality_score_<classifier>`, `qu
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.core.artifacts import Artifact
 from pipelines.core.config import ConfigError, parse, to_dict
 from pipelines.core.runtime import ray_session
@@ -71,6 +69,10 @@ class QualityConfig:
     threshold_sample_fraction: float = field(
         default=1.0, metadata={"help": "Share of documents sampled to compute thresholds (NVIDIA: 0.01)."}
     )
+    threshold_sample_max_docs: int = field(
+        default=2_000_000,
+        metadata={"help": "At most about this many sampled documents reach the driver (bounds its memory)."},
+    )
     heuristic_filters: list[str] = field(
         default_factory=list,
         metadata={
@@ -98,11 +100,10 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
 
 
 def load_thresholds(path: str, names: list[str]) -> dict[str, np.ndarray]:
-    p = Path(path)
-    p = p / "thresholds.json" if p.is_dir() else p
-    if not p.is_file():
+    p = path if path.endswith(".json") else storage.join(path, "thresholds.json")
+    if not storage.exists(p):
         raise ConfigError(f"thresholds_path {path}: no thresholds.json there (it is written by `nanoforge quality`)")
-    saved = json.loads(p.read_text())["classifiers"]
+    saved = storage.read_json(p)["classifiers"]
     missing = [n for n in names if n not in saved]
     if missing:
         raise ConfigError(f"{p} has thresholds for {sorted(saved)}, not for {missing}; set classifier_names to match")
@@ -122,23 +123,24 @@ def scorer_specs(cfg: QualityConfig, names: list[str]) -> list[dict]:
     return specs
 
 
-def write_empty(cfg: QualityConfig, docs_dir: Path, names: list[str], tmp: Path) -> None:
+def write_empty(cfg: QualityConfig, docs_dir: str, names: list[str], tmp: str) -> None:
     """No input documents (every page was dropped upstream): documents/ with a full run's columns and no rows.
 
     The batch functions run on the empty table in the driver, so the schema is the one they write."""
-    table = add_weight(pq.read_table(sorted(docs_dir.glob("*.parquet"))[0]).slice(0, 0), cfg.text_column)
+    first = storage.glob(storage.join(docs_dir, "*.parquet"))[0]
+    table = add_weight(storage.read_table(first).slice(0, 0), cfg.text_column)
     table = EnsembleScorer(scorer_specs(cfg, names))(table)
     thresholds = {n: np.zeros(len(PERCENTILES)) for n in names}
     table = kept_rows(bucket_batch(table, thresholds, cfg.text_column, (), ()))
-    (tmp / "documents").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, tmp / "documents" / "part-00000.parquet")
+    storage.makedirs(storage.join(tmp, "documents"))
+    storage.write_parquet(table, storage.join(tmp, "documents", "part-00000.parquet"))
 
 
-def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: Path) -> None:
+def score_documents(cfg: QualityConfig, docs_dir: str, names: list[str], out: str) -> None:
     """Read documents, add `_weight` and one `quality_score_<name>` column per classifier, write to `out`."""
     import ray
 
-    ds = ray.data.read_parquet(str(docs_dir))
+    ds = ray.data.read_parquet(docs_dir)
     ds = ds.map_batches(add_weight, fn_kwargs={"text_column": cfg.text_column}, batch_format="pyarrow")
     specs = scorer_specs(cfg, names)
     gpus = cfg.num_gpus if cfg.num_gpus >= 0 else float(ray.cluster_resources().get("GPU", 0) > 0)
@@ -151,15 +153,17 @@ def score_documents(cfg: QualityConfig, docs_dir: Path, names: list[str], out: P
         batch_format="pyarrow",
         **resources,
     )
-    ds.write_parquet(str(out))
+    ds.write_parquet(out)
 
 
 def sample_thresholds(scores, cfg: QualityConfig, names: list[str]) -> tuple[dict[str, np.ndarray], int]:
-    """Token-weighted percentile thresholds per classifier on a sample of the scored documents."""
+    """Token-weighted percentile thresholds per classifier on a sample of the scored documents: a share of
+    `threshold_sample_fraction`, lowered so that about `threshold_sample_max_docs` at most reach the driver."""
     import ray
 
-    if cfg.threshold_sample_fraction < 1:
-        scores = scores.random_sample(cfg.threshold_sample_fraction, seed=cfg.seed)
+    fraction = min(cfg.threshold_sample_fraction, cfg.threshold_sample_max_docs / max(scores.count(), 1))
+    if fraction < 1:
+        scores = scores.random_sample(fraction, seed=cfg.seed)
     refs = scores.to_arrow_refs()
     sample = pa.concat_tables(ray.get(refs)) if refs else pa.table({})
     if len(sample) == 0:
@@ -177,12 +181,12 @@ def histogram(scores, thresholds: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.sum([r["docs"] for r in rows], axis=0).astype(int), np.sum([r["weight"] for r in rows], axis=0)
 
 
-def write_buckets(cfg: QualityConfig, scored: Path, thresholds: dict, tmp: Path) -> tuple[int, dict[str, int]]:
+def write_buckets(cfg: QualityConfig, scored: str, thresholds: dict, tmp: str) -> tuple[int, dict[str, int]]:
     """Write documents/ with buckets and labels (and rejected/ when heuristic filters run); (kept, reasons)."""
     import ray
 
     filters = tuple(cfg.heuristic_filters)
-    bucketed = ray.data.read_parquet(str(scored)).map_batches(
+    bucketed = ray.data.read_parquet(scored).map_batches(
         bucket_batch,
         fn_kwargs={
             "thresholds": thresholds,
@@ -197,22 +201,22 @@ def write_buckets(cfg: QualityConfig, scored: Path, thresholds: dict, tmp: Path)
         rejected = bucketed.map_batches(
             rejected_rows, fn_kwargs={"text_column": cfg.text_column}, batch_format="pyarrow"
         )
-        rejected.write_parquet(str(tmp / "rejected"))
-    bucketed.map_batches(kept_rows, batch_format="pyarrow").write_parquet(str(tmp / "documents"))
+        rejected.write_parquet(storage.join(tmp, "rejected"))
+    bucketed.map_batches(kept_rows, batch_format="pyarrow").write_parquet(storage.join(tmp, "documents"))
     reasons = {}
-    if list((tmp / "rejected").glob("*.parquet")):
-        table = pq.read_table(tmp / "rejected", columns=["stage", "reason"])
+    if rejected_files := storage.glob(storage.join(tmp, "rejected", "*.parquet")):
+        table = pa.concat_tables([storage.read_table(f, columns=["stage", "reason"]) for f in rejected_files])
         keys = pc.binary_join_element_wise(table["stage"], table["reason"], ":")
         counted = [(c["values"], c["counts"]) for c in keys.value_counts().to_pylist()]
         reasons = dict(sorted(counted, key=lambda kv: (-kv[1], kv[0])))
-    kept = sum(pq.read_metadata(f).num_rows for f in (tmp / "documents").glob("*.parquet"))
+    kept = sum(storage.parquet_metadata(f).num_rows for f in storage.glob(storage.join(tmp, "documents", "*.parquet")))
     return kept, reasons
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    docs_dir = Path(cfg.input_path) / "documents"
-    if not cfg.input_path or not sorted(docs_dir.glob("*.parquet")):
+    docs_dir = storage.join(cfg.input_path, "documents")
+    if not cfg.input_path or not storage.glob(storage.join(docs_dir, "*.parquet")):
         raise ConfigError(f"input_path {cfg.input_path!r}: no documents/*.parquet (expected a documents artifact)")
     if not cfg.classifiers:
         raise ConfigError("classifiers: give at least one classifier path")
@@ -231,21 +235,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import ray
 
-    if sum(pq.read_metadata(f).num_rows for f in docs_dir.glob("*.parquet")) == 0:
+    if sum(storage.parquet_metadata(f).num_rows for f in storage.glob(storage.join(docs_dir, "*.parquet"))) == 0:
         with art.writing() as tmp:
-            write_empty(cfg, docs_dir, names, tmp)
+            write_empty(cfg, docs_dir, names, str(tmp))
             by_label = {label: 0 for _, label in LABELS}
             art.counts = {"input": 0, "kept": 0, "rejected": {}, "quarantined": 0, "by_label": by_label, "by_bucket": [0] * 20, "weight_share_by_bucket": [0.0] * 20}  # fmt: skip
             art.extra = {"thresholds": None}
         print(f"[quality] {art.path}: 0 documents in {docs_dir}; wrote an empty artifact")
         return 0
     with art.writing() as tmp, ray_session(cfg.address):
-        scored = tmp / "scored"
-        if not (scored / "_SUCCESS").exists():  # resume after a crash: scoring is the expensive part
-            shutil.rmtree(scored, ignore_errors=True)
+        tmp = str(tmp)
+        scored, scored_done = storage.join(tmp, "scored"), storage.join(tmp, "scored.done")
+        if not storage.exists(scored_done):  # resume after a crash: scoring is the expensive part
+            storage.remove(scored)
             score_documents(cfg, docs_dir, names, scored)
-            (scored / "_SUCCESS").touch()
-        scores = ray.data.read_parquet(str(scored)).select_columns([*(f"quality_score_{n}" for n in names), WEIGHT])
+            storage.write_text("", scored_done)
+        scores = ray.data.read_parquet(scored).select_columns([*(f"quality_score_{n}" for n in names), WEIGHT])
         if cfg.thresholds_path:
             thresholds, sample_docs = load_thresholds(cfg.thresholds_path, names), None
         else:
@@ -260,10 +265,11 @@ def main(argv: list[str] | None = None) -> int:
                 for n, p in zip(names, cfg.classifiers, strict=True)
             },
         }
-        (tmp / "thresholds.json").write_text(json.dumps(saved, indent=2) + "\n")
+        storage.write_text(json.dumps(saved, indent=2) + "\n", storage.join(tmp, "thresholds.json"))
         bucket_docs, bucket_weight = histogram(scores, thresholds)
         kept, reasons = write_buckets(cfg, scored, thresholds, tmp)
-        shutil.rmtree(scored)
+        storage.remove(scored)
+        storage.remove(scored_done)
         if kept + sum(reasons.values()) != bucket_docs.sum():
             raise RuntimeError(f"lost documents: {bucket_docs.sum()} scored != {kept} kept + {reasons} rejected")
         by_label = {label: int(bucket_docs[bucket_labels(np.arange(20)) == label].sum()) for _, label in LABELS}

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.blending.plan import write_megatron
+from pipelines.core import storage
 from pipelines.core.config import ConfigError
 
 # Columns of the output shards (a fixed schema, so shards are byte-identical whatever batches they came from).
@@ -119,9 +120,11 @@ def prepare_files(batch: dict, sources: list[dict], batch_size: int, **kwargs) -
     other on the 2-core machine (benchmarks/mix.py)."""
     for path, index in zip(batch["file"], batch["source"], strict=True):
         source = sources[int(index)]
-        for records in pq.ParquetFile(str(path)).iter_batches(batch_size=batch_size):
-            table = pa.Table.from_batches([records])
-            yield prepare_batch(table, source=source["name"], buckets=source["buckets"], **kwargs)
+        fs, p = storage.filesystem(path)
+        with fs.open(p, "rb") as f:
+            for records in pq.ParquetFile(f).iter_batches(batch_size=batch_size):
+                table = pa.Table.from_batches([records])
+                yield prepare_batch(table, source=source["name"], buckets=source["buckets"], **kwargs)
 
 
 def route_batch(batch: pa.Table, selection: dict[str, dict[str, np.ndarray]]) -> pa.Table:
@@ -151,15 +154,16 @@ def route_batch(batch: pa.Table, selection: dict[str, dict[str, np.ndarray]]) ->
 def write_shard(row: dict, staged: str, out: str, phases: list[str], token_format: str | None, dtype: str) -> dict:
     """Sort one shard's staged rows by shuffled position; write `<phase>/part-KKKKK.parquet` (+ `.bin/.idx`)."""
     phase, shard = int(row["phase"]), int(row["shard"])
-    table = pq.read_table(Path(staged) / f"phase={phase}" / f"shard={shard}")
+    table = storage.read_table(storage.join(staged, f"phase={phase}", f"shard={shard}"))
     table = table.take(pc.sort_indices(table["position"]))
     rel = f"{phases[phase]}/part-{shard:05d}"
-    (Path(out) / phases[phase]).mkdir(parents=True, exist_ok=True)
+    storage.makedirs(storage.join(out, phases[phase]))
     schema = SHARD_SCHEMA.append(TOKENS) if token_format == "parquet" else SHARD_SCHEMA
-    pq.write_table(table.select(schema.names).cast(schema), Path(out) / f"{rel}.parquet")
+    fs, path = storage.filesystem(storage.join(out, f"{rel}.parquet"))
+    pq.write_table(table.select(schema.names).cast(schema), path, filesystem=fs)
     if token_format == "megatron":
         ids = table[TOKENS.name].combine_chunks()
         lengths = pc.list_value_length(ids).to_numpy()
-        write_megatron(Path(out) / rel, lengths, ids.flatten().to_numpy(), getattr(np, dtype))
+        write_megatron(storage.join(out, rel), lengths, ids.flatten().to_numpy(), getattr(np, dtype))
     tokens = int(pc.sum(table["num_tokens"]).as_py() or 0)
     return {"phase": phase, "shard": shard, "file": f"{rel}.parquet", "docs": len(table), "tokens": tokens}

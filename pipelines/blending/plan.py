@@ -22,7 +22,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
+
+from pipelines.core import storage
 
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"
 MEGATRON_DTYPES = {8: np.uint16, 4: np.int32}  # Megatron's dtype codes for the two token sizes datatrove uses
@@ -166,9 +169,10 @@ def write_megatron(prefix: str | Path, lengths: np.ndarray, tokens: np.ndarray, 
     """One sequence per document: `tokens` is every document's ids back to back, `lengths` the count of each."""
     lengths = np.asarray(lengths, dtype=np.int32)
     code = {np.uint16: 8, np.int32: 4}[dtype]
-    Path(f"{prefix}.bin").write_bytes(np.asarray(tokens, dtype=dtype).tobytes(order="C"))
+    with fsspec.open(f"{prefix}.bin", "wb") as f:  # a local path or a URL
+        f.write(np.asarray(tokens, dtype=dtype).tobytes(order="C"))
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]) * np.dtype(dtype).itemsize
-    with open(f"{prefix}.idx", "wb") as f:
+    with fsspec.open(f"{prefix}.idx", "wb") as f:
         f.write(MEGATRON_HEADER)
         f.write(struct.pack("<Q", 1))
         f.write(struct.pack("<B", code))
@@ -196,7 +200,7 @@ def read_megatron(prefix: str | Path) -> list[np.ndarray]:
 # --- report --------------------------------------------------------------------------------------------------------
 
 
-def write_report(out: Path, stats: dict, header: list[str]) -> None:
+def write_report(out: str | Path, stats: dict, header: list[str]) -> None:
     """`report.md` (a table per phase) and `mixture.png` (target vs achieved share per source, per phase)."""
     import matplotlib
 
@@ -215,7 +219,8 @@ def write_report(out: Path, stats: dict, header: list[str]) -> None:
         ax.set_ylabel("share of phase tokens")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "mixture.png", dpi=100, metadata={"Software": None})
+    with fsspec.open(storage.join(out, "mixture.png"), "wb") as f:  # a directory or an object-store prefix
+        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
     lines = [*header, "", "![target vs achieved mixture](mixture.png)", ""]
@@ -240,4 +245,4 @@ def write_report(out: Path, stats: dict, header: list[str]) -> None:
             f"| {s} | {r['available_tokens']:,} | {r['achieved_tokens']:,} | {r['epochs']:.2f} | "
             f"{r['max_epochs']:g} | {r['shortfall_tokens']:,} |"
         )
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    storage.write_text("\n".join(lines) + "\n", storage.join(out, "report.md"))

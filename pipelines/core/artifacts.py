@@ -413,9 +413,9 @@ class Artifact:
             storage.remove(self.path)
         storage.write_json({"hash": self.hash, "stage": self.stage}, stamp)
         yield self.path
-        storage.remove(stamp)
         committed = self.manifest(time.monotonic() - start)
         from pipelines.core.cards import write_card  # the card goes up before the manifest, the commit marker
 
         write_card(self.path, local_path=self.path, manifest=committed)
         storage.write_text(json.dumps(committed, indent=2) + "\n", manifest)
+        storage.remove(stamp)  # after the commit: a crash between the two leaves a complete artifact

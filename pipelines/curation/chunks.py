@@ -8,20 +8,21 @@ Work directory (`<partial>/.work/`, removed when the artifact is complete):
   rejects/<step>.done         pass 2: that step finished
   shards/<NNNNN>.json         pass 3: shard NNNNN's part files are written; its counts
 
-Every file is written under a temporary name and renamed, so a killed run leaves only whole pieces behind.
+Every file is written whole or not at all (a temporary name and a rename on disk, one PUT on an object store), so a
+killed run leaves only whole pieces behind. `work` and `out` are paths or URLs (pipelines/storage.py): the workers
+write the work files to the artifact's own storage, which the driver and every other node see, never to a node's
+local scratch.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.curation.filters import process_chunk
 from pipelines.curation.pii import redact_pii
 from pipelines.curation.readers import Unit, pack, read_unit, unpack
@@ -64,30 +65,30 @@ QUARANTINE_SCHEMA = pa.schema(
 LENGTH_BINS = 25  # histogram of document lengths: bin b holds lengths in [2**b - 1, 2**(b+1) - 1) characters
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Same rows and schema give the same bytes (fixed writer options, no timestamps)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=10_000, write_statistics=False)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(value, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, sort_keys=True))
-    os.replace(tmp, path)
+write_parquet_atomic = storage.write_parquet  # same rows and schema give the same bytes; whole or absent
+write_json_atomic = storage.write_json
 
 
 # --- pass 1: read and filter chunks ----------------------------------------------------------------------------
 
 
-def finished_chunks(work: Path) -> set[str]:
-    return {p.name.removesuffix(".parquet") for p in (work / "chunks").glob("*.parquet")}
+def chunk_files(work: str) -> list[str]:
+    """The chunk checkpoints in `work`, sorted (input order)."""
+    return storage.glob(storage.join(work, "chunks", "*.parquet"))
 
 
-def unit_finished(unit: Unit, work: Path, done: set[str]) -> bool:
+def chunk_name(path: str) -> str:
+    return storage.basename(path).removesuffix(".parquet")
+
+
+def finished_chunks(work: str) -> set[str]:
+    return {chunk_name(p) for p in chunk_files(work)}
+
+
+def unit_finished(unit: Unit, work: str, done: set[str]) -> bool:
     """True when an earlier run read the whole unit and checkpointed all of its chunks."""
     try:
-        n = json.loads((work / "units" / f"{unit.prefix}.json").read_text())["chunks"]
+        n = storage.read_json(storage.join(work, "units", f"{unit.prefix}.json"))["chunks"]
     except (OSError, ValueError, KeyError):
         return False
     return all(f"{unit.prefix}-{k:05d}" in done for k in range(n))
@@ -95,7 +96,7 @@ def unit_finished(unit: Unit, work: Path, done: set[str]) -> bool:
 
 def read_chunks(batch: dict, *, settings: dict, done: frozenset[str]):
     """Ray Data generator UDF: one unit (JSON) in, one row per chunk out, each with the chunk's pickled items."""
-    work = Path(settings["work"])
+    work = settings["work"]
     for unit_json in batch["unit"]:
         unit = Unit(**json.loads(unit_json))
         n = 0
@@ -111,12 +112,12 @@ def read_chunks(batch: dict, *, settings: dict, done: frozenset[str]):
             yield {"chunk": [chunk_id], "label": [unit.label], "path": [unit.path], "source": [unit.source], "payload": [pack(items)]}  # fmt: skip
         # the reader also passes chunks it skipped, so the count is the highest chunk id seen or already done
         n = max([n, *(int(c.rsplit("-", 1)[1]) + 1 for c in done if c.startswith(unit.prefix + "-"))])
-        write_json_atomic({"chunks": n}, work / "units" / f"{unit.prefix}.json")
+        write_json_atomic({"chunks": n}, storage.join(work, "units", f"{unit.prefix}.json"))
 
 
 def filter_chunks(batch: dict, *, settings: dict) -> dict:
     """Ray Data UDF: run the per-document blocks over each chunk and checkpoint it; returns (chunk, rows)."""
-    work = Path(settings["work"])
+    work = settings["work"]
     out = {"chunk": [], "rows": []}
     for chunk, label, path, source, payload in zip(
         batch["chunk"], batch["label"], batch["path"], batch["source"], batch["payload"], strict=True
@@ -125,7 +126,7 @@ def filter_chunks(batch: dict, *, settings: dict) -> dict:
         kept = table.filter(pa.compute.equal(table["status"], "kept"))
         meta = {"candidates": kept.num_rows, "candidate_bytes": int(pa.compute.sum(pa.compute.binary_length(kept["text"])).as_py() or 0)}  # fmt: skip
         table = table.replace_schema_metadata({"nanoforge": json.dumps(meta)})
-        write_parquet_atomic(table, work / "chunks" / f"{chunk}.parquet")
+        write_parquet_atomic(table, storage.join(work, "chunks", f"{chunk}.parquet"))
         out["chunk"].append(str(chunk))
         out["rows"].append(table.num_rows)
     return out
@@ -153,28 +154,32 @@ def mark_duplicates(group: pa.Table) -> pa.Table:
     )
 
 
-def read_rejections(step_dir: Path, chunk: str) -> dict[int, tuple[str, str, str | None]]:
+def read_rejections(step_dir: str, chunk: str) -> dict[int, tuple[str, str, str | None]]:
     """{row: (stage, reason, duplicate_of)} for one chunk from one global step's output."""
-    part = step_dir / f"chunk={chunk}"
-    if not part.is_dir():
+    files = storage.glob(storage.join(step_dir, f"chunk={chunk}", "*.parquet"))
+    if not files:
         return {}
-    files = sorted(part.glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f, columns=["row", "stage", "reason", "duplicate_of"]) for f in files])
+    table = pa.concat_tables([storage.read_table(f, columns=["row", "stage", "reason", "duplicate_of"]) for f in files])
     return {r["row"]: (r["stage"], r["reason"], r["duplicate_of"]) for r in table.to_pylist()}
 
 
 # --- pass 3: shards --------------------------------------------------------------------------------------------
 
 
-def _footer(path: Path) -> dict:
-    return json.loads(pq.read_schema(path).metadata[b"nanoforge"])
+def _footer(path: str) -> dict:
+    return json.loads(storage.parquet_metadata(path).metadata[b"nanoforge"])
 
 
-def count_candidates(chunk_files: list[Path]) -> int:
+def count_candidates(chunk_files: list[str]) -> int:
     return sum(_footer(f)["candidates"] for f in chunk_files)
 
 
-def plan_shards(chunk_files: list[Path], shard_bytes: int) -> list[list[str]]:
+def count_rows(chunk_files: list[str]) -> int:
+    """Records in the chunk checkpoints, from their Parquet footers (no data read)."""
+    return sum(storage.parquet_metadata(f).num_rows for f in chunk_files)
+
+
+def plan_shards(chunk_files: list[str], shard_bytes: int) -> list[list[str]]:
     """Consecutive chunks grouped until their candidate text reaches shard_bytes (from checkpoint footers)."""
     shards: list[list[str]] = [[]]
     size = 0
@@ -182,7 +187,7 @@ def plan_shards(chunk_files: list[Path], shard_bytes: int) -> list[list[str]]:
         if shards[-1] and size >= shard_bytes:
             shards.append([])
             size = 0
-        shards[-1].append(f.name.removesuffix(".parquet"))
+        shards[-1].append(chunk_name(f))
         size += _footer(f)["candidate_bytes"]
     return shards if shards[0] else []
 
@@ -193,7 +198,7 @@ def _length_bin(n: int) -> int:
 
 def write_shards(batch: dict, *, settings: dict) -> dict:
     """Ray Data UDF: one shard (index + chunk ids) in; part files written; its counts (JSON) out."""
-    work, out = Path(settings["work"]), Path(settings["out"])
+    work, out = settings["work"], settings["out"]
     results = []
     for index, chunks_json in zip(batch["index"], batch["chunks"], strict=True):
         index = int(index)
@@ -201,10 +206,10 @@ def write_shards(batch: dict, *, settings: dict) -> dict:
         stats = {"input": 0, "kept": 0, "quarantined": 0, "rejected": Counter(), "pii": Counter(), "sources": {}}
         kept_hist, rejected_hist = [0] * LENGTH_BINS, [0] * LENGTH_BINS
         for chunk in json.loads(chunks_json):
-            table = pq.read_table(work / "chunks" / f"{chunk}.parquet")
+            table = storage.read_table(storage.join(work, "chunks", f"{chunk}.parquet"))
             global_rejects: dict[int, tuple] = {}
             for step in settings["steps"]:  # earlier steps win
-                for row, value in read_rejections(work / "rejects" / step, chunk).items():
+                for row, value in read_rejections(storage.join(work, "rejects", step), chunk).items():
                     global_rejects.setdefault(row, value)
             for r in table.to_pylist():
                 stats["input"] += 1
@@ -231,8 +236,8 @@ def write_shards(batch: dict, *, settings: dict) -> dict:
         name = f"part-{index:05d}.parquet"
         for folder, rows, schema in (("documents", docs, DOCUMENT_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA), ("quarantine", quarantined, QUARANTINE_SCHEMA)):  # fmt: skip
             if rows or (folder == "documents" and index == 0):  # documents/ always has a file with the schema
-                write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), out / folder / name)
+                write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), storage.join(out, folder, name))
         stats.update(kept=len(docs), quarantined=len(quarantined), kept_length_hist=kept_hist, rejected_length_hist=rejected_hist)  # fmt: skip
-        write_json_atomic(stats, work / "shards" / f"{index:05d}.json")
+        write_json_atomic(stats, storage.join(work, "shards", f"{index:05d}.json"))
         results.append(json.dumps(stats, sort_keys=True))
     return {"stats": results}

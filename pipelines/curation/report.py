@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from pipelines.core import storage
 from pipelines.curation.chunks import LENGTH_BINS
 
 STAGE_ORDER = ["read", "extract", "normalize", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]  # fmt: skip
@@ -61,7 +62,7 @@ def _stage_rank(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
 
-def summary_line(stats: dict, seconds: float, path: Path) -> str:
+def summary_line(stats: dict, seconds: float, path: str | Path) -> str:
     c = stats["counts"]
     n = max(c["input"], 1)
     top = ", ".join(f"{reason} {k}" for reason, k in list(c["rejected"].items())[:3])
@@ -74,10 +75,14 @@ def summary_line(stats: dict, seconds: float, path: Path) -> str:
     )
 
 
-def write(out: Path, stats: dict) -> None:
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    plot(stats, out / "report.png")
-    (out / "report.md").write_text(markdown(stats))
+def write(out: str | Path, stats: dict) -> None:
+    """stats.json, report.png, report.md into `out` (a directory or an object-store prefix)."""
+    import fsspec
+
+    storage.write_text(json.dumps(stats, indent=2) + "\n", storage.join(out, "stats.json"))
+    with fsspec.open(storage.join(out, "report.png"), "wb") as f:
+        plot(stats, f)
+    storage.write_text(markdown(stats), storage.join(out, "report.md"))
 
 
 def markdown(stats: dict) -> str:
@@ -115,7 +120,7 @@ def markdown(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(stats: dict, path: Path) -> None:
+def plot(stats: dict, path) -> None:
     """Two panels: documents dropped per reason; kept and rejected document lengths (log2 bins)."""
     import matplotlib
 

@@ -21,7 +21,6 @@ Hugging Face Hub dataset id `ORG/NAME[@CONFIG][#SPLIT]` (split defaults to `test
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from pipelines.core import storage
 from pipelines.core.config import ConfigError
 from pipelines.dedup.minhash import word_ngram_hashes, word_string
 
@@ -62,27 +62,26 @@ def parse_spec(spec: str) -> tuple[str, str, list[str]]:
 
 
 def _rows(path: str):
-    """Rows of a local JSONL/JSON/Parquet file, or of a Hub dataset `ORG/NAME[@CONFIG][#SPLIT]`."""
-    p = Path(path)
-    if p.is_file():
-        suffixes = [s for s in p.suffixes if s != ".gz"]
-        opener = gzip.open if p.suffix == ".gz" else open
-        if suffixes and suffixes[-1] == ".parquet":
-            import pyarrow.parquet as pq
+    """Rows of a JSONL/JSON/Parquet file (local or a URL), or of a Hub dataset `ORG/NAME[@CONFIG][#SPLIT]`."""
+    import fsspec
 
-            yield from pq.read_table(p).to_pylist()
+    p = Path(storage.local_path(path))
+    if storage.exists(path):
+        suffixes = [s for s in Path(storage.basename(path)).suffixes if s != ".gz"]
+        if suffixes and suffixes[-1] == ".parquet":
+            yield from storage.read_table(path).to_pylist()
         elif suffixes and suffixes[-1] == ".json":
-            with opener(p, "rt") as f:
+            with fsspec.open(path, "rt", compression="infer") as f:
                 data = json.load(f)
             yield from data if isinstance(data, list) else [data]
         else:
-            with opener(p, "rt") as f:
+            with fsspec.open(path, "rt", compression="infer") as f:
                 for line_no, line in enumerate(f, 1):
                     if line.strip():
                         try:
                             yield json.loads(line)
                         except ValueError as e:
-                            raise ConfigError(f"{p}:{line_no}: not valid JSON ({e})") from None
+                            raise ConfigError(f"{storage.redact(path)}:{line_no}: not valid JSON ({e})") from None
         return
     if p.suffix in (".jsonl", ".json", ".parquet", ".gz") or path.startswith((".", "/")):
         raise ConfigError(f"evaluation set not found: {path} (a local file, or a Hub id ORG/NAME[@CONFIG][#SPLIT])")
@@ -230,7 +229,7 @@ def _curate_rejections(batch, index: DecontIndex):
     )
 
 
-def curate_step(chunk_files: list[Path], cfg):
+def curate_step(chunk_files: list[str], cfg):
     """curate's global step: kept candidates that contain an n-gram of `cfg.decontaminate_against`, as
     REJECTION_COLUMNS rows with reason `contaminated:<name>` (so the manifest counts them per benchmark)."""
     import ray
@@ -240,5 +239,5 @@ def curate_step(chunk_files: list[Path], cfg):
     if not chunk_files:
         return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
     index = build_index(list(cfg.decontaminate_against))
-    docs = ray.data.read_parquet([str(f) for f in chunk_files], columns=["chunk", "row", "text", "status"])
+    docs = ray.data.read_parquet(list(chunk_files), columns=["chunk", "row", "text", "status"])
     return docs.map_batches(_curate_rejections, batch_format="pyarrow", fn_kwargs={"index": index})

@@ -34,14 +34,13 @@ the same (bucket, node) rows; split, each piece would be read without the invari
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.dedup.minhash import MinhashParams, band_keys, shingles, signatures, xxh64_spans
 
 NEW = np.uint64(1 << 63)  # offset of new documents' nodes; indexed documents keep theirs (< 2**63)
@@ -294,10 +293,10 @@ def fuzzy_duplicates(
     sigs = table.to_arrow_refs()
     bucket_sources = [(sigs, _bucket_rows, {})]
     id_sources = [(sigs, _keyed, {"key": "node", "cols": ("node", "id")})]
-    if index is not None:
-        index = Path(index)
-        bucket_sources.append(([ray.put(pq.read_table(f)) for f in sorted((index / "buckets").glob("*.parquet"))], _index_rows, {}))  # fmt: skip
-        id_sources.append(([ray.put(pq.read_table(f)) for f in sorted((index / "ids").glob("*.parquet"))], _keyed, {"key": "node", "cols": ("node", "id")}))  # fmt: skip
+    if index is not None:  # workers read the index files (the driver holds only their refs)
+        read = ray.remote(storage.read_table)
+        bucket_sources.append(([read.remote(f) for f in storage.glob(storage.join(index, "buckets", "*.parquet"))], _index_rows, {}))  # fmt: skip
+        id_sources.append(([read.remote(f) for f in storage.glob(storage.join(index, "ids", "*.parquet"))], _keyed, {"key": "node", "cols": ("node", "id")}))  # fmt: skip
     edges, _ = _shuffle(bucket_sources, _star_edges, parts)
     if jaccard:
         sets = [(sigs, _keyed, {"key": "node", "cols": ("node", "shingles")})]
@@ -311,20 +310,26 @@ def fuzzy_duplicates(
 def save_index(sigs, dropped, path: str | Path, num_partitions: int | None = None) -> None:
     """Write the LSH index of a run to `path`: `buckets/` (bucket, node) one row per bucket, node the survivor of
     the bucket's cluster; `ids/` (node, id) of the kept documents. Documents dropped as duplicates of an older
-    index are left out (that index has them). Nodes are the run's own numbering (< 2**63)."""
+    index are left out (that index has them). Nodes are the run's own numbering (< 2**63). `path` may be a URL;
+    each partition is written by a worker, nothing passes through the driver."""
     import ray
 
-    path = Path(path)
+    path = str(path)
     parts = _partitions(0, num_partitions)
     sigs, moved = sigs.to_arrow_refs(), dropped.to_arrow_refs()
     roots, _ = _shuffle([(sigs, _keyed, {"key": "node", "cols": ("node", "id")}), (moved, _moved_rows, {})], _survivor_of, parts)  # fmt: skip
     entries, _ = _shuffle([(sigs, _bucket_rows, {"by": "node"}), (roots, _keyed, {"key": "node", "cols": ("node", "root")})], _bucket_entries, parts)  # fmt: skip
+    write = ray.remote(_write_index_part)
+    writes = []
     for folder, refs in (("buckets", entries), ("ids", roots)):
-        shutil.rmtree(path / folder, ignore_errors=True)  # a rerun may have another number of partitions
-        (path / folder).mkdir(parents=True, exist_ok=True)
-        for i, block in enumerate(ray.get(refs)):
-            table = _one_per_bucket(block) if folder == "buckets" else _kept_ids(block)
-            pq.write_table(table, path / folder / f"part-{i:05d}.parquet")
+        storage.remove(storage.join(path, folder))  # a rerun may have another number of partitions
+        storage.makedirs(storage.join(path, folder))
+        writes += [write.remote(block, storage.join(path, folder, f"part-{i:05d}.parquet"), folder) for i, block in enumerate(refs)]  # fmt: skip
+    ray.get(writes)
+
+
+def _write_index_part(block: dict, path: str, folder: str) -> None:
+    storage.write_parquet(_one_per_bucket(block) if folder == "buckets" else _kept_ids(block), path)
 
 
 def _moved_rows(block: pa.Table) -> tuple[dict, np.ndarray]:
@@ -395,7 +400,7 @@ def _curate_rejections(batch: pa.Table, chunk_names: list[str]) -> pa.Table:
     )
 
 
-def curate_step(chunk_files: list[Path], cfg):
+def curate_step(chunk_files: list[str], cfg):
     """curate's global step: near-duplicates among the kept candidates of every chunk, as REJECTION_COLUMNS rows
     (`fuzzy_duplicate`, duplicate_of = the survivor's id, which also names the cluster).
 
@@ -410,11 +415,12 @@ def curate_step(chunk_files: list[Path], cfg):
     if not chunk_files:
         return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
     params = parse_spec(cfg.fuzzy_dedup)
-    names = [Path(f).name.removesuffix(".parquet") for f in chunk_files]
-    docs = ray.data.read_parquet([str(f) for f in chunk_files], columns=["chunk", "row", "id", "text", "status"])
+    names = [storage.basename(f).removesuffix(".parquet") for f in chunk_files]
+    docs = ray.data.read_parquet(list(chunk_files), columns=["chunk", "row", "id", "text", "status"])
     docs = docs.map_batches(_curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": {c: i for i, c in enumerate(names)}})  # fmt: skip
     sigs = signature_table(docs, params)
     dropped = fuzzy_duplicates(docs, params, sigs=sigs, index=getattr(cfg, "fuzzy_dedup_index", "") or None)
     dropped = dropped.materialize()
-    save_index(sigs, dropped, Path(chunk_files[0]).parents[2] / "lsh_index")
+    out = str(chunk_files[0]).rsplit("/", 3)[0]  # <out>/.work/chunks/<chunk>.parquet
+    save_index(sigs, dropped, storage.join(out, "lsh_index"))
     return dropped.map_batches(_curate_rejections, batch_format="pyarrow", fn_kwargs={"chunk_names": names})
