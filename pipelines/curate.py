@@ -14,7 +14,8 @@ Three Ray Data passes, each resumable from the partial directory (`.<output>.par
      checkpoints as `.work/chunks/<chunk>.parquet`. A rerun skips chunks that have a checkpoint.
   2. global steps over the kept candidates of all chunks: exact dedup groups them by text hash (Ray Data groupby);
      the first in input order survives, the others are rejected as `exact_duplicate` with `duplicate_of`.
-     Each step writes rejections `(chunk, row, stage, reason, duplicate_of)` to `.work/rejects/<step>/`.
+     Each step writes rejections `(chunk, row, stage, reason, duplicate_of)` to `.work/rejects/<step>/`, one file
+     per output shard (the shard plan comes from the checkpoints' footers before the steps run).
   3. shards: consecutive chunks are grouped into output shards of ~shard_bytes; one writer task per shard applies
      the global rejections (first step wins), redacts PII in kept text and writes `documents/part-NNNNN.parquet`
      (+ rejected/, quarantine/). Rows keep input order and shard boundaries depend only on the input and
@@ -187,14 +188,15 @@ def run(cfg: CurateConfig, files: list[str], out: str) -> tuple[list[dict], dict
     resumed = {"chunks": len(chunk_files), "chunks_reused": len(done), "chunks_processed": processed, "rows": chunks.count_rows(chunk_files)}  # fmt: skip
     check_accounting(resumed)
     candidates = chunks.count_candidates(chunk_files)
+    shards = list(enumerate(chunks.plan_shards(chunk_files, cfg.shard_bytes)))
+    shard_of = {chunk: i for i, names in shards for chunk in names}
     for name, step in global_steps(cfg):
         target, marker = storage.join(work, "rejects", name), storage.join(work, "rejects", f"{name}.done")
         if not storage.exists(marker):
             storage.remove(target)
             if candidates:  # with none, there is nothing to compare (and Ray cannot group an empty table)
-                step(chunk_files, cfg).write_parquet(target, partition_cols=["chunk"])
+                chunks.write_rejections(step(chunk_files, cfg), target, shard_of, len(shards))
             storage.write_text("", marker)
-    shards = list(enumerate(chunks.plan_shards(chunk_files, cfg.shard_bytes)))
     todo_shards = [(i, c) for i, c in shards if not storage.exists(storage.join(work, "shards", f"{i:05d}.json"))]
     if todo_shards:
         shard_pass(cfg, todo_shards, settings).materialize()

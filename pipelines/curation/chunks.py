@@ -4,7 +4,7 @@ Work directory (`<partial>/.work/`, removed when the artifact is complete):
   chunks/<chunk>.parquet      pass 1: every record of one reader chunk, with status (see filters.CHECKPOINT_SCHEMA);
                               its footer holds {"candidates": n, "candidate_bytes": b}
   units/<unit>.json           pass 1: the reader finished this unit, which has `chunks` chunks
-  rejects/<step>/chunk=<chunk>/*.parquet   pass 2: rejections of one global step, partitioned by chunk
+  rejects/<step>/shard=<k>/*.parquet       pass 2: rejections of one global step, one file per output shard
   rejects/<step>.done         pass 2: that step finished
   shards/<NNNNN>.json         pass 3: shard NNNNN's part files are written; its counts
 
@@ -154,13 +154,25 @@ def mark_duplicates(group: pa.Table) -> pa.Table:
     )
 
 
-def read_rejections(step_dir: str, chunk: str) -> dict[int, tuple[str, str, str | None]]:
-    """{row: (stage, reason, duplicate_of)} for one chunk from one global step's output."""
-    files = storage.glob(storage.join(step_dir, f"chunk={chunk}", "*.parquet"))
+def with_shard(batch: pa.Table, shard_of: dict[str, int]) -> pa.Table:
+    """Ray Data UDF: add the output shard of each rejection's chunk (`shard_of`: the plan, one entry per chunk)."""
+    return batch.append_column("shard", pa.array([shard_of[c] for c in batch["chunk"].to_pylist()], pa.int32()))
+
+
+def write_rejections(ds, target: str, shard_of: dict[str, int], num_shards: int) -> None:
+    """A global step's rejections -> `target/shard=<k>/` with one file per output shard: hash-partitioned by shard
+    first, so the files grow with the output, never with Ray blocks x chunks."""
+    ds = ds.map_batches(with_shard, batch_format="pyarrow", fn_kwargs={"shard_of": shard_of})
+    ds.repartition(max(1, min(num_shards, 64)), keys=["shard"]).write_parquet(target, partition_cols=["shard"])
+
+
+def read_rejections(step_dir: str, shard: int) -> dict[tuple[str, int], tuple[str, str, str | None]]:
+    """{(chunk, row): (stage, reason, duplicate_of)} for one output shard from one global step's output."""
+    files = storage.glob(storage.join(step_dir, f"shard={shard}", "*.parquet"))
     if not files:
         return {}
-    table = pa.concat_tables([storage.read_table(f, columns=["row", "stage", "reason", "duplicate_of"]) for f in files])
-    return {r["row"]: (r["stage"], r["reason"], r["duplicate_of"]) for r in table.to_pylist()}
+    table = pa.concat_tables([storage.read_table(f, columns=["chunk", "row", "stage", "reason", "duplicate_of"]) for f in files])  # fmt: skip
+    return {(r["chunk"], r["row"]): (r["stage"], r["reason"], r["duplicate_of"]) for r in table.to_pylist()}
 
 
 # --- pass 3: shards --------------------------------------------------------------------------------------------
@@ -205,12 +217,12 @@ def write_shards(batch: dict, *, settings: dict) -> dict:
         docs, rejected, quarantined = [], [], []
         stats = {"input": 0, "kept": 0, "quarantined": 0, "rejected": Counter(), "pii": Counter(), "sources": {}}
         kept_hist, rejected_hist = [0] * LENGTH_BINS, [0] * LENGTH_BINS
+        global_rejects: dict[tuple[str, int], tuple] = {}
+        for step in settings["steps"]:  # earlier steps win
+            for key, value in read_rejections(storage.join(work, "rejects", step), index).items():
+                global_rejects.setdefault(key, value)
         for chunk in json.loads(chunks_json):
             table = storage.read_table(storage.join(work, "chunks", f"{chunk}.parquet"))
-            global_rejects: dict[int, tuple] = {}
-            for step in settings["steps"]:  # earlier steps win
-                for row, value in read_rejections(storage.join(work, "rejects", step), chunk).items():
-                    global_rejects.setdefault(row, value)
             for r in table.to_pylist():
                 stats["input"] += 1
                 if r["status"] == "quarantined":
@@ -218,8 +230,8 @@ def write_shards(batch: dict, *, settings: dict) -> dict:
                     continue
                 src = stats["sources"].setdefault(r["source"], {"input": 0, "kept": 0})
                 src["input"] += 1
-                if r["status"] == "kept" and r["row"] in global_rejects:
-                    stage, reason, dup = global_rejects[r["row"]]
+                if r["status"] == "kept" and (chunk, r["row"]) in global_rejects:
+                    stage, reason, dup = global_rejects[(chunk, r["row"])]
                     r.update(status="rejected", stage=stage, reason=reason, duplicate_of=dup)
                     r["text"] = r["text"] if settings["rejected_text"] else None
                 if r["status"] == "rejected":
