@@ -60,9 +60,10 @@ def inner(args) -> int:
     from pipelines.runtime import init_ray
     from ray.cluster_utils import Cluster
 
-    per_node = args.cpus // args.nodes
+    nodes = args.nodes[0]
+    per_node = args.cpus // nodes
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
-    for _ in range(args.nodes - 1):
+    for _ in range(nodes - 1):
         cluster.add_node(num_cpus=per_node)
     cluster.wait_for_nodes()
     init_ray(cluster.address)
