@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,10 +62,10 @@ def inner(args) -> int:
     from ray.cluster_utils import Cluster
 
     nodes = args.nodes[0]
-    per_node = args.cpus // nodes
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
+    node = {"num_cpus": args.cpus // nodes, "temp_dir": tempfile.mkdtemp(prefix="nfs-", dir="/tmp")}  # not /tmp/ray
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     for _ in range(nodes - 1):
-        cluster.add_node(num_cpus=per_node)
+        cluster.add_node(**node)
     cluster.wait_for_nodes()
     init_ray(cluster.address)
     seconds = {}

@@ -127,6 +127,16 @@ def parquet_metadata(path: str | Path) -> pq.FileMetaData:
         return pq.read_metadata(f)
 
 
+def parquet_metadata_many(paths: list[str], threads: int = 32) -> list[pq.FileMetaData]:
+    """Footers of many files, in order, read by a thread pool: on an object store each is a round trip or two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(paths) < 2:
+        return [parquet_metadata(p) for p in paths]
+    with ThreadPoolExecutor(min(threads, len(paths))) as pool:
+        return list(pool.map(parquet_metadata, paths))
+
+
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 _SECRET_QUERY = re.compile(r"\?.*$")
 

@@ -178,29 +178,31 @@ def read_rejections(step_dir: str, shard: int) -> dict[tuple[str, int], tuple[st
 # --- pass 3: shards --------------------------------------------------------------------------------------------
 
 
-def _footer(path: str) -> dict:
-    return json.loads(storage.parquet_metadata(path).metadata[b"nanoforge"])
+def _footers(chunk_files: list[str]) -> list[dict]:
+    """The footer of each checkpoint: its candidates and their bytes (written by `filter_chunks`) and its rows."""
+    metas = storage.parquet_metadata_many(chunk_files)
+    return [{**json.loads(m.metadata[b"nanoforge"]), "rows": m.num_rows} for m in metas]
 
 
 def count_candidates(chunk_files: list[str]) -> int:
-    return sum(_footer(f)["candidates"] for f in chunk_files)
+    return sum(f["candidates"] for f in _footers(chunk_files))
 
 
 def count_rows(chunk_files: list[str]) -> int:
     """Records in the chunk checkpoints, from their Parquet footers (no data read)."""
-    return sum(storage.parquet_metadata(f).num_rows for f in chunk_files)
+    return sum(f["rows"] for f in _footers(chunk_files))
 
 
 def plan_shards(chunk_files: list[str], shard_bytes: int) -> list[list[str]]:
     """Consecutive chunks grouped until their candidate text reaches shard_bytes (from checkpoint footers)."""
     shards: list[list[str]] = [[]]
     size = 0
-    for f in chunk_files:
+    for f, footer in zip(chunk_files, _footers(chunk_files), strict=True):
         if shards[-1] and size >= shard_bytes:
             shards.append([])
             size = 0
         shards[-1].append(chunk_name(f))
-        size += _footer(f)["candidate_bytes"]
+        size += footer["candidate_bytes"]
     return shards if shards[0] else []
 
 

@@ -5,6 +5,7 @@ cross-checks the plan (a checkpoint the driver cannot see is an error, not a bal
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def two_nodes():
 
     was_running = ray.is_initialized()
     ray.shutdown()
-    small = {"num_cpus": 1, "object_store_memory": 120 * 1024**2}
+    # its own temp dir: a cluster in /tmp/ray would be joined by every plain ray.init() on this machine
+    small = {"num_cpus": 1, "object_store_memory": 120 * 1024**2, "temp_dir": tempfile.mkdtemp(prefix="nfc-", dir="/tmp")}
     cluster = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
     cluster.add_node(**small)
     try:
