@@ -47,9 +47,50 @@ docs_per_shard: 20000
 def stages(input_dir: Path, out: Path, classifier: Path, total_tokens: int) -> list[tuple[str, str, list[str]]]:
     (out / "mix.yaml").write_text(MIX_YAML.replace("TOTAL", str(total_tokens)))
     return [
-        ("curate", "pipelines.curate", ["--config", "pipelines/configs/curate_fineweb.yaml", "--input_paths", str(input_dir), "--output_dir", str(out / "curate"), "--force", "true"]),  # fmt: skip
-        ("quality", "pipelines.quality", ["--input_path", str(out / "curate"), "--classifiers", str(classifier), "--output_dir", str(out / "quality"), "--threshold_sample_fraction", "0.1", "--force", "true"]),  # fmt: skip
-        ("mix", "pipelines.mix", ["--config", str(out / "mix.yaml"), "--input_paths", str(out / "quality"), "--output_dir", str(out / "mix"), "--force", "true"]),  # fmt: skip
+        (
+            "curate",
+            "pipelines.curate",
+            [
+                "--config",
+                "pipelines/configs/curate_fineweb.yaml",
+                "--input_paths",
+                str(input_dir),
+                "--output_dir",
+                str(out / "curate"),
+                "--force",
+                "true",
+            ],
+        ),
+        (
+            "quality",
+            "pipelines.quality",
+            [
+                "--input_path",
+                str(out / "curate"),
+                "--classifiers",
+                str(classifier),
+                "--output_dir",
+                str(out / "quality"),
+                "--threshold_sample_fraction",
+                "0.1",
+                "--force",
+                "true",
+            ],
+        ),
+        (
+            "mix",
+            "pipelines.mix",
+            [
+                "--config",
+                str(out / "mix.yaml"),
+                "--input_paths",
+                str(out / "quality"),
+                "--output_dir",
+                str(out / "mix"),
+                "--force",
+                "true",
+            ],
+        ),
     ]
 
 

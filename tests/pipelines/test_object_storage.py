@@ -55,6 +55,7 @@ def test_curate_on_s3_gives_the_same_documents_as_local_disk(ray_local, small_co
         assert {k: v for k, v in on_s3.items() if k.startswith(folder)} == {k: v for k, v in on_disk.items() if k.startswith(folder)}  # fmt: skip
     # quarantine rows name their input file, an s3:// URL here: the same rows otherwise
     quarantined = [storage.read_table(f).to_pylist() for f in (storage.join(remote_out, "quarantine", "part-00000.parquet"), str(tmp_path / "curate" / "quarantine" / "part-00000.parquet"))]  # fmt: skip
+
     def by_name(r: dict) -> dict:
         return {**r, "file": storage.basename(r["file"]), "error": r["error"].replace(r["file"], storage.basename(r["file"]))}  # fmt: skip
 
@@ -65,7 +66,9 @@ def test_curate_on_s3_gives_the_same_documents_as_local_disk(ray_local, small_co
     assert manifest["counts"] == local_manifest["counts"]
     assert manifest["counts"]["rejected"]["contaminated:demo_test"] == 3 and manifest["counts"]["rejected"]["fuzzy_duplicate"] > 0  # fmt: skip
     assert manifest["resumed"]["chunks"] == manifest["resumed"]["chunks_processed"] >= 1
-    assert any(k.startswith("lsh_index/buckets/") for k in on_s3) and any(k.startswith("lsh_index/ids/") for k in on_s3)
+    assert any(k.startswith("lsh_index/buckets/") for k in on_s3) and any(
+        k.startswith("lsh_index/ids/") for k in on_s3
+    )
     assert not any(k.startswith(".work/") or k == ".lineage.json" for k in on_s3)
     secret = os.environ["AWS_SECRET_ACCESS_KEY"].encode()
     assert not any(secret in v for v in on_s3.values())  # manifest, stats, report, data: no credential
