@@ -9,7 +9,7 @@ Work directory (`<partial>/.work/`, removed when the artifact is complete):
   shards/<NNNNN>.json         pass 3: shard NNNNN's part files are written; its counts
 
 Every file is written whole or not at all (a temporary name and a rename on disk, one PUT on an object store), so a
-killed run leaves only whole pieces behind. `work` and `out` are paths or URLs (pipelines/storage.py): the workers
+killed run leaves only whole pieces behind. `work` and `out` are paths or URLs (pipelines/core/storage.py): the workers
 write the work files to the artifact's own storage, which the driver and every other node see, never to a node's
 local scratch.
 """
