@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from pipelines.lineage import read_manifest
 
 from pipelines import curate
 from pipelines.core import storage
+from pipelines.core.artifacts import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = str(REPO / "pipelines" / "configs" / "curate_demo.yaml")
