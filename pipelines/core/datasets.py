@@ -46,7 +46,40 @@ def load_split(name: str | None, config: str | None = None, split: str = "train"
             raise
     if not path.exists() and looks_local(name):
         raise ConfigError(f"dataset not found: {path} (expected a JSONL/Parquet file or an artifact directory)")
+    if path.is_dir():
+        return datasets.load_dataset("parquet", data_files={split: card_files(path, config, split)}, split=split)
     return datasets.load_dataset(name, name=config, split=split)
+
+
+def card_files(artifact: Path, config: str | None, split: str) -> list[str]:
+    """The absolute data files of `config` (the default one when None) and `split` that the artifact's README.md
+    card lists. `load_dataset(<folder>)` itself would do this, but it caches by the folder's name and the card's
+    relative patterns, so two artifacts named alike (runs/a/select/sft, runs/b/select/sft) share a cache entry and
+    the second reads the first one's rows; absolute file names (with their modification times) key the cache right.
+    """
+    import yaml
+
+    card = artifact / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    meta = yaml.safe_load(text.split("---")[1]) if text.startswith("---") and text.count("---") >= 2 else {}
+    configs = (meta or {}).get("configs") or []
+    if not configs:
+        raise ConfigError(f"{artifact}: no dataset configs in its README.md card (not a nanoforge artifact, or empty)")
+    names = [c["config_name"] for c in configs]
+    chosen = next((c for c in configs if c["config_name"] == config or (config is None and c.get("default"))), None)
+    if chosen is None:
+        wanted = f"config {config!r}" if config else "a default config"
+        raise ConfigError(f"{artifact}: no {wanted}; its card lists {', '.join(names)} (pass one as the config)")
+    patterns = [f["path"] for f in chosen["data_files"] if f.get("split", "train") == split]
+    files = sorted(
+        str(f.resolve())
+        for pattern in patterns
+        for p in ([pattern] if isinstance(pattern, str) else pattern)
+        for f in artifact.glob(p)
+    )
+    if not files:
+        raise ConfigError(f"{artifact}: config {chosen['config_name']!r} has no '{split}' files")
+    return files
 
 
 def find_broken_line(files: list[str]) -> str | None:

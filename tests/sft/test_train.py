@@ -184,6 +184,22 @@ def test_dataset_name_reads_an_artifact_folder_but_not_its_rejected_rows(tmp_pat
         load_split(str(tmp_path / "nowhere" / "sft"))
 
 
+def test_artifacts_with_the_same_name_in_different_runs_load_their_own_rows(tmp_path):
+    """`datasets` caches a folder by its name and its card's relative patterns: runs/a/sft and runs/b/sft must not
+    share an entry (a demo rerun trained on 6 stale rows of another run instead of its 400)."""
+    from pipelines.core.artifacts import Artifact
+    from pipelines.core.datasets import load_split
+
+    for run, n in (("a", 3), ("b", 5)):
+        art = Artifact(tmp_path / run / "sft", kind="sft", stage="select", config={"run": run})
+        with art.writing() as tmp:
+            write_parquet(tmp / "shard-0.parquet", conversations(n, seed=n))
+    assert len(load_split(str(tmp_path / "a" / "sft"))) == 3
+    assert len(load_split(str(tmp_path / "b" / "sft"))) == 5
+    with pytest.raises(ConfigError, match="no config 'nope'; its card lists default"):
+        load_split(str(tmp_path / "a" / "sft"), config="nope")
+
+
 @pytest.mark.gpu
 def test_packing_keeps_samples_apart_with_mamba_kernels(tiny_base):
     """With the kernels, TRL's padding-free batches (position_ids resets + seq_idx) keep samples apart: attention
