@@ -8,7 +8,8 @@ Each job runs `python -m <stage module> <args>` (the same arguments `nanoforge r
 the local inputs they name, the code version) and its upstream jobs' ids, so submitting the same recipe again finds
 the finished jobs and reuses them instead of running duplicates, and editing a config or an input submits anew; a job that failed is
 submitted again under the next `-retryN` id. Stage `resources` in the recipe become the job's entrypoint
-resources (`num_gpus: 1` -> `entrypoint_num_gpus=1`).
+resources (`num_gpus: 1` -> `entrypoint_num_gpus=1`); a training stage's `num_workers: N` runs it as N Ray Train
+workers (`nanoforge sft ... --num_processes N --launcher ray`, sft/launch.py), one GPU each where the cluster has them.
 
 Code. By default the cluster already has nanoforge installed (the usual image-based setup). With
 `--working_dir .` the project folder is uploaded as the job's runtime env; the job then also gets
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core.artifacts import canonical_json, code_version, input_hash
+from pipelines.core.commands import TRAINING_COMMANDS
 from pipelines.core.config import ConfigError, load_yaml, parse
 from pipelines.core.recipe import Stage, check_stages, load_recipe, select_stages
 
@@ -126,12 +128,20 @@ def job_kwargs(stage: Stage, cfg: SubmitConfig) -> dict:
         runtime_env["excludes"] = [*UPLOAD_EXCLUDES, *SECRET_EXCLUDES, *runtime_env.get("excludes", [])]
         env_vars.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     argv = stage.argv + (["--force", "true"] if cfg.force and stage.output_dir != stage.root else [])  # publish: none
+    entrypoint = ["python", "-m", stage.module, *argv]
+    resources = dict(stage.resources)
+    workers = resources.pop("num_workers", None)
+    if workers:  # N Ray Train workers (one GPU each where the cluster has them) started by the job's driver
+        if stage.command not in TRAINING_COMMANDS:
+            raise ConfigError(f"stage '{stage.name}': num_workers is for {', '.join(TRAINING_COMMANDS)} only")
+        entrypoint = ["python", "-m", "pipelines.cli", stage.command, *argv]
+        entrypoint += ["--num_processes", str(workers), "--launcher", "ray"]
     kwargs = {
-        "entrypoint": shlex.join(["python", "-m", stage.module, *argv]),
+        "entrypoint": shlex.join(entrypoint),
         "runtime_env": {**runtime_env, "env_vars": env_vars},
         "metadata": {"nanoforge_stage": stage.name, "nanoforge_recipe": os.path.basename(cfg.recipe)},
     }
-    for key, value in stage.resources.items():
+    for key, value in resources.items():
         if key not in RESOURCE_ARGS:
             kwargs.setdefault("entrypoint_resources", {})[key] = value
         else:

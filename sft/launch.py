@@ -24,8 +24,10 @@ import sys
 
 log = logging.getLogger(__name__)
 
+from pipelines.core.commands import COMMANDS, TRAINING_COMMANDS
+
 # commands whose stage runs under a launcher: command -> module
-TRAINING_STAGES = {"sft": "sft.train", "dpo": "rl.dpo", "grpo": "rl.grpo", "distill": "compress.distill"}
+TRAINING_STAGES = {name: COMMANDS[name][0] for name in TRAINING_COMMANDS}
 LAUNCHERS = ("accelerate", "ray")
 
 

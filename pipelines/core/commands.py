@@ -30,3 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("pipelines.submit", "submit a recipe to a Ray cluster, one job per stage"),
     "publish": ("pipelines.publish", "upload an artifact to the Hugging Face Hub with a generated card"),
 }
+
+# Training commands: they also take --num_processes N and --launcher accelerate|ray (sft/launch.py), and a recipe
+# stage's `resources: {num_workers: N}` submits them as N Ray Train workers.
+TRAINING_COMMANDS = ("sft", "dpo", "grpo", "distill")

@@ -77,3 +77,25 @@ def test_submission_id_follows_config_content_inputs_and_code_version_not_the_ya
     (tmp_path / "runs" / "synth").mkdir(parents=True)  # an upstream output appearing does not change the ids
     monkeypatch.setattr(submit, "code_version", artifacts.code_version)
     assert ids() == new_input
+
+
+def test_num_workers_submits_a_training_stage_as_ray_train_workers():
+    """`resources: {num_workers: 2, num_gpus: 0}` on sft: the job's driver starts 2 Ray Train workers; num_workers
+    is not an entrypoint resource (the driver needs none); on a data stage it is a mistake."""
+    import shlex
+
+    import pytest
+
+    from pipelines.core.config import ConfigError
+
+    cfg = submit.SubmitConfig(recipe="r.yaml")
+    sft = stage(name="sft", command="sft", module="sft.train", argv=["--config", "s.yaml"],
+                resources={"num_workers": 2, "num_cpus": 1})  # fmt: skip
+    kwargs = submit.job_kwargs(sft, cfg)
+    assert shlex.split(kwargs["entrypoint"]) == ["python", "-m", "pipelines.cli", "sft", "--config", "s.yaml",
+                                                 "--num_processes", "2", "--launcher", "ray"]  # fmt: skip
+    assert kwargs["entrypoint_num_cpus"] == 1 and "entrypoint_resources" not in kwargs
+    single = submit.job_kwargs(stage(name="sft", command="sft", module="sft.train", argv=[]), cfg)
+    assert shlex.split(single["entrypoint"]) == ["python", "-m", "sft.train"]
+    with pytest.raises(ConfigError, match="num_workers is for sft, dpo, grpo, distill only"):
+        submit.job_kwargs(stage(resources={"num_workers": 2}), cfg)
