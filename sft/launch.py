@@ -22,9 +22,9 @@ import os
 import subprocess
 import sys
 
-log = logging.getLogger(__name__)
-
 from pipelines.core.commands import COMMANDS, TRAINING_COMMANDS
+
+log = logging.getLogger(__name__)
 
 # commands whose stage runs under a launcher: command -> module
 TRAINING_STAGES = {name: COMMANDS[name][0] for name in TRAINING_COMMANDS}
