@@ -1,4 +1,4 @@
-"""NOT YET RUN TO THE END (left on the `cluster` branch): a multi-node Ray cluster on this machine (ray.cluster_utils.Cluster: a head and a worker node, 1 CPU each),
+"""A multi-node Ray cluster on this machine (ray.cluster_utils.Cluster: a head and a worker node, 1 CPU each),
 every artifact on the S3 server: curate -> quality -> mix complete with exact accounting, and the accounting
 cross-checks the plan (a checkpoint the driver cannot see is an error, not a balanced manifest)."""
 
