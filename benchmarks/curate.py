@@ -92,7 +92,9 @@ def build_input(target_mb: int, seed: int = 0) -> Path:
         replica += 1
     for f in files:
         f.close()
-    (out / "DONE").write_text(json.dumps({"docs": n, "text_bytes": written, "replicas": replica, "base_bytes": base_bytes}))  # fmt: skip
+    (out / "DONE").write_text(
+        json.dumps({"docs": n, "text_bytes": written, "replicas": replica, "base_bytes": base_bytes})
+    )
     return out
 
 
@@ -101,17 +103,27 @@ def build_input(target_mb: int, seed: int = 0) -> Path:
 
 def run_nanoforge(input_dir: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "pipelines.curate", "--config", "pipelines/configs/curate_fineweb.yaml",
-        "--input_paths", str(input_dir), "--output_dir", str(out), "--force", "true",
-        "--fuzzy_dedup", "none",  # the config's MinHash step has its own benchmark (benchmarks/dedup.py)
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipelines.curate",
+        "--config",
+        "pipelines/configs/curate_fineweb.yaml",
+        "--input_paths",
+        str(input_dir),
+        "--output_dir",
+        str(out),
+        "--force",
+        "true",
+        "--fuzzy_dedup",
+        "none",  # the config's MinHash step has its own benchmark (benchmarks/dedup.py)
+    ]
 
 
 def datatrove_main(input_dir: str, out: str, workers: int) -> None:
     """The same steps as datatrove pipelines, run by LocalPipelineExecutor (called in a subprocess)."""
     from datatrove.data import Document
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.exact_dedup import (  # fmt: skip
+    from datatrove.pipeline.dedup.exact_dedup import (
         ExactDedupConfig,
         ExactDedupFilter,
         ExactDedupSignature,
@@ -232,7 +244,7 @@ def main() -> int:
         "nanoforge curate (Ray Data)": (
             run_nanoforge(input_dir, work / "nanoforge"),
             work / "nanoforge" / "documents",
-        ),  # fmt: skip
+        ),
         "datatrove LocalPipelineExecutor": (
             [sys.executable, "-m", "benchmarks.curate", "--datatrove_child", str(input_dir), str(work / "datatrove")],
             work / "datatrove" / "documents",

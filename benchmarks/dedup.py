@@ -46,7 +46,12 @@ DATA = HERE / "data" / "dedup"
 SHARED = Path(os.environ.get("NANOFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 NUM_FILES = 8
 HEADERS = ["Home | News | Sport | Contact", "Skip to main content", "Posted by admin", "Menu Search Login"]
-FOOTERS = ["Share this: Facebook Twitter", "© 2019 All rights reserved. Privacy Policy", "Leave a comment", "Related posts"]  # fmt: skip
+FOOTERS = [
+    "Share this: Facebook Twitter",
+    "© 2019 All rights reserved. Privacy Policy",
+    "Leave a comment",
+    "Related posts",
+]
 FRACTIONS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08]
 
 
@@ -55,8 +60,12 @@ FRACTIONS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08]
 
 def line_pool() -> list[str]:
     lines = []
-    for rel in ["dolma_tests/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz", "dolma_tests/cc_en_head-0091.jsonl.gz",  # fmt: skip
-                "dolma_tests/cc_en_head-0174.jsonl.gz", "llamafactory_demo/c4_demo.jsonl"]:  # fmt: skip
+    for rel in [
+        "dolma_tests/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz",
+        "dolma_tests/cc_en_head-0091.jsonl.gz",
+        "dolma_tests/cc_en_head-0174.jsonl.gz",
+        "llamafactory_demo/c4_demo.jsonl",
+    ]:
         opener = gzip.open if rel.endswith(".gz") else open
         with opener(SHARED / rel, "rt") as f:
             for line in f:
@@ -149,7 +158,10 @@ def part_signature(docs: list[dict], tmp: Path) -> list[str]:
     theirs_rate = cpu_rate(datatrove_sigs, texts, 256)
     ours, valid = signatures(texts, PRESETS["fineweb"])
     ref = datatrove_sigs(texts)
-    same = sum((r is None and not v) or (r is not None and v and (r == s).all()) for r, s, v in zip(ref, ours, valid, strict=True))  # fmt: skip
+    same = sum(
+        (r is None and not v) or (r is not None and v and (r == s).all())
+        for r, s, v in zip(ref, ours, valid, strict=True)
+    )
     return [
         "### Signature stage alone (one process, docs per CPU-second)",
         "",
@@ -191,7 +203,10 @@ def part_decont(docs: list[dict], tmp: Path) -> list[str]:
     theirs_flags = datatrove_flags(texts)
     plant = set(planted)
     rows = []
-    for name, flags, rate in (("datatrove NGramsDecontFilter", theirs_flags, theirs_rate), ("nanoforge find_contamination", ours_flags, ours_rate)):  # fmt: skip
+    for name, flags, rate in (
+        ("datatrove NGramsDecontFilter", theirs_flags, theirs_rate),
+        ("nanoforge find_contamination", ours_flags, ours_rate),
+    ):
         hits = sum(flags[i] for i in plant)
         false = sum(f for i, f in enumerate(flags) if i not in plant)
         rows.append(f"| {name} | {rate:.0f} | {rate / theirs_rate:.1f}x | {hits}/{len(plant)} | {false} |")
@@ -225,7 +240,13 @@ def part_scurve(input_dir: Path, docs: list[dict], e2e_removed: set[str] | None)
     b = [by_id[p["id"]] for p in planted]
     ha, oa = shingles(a, params)
     hb, ob = shingles(b, params)
-    jac = np.array([len(np.intersect1d(ha[oa[i] : oa[i + 1]], hb[ob[i] : ob[i + 1]])) / max(1, len(np.union1d(ha[oa[i] : oa[i + 1]], hb[ob[i] : ob[i + 1]]))) for i in range(len(planted))])  # fmt: skip
+    jac = np.array(
+        [
+            len(np.intersect1d(ha[oa[i] : oa[i + 1]], hb[ob[i] : ob[i + 1]]))
+            / max(1, len(np.union1d(ha[oa[i] : oa[i + 1]], hb[ob[i] : ob[i + 1]])))
+            for i in range(len(planted))
+        ]
+    )
     hit = (band_keys(signatures(a, params)[0], params) == band_keys(signatures(b, params)[0], params)).any(axis=1)
     removed = np.array([p["id"] in e2e_removed for p in planted]) if e2e_removed is not None else None
     lines = [
@@ -236,13 +257,28 @@ def part_scurve(input_dir: Path, docs: list[dict], e2e_removed: set[str] | None)
         "| Jaccard | pairs | share a band | theory | copy removed end to end |",
         "|---|---:|---:|---:|---:|",
     ]
-    for lo, hi in ((0.0, 0.5), (0.5, 0.6), (0.6, 0.7), (0.7, 0.75), (0.75, 0.8), (0.8, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.01)):  # fmt: skip
+    for lo, hi in (
+        (0.0, 0.5),
+        (0.5, 0.6),
+        (0.6, 0.7),
+        (0.7, 0.75),
+        (0.75, 0.8),
+        (0.8, 0.85),
+        (0.85, 0.9),
+        (0.9, 0.95),
+        (0.95, 1.01),
+    ):
         sel = (jac >= lo) & (jac < hi)
         if sel.sum():
             e2e = f"{removed[sel].mean():.3f}" if removed is not None else "-"
-            lines.append(f"| {lo:.2f}-{min(hi, 1):.2f} | {sel.sum()} | {hit[sel].mean():.3f} | {params.inclusion_probability(jac[sel]).mean():.3f} | {e2e} |")  # fmt: skip
+            lines.append(
+                f"| {lo:.2f}-{min(hi, 1):.2f} | {sel.sum()} | {hit[sel].mean():.3f} | {params.inclusion_probability(jac[sel]).mean():.3f} | {e2e} |"
+            )
     recall = hit[jac >= 0.8].mean() if (jac >= 0.8).any() else float("nan")
-    lines += ["", f"Pairs at Jaccard >= 0.8 sharing a band: **{recall:.3f}** (end-to-end removal also counts copies linked through a third document)."]  # fmt: skip
+    lines += [
+        "",
+        f"Pairs at Jaccard >= 0.8 sharing a band: **{recall:.3f}** (end-to-end removal also counts copies linked through a third document).",
+    ]
     return lines
 
 
@@ -285,11 +321,18 @@ def ours_main(input_dir: str, out: str, cpus: int) -> None:
     docs = docs.map_batches(read_shard, batch_size=1)
     params = PRESETS["fineweb"]
     dropped = fuzzy_duplicates(None, params, sigs=signature_table(docs, params))
-    removed = np.sort(np.concatenate([b["node"] for b in dropped.iter_batches(batch_format="numpy", batch_size=None)] or [np.zeros(0, np.uint64)]))  # fmt: skip
+    removed = np.sort(
+        np.concatenate(
+            [b["node"] for b in dropped.iter_batches(batch_format="numpy", batch_size=None)]
+            or [np.zeros(0, np.uint64)]
+        )
+    )
     kept = docs.map_batches(drop_removed, batch_format="pyarrow", fn_kwargs={"removed": removed})
     kept.write_parquet(f"{out}/kept")
     # removed ids for the comparison (ids encode the node: s<shard>-<line>)
-    Path(out, "removed.json").write_text(json.dumps([f"s{int(n) >> 32:03d}-{int(n) & 0xFFFFFFFF:07d}" for n in removed]))  # fmt: skip
+    Path(out, "removed.json").write_text(
+        json.dumps([f"s{int(n) >> 32:03d}-{int(n) & 0xFFFFFFFF:07d}" for n in removed])
+    )
     ray.shutdown()
 
 
@@ -311,9 +354,25 @@ def datatrove_main(input_dir: str, out: str, workers: int) -> None:
     def reader():
         return JsonlReader(input_dir, glob_pattern="shard-*.jsonl.gz")
 
-    stage1 = LocalPipelineExecutor(pipeline=[reader(), MinhashDedupSignature(f"{out}/sigs", config=config)], tasks=files, workers=workers, logging_dir=f"{out}/logs/1")  # fmt: skip
-    stage2 = LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(f"{out}/sigs", f"{out}/buckets", config=config)], tasks=config.num_buckets, workers=workers, logging_dir=f"{out}/logs/2", depends=stage1)  # fmt: skip
-    stage3 = LocalPipelineExecutor(pipeline=[MinhashDedupCluster(f"{out}/buckets", f"{out}/remove", config=config, save_cluster_id=True)], tasks=1, logging_dir=f"{out}/logs/3", depends=stage2)  # fmt: skip
+    stage1 = LocalPipelineExecutor(
+        pipeline=[reader(), MinhashDedupSignature(f"{out}/sigs", config=config)],
+        tasks=files,
+        workers=workers,
+        logging_dir=f"{out}/logs/1",
+    )
+    stage2 = LocalPipelineExecutor(
+        pipeline=[MinhashDedupBuckets(f"{out}/sigs", f"{out}/buckets", config=config)],
+        tasks=config.num_buckets,
+        workers=workers,
+        logging_dir=f"{out}/logs/2",
+        depends=stage1,
+    )
+    stage3 = LocalPipelineExecutor(
+        pipeline=[MinhashDedupCluster(f"{out}/buckets", f"{out}/remove", config=config, save_cluster_id=True)],
+        tasks=1,
+        logging_dir=f"{out}/logs/3",
+        depends=stage2,
+    )
     stage4 = LocalPipelineExecutor(
         pipeline=[
             reader(),
@@ -376,7 +435,9 @@ def part_e2e(input_dir: Path, info: dict, cores: int) -> tuple[list[str], set[st
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['seconds']:.0f} | {r['cpu']:.0f} | {mb / r['seconds']:.2f} | {r['rss'] / 1e9:.2f} | {len(r['removed']):,} | {r['load']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r['seconds']:.0f} | {r['cpu']:.0f} | {mb / r['seconds']:.2f} | {r['rss'] / 1e9:.2f} | {len(r['removed']):,} | {r['load']:.1f} |"
+        )
     names = list(results)
     ours1, ours2, theirs = (results[n] for n in names)
 
@@ -385,7 +446,7 @@ def part_e2e(input_dir: Path, info: dict, cores: int) -> tuple[list[str], set[st
 
     lines += [
         "",
-        f"- Agreement of removed-id sets, ours vs datatrove: raw Jaccard **{jaccard(ours2['removed'], theirs['removed']):.4f}**; "  # fmt: skip
+        f"- Agreement of removed-id sets, ours vs datatrove: raw Jaccard **{jaccard(ours2['removed'], theirs['removed']):.4f}**; "
         f"with datatrove's clusters keeping their first document in input order (our survivor rule; datatrove "
         f"keeps an arbitrary root): **{jaccard(ours2['removed'], theirs['canonical']):.4f}** (target >= 0.98). "
         f"Ours with 1 and 2 CPUs removed the same set: {ours1['removed'] == ours2['removed']}.",

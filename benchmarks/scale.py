@@ -147,7 +147,12 @@ def measure(cmd: list[str], env: dict) -> dict:
     code = proc.wait()
     done.set()
     thread.join()
-    return {"wall": round(time.monotonic() - start, 1), "driver_rss": peak["driver"], "tree_rss": peak["tree"], "code": code}  # fmt: skip
+    return {
+        "wall": round(time.monotonic() - start, 1),
+        "driver_rss": peak["driver"],
+        "tree_rss": peak["tree"],
+        "code": code,
+    }
 
 
 def train_classifier(input_dir: Path, out: Path) -> Path:
@@ -155,7 +160,18 @@ def train_classifier(input_dir: Path, out: Path) -> Path:
     from pipelines import train_quality_classifier as quality_classifier
 
     if not (out / "manifest.json").exists():
-        quality_classifier.main(["--config", "pipelines/configs/train_quality_classifier_demo.yaml", "--positive_paths", str(SHARED / "gsm8k" / "train.jsonl"), "--negative_paths", str(input_dir / "shard-000.jsonl.gz"), "--output_dir", str(out)])  # fmt: skip
+        quality_classifier.main(
+            [
+                "--config",
+                "pipelines/configs/train_quality_classifier_demo.yaml",
+                "--positive_paths",
+                str(SHARED / "gsm8k" / "train.jsonl"),
+                "--negative_paths",
+                str(input_dir / "shard-000.jsonl.gz"),
+                "--output_dir",
+                str(out),
+            ]
+        )
     return out
 
 
@@ -189,9 +205,33 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         load = os.getloadavg()[0]
         tokens = int(text_mb * 1e6 / 4 * 0.3)  # ~30% of the input's estimated tokens
-        cmd = [sys.executable, "-m", "benchmarks.scale", "--inner", "--cpus", str(args.cpus), "--nodes", str(nodes), "--input", str(input_dir), "--out", str(out), "--classifier", str(classifier), "--total_tokens", str(tokens)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.scale",
+            "--inner",
+            "--cpus",
+            str(args.cpus),
+            "--nodes",
+            str(nodes),
+            "--input",
+            str(input_dir),
+            "--out",
+            str(out),
+            "--classifier",
+            str(classifier),
+            "--total_tokens",
+            str(tokens),
+        ]
         m = measure(cmd, env)
-        row = {"target_mb": args.target_mb, "text_mb": round(text_mb, 1), "nodes": nodes, "cpus": args.cpus, "load_at_start": round(load, 1), **m}  # fmt: skip
+        row = {
+            "target_mb": args.target_mb,
+            "text_mb": round(text_mb, 1),
+            "nodes": nodes,
+            "cpus": args.cpus,
+            "load_at_start": round(load, 1),
+            **m,
+        }
         if m["code"] == 0:
             row["seconds"] = json.loads((out / "seconds.json").read_text())
             row["mb_per_s_per_core"] = round(text_mb / m["wall"] / args.cpus, 4)

@@ -96,8 +96,15 @@ def main() -> int:
     base = build_base(tmp / "base", preset=args.preset, seed=0)
     data = tmp / "traces.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in gsm8k_traces(args.rows)))
-    common = dict(max_steps=args.steps, per_device_train_batch_size=args.batch_size, report_to="none",
-                  disable_tqdm=True, logging_steps=args.steps, save_strategy="no", seed=0)  # fmt: skip
+    common = dict(
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=args.steps,
+        save_strategy="no",
+        seed=0,
+    )
 
     def trl(**overrides):
         def build():
@@ -110,9 +117,17 @@ def main() -> int:
 
     def nanoforge(strategy: str):
         def build():
-            flags = dict(model_name_or_path=base, dataset_name=data, output_dir=tmp / strategy, assistant_only_loss=True,
-                         dtype="float32", bf16=False, activation_checkpointing=False,
-                         train_sampling_strategy=strategy, **common)  # fmt: skip
+            flags = dict(
+                model_name_or_path=base,
+                dataset_name=data,
+                output_dir=tmp / strategy,
+                assistant_only_loss=True,
+                dtype="float32",
+                bf16=False,
+                activation_checkpointing=False,
+                train_sampling_strategy=strategy,
+                **common,
+            )
             argv = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
             return train.build_trainer(*train.parse_args(argv), tmp / strategy)
 
@@ -146,7 +161,7 @@ def main() -> int:
             f"| {name} | {r['real_tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | {r['padding']:.1%} | "
             f"{r['tokens_per_s'] / baseline:.2f}x |"
             for name, r in results
-        ),  # fmt: skip
+        ),
         "",
         "TRL defaults on CPU: bf16 autocast, activation checkpointing, random batches, loss on all tokens. nanoforge: "
         "float32, no activation checkpointing, assistant-only loss. Real tokens differ slightly between rows because "

@@ -69,10 +69,28 @@ def compare(work: Path, model_dir: Path, n: int, args, threads: int, single: boo
     batch_runs, synth_runs = [], []
     for rep in range(args.repeats):  # interleaved, best of each: the machine is shared and noisy
         batch_runs.append(plain_loop(model_dir, messages, args.max_new_tokens, args.batch_size, threads))
-        argv = ["--prompts_path", str(prompts), "--backend", "transformers", "--model_name_or_path", str(model_dir),
-                "--num_samples", "1", "--reasoning", "off", "--max_new_tokens", str(args.max_new_tokens),
-                "--batch_size", str(args.batch_size), "--num_workers", "1", "--num_cpus_per_worker", str(threads),
-                "--output_dir", str(work / f"traces{n}_{rep}")]  # fmt: skip
+        argv = [
+            "--prompts_path",
+            str(prompts),
+            "--backend",
+            "transformers",
+            "--model_name_or_path",
+            str(model_dir),
+            "--num_samples",
+            "1",
+            "--reasoning",
+            "off",
+            "--max_new_tokens",
+            str(args.max_new_tokens),
+            "--batch_size",
+            str(args.batch_size),
+            "--num_workers",
+            "1",
+            "--num_cpus_per_worker",
+            str(threads),
+            "--output_dir",
+            str(work / f"traces{n}_{rep}"),
+        ]
         start = time.perf_counter()
         out = synthesize(parse_args(argv))
         synth_runs.append(time.perf_counter() - start)
@@ -81,7 +99,9 @@ def compare(work: Path, model_dir: Path, n: int, args, threads: int, single: boo
     traces = pq.read_table(out / "traces", columns=["messages", "num_generated_tokens"]).to_pylist()
     stored = {t["messages"][1]["content"]: t["messages"][-1]["content"] for t in traces}
     # Compare as stored: the plain loop's text through the same `<think></think>answer` normalisation.
-    r["same"] = sum(stored[m[-1]["content"]] == assistant_content(b, "off") for m, b in zip(messages, batch_texts, strict=True))  # fmt: skip
+    r["same"] = sum(
+        stored[m[-1]["content"]] == assistant_content(b, "off") for m, b in zip(messages, batch_texts, strict=True)
+    )
     r["same_one"] = sum(a == b for a, b in zip(one_texts, batch_texts, strict=True)) if single else None
     r["tokens"] = sum(t["num_generated_tokens"] for t in traces)
     return r
@@ -118,8 +138,10 @@ def main() -> int:
     ]
     for r in results:
         one = f"{r['one_s']:.1f}" if "one_s" in r else "-"
-        table.append(f"| {r['n']} | {r['tokens']} | {one} | {r['batch_s']:.1f} | {r['synth_s']:.1f} | "
-                     f"{r['synth_s'] / r['batch_s']:.2f}x | {r['synth_s'] - r['batch_s']:.1f} |")  # fmt: skip
+        table.append(
+            f"| {r['n']} | {r['tokens']} | {one} | {r['batch_s']:.1f} | {r['synth_s']:.1f} | "
+            f"{r['synth_s'] / r['batch_s']:.2f}x | {r['synth_s'] - r['batch_s']:.1f} |"
+        )
     first = results[0]
     table += [
         "",

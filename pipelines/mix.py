@@ -50,16 +50,31 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 @dataclass
 class MixConfig:
-    input_paths: list[str] = field(default_factory=list, metadata={"help": "Documents artifacts (dirs with documents/*.parquet)."})  # fmt: skip
-    sources: list[dict] = field(default_factory=list, metadata={"help": "[{name, input: index into input_paths, labels | buckets, max_epochs}]."})  # fmt: skip
-    phases: list[dict] = field(default_factory=list, metadata={"help": "[{name, fraction of total_tokens, weights: {source: weight}}]."})  # fmt: skip
+    input_paths: list[str] = field(
+        default_factory=list, metadata={"help": "Documents artifacts (dirs with documents/*.parquet)."}
+    )
+    sources: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "[{name, input: index into input_paths, labels | buckets, max_epochs}]."},
+    )
+    phases: list[dict] = field(
+        default_factory=list, metadata={"help": "[{name, fraction of total_tokens, weights: {source: weight}}]."}
+    )
     total_tokens: int = field(default=0, metadata={"help": "Token budget of the whole blend (all phases)."})
-    max_epochs: float = field(default=4.0, metadata={"help": "Default cap on passes over a source (upsampling limit)."})  # fmt: skip
-    on_shortfall: str = field(default="error", metadata={"help": "A source too small under its cap: error | report."})  # fmt: skip
+    max_epochs: float = field(
+        default=4.0, metadata={"help": "Default cap on passes over a source (upsampling limit)."}
+    )
+    on_shortfall: str = field(default="error", metadata={"help": "A source too small under its cap: error | report."})
     seed: int = field(default=0, metadata={"help": "Seed of document picks and shuffles."})
-    tokenizer: str | None = field(default=None, metadata={"help": "HF tokenizer dir or tokenizer.json; none: no token files, estimated counts."})  # fmt: skip
-    eos_token: str | None = field(default=None, metadata={"help": "Appended to every document; default the tokenizer's eos_token, '' for none."})  # fmt: skip
-    token_format: str = field(default="megatron", metadata={"help": "megatron (.bin/.idx per shard) | parquet (input_ids column)."})  # fmt: skip
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "HF tokenizer dir or tokenizer.json; none: no token files, estimated counts."}
+    )
+    eos_token: str | None = field(
+        default=None, metadata={"help": "Appended to every document; default the tokenizer's eos_token, '' for none."}
+    )
+    token_format: str = field(
+        default="megatron", metadata={"help": "megatron (.bin/.idx per shard) | parquet (input_ids column)."}
+    )
     docs_per_shard: int = field(default=100_000, metadata={"help": "Documents per output shard."})
     text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
     batch_size: int = field(default=1000, metadata={"help": "Documents per Ray Data batch."})
@@ -155,7 +170,11 @@ def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str
     columns = pa.schema([("blend_source", pa.string()), ("key", pa.uint64()), ("num_tokens", pa.int64())])
     # every source empty (all documents dropped upstream): nothing was written, and the blend is empty
     files = storage.glob(storage.join(prepared, "*.parquet"))
-    index = pa.concat_tables([storage.read_table(f, columns=columns.names) for f in files]) if files else columns.empty_table()  # fmt: skip
+    index = (
+        pa.concat_tables([storage.read_table(f, columns=columns.names) for f in files])
+        if files
+        else columns.empty_table()
+    )
     tokens, keys = {}, {}
     for s in sources:
         rows = index.filter(np.asarray(index["blend_source"].to_numpy(zero_copy_only=False) == s["name"]))

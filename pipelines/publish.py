@@ -78,9 +78,12 @@ class PublishConfig:
     pretty_name: str | None = field(
         default=None, metadata={"help": "Card title; default '<name> (<kind>, nanoforge <stage>)'."}
     )
-    endpoint: str | None = field(default=None, metadata={"help": "Hub URL; default $HF_ENDPOINT or https://huggingface.co."})  # fmt: skip
+    endpoint: str | None = field(
+        default=None, metadata={"help": "Hub URL; default $HF_ENDPOINT or https://huggingface.co."}
+    )
     large_upload_files: int = field(
-        default=10_000, metadata={"help": "From this many files, or large_upload_gb, upload in several resumable commits."}
+        default=10_000,
+        metadata={"help": "From this many files, or large_upload_gb, upload in several resumable commits."},
     )
     large_upload_gb: float = field(default=50.0, metadata={"help": "See large_upload_files."})
 
@@ -204,7 +207,9 @@ def write_dry_run(out: Path, contents: dict[str, Path | bytes]) -> bool:
         except (OSError, ValueError, TypeError):
             ours = False
         if not ours:
-            raise ConfigError(f"--dry_run directory {out} is not empty and is not a publish preview; give a new or empty directory")  # fmt: skip
+            raise ConfigError(
+                f"--dry_run directory {out} is not empty and is not a publish preview; give a new or empty directory"
+            )
         shutil.rmtree(out)
     for rel, src in contents.items():
         dest = out / rel
@@ -240,8 +245,14 @@ def upload_large(api, cfg: PublishConfig, repo_type: str, revision: str, path: P
     else is on the revision, as the one-commit path does. The staging folder stays after a failure, for the rerun."""
     staging = path.parent / f".{path.name}.publish-{revision}"
     stage_upload(staging, contents)
-    commit = api.upload_folder(repo_id=cfg.repo_id, repo_type=repo_type, revision=revision, folder_path=staging,
-                               delete_patterns="*", commit_message=message)  # fmt: skip
+    commit = api.upload_folder(
+        repo_id=cfg.repo_id,
+        repo_type=repo_type,
+        revision=revision,
+        folder_path=staging,
+        delete_patterns="*",
+        commit_message=message,
+    )
     shutil.rmtree(staging)
     return commit
 
@@ -269,10 +280,23 @@ def main(argv: list[str] | None = None) -> int:
     if unreadable:  # only Parquet can be redacted column by column; anything else there might leak
         raise ConfigError(f"--include_rejected: cannot redact {', '.join(unreadable)} (not Parquet); remove them")
     upload = {"private": cfg.private, "left_out": skipped, "redacted": sorted(side)}
-    card = render_card(path, repo_id=cfg.repo_id, revision=revision, license=cfg.license,
-                       language=cfg.language, pretty_name=cfg.pretty_name, secrets=secrets, upload=upload)  # fmt: skip
+    card = render_card(
+        path,
+        repo_id=cfg.repo_id,
+        revision=revision,
+        license=cfg.license,
+        language=cfg.language,
+        pretty_name=cfg.pretty_name,
+        secrets=secrets,
+        upload=upload,
+    )
     public_manifest = json.dumps(redact(manifest, secrets), indent=2) + "\n"
-    contents: dict[str, Path | bytes] = {"README.md": card.encode(), MANIFEST: public_manifest.encode(), **files, **side}
+    contents: dict[str, Path | bytes] = {
+        "README.md": card.encode(),
+        MANIFEST: public_manifest.encode(),
+        **files,
+        **side,
+    }
 
     print(
         f"[publish] {manifest['kind']} {path} -> {kind.repo_type} repo {cfg.repo_id} @ {revision}: {len(contents)} files"
@@ -307,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # The revision ends up holding exactly this artifact: files an earlier publish left there (say a shard
         # that no longer exists) would otherwise be picked up by the card's `documents/*.parquet` globs.
-        stale = [p for p in api.list_repo_files(cfg.repo_id, repo_type=kind.repo_type, revision=revision)
-                 if p not in contents and p != ".gitattributes"]  # fmt: skip
+        stale = [
+            p
+            for p in api.list_repo_files(cfg.repo_id, repo_type=kind.repo_type, revision=revision)
+            if p not in contents and p != ".gitattributes"
+        ]
         for p in stale:
             print(f"  removing from {revision}: {p}")
         commit = api.create_commit(

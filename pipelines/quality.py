@@ -239,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         with art.writing() as tmp:
             write_empty(cfg, docs_dir, names, str(tmp))
             by_label = {label: 0 for _, label in LABELS}
-            art.counts = {"input": 0, "kept": 0, "rejected": {}, "quarantined": 0, "by_label": by_label, "by_bucket": [0] * 20, "weight_share_by_bucket": [0.0] * 20}  # fmt: skip
+            art.counts = {
+                "input": 0,
+                "kept": 0,
+                "rejected": {},
+                "quarantined": 0,
+                "by_label": by_label,
+                "by_bucket": [0] * 20,
+                "weight_share_by_bucket": [0.0] * 20,
+            }
             art.extra = {"thresholds": None}
         print(f"[quality] {art.path}: 0 documents in {docs_dir}; wrote an empty artifact")
         return 0

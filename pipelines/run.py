@@ -102,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             evals = eval_section(stages[0].root, [(s.name, s.output_dir) for s in stages])
             f.write(f"# nanoforge run {cfg.recipe}\n\n" + "\n".join(table) + "\n" + evals)
         where = {stage.name: stage.output_dir for stage in stages}
-        page = write_run_report(stages[0].root, [(name, where[name], status) for name, status, *_ in rows],
-                                title=f"nanoforge run {cfg.recipe}")  # fmt: skip
+        page = write_run_report(
+            stages[0].root,
+            [(name, where[name], status) for name, status, *_ in rows],
+            title=f"nanoforge run {cfg.recipe}",
+        )
         print(f"\nrun report: {page} (open it in a browser)")
     if status:
         print(f"\nfix the error above and rerun `nanoforge run {cfg.recipe}`: finished stages are skipped.")

@@ -28,8 +28,19 @@ from pipelines.core.config import ConfigError, parse, to_dict
 from pipelines.reasoning.report import histograms
 from pipelines.reasoning.traces import MESSAGES, write_shard
 
-COLUMNS = ["id", "prompt_id", "messages", "answer", "verifier", "reasoning", "num_generated_tokens", "truncated", "verified",
-           "error", "source"]  # fmt: skip
+COLUMNS = [
+    "id",
+    "prompt_id",
+    "messages",
+    "answer",
+    "verifier",
+    "reasoning",
+    "num_generated_tokens",
+    "truncated",
+    "verified",
+    "error",
+    "source",
+]
 S = pa.string()
 SCHEMAS = {
     "sft": pa.schema(
@@ -44,7 +55,7 @@ SCHEMAS = {
             ("traces", S),
             ("source", S),
         ]
-    ),  # fmt: skip
+    ),
     "sft_rejected": pa.schema(
         [
             ("id", S),
@@ -55,7 +66,7 @@ SCHEMAS = {
             ("length", pa.int64()),
             ("traces", S),
         ]
-    ),  # fmt: skip
+    ),
     "pair": pa.schema(
         [
             ("prompt_id", S),
@@ -67,19 +78,31 @@ SCHEMAS = {
             ("rejected_id", S),
             ("reasoning", S),
         ]
-    ),  # fmt: skip
+    ),
     "pairs_missing": pa.schema([("prompt_id", S), ("reasoning", S), ("reason", S)]),
     "rl": pa.schema(
         [("prompt_id", S), ("prompt", MESSAGES), ("answer", S), ("verifier", S), ("pass_rate", pa.float64())]
     ),
     "rl_rejected": pa.schema(
-        [("prompt_id", S), ("prompt", MESSAGES), ("answer", S), ("verifier", S), ("pass_rate", pa.float64()),
-         ("reason", S)]
-    ),  # fmt: skip
+        [
+            ("prompt_id", S),
+            ("prompt", MESSAGES),
+            ("answer", S),
+            ("verifier", S),
+            ("pass_rate", pa.float64()),
+            ("reason", S),
+        ]
+    ),
 }
 # kind -> (sub-artifact, subfolder)
-WHERE = {"sft": ("sft", ""), "sft_rejected": ("sft", "rejected"), "pair": ("preference", ""),
-         "pairs_missing": ("preference", "rejected"), "rl": ("rl_prompts", ""), "rl_rejected": ("rl_prompts", "rejected")}  # fmt: skip
+WHERE = {
+    "sft": ("sft", ""),
+    "sft_rejected": ("sft", "rejected"),
+    "pair": ("preference", ""),
+    "pairs_missing": ("preference", "rejected"),
+    "rl": ("rl_prompts", ""),
+    "rl_rejected": ("rl_prompts", "rejected"),
+}
 ROWS_PER_PARTITION = 50_000  # traces per groupby partition
 KINDS = {"sft": "sft set", "preference": "preference set", "rl_prompts": "rl prompts"}
 
@@ -196,17 +219,17 @@ def tally(records: dict[str, list[dict]]) -> dict:
             "kept": len(records["sft"]),
             "variants": dict(Counter(r["variant"] for r in records["sft"])),
             "rejected": dict(Counter(r["reason"] for r in records["sft_rejected"])),
-        },  # fmt: skip
+        },
         "preference": {
             "kept": len(records["pair"]),
             "pair_types": dict(Counter(r["pair_type"] for r in records["pair"])),
             "no_pair": dict(Counter(r["reason"] for r in records["pairs_missing"])),
-        },  # fmt: skip
+        },
         "rl_prompts": {
             "input": prompts,
             "kept": len(records["rl"]),
             "rejected": dict(Counter(r["reason"] for r in records["rl_rejected"])),
-        },  # fmt: skip
+        },
     }
     for name in ("sft", "rl_prompts"):
         c = counts[name]
@@ -232,11 +255,27 @@ def decontamination_counts(cfg: SelectConfig, records: dict[str, list[dict]]) ->
 
 def report(cfg: SelectConfig, counts: dict, records: dict[str, list[dict]]) -> str:
     unit = "tokens" if cfg.tokenizer_name_or_path else "words"
-    lines = [f"# select report: {cfg.output_dir}", "", f"Traces: {', '.join(cfg.traces_path)}", "", "## Counts", "",
-             "```json", json.dumps(counts, indent=2), "```", ""]  # fmt: skip
+    lines = [
+        f"# select report: {cfg.output_dir}",
+        "",
+        f"Traces: {', '.join(cfg.traces_path)}",
+        "",
+        "## Counts",
+        "",
+        "```json",
+        json.dumps(counts, indent=2),
+        "```",
+        "",
+    ]
     if cfg.decontaminate_against:
-        lines += ["## Decontamination", "", "```json", json.dumps(decontamination_counts(cfg, records), indent=2),
-                  "```", ""]  # fmt: skip
+        lines += [
+            "## Decontamination",
+            "",
+            "```json",
+            json.dumps(decontamination_counts(cfg, records), indent=2),
+            "```",
+            "",
+        ]
     lines += histograms(records, unit)
     return "\n".join(lines) + "\n"
 

@@ -43,7 +43,9 @@ class SynthConfig:
     prompts_subset: str | None = field(
         default=None, metadata={"help": "Config name, for a Hub dataset (gsm8k: main)."}
     )
-    prompt_format: str = field(default="gsm8k", metadata={"help": "gsm8k | math | messages (see reasoning/prompt_formats.py)."})
+    prompt_format: str = field(
+        default="gsm8k", metadata={"help": "gsm8k | math | messages (see reasoning/prompt_formats.py)."}
+    )
     prompt_field: str | None = field(default=None, metadata={"help": "Rename: the question field (format default)."})
     answer_field: str | None = field(default=None, metadata={"help": "Rename: the gold answer field."})
     solution_field: str | None = field(default=None, metadata={"help": "Rename: the worked solution (replay)."})
@@ -53,7 +55,8 @@ class SynthConfig:
     backend: str = field(default="transformers", metadata={"help": "vllm | transformers | openai | replay."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Model (or tokenizer, for replay)."})
     model_revision: str | None = field(
-        default=None, metadata={"help": "Model revision (commit sha): passed to every loader, recorded in `generator`."}
+        default=None,
+        metadata={"help": "Model revision (commit sha): passed to every loader, recorded in `generator`."},
     )
     num_samples: int = field(default=4, metadata={"help": "Samples per prompt (replay: always 1)."})
     reasoning: str = field(default="on", metadata={"help": "on (/think) | off (/no_think) | mixed (think_ratio on)."})
@@ -137,8 +140,9 @@ def read_prompts(cfg: SynthConfig) -> list[dict]:
 
 def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
     """Map rows to prompts; reject unusable rows, duplicate prompts and contaminated ones, each with a reason."""
-    fields = fields_for(cfg.prompt_format, dict(prompt=cfg.prompt_field, answer=cfg.answer_field,
-                                                solution=cfg.solution_field))  # fmt: skip
+    fields = fields_for(
+        cfg.prompt_format, dict(prompt=cfg.prompt_field, answer=cfg.answer_field, solution=cfg.solution_field)
+    )
     kept, rejected, seen = [], [], set()
     for i, row in enumerate(rows):
         try:
@@ -195,7 +199,9 @@ def synthesize(cfg: SynthConfig) -> Path:
         if retry:
             log.info(f"[synth] resuming: {retry} failed samples will be retried")
         pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
-        log.info(f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate")
+        log.info(
+            f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate"
+        )
         if pending:
             generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
             ds = ray.data.from_items(pending, override_num_blocks=max(1, min(1000, len(pending) // cfg.batch_size)))
@@ -243,8 +249,11 @@ def parse_args(argv: list[str] | None = None) -> SynthConfig:
     cfg = parse(SynthConfig, argv=argv)
     if isinstance(cfg.reasoning, bool):  # YAML 1.1 reads a bare `on`/`off` as a boolean
         cfg.reasoning = "on" if cfg.reasoning else "off"
-    choices = {"backend": ("vllm", "transformers", "openai", "replay"), "reasoning": ("on", "off", "mixed"),
-               "prompt_format": ("gsm8k", "math", "messages")}  # fmt: skip
+    choices = {
+        "backend": ("vllm", "transformers", "openai", "replay"),
+        "reasoning": ("on", "off", "mixed"),
+        "prompt_format": ("gsm8k", "math", "messages"),
+    }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got '{getattr(cfg, name)}'")

@@ -187,8 +187,10 @@ def train_fasttext(train_file: Path, model_file: Path, cfg: TrainQualityClassifi
             if "NaN" not in str(e):
                 raise RuntimeError(f"fastText training failed: {e}") from None
             if attempt == retries:
-                raise ConfigError(f"fastText diverged (NaN) at every lr down to {lr:g}; lower dim or epoch, or give more data") from None  # fmt: skip
-            log.warning(f"[train-quality-classifier] fastText diverged (NaN) at lr={lr:g}; retrying at lr={lr / 2:g}")  # fmt: skip
+                raise ConfigError(
+                    f"fastText diverged (NaN) at every lr down to {lr:g}; lower dim or epoch, or give more data"
+                ) from None
+            log.warning(f"[train-quality-classifier] fastText diverged (NaN) at lr={lr:g}; retrying at lr={lr / 2:g}")
             lr /= 2
     raise AssertionError("unreachable")
 
@@ -258,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     for where in skipped[:5]:
         print(f"[train-quality-classifier] skipped unreadable record {where}", file=sys.stderr)
     if len(skipped) > 5:
-        print(f"[train-quality-classifier] ... {len(skipped)} unreadable records in all (manifest: unreadable_records)", file=sys.stderr)  # fmt: skip
+        print(
+            f"[train-quality-classifier] ... {len(skipped)} unreadable records in all (manifest: unreadable_records)",
+            file=sys.stderr,
+        )
     print(f"[train-quality-classifier] {art.path / MODEL_FILE}: {json.dumps(art.counts)} held-out {metrics}")
     return 0
 

@@ -58,9 +58,11 @@ class GRPOScriptArgs(ScriptArgs):
     )
     vllm_engine_kwargs: dict = field(
         default_factory=dict,
-        metadata={"help": "Extra `vllm.LLM` kwargs for colocated rollouts (YAML only), e.g. enforce_eager; on "
-                  "hybrid models mamba_ssm_cache_dtype float32 is added, as in synth and eval."},
-    )  # fmt: skip
+        metadata={
+            "help": "Extra `vllm.LLM` kwargs for colocated rollouts (YAML only), e.g. enforce_eager; on "
+            "hybrid models mamba_ssm_cache_dtype float32 is added, as in synth and eval."
+        },
+    )
 
 
 def reasoning_of(messages: list[dict]) -> str | None:
@@ -99,9 +101,7 @@ def rewards(script_args: GRPOScriptArgs, training_args: GRPOConfig) -> list:
     lengths = dict(
         max_completion_length=training_args.max_completion_length, overlong_buffer=script_args.overlong_buffer
     )
-    return [
-        REWARDS[n](**lengths) if n == "overlong" else REWARDS[n] for n in script_args.reward_funcs
-    ]
+    return [REWARDS[n](**lengths) if n == "overlong" else REWARDS[n] for n in script_args.reward_funcs]
 
 
 def colocated_engine_kwargs(script_args: GRPOScriptArgs, model_args: ModelConfig) -> dict:

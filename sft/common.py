@@ -33,18 +33,22 @@ class ScriptArgs:
 
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, a local JSONL/Parquet file, or a local artifact directory (e.g. the "
-                  "`sft`, `preference` or `rl_prompts` folder written by `nanoforge select`)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Hub dataset id, a local JSONL/Parquet file, or a local artifact directory (e.g. the "
+            "`sft`, `preference` or `rl_prompts` folder written by `nanoforge select`)."
+        },
+    )
     dataset_config: str | None = field(
         default=None, metadata={"help": "Dataset config name (an artifact's card lists its configs, e.g. `rejected`)."}
     )
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on (Hub datasets)."})
     math_eval_dataset: str | None = field(
         default=None,
-        metadata={"help": "Math set evaluated with `nanoforge eval` at the end of training (GSM8K-style JSONL, "
-                  "MATH-style JSONL or a prompts artifact); results go to eval.json in the checkpoint."},
-    )  # fmt: skip
+        metadata={
+            "help": "Math set evaluated with `nanoforge eval` at the end of training (GSM8K-style JSONL, "
+            "MATH-style JSONL or a prompts artifact); results go to eval.json in the checkpoint."
+        },
+    )
     math_eval_limit: int | None = field(default=50, metadata={"help": "Problems evaluated (first N); null = all."})
     math_eval_num_samples: int = field(default=1, metadata={"help": "Samples per problem; pass@1 is their mean."})
     math_eval_max_new_tokens: int = field(default=256, metadata={"help": "Token budget per eval completion."})
@@ -181,7 +185,9 @@ def check_inputs(script_args, training_args, model_args) -> None:
     ]
     for field_name, value in named:
         if value and (looks_local(value) or value.endswith(".jinja")) and not Path(value).exists():
-            raise ConfigError(f"{field_name}: not found: {value} (checked before training; fix the path in the config)")
+            raise ConfigError(
+                f"{field_name}: not found: {value} (checked before training; fix the path in the config)"
+            )
     trust = training_args.trust_remote_code or getattr(model_args, "trust_remote_code", False)
     check_pinned(model_args.model_name_or_path, model_args.model_revision, trust)
 
@@ -236,7 +242,9 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
             aside = checkpoint.with_name(f"torn-{checkpoint.name}")
             shutil.rmtree(aside, ignore_errors=True)
             checkpoint.rename(aside)
-            print(f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set aside as {aside}")  # fmt: skip
+            print(
+                f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set aside as {aside}"
+            )
             continue
         print(f"[resume] continuing from {checkpoint}")
         return str(checkpoint)
@@ -255,7 +263,12 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
     if not trainer.accelerator.is_main_process:
         return
     # Optimizer/RNG pickles and TRL's model card: the artifact is safetensors + config, its card comes from the manifest
-    for leftover in [*tmp.glob("checkpoint-*"), *tmp.glob("torn-checkpoint-*"), tmp / "training_args.bin", tmp / "README.md"]:  # fmt: skip
+    for leftover in [
+        *tmp.glob("checkpoint-*"),
+        *tmp.glob("torn-checkpoint-*"),
+        tmp / "training_args.bin",
+        tmp / "README.md",
+    ]:
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     trainer.state.save_to_json(str(tmp / "trainer_state.json"))  # the log history: the run report's training curves
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

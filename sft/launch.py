@@ -63,8 +63,17 @@ def accelerate_launch(module: str, argv: list[str], num_processes: int) -> int:
     """N ranks of the stage on this node through torchrun (what `accelerate launch --multi_gpu` runs too; its own
     CPU multi-process path needs mpirun). Each rank's Trainer builds its accelerator from the environment torchrun
     sets: NCCL on GPUs, gloo on CPUs, FSDP2 from the stage's `fsdp_config`."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes),
-           "-m", module, *argv]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(num_processes),
+        "-m",
+        module,
+        *argv,
+    ]
     import torch
 
     env = dict(os.environ)

@@ -73,13 +73,22 @@ def quality(root: Path, docs: Path) -> Path:
     with art.writing() as tmp:
         labels = {19: "High", 18: "Medium-High", 12: "Medium", 7: "Medium-Low", 0: "Low"}
         rows = [
-            {"id": f"doc{i}", "text": f"document number {i}", "source": "web", "url": f"https://e.x/{i}",
-             "quality_score_fasttext": b / 19, "quality_bucket": b, "quality_label": label}
+            {
+                "id": f"doc{i}",
+                "text": f"document number {i}",
+                "source": "web",
+                "url": f"https://e.x/{i}",
+                "quality_score_fasttext": b / 19,
+                "quality_bucket": b,
+                "quality_label": label,
+            }
             for i, (b, label) in enumerate(labels.items())
-        ]  # fmt: skip
+        ]
         write_parquet(tmp / "documents" / "part-00000.parquet", rows)
-        write_parquet(tmp / "rejected" / "part-00000.parquet", [{"id": "doc5", "source": "web", "stage": "quality",
-                                                                 "reason": "gopher_repetition"}])  # fmt: skip
+        write_parquet(
+            tmp / "rejected" / "part-00000.parquet",
+            [{"id": "doc5", "source": "web", "stage": "quality", "reason": "gopher_repetition"}],
+        )
         (tmp / "thresholds.json").write_text(json.dumps({"fasttext": [i / 20 for i in range(1, 20)]}))
         art.counts = {
             "input": 6,
@@ -150,8 +159,10 @@ def sft(root: Path, trace_dir: Path) -> Path:
         msgs = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>1+1=2</think>2"}]
         write_parquet(tmp / "train-00000.parquet", [{"messages": msgs}] * 4)
         write_parquet(tmp / "test-00000.parquet", [{"messages": msgs}])
-        write_parquet(tmp / "rejected" / "part-00000.parquet",
-                      [{"id": f"p{i}:1", "prompt_id": f"p{i}", "reason": "not_verified"} for i in range(3)])  # fmt: skip
+        write_parquet(
+            tmp / "rejected" / "part-00000.parquet",
+            [{"id": f"p{i}:1", "prompt_id": f"p{i}", "reason": "not_verified"} for i in range(3)],
+        )
         art.counts = {"input": 8, "kept": 5, "rejected": {"not_verified": 3}}
     return art.path
 
@@ -223,8 +234,15 @@ def synthetic_documents(root: Path, docs: Path) -> Path:
     """rephrase output: 4 (document, task) units from 2 labelled documents, 3 kept, 1 rejected, with prompts."""
     from pipelines.rephrasing.filters import DOCUMENT_SCHEMA, REJECTED_SCHEMA
 
-    config = {"input_path": str(docs), "backend": "openai", "model_name_or_path": "served-model",
-              "temperature": 0.7, "max_new_tokens": 256, "api_key": API_KEY, "output_dir": str(root / "rephrase")}  # fmt: skip
+    config = {
+        "input_path": str(docs),
+        "backend": "openai",
+        "model_name_or_path": "served-model",
+        "temperature": 0.7,
+        "max_new_tokens": 256,
+        "api_key": API_KEY,
+        "output_dir": str(root / "rephrase"),
+    }
     art = Artifact(root / "rephrase", kind="synthetic_documents", stage="rephrase", config=config, inputs=[docs])
     generator = {"model": "served-model", "revision": None, "backend": "openai"}
     sampling = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256, "seed": 1}
@@ -233,21 +251,39 @@ def synthetic_documents(root: Path, docs: Path) -> Path:
         (tmp / "prompts" / "distill.md").write_text("Shorten this text.\n\nText:\n{{ document }}\n")
         (tmp / "prompts" / "wikipedia_rephrase.md").write_text("Rewrite this as Wikipedia.\n\nText:\n{{ document }}\n")
         kept = [
-            {"id": f"doc{i}:{task}", "text": f"synthetic text {i}", "source": f"synthetic/{task}", "source_id": f"doc{i}",
-             "task": task, "prompt_hash": "ab" * 32, "generator": generator, "sampling_params": sampling,
-             "quality_label": "High" if task == "distill" else "Low"}
+            {
+                "id": f"doc{i}:{task}",
+                "text": f"synthetic text {i}",
+                "source": f"synthetic/{task}",
+                "source_id": f"doc{i}",
+                "task": task,
+                "prompt_hash": "ab" * 32,
+                "generator": generator,
+                "sampling_params": sampling,
+                "quality_label": "High" if task == "distill" else "Low",
+            }
             for i, task in ((0, "distill"), (1, "wikipedia_rephrase"), (2, "wikipedia_rephrase"))
-        ]  # fmt: skip
+        ]
         table = pa.Table.from_pylist(kept, schema=DOCUMENT_SCHEMA)
         (tmp / "documents").mkdir()
         pq.write_table(table, tmp / "documents" / "part-00000.parquet")
-        rejected = [{"id": "doc3:distill", "source_id": "doc3", "task": "distill", "stage": "rephrase",
-                     "reason": "copy_of_source", "text": "document number 3"}]  # fmt: skip
+        rejected = [
+            {
+                "id": "doc3:distill",
+                "source_id": "doc3",
+                "task": "distill",
+                "stage": "rephrase",
+                "reason": "copy_of_source",
+                "text": "document number 3",
+            }
+        ]
         (tmp / "rejected").mkdir()
         pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), tmp / "rejected" / "part-00000.parquet")
         art.counts = {"documents_input": 4, "input": 4, "kept": 3, "rejected": {"copy_of_source": 1}}
-        art.extra = {"prompts": {"distill": {"file": "distill.md", "sha256": "ab" * 32, "labels": ["High"]}},
-                     "generator": generator}  # fmt: skip
+        art.extra = {
+            "prompts": {"distill": {"file": "distill.md", "sha256": "ab" * 32, "labels": ["High"]}},
+            "generator": generator,
+        }
     return art.path
 
 

@@ -33,28 +33,59 @@ HYBRID_PATTERN = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
 ARCH = {
     # Llama-3.2-1B shapes (vocab cut to 32k): 16 layers, GQA 32/8, tied embeddings; 1.04B parameters.
     "dense": dict(
-        kind="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-        num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True,
+        kind="llama",
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
     ),
     # Nemotron-H shapes scaled to hidden 2048: Mamba-2 d_inner = 2 x hidden, 8 groups, state 128, head_dim 64;
     # attention 16 heads x 128, 8 KV heads; relu^2 MLP 8192; untied embeddings; 1.04B parameters.
     "hybrid": dict(
-        kind="nemotron_h", hidden_size=2048, intermediate_size=8192, hybrid_override_pattern=HYBRID_PATTERN,
-        num_attention_heads=16, num_key_value_heads=8, head_dim=128, mamba_num_heads=64, mamba_head_dim=64,
-        n_groups=8, ssm_state_size=128, conv_kernel=4, chunk_size=128, tie_word_embeddings=False,
+        kind="nemotron_h",
+        hidden_size=2048,
+        intermediate_size=8192,
+        hybrid_override_pattern=HYBRID_PATTERN,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        mamba_num_heads=64,
+        mamba_head_dim=64,
+        n_groups=8,
+        ssm_state_size=128,
+        conv_kernel=4,
+        chunk_size=128,
+        tie_word_embeddings=False,
     ),
     # ~0.43B Llama for GRPO (policy + colocated vLLM on one GPU).
     "small": dict(
-        kind="llama", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-        num_attention_heads=16, num_key_value_heads=8, tie_word_embeddings=True,
+        kind="llama",
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
     ),
-}  # fmt: skip
+}
 if os.environ.get("NF_TINY"):  # CPU dry run of the harness (no GPU needed): same code paths, toy sizes
     VOCAB = 1024
     for spec in ARCH.values():
         spec.update(hidden_size=64, intermediate_size=128)
-        spec.update({"num_hidden_layers": 2} if spec["kind"] == "llama" else {"mamba_num_heads": 8, "n_groups": 1,
-                    "ssm_state_size": 16, "mamba_head_dim": 16, "head_dim": 16, "num_attention_heads": 4})  # fmt: skip
+        spec.update(
+            {"num_hidden_layers": 2}
+            if spec["kind"] == "llama"
+            else {
+                "mamba_num_heads": 8,
+                "n_groups": 1,
+                "ssm_state_size": 16,
+                "mamba_head_dim": 16,
+                "head_dim": 16,
+                "num_attention_heads": 4,
+            }
+        )
         spec.update(num_attention_heads=4, num_key_value_heads=2)
 DEVICE = "cuda" if not os.environ.get("NF_TINY") else "cpu"
 
@@ -136,13 +167,22 @@ def bench_env(a) -> None:
         rates.append(2 * 8192**3 / cuda_time(lambda x=x, y=y: x @ y))
     smi = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm", "--format=csv,noheader"],
-        capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    save("env", {
-        "gpu": torch.cuda.get_device_name(0), "nvidia_smi": smi, "sms": torch.cuda.get_device_properties(0).multi_processor_count,
-        "copy_bandwidth_Bps": bw, "bf16_matmul_flops": statistics.median(rates), "cpus": os.cpu_count(),
-        "versions": versions(), "python": sys.version.split()[0],
-    })  # fmt: skip
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    save(
+        "env",
+        {
+            "gpu": torch.cuda.get_device_name(0),
+            "nvidia_smi": smi,
+            "sms": torch.cuda.get_device_properties(0).multi_processor_count,
+            "copy_bandwidth_Bps": bw,
+            "bf16_matmul_flops": statistics.median(rates),
+            "cpus": os.cpu_count(),
+            "versions": versions(),
+            "python": sys.version.split()[0],
+        },
+    )
 
 
 # --- build: tokenizer + random-init models ------------------------------------------------------------------------
@@ -166,8 +206,13 @@ def model_config(name: str, tok):
 
     spec = dict(ARCH[name])
     kind = spec.pop("kind")
-    common = dict(vocab_size=len(tok), max_position_embeddings=32768, pad_token_id=tok.pad_token_id,
-                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    common = dict(
+        vocab_size=len(tok),
+        max_position_embeddings=32768,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     if kind == "llama":
         return LlamaConfig(rope_theta=500000.0, **common, **spec)
     return NemotronHConfig(**common, **spec)
@@ -190,8 +235,11 @@ def bench_build(a) -> None:
         model.generation_config.eos_token_id = tok.eos_token_id
         model.save_pretrained(MODELS / name)
         tok.save_pretrained(MODELS / name)
-        out[name] = {"params": sum(p.numel() for p in model.parameters()), "build_s": time.perf_counter() - t,
-                     "architecture": type(model).__name__}  # fmt: skip
+        out[name] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "build_s": time.perf_counter() - t,
+            "architecture": type(model).__name__,
+        }
         del model
         torch.cuda.empty_cache()
     save("build", out)
@@ -220,8 +268,9 @@ def decode_bytes(cfg: dict, ssm_bytes: int = 4) -> dict:
     return {"kv_per_token": kv_per_token, "state_per_seq": state, "n_attn": n_attn, "embed": v * h}
 
 
-def roofline(model: str, params: int, n: int, prompt: int, gen: int, conc: int, bw: float, flops: float,
-             ssm_bytes: int = 4) -> dict:  # fmt: skip
+def roofline(
+    model: str, params: int, n: int, prompt: int, gen: int, conc: int, bw: float, flops: float, ssm_bytes: int = 4
+) -> dict:
     """Upper bound on generated tokens/s: prefill at the matmul rate, then decode steps that each read the weights
     once and every running sequence's KV (mean context) and Mamba state (read + write) at the copy bandwidth."""
     cfg = json.loads((MODELS / model / "config.json").read_text())

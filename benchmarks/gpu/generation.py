@@ -45,18 +45,36 @@ def bench_vllm_gen(a) -> None:
     label = a.label or f"vllm_gen-{a.model}"
     extra = json.loads(a.engine or "{}")
     cfg = json.loads((MODELS / a.model / "config.json").read_text())
-    kwargs = dict(model=str(MODELS / a.model), skip_tokenizer_init=True, enforce_eager=a.eager, seed=0,
-                  max_num_seqs=a.max_num_seqs, gpu_memory_utilization=0.85, max_model_len=a.max_model_len) | extra  # fmt: skip
-    result = {"model": a.model, "versions": versions(), "engine_kwargs": kwargs, "env": {k: v for k, v in os.environ.items()
-              if k.startswith(("VLLM_", "TRITON_"))}, "runs": []}  # fmt: skip
+    kwargs = (
+        dict(
+            model=str(MODELS / a.model),
+            skip_tokenizer_init=True,
+            enforce_eager=a.eager,
+            seed=0,
+            max_num_seqs=a.max_num_seqs,
+            gpu_memory_utilization=0.85,
+            max_model_len=a.max_model_len,
+        )
+        | extra
+    )
+    result = {
+        "model": a.model,
+        "versions": versions(),
+        "engine_kwargs": kwargs,
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "TRITON_"))},
+        "runs": [],
+    }
     save(label, result | {"status": "starting"})
     t0 = time.perf_counter()
     llm = LLM(**kwargs)
     result["engine_start_s"] = time.perf_counter() - t0
     save(label, result | {"status": "started"})
     t0 = time.perf_counter()
-    llm.generate([tokens_prompt(p) for p in random_prompts(8, 64, cfg["vocab_size"], 1)],
-                 SamplingParams(max_tokens=32, ignore_eos=True, detokenize=False), use_tqdm=False)  # fmt: skip
+    llm.generate(
+        [tokens_prompt(p) for p in random_prompts(8, 64, cfg["vocab_size"], 1)],
+        SamplingParams(max_tokens=32, ignore_eos=True, detokenize=False),
+        use_tqdm=False,
+    )
     result["warmup_s"] = time.perf_counter() - t0
     env = load("env") or {}
     for spec in a.runs.split(","):
@@ -79,8 +97,9 @@ def bench_vllm_gen(a) -> None:
         if env:
             ssm = 4 if str(extra.get("mamba_ssm_cache_dtype", "auto")) == "float32" else 2
             params = (load("build") or {}).get(a.model, {}).get("params", 0)
-            run["roofline"] = roofline(a.model, params, n, plen, gen, a.max_num_seqs, env["copy_bandwidth_Bps"],
-                                       env["bf16_matmul_flops"], ssm)  # fmt: skip
+            run["roofline"] = roofline(
+                a.model, params, n, plen, gen, a.max_num_seqs, env["copy_bandwidth_Bps"], env["bf16_matmul_flops"], ssm
+            )
         result["runs"].append(run)
         save(label, result | {"status": "running"})
     save(label, result | {"status": "ok"})
@@ -109,8 +128,14 @@ def bench_hf_gen(a) -> None:
                 sync()
             dt = time.perf_counter() - t
             tokens = (out.shape[1] - ids.shape[1]) * batch
-            run = {"batch": batch, "prompt_len": a.prompt_len, "gen_len": a.new, "seconds": dt, "tokens_per_s": tokens / dt,
-                   "max_mem_GiB": torch.cuda.max_memory_allocated() / 2**30}  # fmt: skip
+            run = {
+                "batch": batch,
+                "prompt_len": a.prompt_len,
+                "gen_len": a.new,
+                "seconds": dt,
+                "tokens_per_s": tokens / dt,
+                "max_mem_GiB": torch.cuda.max_memory_allocated() / 2**30,
+            }
         except torch.OutOfMemoryError as e:
             run = {"batch": batch, "prompt_len": a.prompt_len, "gen_len": a.new, "error": f"OOM: {str(e)[:200]}"}
         torch.cuda.empty_cache()
@@ -128,10 +153,21 @@ def synth_config(a, out_dir: str) -> Path:
     """A synth YAML for the GSM8K-style prompts (written by `synth_raw`) and a built model."""
     import yaml
 
-    cfg = dict(prompts_path=str(DATA / "prompts.jsonl"), prompt_format="gsm8k", backend="vllm",
-               model_name_or_path=str(MODELS / a.model), num_samples=a.samples, reasoning="on",
-               max_new_tokens=a.max_new, batch_size=a.batch_size, num_workers=1, engine_kwargs=ENGINE,
-               shard_rows=256, output_dir=out_dir, force=True)  # fmt: skip
+    cfg = dict(
+        prompts_path=str(DATA / "prompts.jsonl"),
+        prompt_format="gsm8k",
+        backend="vllm",
+        model_name_or_path=str(MODELS / a.model),
+        num_samples=a.samples,
+        reasoning="on",
+        max_new_tokens=a.max_new,
+        batch_size=a.batch_size,
+        num_workers=1,
+        engine_kwargs=ENGINE,
+        shard_rows=256,
+        output_dir=out_dir,
+        force=True,
+    )
     path = WORK / f"synth-{a.model}-bs{a.batch_size}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -170,16 +206,27 @@ def bench_synth_raw(a) -> None:
     texts = [tok.apply_chat_template(s["messages"], tokenize=False, add_generation_prompt=True) for s in samples]
     ids = tok(texts)["input_ids"]
     label = a.label or f"synth_raw-{a.model}"
-    result = {"model": a.model, "samples": len(samples), "prompt_tokens_mean": statistics.mean(map(len, ids)),
-              "engine_kwargs": ENGINE, "runs": []}  # fmt: skip
+    result = {
+        "model": a.model,
+        "samples": len(samples),
+        "prompt_tokens_mean": statistics.mean(map(len, ids)),
+        "engine_kwargs": ENGINE,
+        "runs": [],
+    }
     t0 = time.perf_counter()
     llm = LLM(model=cfg.model_name_or_path, seed=0, **ENGINE)
     result["engine_start_s"] = time.perf_counter() - t0
     llm.generate([tokens_prompt(i) for i in ids[:8]], SamplingParams(max_tokens=16), use_tqdm=False)
     for seeded in (True, False):
-        params = [SamplingParams(temperature=s["sampling"]["temperature"], top_p=s["sampling"]["top_p"],
-                                 max_tokens=s["sampling"]["max_new_tokens"],
-                                 seed=s["sampling"]["seed"] if seeded else None) for s in samples]  # fmt: skip
+        params = [
+            SamplingParams(
+                temperature=s["sampling"]["temperature"],
+                top_p=s["sampling"]["top_p"],
+                max_tokens=s["sampling"]["max_new_tokens"],
+                seed=s["sampling"]["seed"] if seeded else None,
+            )
+            for s in samples
+        ]
         sync()
         t = time.perf_counter()
         outs = llm.generate([tokens_prompt(i) for i in ids], params, use_tqdm=False)

@@ -1,6 +1,6 @@
 """Markdown tables from a results folder of the GPU benchmarks (runs anywhere, no GPU):
 
-    python -m benchmarks.gpu.report /tmp/nfbench/results
+python -m benchmarks.gpu.report /tmp/nfbench/results
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ def report(a) -> None:
         # env runs in phase 0, before the staged wheels are installed: take versions from a result that has vLLM
         vers = next((r["versions"] for r in res.values() if (r.get("versions") or {}).get("vllm")), env["versions"])
         vers = ", ".join(f"{k} {v}" for k, v in vers.items() if v)
-        lines += [f"Device: {env['gpu']} ({env['nvidia_smi']}); copy {env['copy_bandwidth_Bps'] / 1e12:.2f} TB/s "
-                  f"(read+write), bf16 matmul {env['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s; {vers}", ""]  # fmt: skip
+        lines += [
+            f"Device: {env['gpu']} ({env['nvidia_smi']}); copy {env['copy_bandwidth_Bps'] / 1e12:.2f} TB/s "
+            f"(read+write), bf16 matmul {env['bf16_matmul_flops'] / 1e12:.0f} TFLOP/s; {vers}",
+            "",
+        ]
     lines += ["| benchmark | setting | result |", "|---|---|---|"]
     for name, r in res.items():
         try:
@@ -64,23 +67,29 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             ratio = ""
             if raw.get("wall_incl_start_s"):  # both include engine start; raw is seeded like the stage
                 ratio = f"; raw vLLM {raw['wall_incl_start_s']:.0f} s incl. start, stage / raw {r['wall_s'] / raw['wall_incl_start_s']:.2f}x time"
-            lines.append(f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
-                         f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |")  # fmt: skip
+            lines.append(
+                f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
+                f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |"
+            )
         else:
             lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
     elif name.startswith("sft"):
         if r.get("status") == "ok":
             mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
             mem = f"{r['max_mem_GiB']:.0f} GiB" if r.get("max_mem_GiB") else ""
-            lines.append(f"| {name} | {r['param_dtype']}, padding_free={r['padding_free']} | {r['tokens_per_s']:,.0f} tok/s, "
-                         f"MFU {mfu}, padding waste {r['padding_waste']:.0%}, {mem} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {r['param_dtype']}, padding_free={r['padding_free']} | {r['tokens_per_s']:,.0f} tok/s, "
+                f"MFU {mfu}, padding waste {r['padding_waste']:.0%}, {mem} |"
+            )
         else:
             lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
     elif name.startswith("grpo"):
         if r.get("status") == "ok":
             m = r["mean_step"]
-            lines.append(f"| {name} | | step {m['total']:.2f} s = generate {m['generate']:.2f} + score {m['score']:.3f} "
-                         f"+ logprobs {m['other_prep']:.2f} + train {m['train']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {name} | | step {m['total']:.2f} s = generate {m['generate']:.2f} + score {m['score']:.3f} "
+                f"+ logprobs {m['other_prep']:.2f} + train {m['train']:.2f} |"
+            )
         else:
             lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
     return lines

@@ -82,11 +82,34 @@ def bench_sft(a) -> None:
     data = DATA / "sft.jsonl"
     if not data.exists():
         write_sft_data(2000)
-    argv = ["--model_name_or_path", str(MODELS / a.model), "--dataset_name", str(data),
-            "--output_dir", str(WORK / f"sft_out-{label}"), "--max_steps", str(a.steps),
-            "--per_device_train_batch_size", str(a.batch), "--max_length", "2048", "--learning_rate", "1e-5",
-            "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none", "--assistant_only_loss", "true",
-            "--dataloader_num_workers", "2", "--seed", "0"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        str(MODELS / a.model),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(WORK / f"sft_out-{label}"),
+        "--max_steps",
+        str(a.steps),
+        "--per_device_train_batch_size",
+        str(a.batch),
+        "--max_length",
+        "2048",
+        "--learning_rate",
+        "1e-5",
+        "--logging_steps",
+        "5",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--assistant_only_loss",
+        "true",
+        "--dataloader_num_workers",
+        "2",
+        "--seed",
+        "0",
+    ]
     if a.variant == "trl_default":  # TRL unconfigured: float32 weights + bf16 autocast, activation checkpointing
         argv += ["--dtype", "float32", "--bf16", BF16, "--gradient_checkpointing", "true"]
     else:  # ours (the recipes): float32 master weights + bf16 autocast, packed padding-free rows, no recompute
@@ -142,14 +165,23 @@ def bench_sft(a) -> None:
     peak = (load("env") or {}).get("bf16_matmul_flops")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result |= {
-        "status": "ok", "steps_timed": len(timed), "seconds": secs, "train_wall_s": wall,
-        "tokens_per_s": real / secs, "slot_tokens_per_s": slots / secs, "padding_waste": 1 - real / slots,
-        "flops_per_token": fpt, "mfu": fpt * real / secs / peak if peak else None,
-        "param_dtype": str(next(model.parameters()).dtype), "padding_free": bool(getattr(trainer, "padding_free", False)),
-        "max_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else None, "loss_first_last": [losses[:1], losses[-1:]],
-        "attn_implementation": model.config._attn_implementation, "use_cache": model.config.use_cache,
+        "status": "ok",
+        "steps_timed": len(timed),
+        "seconds": secs,
+        "train_wall_s": wall,
+        "tokens_per_s": real / secs,
+        "slot_tokens_per_s": slots / secs,
+        "padding_waste": 1 - real / slots,
+        "flops_per_token": fpt,
+        "mfu": fpt * real / secs / peak if peak else None,
+        "param_dtype": str(next(model.parameters()).dtype),
+        "padding_free": bool(getattr(trainer, "padding_free", False)),
+        "max_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else None,
+        "loss_first_last": [losses[:1], losses[-1:]],
+        "attn_implementation": model.config._attn_implementation,
+        "use_cache": model.config.use_cache,
         "mamba_kernels": mamba_kernels(),
-    }  # fmt: skip
+    }
     save(label, result)
 
 
@@ -167,12 +199,44 @@ def bench_grpo(a) -> None:
     use_vllm = a.vllm != "none"
     # Breakable CUDA graphs (VLLM_USE_BREAKABLE_CUDAGRAPH in lease.sh), not the full compile; hybrids get float32
     # Mamba state from rl/grpo.py itself
-    argv = ["--model_name_or_path", str(MODELS / a.model), "--dataset_name", str(DATA / "prompts.jsonl"),
-            "--output_dir", str(WORK / f"grpo_out-{label}"), "--max_steps", str(a.steps), "--bf16", str(DEVICE == "cuda").lower(),
-            "--dtype", "float32", "--gradient_checkpointing", "false", "--per_device_train_batch_size", "16", "--num_generations", "8", "--max_completion_length", str(a.max_new),
-            "--learning_rate", "1e-6", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
-            "--use_vllm", str(use_vllm).lower(), "--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.3",
-            "--seed", "0"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        str(MODELS / a.model),
+        "--dataset_name",
+        str(DATA / "prompts.jsonl"),
+        "--output_dir",
+        str(WORK / f"grpo_out-{label}"),
+        "--max_steps",
+        str(a.steps),
+        "--bf16",
+        str(DEVICE == "cuda").lower(),
+        "--dtype",
+        "float32",
+        "--gradient_checkpointing",
+        "false",
+        "--per_device_train_batch_size",
+        "16",
+        "--num_generations",
+        "8",
+        "--max_completion_length",
+        str(a.max_new),
+        "--learning_rate",
+        "1e-6",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--use_vllm",
+        str(use_vllm).lower(),
+        "--vllm_mode",
+        "colocate",
+        "--vllm_gpu_memory_utilization",
+        "0.3",
+        "--seed",
+        "0",
+    ]
     result = {"vllm": a.vllm, "argv": argv}
     save(label, result | {"status": "starting"})
     t0 = time.perf_counter()
@@ -210,17 +274,27 @@ def bench_grpo(a) -> None:
             sync()
             d = {k: spans[k] - self.s[k] for k in spans}
             total = time.perf_counter() - self.t
-            per_step.append({"total": total, "generate": d["generate"], "sync_weights": d["sync_weights"],
-                             "score": d["score"],
-                             "other_prep": d["generate_and_score"] - d["generate"] - d["score"],
-                             "train": total - d["generate_and_score"]})  # fmt: skip
+            per_step.append(
+                {
+                    "total": total,
+                    "generate": d["generate"],
+                    "sync_weights": d["sync_weights"],
+                    "score": d["score"],
+                    "other_prep": d["generate_and_score"] - d["generate"] - d["score"],
+                    "train": total - d["generate_and_score"],
+                }
+            )
 
     trainer.add_callback(StepTimer())
     trainer.train()
     timed_steps = per_step[1:] or per_step
-    result |= {"status": "ok", "steps": per_step,
-               "mean_step": {k: statistics.mean(s[k] for s in timed_steps) for k in per_step[0]},
-               "completion_tokens_per_step": 16 * a.max_new, "log": trainer.state.log_history[-2:]}  # fmt: skip
+    result |= {
+        "status": "ok",
+        "steps": per_step,
+        "mean_step": {k: statistics.mean(s[k] for s in timed_steps) for k in per_step[0]},
+        "completion_tokens_per_step": 16 * a.max_new,
+        "log": trainer.state.log_history[-2:],
+    }
     save(label, result)
 
 

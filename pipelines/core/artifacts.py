@@ -185,7 +185,11 @@ def acquire_lock(lock: Path, what: str) -> dict[str, Any]:
     """Create `lock` exclusively with this host and pid; take over a lock whose process on this host is dead.
 
     Raises OutputLockedError naming the holder when another live process (or one on another host) holds it."""
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    mine = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -231,8 +235,19 @@ def release_lock(lock: Path, mine: dict[str, Any]) -> None:
 
 
 # What identifies an object's version, by store: S3 ETag, GCS generation/etag, the Hub's blob id or LFS sha, else mtime.
-VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "blob_id", "sha256", "LastModified", "mtime", "updated",
-                "last_modified", "created")  # fmt: skip
+VERSION_KEYS = (
+    "ETag",
+    "etag",
+    "generation",
+    "md5Hash",
+    "blob_id",
+    "sha256",
+    "LastModified",
+    "mtime",
+    "updated",
+    "last_modified",
+    "created",
+)
 
 
 def _remote_hash(url: str) -> str:

@@ -187,7 +187,11 @@ def tables(obj: Any, title: str = "", depth: int = 0) -> list[dict[str, Any]]:
 
     def records(v: Any) -> bool:
         items = v.values() if isinstance(v, dict) else v
-        return isinstance(v, dict | list) and len(v) > 0 and all(isinstance(r, dict) and all(map(scalar, r.values())) for r in items)  # fmt: skip
+        return (
+            isinstance(v, dict | list)
+            and len(v) > 0
+            and all(isinstance(r, dict) and all(map(scalar, r.values())) for r in items)
+        )
 
     if records(obj):
         rows = list(obj.items()) if isinstance(obj, dict) else [(str(i), r) for i, r in enumerate(obj)]
@@ -324,8 +328,14 @@ def _card_data(kc: CardKind, manifest: dict, configs: list, license: str, langua
     if kc.repo_type == "model":
         base = str(manifest["config"].get("model_name_or_path") or "")
         hub_base = base.count("/") == 1 and not Path(base).exists() and not base.startswith((".", "/"))
-        return ModelCardData(license=license, language=language, library_name="transformers",
-                             pipeline_tag="text-generation", base_model=base if hub_base else None, tags=tags)  # fmt: skip
+        return ModelCardData(
+            license=license,
+            language=language,
+            library_name="transformers",
+            pipeline_tag="text-generation",
+            base_model=base if hub_base else None,
+            tags=tags,
+        )
     default_rows = sum(next((c["rows"] for c in configs if c["default"]), {}).values())
     return DatasetCardData(
         license=license,
@@ -380,7 +390,9 @@ def render_card(
     card_data = _card_data(kc, manifest, configs, license, list(language), pretty_name)
 
     def json_tables(pattern: str) -> list[dict[str, Any]]:
-        return [t for rel, full in find(artifact, pattern) for t in tables(redact(storage.read_json(full), secrets), rel)]
+        return [
+            t for rel, full in find(artifact, pattern) for t in tables(redact(storage.read_json(full), secrets), rel)
+        ]
 
     fs = storage.filesystem(artifact)[0]
     weights = [(rel, fs.size(storage.filesystem(f)[1])) for rel, f in find(artifact, "*.safetensors", top_only=True)]

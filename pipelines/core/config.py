@@ -118,7 +118,9 @@ def _matches(value: Any, expected: Any) -> bool:
     if origin is typing.Literal:
         return value in args
     if origin in (list, tuple, set, frozenset, Sequence):
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value) if args else isinstance(value, list)
+        return (
+            isinstance(value, list) and all(_matches(v, args[0]) for v in value) if args else isinstance(value, list)
+        )
     if origin is dict or expected is dict:
         return isinstance(value, dict)
     if expected is bool:

@@ -52,8 +52,11 @@ def drop_reasons(counts: dict[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for key, value in counts.items():
         if isinstance(value, dict) and any(w in key for w in DROP_WORDS):
-            out |= {f"{key}:{r}" if key not in ("rejected", "dropped") else str(r): n for r, n in value.items()
-                    if isinstance(n, int)}  # fmt: skip
+            out |= {
+                f"{key}:{r}" if key not in ("rejected", "dropped") else str(r): n
+                for r, n in value.items()
+                if isinstance(n, int)
+            }
         elif isinstance(value, dict):
             out |= {f"{key}/{r}": n for r, n in drop_reasons(value).items()}
     return out
@@ -188,8 +191,10 @@ def write_run_report(root: str | Path, stages: list[tuple[str, str, str]], title
         ]
         for caption, png in [*((p.stem, p) for p in own), *plots]:
             src = _rel(png, root)
-            parts.append(f"<figure><a href='{src}'><img src='{src}' alt='{html.escape(caption)}'></a>"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+            parts.append(
+                f"<figure><a href='{src}'><img src='{src}' alt='{html.escape(caption)}'></a>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         sections.append("\n".join(p for p in parts if p))
     across = ""
     plot = eval_plot(evals, out)

@@ -34,7 +34,7 @@ REJECTION_COLUMNS = pa.schema(
         ("stage", pa.string()),
         ("reason", pa.string()),
         ("duplicate_of", pa.string()),
-    ]  # fmt: skip
+    ]
 )
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -109,7 +109,13 @@ def read_chunks(batch: dict, *, settings: dict, done: frozenset[str]):
             done=done,
         ):
             n = int(chunk_id.rsplit("-", 1)[1]) + 1
-            yield {"chunk": [chunk_id], "label": [unit.label], "path": [unit.path], "source": [unit.source], "payload": [pack(items)]}  # fmt: skip
+            yield {
+                "chunk": [chunk_id],
+                "label": [unit.label],
+                "path": [unit.path],
+                "source": [unit.source],
+                "payload": [pack(items)],
+            }
         # the reader also passes chunks it skipped, so the count is the highest chunk id seen or already done
         n = max([n, *(int(c.rsplit("-", 1)[1]) + 1 for c in done if c.startswith(unit.prefix + "-"))])
         write_json_atomic({"chunks": n}, storage.join(work, "units", f"{unit.prefix}.json"))
@@ -124,7 +130,10 @@ def filter_chunks(batch: dict, *, settings: dict) -> dict:
     ):
         table = process_chunk(str(chunk), unpack(payload), str(label), str(path), str(source), settings)
         kept = table.filter(pa.compute.equal(table["status"], "kept"))
-        meta = {"candidates": kept.num_rows, "candidate_bytes": int(pa.compute.sum(pa.compute.binary_length(kept["text"])).as_py() or 0)}  # fmt: skip
+        meta = {
+            "candidates": kept.num_rows,
+            "candidate_bytes": int(pa.compute.sum(pa.compute.binary_length(kept["text"])).as_py() or 0),
+        }
         table = table.replace_schema_metadata({"nanoforge": json.dumps(meta)})
         write_parquet_atomic(table, storage.join(work, "chunks", f"{chunk}.parquet"))
         out["chunk"].append(str(chunk))
@@ -171,7 +180,9 @@ def read_rejections(step_dir: str, shard: int) -> dict[tuple[str, int], tuple[st
     files = storage.glob(storage.join(step_dir, f"shard={shard}", "*.parquet"))
     if not files:
         return {}
-    table = pa.concat_tables([storage.read_table(f, columns=["chunk", "row", "stage", "reason", "duplicate_of"]) for f in files])  # fmt: skip
+    table = pa.concat_tables(
+        [storage.read_table(f, columns=["chunk", "row", "stage", "reason", "duplicate_of"]) for f in files]
+    )
     return {(r["chunk"], r["row"]): (r["stage"], r["reason"], r["duplicate_of"]) for r in table.to_pylist()}
 
 
@@ -248,10 +259,19 @@ def write_shards(batch: dict, *, settings: dict) -> dict:
                 kept_hist[_length_bin(len(r["text"]))] += 1
                 docs.append({k: r[k] for k in DOCUMENT_SCHEMA.names})
         name = f"part-{index:05d}.parquet"
-        for folder, rows, schema in (("documents", docs, DOCUMENT_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA), ("quarantine", quarantined, QUARANTINE_SCHEMA)):  # fmt: skip
+        for folder, rows, schema in (
+            ("documents", docs, DOCUMENT_SCHEMA),
+            ("rejected", rejected, REJECTED_SCHEMA),
+            ("quarantine", quarantined, QUARANTINE_SCHEMA),
+        ):
             if rows or (folder == "documents" and index == 0):  # documents/ always has a file with the schema
                 write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema), storage.join(out, folder, name))
-        stats.update(kept=len(docs), quarantined=len(quarantined), kept_length_hist=kept_hist, rejected_length_hist=rejected_hist)  # fmt: skip
+        stats.update(
+            kept=len(docs),
+            quarantined=len(quarantined),
+            kept_length_hist=kept_hist,
+            rejected_length_hist=rejected_hist,
+        )
         write_json_atomic(stats, storage.join(work, "shards", f"{index:05d}.json"))
         results.append(json.dumps(stats, sort_keys=True))
     return {"stats": results}

@@ -84,7 +84,9 @@ def check_filters(names: list[str], filter_args: dict[str, dict]) -> None:
         for key in kwargs:
             if key not in params or key in ("self", "exclusion_writer"):
                 known = ", ".join(p for p in params if p not in ("self", "exclusion_writer"))
-                raise ConfigError(f"filter_args.{name}: {classes[name].__name__} has no argument {key!r}; it takes {known}")  # fmt: skip
+                raise ConfigError(
+                    f"filter_args.{name}: {classes[name].__name__} has no argument {key!r}; it takes {known}"
+                )
 
 
 @functools.lru_cache(maxsize=4)
@@ -190,7 +192,9 @@ def find_lang_model(path: str = "") -> str:
     """The fastText language-ID model to use: `path` when given, else lid.176.ftz from an installed package."""
     if path:
         if not Path(path).is_file():
-            raise ConfigError(f"lang_model_path: {path} does not exist (give a fastText LID model file, e.g. lid.176.bin)")  # fmt: skip
+            raise ConfigError(
+                f"lang_model_path: {path} does not exist (give a fastText LID model file, e.g. lid.176.bin)"
+            )
         return path
     for package, resource in BUNDLED_LID:
         spec = importlib.util.find_spec(package)
@@ -258,7 +262,9 @@ def process_chunk(chunk: str, items: list, label: str, path: str, source: str, s
     raw_chars = settings["raw_chars"]
 
     def quarantine(line: int, error: str, raw) -> None:
-        rows.append({"status": "quarantined", "file": path, "line_or_row": line, "error": error, "raw": _raw(raw, raw_chars)})  # fmt: skip
+        rows.append(
+            {"status": "quarantined", "file": path, "line_or_row": line, "error": error, "raw": _raw(raw, raw_chars)}
+        )
 
     def reject(row: dict, stage: str, reason: str, detail: str = "", text: str | None = None) -> None:
         row.update(status="rejected", stage=stage, reason=reason, detail=detail or None)

@@ -22,7 +22,11 @@ PHONE = re.compile(
     r"(?<![\w+])(?:(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
     r"|\+(?:[2-9]\d{0,2})(?:[ .-]?\(?\d{1,4}\)?){2,4}[ .-]?\d{2,4})(?!\w)"
 )
-PII_PLACEHOLDERS = {"email": "|||EMAIL_ADDRESS|||", "ip_address": "|||IP_ADDRESS|||", "phone_number": "|||PHONE_NUMBER|||"}  # fmt: skip
+PII_PLACEHOLDERS = {
+    "email": "|||EMAIL_ADDRESS|||",
+    "ip_address": "|||IP_ADDRESS|||",
+    "phone_number": "|||PHONE_NUMBER|||",
+}
 
 
 def _public_ip(match: re.Match) -> bool:

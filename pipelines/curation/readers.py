@@ -144,7 +144,9 @@ def plan_units(files: list[str], chunk_bytes: int, text_field: str, source: str 
         try:
             meta = _parquet_metadata(path)
         except Exception as e:  # noqa: BLE001  (any unreadable footer: quarantine, not crash)
-            units.append(Unit(unit_index=0, **{**base, "kind": "broken"}, error=f"{path}: not a readable Parquet file: {e}"))  # fmt: skip
+            units.append(
+                Unit(unit_index=0, **{**base, "kind": "broken"}, error=f"{path}: not a readable Parquet file: {e}")
+            )
             continue
         top = text_field.split(".")[0]
         names = meta.schema.to_arrow_schema().names
@@ -270,7 +272,12 @@ def _jsonl_items(unit: Unit, *, max_line_bytes: int, raw_chars: int) -> Iterator
                     yield ("line", line_no, line)
     except READ_ERRORS as e:
         records += 1
-        yield ("error", line_no + 1, f"{unit.path}: cannot read past line {line_no} (truncated or corrupt file?): {e}", b"")  # fmt: skip
+        yield (
+            "error",
+            line_no + 1,
+            f"{unit.path}: cannot read past line {line_no} (truncated or corrupt file?): {e}",
+            b"",
+        )
     if records == 0:
         yield ("error", 0, f"{unit.path}: empty file (no JSON lines)", b"")
 
@@ -293,7 +300,12 @@ def _text_items(unit: Unit, *, max_line_bytes: int, raw_chars: int) -> Iterator[
         yield ("error", 1, f"{unit.path}: cannot read (truncated or corrupt file?): {e}", b"")
         return
     if size > max_line_bytes:
-        yield ("error", 1, f"{unit.path}: file is {size:,} bytes, over max_line_bytes={max_line_bytes:,}", data[:raw_chars])  # fmt: skip
+        yield (
+            "error",
+            1,
+            f"{unit.path}: file is {size:,} bytes, over max_line_bytes={max_line_bytes:,}",
+            data[:raw_chars],
+        )
     elif not data.strip():
         yield ("error", 0, f"{unit.path}: empty file", b"")
     else:
@@ -338,7 +350,7 @@ def _warc_items(unit: Unit, *, max_line_bytes: int, raw_chars: int) -> Iterator[
                     yield ("warc", index, headers, content)
     except Exception as e:  # noqa: BLE001  (warcio raises many kinds on a damaged archive)
         documents += 1
-        yield ("error", index + 1, f"{unit.path}: cannot read past record {index} (truncated or corrupt?): {e}", b"")  # fmt: skip
+        yield ("error", index + 1, f"{unit.path}: cannot read past record {index} (truncated or corrupt?): {e}", b"")
     if documents == 0 and index < 0:
         yield ("error", 0, f"{unit.path}: empty file (no WARC records)", b"")
 

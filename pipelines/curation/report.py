@@ -9,7 +9,16 @@ from pathlib import Path
 from pipelines.core import storage
 from pipelines.curation.chunks import LENGTH_BINS
 
-STAGE_ORDER = ["read", "extract", "normalize", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]  # fmt: skip
+STAGE_ORDER = [
+    "read",
+    "extract",
+    "normalize",
+    "language",
+    "gopher_repetition",
+    "gopher_quality",
+    "c4_quality",
+    "fineweb_quality",
+]
 
 
 def aggregate(shard_stats: list[dict], *, files: list[str], skipped: list[str], resumed: dict) -> dict:
@@ -50,7 +59,7 @@ def aggregate(shard_stats: list[dict], *, files: list[str], skipped: list[str], 
             "bin_edges_chars": [2**b - 1 for b in range(LENGTH_BINS + 1)],
             "kept": kept_hist,
             "rejected": rejected_hist,
-        },  # fmt: skip
+        },
         "files": len(files),
         "skipped_files": skipped,
         "resumed": resumed,
@@ -116,7 +125,11 @@ def markdown(stats: dict) -> str:
         "",
     ]
     if stats["skipped_files"]:
-        lines += ["Files in input directories left out (unknown format):", *(f"- `{f}`" for f in stats["skipped_files"]), ""]  # fmt: skip
+        lines += [
+            "Files in input directories left out (unknown format):",
+            *(f"- `{f}`" for f in stats["skipped_files"]),
+            "",
+        ]
     return "\n".join(lines)
 
 

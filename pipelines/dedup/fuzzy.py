@@ -124,7 +124,9 @@ def _shuffle(sources: list[tuple[list, object, dict]], reduce_fn, partitions: in
         split_refs = [split.remote(b, to_rows, partitions, rows_kwargs) for b in blocks]
         pieces.append([refs if partitions > 1 else [refs] for refs in split_refs])
         counts.append(len(blocks))
-    outs = [combine.remote(reduce_fn, counts, kwargs, *[s[p] for src in pieces for s in src]) for p in range(partitions)]  # fmt: skip
+    outs = [
+        combine.remote(reduce_fn, counts, kwargs, *[s[p] for src in pieces for s in src]) for p in range(partitions)
+    ]
     return [o[0] for o in outs], sum(ray.get([o[1] for o in outs]))
 
 
@@ -242,7 +244,9 @@ def _attach_survivor(edges: dict, ids: dict, index_ids: dict | None = None) -> p
         raise RuntimeError("fuzzy dedup: a cluster's survivor has no id (does the index belong to these params?)")
     indexed = b < NEW
     cols = [a - NEW, np.where(indexed, b, b - NEW), ids["id"][at] if len(at) else np.zeros(0, object), indexed]
-    return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, DROPPED_SCHEMA, strict=True)], schema=DROPPED_SCHEMA)  # fmt: skip
+    return pa.Table.from_arrays(
+        [pa.array(c, f.type) for c, f in zip(cols, DROPPED_SCHEMA, strict=True)], schema=DROPPED_SCHEMA
+    )
 
 
 def _carry_shingles(edges: dict, sets: dict, threshold: float | None = None) -> dict:
@@ -295,15 +299,27 @@ def fuzzy_duplicates(
     id_sources = [(sigs, _keyed, {"key": "node", "cols": ("node", "id")})]
     if index is not None:  # workers read the index files (the driver holds only their refs)
         read = ray.remote(storage.read_table)
-        bucket_sources.append(([read.remote(f) for f in storage.glob(storage.join(index, "buckets", "*.parquet"))], _index_rows, {}))  # fmt: skip
-        id_sources.append(([read.remote(f) for f in storage.glob(storage.join(index, "ids", "*.parquet"))], _keyed, {"key": "node", "cols": ("node", "id")}))  # fmt: skip
+        bucket_sources.append(
+            ([read.remote(f) for f in storage.glob(storage.join(index, "buckets", "*.parquet"))], _index_rows, {})
+        )
+        id_sources.append(
+            (
+                [read.remote(f) for f in storage.glob(storage.join(index, "ids", "*.parquet"))],
+                _keyed,
+                {"key": "node", "cols": ("node", "id")},
+            )
+        )
     edges, _ = _shuffle(bucket_sources, _star_edges, parts)
     if jaccard:
         sets = [(sigs, _keyed, {"key": "node", "cols": ("node", "shingles")})]
         edges, _ = _shuffle([(edges, _keyed, {"key": "a", "cols": ("a", "b")}), *sets], _carry_shingles, parts)
-        edges, _ = _shuffle([(edges, _keyed, {"key": "b", "cols": ("a", "b", "sa")}), *sets], _carry_shingles, parts, threshold=jaccard)  # fmt: skip
+        edges, _ = _shuffle(
+            [(edges, _keyed, {"key": "b", "cols": ("a", "b", "sa")}), *sets], _carry_shingles, parts, threshold=jaccard
+        )
     components = connected_components(edges, parts)
-    dropped, _ = _shuffle([(components, _keyed, {"key": "b", "cols": ("a", "b")}), *id_sources], _attach_survivor, parts)  # fmt: skip
+    dropped, _ = _shuffle(
+        [(components, _keyed, {"key": "b", "cols": ("a", "b")}), *id_sources], _attach_survivor, parts
+    )
     return ray.data.from_arrow_refs(dropped)
 
 
@@ -317,14 +333,23 @@ def save_index(sigs, dropped, path: str | Path, num_partitions: int | None = Non
     path = str(path)
     parts = _partitions(0, num_partitions)
     sigs, moved = sigs.to_arrow_refs(), dropped.to_arrow_refs()
-    roots, _ = _shuffle([(sigs, _keyed, {"key": "node", "cols": ("node", "id")}), (moved, _moved_rows, {})], _survivor_of, parts)  # fmt: skip
-    entries, _ = _shuffle([(sigs, _bucket_rows, {"by": "node"}), (roots, _keyed, {"key": "node", "cols": ("node", "root")})], _bucket_entries, parts)  # fmt: skip
+    roots, _ = _shuffle(
+        [(sigs, _keyed, {"key": "node", "cols": ("node", "id")}), (moved, _moved_rows, {})], _survivor_of, parts
+    )
+    entries, _ = _shuffle(
+        [(sigs, _bucket_rows, {"by": "node"}), (roots, _keyed, {"key": "node", "cols": ("node", "root")})],
+        _bucket_entries,
+        parts,
+    )
     write = ray.remote(_write_index_part)
     writes = []
     for folder, refs in (("buckets", entries), ("ids", roots)):
         storage.remove(storage.join(path, folder))  # a rerun may have another number of partitions
         storage.makedirs(storage.join(path, folder))
-        writes += [write.remote(block, storage.join(path, folder, f"part-{i:05d}.parquet"), folder) for i, block in enumerate(refs)]  # fmt: skip
+        writes += [
+            write.remote(block, storage.join(path, folder, f"part-{i:05d}.parquet"), folder)
+            for i, block in enumerate(refs)
+        ]
     ray.get(writes)
 
 
@@ -417,7 +442,9 @@ def curate_step(chunk_files: list[str], cfg):
     params = parse_spec(cfg.fuzzy_dedup)
     names = [storage.basename(f).removesuffix(".parquet") for f in chunk_files]
     docs = ray.data.read_parquet(list(chunk_files), columns=["chunk", "row", "id", "text", "status"])
-    docs = docs.map_batches(_curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": {c: i for i, c in enumerate(names)}})  # fmt: skip
+    docs = docs.map_batches(
+        _curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": {c: i for i, c in enumerate(names)}}
+    )
     sigs = signature_table(docs, params)
     dropped = fuzzy_duplicates(docs, params, sigs=sigs, index=getattr(cfg, "fuzzy_dedup_index", "") or None)
     dropped = dropped.materialize()

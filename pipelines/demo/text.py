@@ -11,8 +11,10 @@ import ipaddress
 import random
 import re
 
-NAMES = "Anna Ben Chloe Daniel Ella Farid Grace Hannah Isaac Julia Kofi Laura Marco Nina Omar Priya Rosa Sam Tara Victor Wen Yusuf Zoe Leo".split()  # fmt: skip
-TOWNS = "Millbrook|Ashford|Cedar Falls|Riverton|Hollowell|Bramley|Oakridge|Fairhaven|Kingsbury|Westmere|Elmstead|Stonebridge|Larkfield|Brookside|Marlow Green".split("|")  # fmt: skip
+NAMES = "Anna Ben Chloe Daniel Ella Farid Grace Hannah Isaac Julia Kofi Laura Marco Nina Omar Priya Rosa Sam Tara Victor Wen Yusuf Zoe Leo".split()
+TOWNS = "Millbrook|Ashford|Cedar Falls|Riverton|Hollowell|Bramley|Oakridge|Fairhaven|Kingsbury|Westmere|Elmstead|Stonebridge|Larkfield|Brookside|Marlow Green".split(
+    "|"
+)
 MONTHS = "January February March April May June July August September October November December".split()
 WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
 SEASONS = "spring summer autumn winter".split()
@@ -90,8 +92,8 @@ TOPICS = {
     ),
 }
 EN_TEMPLATES = [
-    "Last {season}, {name} spent most weekends {activity} near {town}, and the results were better than anyone expected.",  # fmt: skip
-    "If you are new to this, start with {things} and leave the [more ambitious|bigger] projects for [later|the second year].",  # fmt: skip
+    "Last {season}, {name} spent most weekends {activity} near {town}, and the results were better than anyone expected.",
+    "If you are new to this, start with {things} and leave the [more ambitious|bigger] projects for [later|the second year].",
     "Most beginners underestimate how long {activity} takes, so it is wise to set aside at least {num} hours.",
     "The {adj} spot [near|beside] {place} turned out to be the best [place|home] for {things}.",
     "We asked {name} what [mattered|helped] most, and the answer was simple: patience and {tool}.",
@@ -139,10 +141,34 @@ EN_TEMPLATES = [
     "It is worth talking to people in {town} who have done this before, because local knowledge [counts|matters].",
     "[Above all|In the end], {activity} should be something you enjoy rather than another item on a list.",
 ]
-TITLES = ["[Notes on|A beginner's guide to|What we learned from|A year of] {activity}", "{things}: [what worked for us|lessons from {town}|a practical guide]"]  # fmt: skip
+TITLES = [
+    "[Notes on|A beginner's guide to|What we learned from|A year of] {activity}",
+    "{things}: [what worked for us|lessons from {town}|a practical guide]",
+]
 BYLINE = "[Posted by|Written by|By] {name} on {month} {day}, {year}"
-FOOTERS = ["Filed under {topic}, weekend projects", "Share this post: Facebook | Twitter | Email", "{num} comments | Leave a reply"]  # fmt: skip
-SYNONYMS = {"start": "begin", "simple": "plain", "finally": "eventually", "quickly": "rapidly", "wise": "sensible", "mistake": "error", "obvious": "clear", "pleasant": "enjoyable", "difference": "change", "biggest": "largest", "clearest": "simplest", "friend": "pal", "calmer": "happier", "best": "finest", "worth": "worthy of", "help": "assist"}  # fmt: skip
+FOOTERS = [
+    "Filed under {topic}, weekend projects",
+    "Share this post: Facebook | Twitter | Email",
+    "{num} comments | Leave a reply",
+]
+SYNONYMS = {
+    "start": "begin",
+    "simple": "plain",
+    "finally": "eventually",
+    "quickly": "rapidly",
+    "wise": "sensible",
+    "mistake": "error",
+    "obvious": "clear",
+    "pleasant": "enjoyable",
+    "difference": "change",
+    "biggest": "largest",
+    "clearest": "simplest",
+    "friend": "pal",
+    "calmer": "happier",
+    "best": "finest",
+    "worth": "worthy of",
+    "help": "assist",
+}
 FOREIGN = {  # lang -> (templates, slots); small hand-written lists
     "de": (
         [
@@ -228,9 +254,13 @@ FOREIGN = {  # lang -> (templates, slots); small hand-written lists
         ),
     ),
 }
-PRODUCTS = "watches|sunglasses|phone cases|sneakers|handbags|vitamins|perfume|headphones|casino bonuses|car insurance".split("|")  # fmt: skip
-KEYWORDS = "cheap discount deals best buy online free shipping sale offer price outlet bargain coupon promo lowest guaranteed top quality fast delivery".split()  # fmt: skip
-LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex ea commodo consequat".split()  # fmt: skip
+PRODUCTS = (
+    "watches|sunglasses|phone cases|sneakers|handbags|vitamins|perfume|headphones|casino bonuses|car insurance".split(
+        "|"
+    )
+)
+KEYWORDS = "cheap discount deals best buy online free shipping sale offer price outlet bargain coupon promo lowest guaranteed top quality fast delivery".split()
+LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex ea commodo consequat".split()
 SPAM_KINDS = ("repeated_lines", "keyword_spam", "lorem_ipsum", "click_here", "too_short", "symbols", "code")
 
 
@@ -264,7 +294,13 @@ def english_page(rng: random.Random) -> str:
 def quoting_page(rng: random.Random, question: str) -> str:
     """An ordinary page with a word problem pasted into it (homework help, a puzzle corner): contamination."""
     text = english_page(rng).split("\n\n")
-    intro = rng.choice(["A reader sent us this one from her son's homework:", "This week's puzzle corner:", "Here is the problem the class got stuck on:"])  # fmt: skip
+    intro = rng.choice(
+        [
+            "A reader sent us this one from her son's homework:",
+            "This week's puzzle corner:",
+            "Here is the problem the class got stuck on:",
+        ]
+    )
     text.insert(rng.randint(1, len(text) - 1), f"{intro} {question}")
     return "\n\n".join(text)
 
@@ -288,11 +324,13 @@ def near_duplicate(text: str, rng: random.Random) -> tuple[str, str]:
 def pii_page(rng: random.Random) -> tuple[str, dict[str, list[str]]]:
     """An ordinary page with a contact paragraph holding an email, a phone number and a public IP address."""
     first, last = rng.choice(NAMES), rng.choice(["Parker", "Okafor", "Silva", "Nguyen", "Schmidt", "Haddad"])
-    email = f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{rng.choice(['example.com', 'example.org', 'mail.example.net'])}"  # fmt: skip
-    phone = rng.choice(["({a}) 555-01{b:02d}", "{a}-555-01{b:02d}", "+1 {a} 555 01{b:02d}"]).format(a=rng.randint(201, 989), b=rng.randint(0, 99))  # fmt: skip
+    email = f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{rng.choice(['example.com', 'example.org', 'mail.example.net'])}"
+    phone = rng.choice(["({a}) 555-01{b:02d}", "{a}-555-01{b:02d}", "+1 {a} 555 01{b:02d}"]).format(
+        a=rng.randint(201, 989), b=rng.randint(0, 99)
+    )
     while not (ip := ipaddress.ip_address(rng.getrandbits(32))).is_global or ip.is_multicast:
         pass
-    contact = f"For questions about the meetup, write to {email} or call {first} on {phone}. The club archive is mirrored on our own server at {ip}, so members can download the old newsletters."  # fmt: skip
+    contact = f"For questions about the meetup, write to {email} or call {first} on {phone}. The club archive is mirrored on our own server at {ip}, so members can download the old newsletters."
     paragraphs = english_page(rng).split("\n\n")
     paragraphs.insert(rng.randint(1, len(paragraphs) - 1), contact)  # after the title, before the last block
     return "\n\n".join(paragraphs), {"emails": [email], "phones": [phone], "ips": [str(ip)]}
@@ -321,7 +359,7 @@ def spam_page(rng: random.Random, kind: str) -> str:
         ]
         return "Lorem ipsum dolor sit amet. " + " ".join(s.capitalize() for s in body)
     if kind == "click_here":  # navigation boilerplate: GopherQuality short doc
-        return f"Home | About us | Shop {product} | Contact\nClick here to subscribe\nClick here for {product}\nLog in | Register\n© {rng.randint(2010, 2024)} {site}. All rights reserved."  # fmt: skip
+        return f"Home | About us | Shop {product} | Contact\nClick here to subscribe\nClick here for {product}\nLog in | Register\n© {rng.randint(2010, 2024)} {site}. All rights reserved."
     if kind == "too_short":
         return rng.choice(
             [
@@ -332,7 +370,7 @@ def spam_page(rng: random.Random, kind: str) -> str:
         )
     if kind == "symbols":  # GopherQuality too_many_hashes / ellipsis
         tags = " ".join(f"#{rng.choice(KEYWORDS + PRODUCTS[:6])}" for _ in range(rng.randint(40, 60)))
-        return f"New {product} drop... you have to see this... link in bio...\n{tags}\nFollow and share with your friends..."  # fmt: skip
+        return f"New {product} drop... you have to see this... link in bio...\n{tags}\nFollow and share with your friends..."
     if kind == "code":  # C4 curly_bracket / javascript lines
         var = rng.choice(["cart", "menu", "popup", "banner"]) + str(rng.randint(1, 99))
         lines = [f"var {var}{i} = document.getElementById('{var}-{i}');" for i in range(rng.randint(5, 10))]
@@ -354,47 +392,75 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
     if kind == 0:
         n1, p1, n2, p2 = r(2, 9), r(2, 15), r(2, 9), r(2, 15)
         bill = 50 * ((n1 * p1 + n2 * p2) // 50 + 1)
-        q = f"{name} buys {n1} notebooks at ${p1} each and {n2} pens at ${p2} each, and pays with ${bill}. How much change does {name} get back?"  # fmt: skip
+        q = f"{name} buys {n1} notebooks at ${p1} each and {n2} pens at ${p2} each, and pays with ${bill}. How much change does {name} get back?"
         a, sa = _calc(f"{n1}*{p1}")
         b, sb = _calc(f"{n2}*{p2}")
         t, st = _calc(f"{a}+{b}")
         ans, s = _calc(f"{bill}-{t}")
-        steps = [f"The notebooks cost {n1}*{p1} = ${sa}.", f"The pens cost {n2}*{p2} = ${sb}.", f"Together they cost {a}+{b} = ${st}.", f"So the change is {bill}-{t} = ${s}."]  # fmt: skip
+        steps = [
+            f"The notebooks cost {n1}*{p1} = ${sa}.",
+            f"The pens cost {n2}*{p2} = ${sb}.",
+            f"Together they cost {a}+{b} = ${st}.",
+            f"So the change is {bill}-{t} = ${s}.",
+        ]
     elif kind == 1:
         b, m, sold, given = r(2, 8), r(6, 24), r(3, 10), r(1, 6)
         total, st = _calc(f"{b}*{m}")
         sold = min(sold, total - given - 1)
         left, sl = _calc(f"{total}-{sold}-{given}")
-        q = f"{name} bakes {b} batches of cookies with {m} cookies in each batch. {name} sells {sold} cookies and gives {given} to a neighbour. How many cookies are left?"  # fmt: skip
-        ans, steps = left, [f"{name} bakes {b}*{m} = {st} cookies.", f"After selling and giving some away, {total}-{sold}-{given} = {sl} cookies are left."]  # fmt: skip
+        q = f"{name} bakes {b} batches of cookies with {m} cookies in each batch. {name} sells {sold} cookies and gives {given} to a neighbour. How many cookies are left?"
+        ans, steps = (
+            left,
+            [
+                f"{name} bakes {b}*{m} = {st} cookies.",
+                f"After selling and giving some away, {total}-{sold}-{given} = {sl} cookies are left.",
+            ],
+        )
     elif kind == 2:
         s1, h1, s2, h2 = r(30, 70), r(1, 5), r(20, 60), r(1, 4)
         d1, sd1 = _calc(f"{s1}*{h1}")
         d2, sd2 = _calc(f"{s2}*{h2}")
         ans, sd = _calc(f"{d1}+{d2}")
-        q = f"{name} drives at {s1} miles per hour for {h1} hours, then at {s2} miles per hour for {h2} hours. How many miles does {name} drive in total?"  # fmt: skip
-        steps = [f"The first part is {s1}*{h1} = {sd1} miles.", f"The second part is {s2}*{h2} = {sd2} miles.", f"In total {name} drives {d1}+{d2} = {sd} miles."]  # fmt: skip
+        q = f"{name} drives at {s1} miles per hour for {h1} hours, then at {s2} miles per hour for {h2} hours. How many miles does {name} drive in total?"
+        steps = [
+            f"The first part is {s1}*{h1} = {sd1} miles.",
+            f"The second part is {s2}*{h2} = {sd2} miles.",
+            f"In total {name} drives {d1}+{d2} = {sd} miles.",
+        ]
     elif kind == 3:
         n = 4 * r(5, 15) * 2
         quarter, sq = _calc(f"{n}/4")
         rest, sr = _calc(f"{n}-{quarter}")
         half, sh = _calc(f"{rest}/2")
         ans, sa = _calc(f"{rest}-{half}")
-        q = f"A school has {n} students. A quarter of them join the art club, and half of the remaining students join the music club. How many students join neither club?"  # fmt: skip
-        steps = [f"{n}/4 = {sq} students join the art club.", f"That leaves {n}-{quarter} = {sr} students.", f"Half of them, {rest}/2 = {sh}, join the music club.", f"So {rest}-{half} = {sa} students join neither club."]  # fmt: skip
+        q = f"A school has {n} students. A quarter of them join the art club, and half of the remaining students join the music club. How many students join neither club?"
+        steps = [
+            f"{n}/4 = {sq} students join the art club.",
+            f"That leaves {n}-{quarter} = {sr} students.",
+            f"Half of them, {rest}/2 = {sh}, join the music club.",
+            f"So {rest}-{half} = {sa} students join neither club.",
+        ]
     elif kind == 4:
         price, pct, k = 20 * r(2, 15), rng.choice([10, 20, 25, 50]), r(2, 6)
         off, so = _calc(f"{price}*{pct}/100")
         sale, ss = _calc(f"{price}-{off}")
         ans, st = _calc(f"{sale}*{k}")
-        q = f"A jacket costs ${price}. During a sale it is {pct}% off. {name} buys {k} jackets for the family. How much does {name} pay?"  # fmt: skip
-        steps = [f"The discount is {price}*{pct}/100 = ${so}.", f"Each jacket costs {price}-{off} = ${ss}.", f"{k} jackets cost {sale}*{k} = ${st}."]  # fmt: skip
+        q = f"A jacket costs ${price}. During a sale it is {pct}% off. {name} buys {k} jackets for the family. How much does {name} pay?"
+        steps = [
+            f"The discount is {price}*{pct}/100 = ${so}.",
+            f"Each jacket costs {price}-{off} = ${ss}.",
+            f"{k} jackets cost {sale}*{k} = ${st}.",
+        ]
     else:
         per_day, days, per, more = r(10, 25), r(2, 6), rng.choice([5, 8, 10, 12, 15, 20]), r(2, 9)
         pages = per_day * days + per * more
         read, sr = _calc(f"{per_day}*{days}")
         left, sl = _calc(f"{pages}-{read}")
         ans, sa = _calc(f"{left}/{per}")
-        q = f"{name}'s book has {pages} pages. {name} reads {per_day} pages a day for {days} days, then {per} pages a day. How many more days does it take to finish the book?"  # fmt: skip
-        steps = [f"In {days} days {name} reads {per_day}*{days} = {sr} pages.", f"That leaves {pages}-{read} = {sl} pages.", f"At {per} pages a day that takes {left}/{per} = {sa} days."]  # fmt: skip
+        q = f"{name}'s book has {pages} pages. {name} reads {per_day} pages a day for {days} days, then {per} pages a day. How many more days does it take to finish the book?"
+        steps = [
+            f"In {days} days {name} reads {per_day}*{days} = {sr} pages.",
+            f"That leaves {pages}-{read} = {sl} pages.",
+            f"At {per} pages a day that takes {left}/{per} = {sa} days.",
+        ]
     return q, "\n".join(steps) + f"\n#### {ans}"

@@ -76,8 +76,14 @@ def load_tokenizer(path: str, revision: str | None = None):
 class TransformersGenerator:
     """A Ray Data actor holding one model; `__call__` generates a batch of rows, grouped by sampling parameters."""
 
-    def __init__(self, model: str, num_threads: int, max_prompt_tokens: int | None, dtype: str = "float32",
-                 revision: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        num_threads: int,
+        max_prompt_tokens: int | None,
+        dtype: str = "float32",
+        revision: str | None = None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -101,8 +107,12 @@ class TransformersGenerator:
         for i, row in enumerate(rows):
             n_prompt = len(self.tokenizer(prompts[i], add_special_tokens=False)["input_ids"])
             if self.max_prompt_tokens and n_prompt > self.max_prompt_tokens:
-                row.update(completion=None, num_generated_tokens=None, truncated=False,
-                           error=f"prompt too long: {n_prompt} tokens > max_prompt_tokens={self.max_prompt_tokens}")  # fmt: skip
+                row.update(
+                    completion=None,
+                    num_generated_tokens=None,
+                    truncated=False,
+                    error=f"prompt too long: {n_prompt} tokens > max_prompt_tokens={self.max_prompt_tokens}",
+                )
                 continue
             s = row["sampling"]
             groups.setdefault((s["temperature"], s["top_p"], s["max_new_tokens"]), []).append(i)
@@ -115,8 +125,14 @@ class TransformersGenerator:
                     try:
                         outs += self._generate([prompts[i]], temperature, top_p, max_new_tokens, rows[i])
                     except Exception as e_row:
-                        outs.append(dict(completion=None, num_generated_tokens=None, truncated=False,
-                                         error=f"{type(e_row).__name__}: {e_row}"[:2000]))  # fmt: skip
+                        outs.append(
+                            dict(
+                                completion=None,
+                                num_generated_tokens=None,
+                                truncated=False,
+                                error=f"{type(e_row).__name__}: {e_row}"[:2000],
+                            )
+                        )
             for i, out in zip(idx, outs, strict=True):
                 rows[i].update(out)
         return _table(rows)
@@ -150,7 +166,9 @@ def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     return ds.map_batches(
         TransformersGenerator,
         fn_constructor_kwargs=dict(
-            model=cfg.model_name_or_path, num_threads=cfg.num_cpus_per_worker, max_prompt_tokens=cfg.max_prompt_tokens,
+            model=cfg.model_name_or_path,
+            num_threads=cfg.num_cpus_per_worker,
+            max_prompt_tokens=cfg.max_prompt_tokens,
             revision=cfg.model_revision,
         ),
         batch_format="pyarrow",
@@ -175,8 +193,11 @@ def vllm_engine_kwargs(cfg) -> dict[str, Any]:
     8k-token contexts on an H200 vLLM fits ~1,140 hybrid sequences against ~410 for a dense model of its size;
     past vLLM's default capture size of 512 the decode steps would run eagerly)."""
     revision = getattr(cfg, "model_revision", None)  # weights and tokenizer at the pinned commit
-    kwargs = {"max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None,
-              "revision": revision, "tokenizer_revision": revision}  # fmt: skip
+    kwargs = {
+        "max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None,
+        "revision": revision,
+        "tokenizer_revision": revision,
+    }
     kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
     if _is_nemotron_h(cfg.model_name_or_path):
         kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
@@ -260,8 +281,17 @@ class OpenAIChat:
 
     RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
-    def __init__(self, url: str, headers: dict, timeout_s: float, max_retries: int, qps: int | None, threads: int,
-                 model: str, backoff_s: float = 1.0):  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        headers: dict,
+        timeout_s: float,
+        max_retries: int,
+        qps: int | None,
+        threads: int,
+        model: str,
+        backoff_s: float = 1.0,
+    ):
         import threading
 
         self.url, self.headers, self.timeout_s, self.max_retries = url, headers, timeout_s, max_retries
@@ -294,8 +324,14 @@ class OpenAIChat:
         import urllib.request
 
         s = row["sampling"]
-        payload = dict(model=self.model, messages=row["messages"], temperature=s["temperature"], top_p=s["top_p"],
-                       max_tokens=s["max_new_tokens"], seed=s["seed"])  # fmt: skip
+        payload = dict(
+            model=self.model,
+            messages=row["messages"],
+            temperature=s["temperature"],
+            top_p=s["top_p"],
+            max_tokens=s["max_new_tokens"],
+            seed=s["seed"],
+        )
         data = json.dumps(payload).encode()
         error = "no attempt"
         for attempt in range(self.max_retries + 1):
@@ -353,9 +389,15 @@ def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     return ds.map_batches(
         OpenAIChat,
-        fn_constructor_kwargs=dict(url=cfg.api_base.rstrip("/") + "/chat/completions", headers=headers,
-                                   timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries, qps=cfg.qps,
-                                   threads=cfg.batch_size, model=cfg.model_name_or_path),  # fmt: skip
+        fn_constructor_kwargs=dict(
+            url=cfg.api_base.rstrip("/") + "/chat/completions",
+            headers=headers,
+            timeout_s=cfg.request_timeout_s,
+            max_retries=cfg.max_retries,
+            qps=cfg.qps,
+            threads=cfg.batch_size,
+            model=cfg.model_name_or_path,
+        ),
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),

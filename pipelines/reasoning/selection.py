@@ -105,18 +105,42 @@ def decontaminate(
     the prompt is accounted here too (a `prompt` record and an `rl_rejected` one with the first sample's reason).
     """
     clean = [s for s, r in zip(samples, reasons, strict=True) if r is None]
-    out = [("sft_rejected", {"id": s["id"], "prompt_id": s["prompt_id"], "traces": s.get("traces"),
-                             "reasoning": s["reasoning"], "verified": s.get("verified"),
-                             "length": reasoning_length(s, tokenizer), "reason": r})
-           for s, r in zip(samples, reasons, strict=True) if r]  # fmt: skip
+    out = [
+        (
+            "sft_rejected",
+            {
+                "id": s["id"],
+                "prompt_id": s["prompt_id"],
+                "traces": s.get("traces"),
+                "reasoning": s["reasoning"],
+                "verified": s.get("verified"),
+                "length": reasoning_length(s, tokenizer),
+                "reason": r,
+            },
+        )
+        for s, r in zip(samples, reasons, strict=True)
+        if r
+    ]
     if out and not clean:
         first = min(samples, key=lambda s: (s.get("traces", ""), s["id"]))
         prompt_id, reason = first["prompt_id"], next(r for r in reasons if r)
-        out.append(("prompt", {"prompt_id": prompt_id, "samples": len(samples), "scored": 0, "correct": 0,
-                               "pass_rate": None}))  # fmt: skip
+        out.append(
+            ("prompt", {"prompt_id": prompt_id, "samples": len(samples), "scored": 0, "correct": 0, "pass_rate": None})
+        )
         user_turns = [m for m in _prompt_messages(first) if m["role"] != "system"]
-        out.append(("rl_rejected", {"prompt_id": prompt_id, "prompt": user_turns, "answer": first.get("answer"),
-                                    "verifier": first.get("verifier") or "math", "pass_rate": None, "reason": reason}))  # fmt: skip
+        out.append(
+            (
+                "rl_rejected",
+                {
+                    "prompt_id": prompt_id,
+                    "prompt": user_turns,
+                    "answer": first.get("answer"),
+                    "verifier": first.get("verifier") or "math",
+                    "pass_rate": None,
+                    "reason": reason,
+                },
+            )
+        )
     return clean, out
 
 
@@ -127,8 +151,18 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
     scored = [s for s in samples if not s.get("error") and s.get("verified") is not None]
     correct = [s for s in scored if s["verified"]]
     pass_rate = len(correct) / len(scored) if scored else None
-    out.append(("prompt", {"prompt_id": prompt_id, "samples": len(samples), "scored": len(scored),
-                           "correct": len(correct), "pass_rate": pass_rate}))  # fmt: skip
+    out.append(
+        (
+            "prompt",
+            {
+                "prompt_id": prompt_id,
+                "samples": len(samples),
+                "scored": len(scored),
+                "correct": len(correct),
+                "pass_rate": pass_rate,
+            },
+        )
+    )
 
     # SFT: rejection sampling, then the no_think / budget variants on a deterministic share of the kept samples.
     in_window = pass_rate is not None and cfg.min_pass_rate <= pass_rate <= cfg.max_pass_rate
@@ -136,8 +170,14 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
     for s in samples:
         content = s["messages"][-1]["content"] if s["messages"][-1]["role"] == "assistant" else ""
         n = reasoning_length(s, tokenizer)
-        base = {"id": s["id"], "prompt_id": prompt_id, "traces": s.get("traces"), "reasoning": s["reasoning"],
-                "verified": s.get("verified"), "length": n}  # fmt: skip
+        base = {
+            "id": s["id"],
+            "prompt_id": prompt_id,
+            "traces": s.get("traces"),
+            "reasoning": s["reasoning"],
+            "verified": s.get("verified"),
+            "length": n,
+        }
         reason = sample_reason(s)
         if reason is None and not in_window:
             reason = "pass_rate_out_of_window"
@@ -160,8 +200,13 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
             variant, messages = "budget", [*_prompt_messages(s), {"role": "assistant", "content": text}]
         else:
             variant, messages = "full", s["messages"]
-        out.append(("sft", base | {"variant": variant, "thinking_budget": budget, "messages": messages,
-                                   "source": s.get("source")}))  # fmt: skip
+        out.append(
+            (
+                "sft",
+                base
+                | {"variant": variant, "thinking_budget": budget, "messages": messages, "source": s.get("source")},
+            )
+        )
 
     # Preference pairs, within one reasoning mode: correct vs incorrect (shortest correct first), and optionally
     # the shortest vs the longest correct answer.
@@ -173,12 +218,27 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
         if cfg.length_pairs and len(good) >= 2 and _len(good[-1]) >= cfg.min_length_ratio * max(1, _len(good[0])):
             pairs.append((good[0], good[-1], "shorter_vs_longer"))
         for c, r, kind in pairs:
-            out.append(("pair", {"prompt_id": prompt_id, "prompt": _prompt_messages(c), "chosen": _assistant(c),
-                                 "rejected": _assistant(r), "pair_type": kind, "chosen_id": c["id"],
-                                 "rejected_id": r["id"], "reasoning": mode}))  # fmt: skip
+            out.append(
+                (
+                    "pair",
+                    {
+                        "prompt_id": prompt_id,
+                        "prompt": _prompt_messages(c),
+                        "chosen": _assistant(c),
+                        "rejected": _assistant(r),
+                        "pair_type": kind,
+                        "chosen_id": c["id"],
+                        "rejected_id": r["id"],
+                        "reasoning": mode,
+                    },
+                )
+            )
         if not pairs:
-            why = "no_gold" if not any(s.get("verified") is not None for s in samples) else (
-                "no_correct" if not good else "no_incorrect")  # fmt: skip
+            why = (
+                "no_gold"
+                if not any(s.get("verified") is not None for s in samples)
+                else ("no_correct" if not good else "no_incorrect")
+            )
             out.append(("pairs_missing", {"prompt_id": prompt_id, "reasoning": mode, "reason": why}))
 
     # RL prompts: learnable ones (pass rate strictly inside the window) with their gold answer.

@@ -38,7 +38,7 @@ TRACE_SCHEMA = pa.schema(
                     ("top_p", pa.float64()),
                     ("max_new_tokens", pa.int64()),
                     ("seed", pa.int64()),
-                ]  # fmt: skip
+                ]
             ),
         ),
         ("num_generated_tokens", pa.int64()),

@@ -34,8 +34,13 @@ def main() -> None:
     steps, shard_pass, filter_chunks = curate.global_steps, curate.shard_pass, chunks.filter_chunks
 
     def global_steps(cfg):
-        return [(name, (lambda files, cfg, _fn=fn: _fn(files, cfg).map_batches(kill_driver, **die)) if name in kills else fn)  # fmt: skip
-                for name, fn in steps(cfg)]  # fmt: skip
+        return [
+            (
+                name,
+                (lambda files, cfg, _fn=fn: _fn(files, cfg).map_batches(kill_driver, **die)) if name in kills else fn,
+            )
+            for name, fn in steps(cfg)
+        ]
 
     def filter_or_die(batch, *, settings):
         if not (flags / "worker").exists():

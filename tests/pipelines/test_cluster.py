@@ -66,12 +66,37 @@ def test_curate_quality_mix_on_two_nodes_with_artifacts_on_s3(two_nodes, s3_pref
     from pipelines import demo_data
 
     corpus = tmp_path / "demo_data"
-    demo_data.main(["--output_dir", str(corpus), "--num_pages", "150", "--num_pii_pages", "4", "--num_exact_duplicates", "10", "--num_near_duplicates", "8", "--num_spam_pages", "10", "--num_non_english_pages", "4", "--num_train_problems", "40", "--num_test_problems", "3", "--num_contaminated_pages", "3"])  # fmt: skip
+    demo_data.main(
+        [
+            "--output_dir",
+            str(corpus),
+            "--num_pages",
+            "150",
+            "--num_pii_pages",
+            "4",
+            "--num_exact_duplicates",
+            "10",
+            "--num_near_duplicates",
+            "8",
+            "--num_spam_pages",
+            "10",
+            "--num_non_english_pages",
+            "4",
+            "--num_train_problems",
+            "40",
+            "--num_test_problems",
+            "3",
+            "--num_contaminated_pages",
+            "3",
+        ]
+    )
     fs, root = storage.filesystem(s3_prefix)
     fs.put(str(corpus / "web"), f"{root}/in/web", recursive=True)
     cur, qual, blend = (storage.join(s3_prefix, name) for name in ("curate", "quality", "mix"))
 
-    curate.main(["--config", DEMO_YAML, "--input_paths", f"{s3_prefix}/in/web", "--output_dir", cur, "--chunk_bytes", "40000"])  # fmt: skip
+    curate.main(
+        ["--config", DEMO_YAML, "--input_paths", f"{s3_prefix}/in/web", "--output_dir", cur, "--chunk_bytes", "40000"]
+    )
     manifest = read_manifest(cur)
     counts, resumed = manifest["counts"], manifest["resumed"]
     assert counts["input"] == counts["kept"] + sum(counts["rejected"].values()) + counts["quarantined"]
@@ -80,7 +105,18 @@ def test_curate_quality_mix_on_two_nodes_with_artifacts_on_s3(two_nodes, s3_pref
     assert sum(storage.parquet_metadata(f).num_rows for f in docs) == counts["kept"]  # footers = manifest
 
     classifier = tmp_path / "classifier"  # a model file on the one disk both nodes share (see the report)
-    quality_classifier.main(["--config", str(REPO / "pipelines/configs/train_quality_classifier_demo.yaml"), "--positive_paths", str(corpus / "math" / "train.jsonl"), "--negative_paths", str(corpus / "web" / "*.jsonl.gz"), "--output_dir", str(classifier)])  # fmt: skip
+    quality_classifier.main(
+        [
+            "--config",
+            str(REPO / "pipelines/configs/train_quality_classifier_demo.yaml"),
+            "--positive_paths",
+            str(corpus / "math" / "train.jsonl"),
+            "--negative_paths",
+            str(corpus / "web" / "*.jsonl.gz"),
+            "--output_dir",
+            str(classifier),
+        ]
+    )
     quality.main(["--input_path", cur, "--classifiers", str(classifier), "--output_dir", qual, "--num_workers", "1"])
     q = read_manifest(qual)["counts"]
     assert q["input"] == counts["kept"] == q["kept"] + sum(q["rejected"].values())

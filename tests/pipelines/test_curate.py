@@ -66,9 +66,20 @@ def test_exact_dedup_on_cs336_fixtures(ray_local, tmp_path, capsys, plain):
     counts = assert_conserved(out)
     assert counts["rejected"] == {"exact_duplicate": 2}
     rejected = read_dir(out / "rejected")
-    assert {(r["id"], r["duplicate_of"]) for r in rejected} == {("doc2.txt:1", "doc1.txt:1"), ("doc1_crlf.txt:1", "doc1.txt:1")}  # fmt: skip
+    assert {(r["id"], r["duplicate_of"]) for r in rejected} == {
+        ("doc2.txt:1", "doc1.txt:1"),
+        ("doc1_crlf.txt:1", "doc1.txt:1"),
+    }
     kept = {d["id"] for d in read_dir(out / "documents")}
-    assert kept == {"doc1.txt:1", "doc3.txt:1", "doc4.txt:1", "doc5.txt:1", "pytorch_license.txt:1", "rails_mit_license.txt:1", "react_mit_license.txt:1"}  # fmt: skip
+    assert kept == {
+        "doc1.txt:1",
+        "doc3.txt:1",
+        "doc4.txt:1",
+        "doc5.txt:1",
+        "pytorch_license.txt:1",
+        "rails_mit_license.txt:1",
+        "react_mit_license.txt:1",
+    }
     assert (out / "report.md").read_text().count("exact_duplicate") == 1 and (out / "report.png").stat().st_size > 0
     # same config and inputs: a no-op that says so
     capsys.readouterr()
@@ -99,14 +110,20 @@ def write_bad_inputs(folder: Path) -> dict[str, list[int]]:
         )
         + b"\n"
     )
-    data = gzip.compress(b"".join(json.dumps({"id": f"g{i}", "text": f"Line {i} of a gzip file."}).encode() + b"\n" for i in range(2000)))  # fmt: skip
+    data = gzip.compress(
+        b"".join(
+            json.dumps({"id": f"g{i}", "text": f"Line {i} of a gzip file."}).encode() + b"\n" for i in range(2000)
+        )
+    )
     (folder / "b.jsonl.gz").write_bytes(data[: len(data) * 2 // 3])  # truncated gzip
     (folder / "c.jsonl").write_bytes(b"")  # empty file
     with open(folder / "d.jsonl", "wb") as f:  # a single 50 MB line, then a good one
         f.write(b'{"text": "' + b"spam " * 10_000_000 + b'"}\n')
         f.write(good(2) + b"\n")
     (folder / "e.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(good(3) + b"\n" + good(4) + b"\n"))
-    pq.write_table(pa.table({"id": ["p0", "p1", "p2"], "text": ["Fine text.", None, "More fine text."]}), folder / "f.parquet")  # fmt: skip
+    pq.write_table(
+        pa.table({"id": ["p0", "p1", "p2"], "text": ["Fine text.", None, "More fine text."]}), folder / "f.parquet"
+    )
     return {"a.jsonl": [2, 3, 4, 5, 6, 7], "c.jsonl": [0], "d.jsonl": [1], "f.parquet": [1]}
 
 
@@ -139,7 +156,30 @@ def demo_corpus(tmp_path_factory) -> Path:
     from pipelines import demo_data
 
     out = tmp_path_factory.mktemp("demo") / "demo_data"
-    demo_data.main(["--output_dir", str(out), "--num_pages", "300", "--num_pii_pages", "10", "--num_exact_duplicates", "30", "--num_near_duplicates", "10", "--num_spam_pages", "35", "--num_non_english_pages", "9", "--num_train_problems", "1", "--num_test_problems", "3", "--num_contaminated_pages", "4"])  # fmt: skip
+    demo_data.main(
+        [
+            "--output_dir",
+            str(out),
+            "--num_pages",
+            "300",
+            "--num_pii_pages",
+            "10",
+            "--num_exact_duplicates",
+            "30",
+            "--num_near_duplicates",
+            "10",
+            "--num_spam_pages",
+            "35",
+            "--num_non_english_pages",
+            "9",
+            "--num_train_problems",
+            "1",
+            "--num_test_problems",
+            "3",
+            "--num_contaminated_pages",
+            "4",
+        ]
+    )
     return out
 
 
@@ -176,11 +216,17 @@ def test_demo_corpus_planted_defects_and_determinism(ray_local, demo_corpus, tmp
         groups.setdefault(d["original"], {d["original"]}).add(d["id"])
     for members in groups.values():
         (survivor,) = members & kept.keys()
-        assert all(rejected[m]["reason"] == "exact_duplicate" and rejected[m]["duplicate_of"] == survivor for m in members - {survivor})  # fmt: skip
+        assert all(
+            rejected[m]["reason"] == "exact_duplicate" and rejected[m]["duplicate_of"] == survivor
+            for m in members - {survivor}
+        )
     # near duplicates (curate_demo.yaml: fuzzy_dedup fineweb) name the page they copy; pages quoting a test problem
     near = [d for d in planted["near_duplicates"] if d["original"] in kept]
     assert len(near) >= len(planted["near_duplicates"]) // 2  # the others copy a page a filter dropped
-    assert all((rejected[d["id"]]["reason"], rejected[d["id"]]["duplicate_of"]) == ("fuzzy_duplicate", d["original"]) for d in near)  # fmt: skip
+    assert all(
+        (rejected[d["id"]]["reason"], rejected[d["id"]]["duplicate_of"]) == ("fuzzy_duplicate", d["original"])
+        for d in near
+    )
     assert {rejected[d["id"]]["reason"] for d in planted["contaminated"]} == {"contaminated:demo_test"}
     assert sum(r["reason"] == "contaminated:demo_test" for r in rejected.values()) == len(planted["contaminated"])
     assert all(rejected[d["id"]]["reason"] == "wrong_language" for d in planted["non_english"])
@@ -244,9 +290,18 @@ def test_evaluation_sets_lsh_index_and_lid_model_are_hashed_inputs(tmp_path):
     (tmp_path / "test.jsonl").write_text('{"question": "what is 2 + 2"}\n')
     (tmp_path / "lsh_index" / "buckets").mkdir(parents=True)
     (tmp_path / "lsh_index" / "buckets" / "b0.parquet").write_bytes(b"0")
-    cfg = curate.parse_args(["--input_paths", str(tmp_path / "raw.jsonl"), "--output_dir", str(tmp_path / "out"),
-                             "--decontaminate_against", f"t={tmp_path / 'test.jsonl'}:question",
-                             "--fuzzy_dedup_index", str(tmp_path / "lsh_index")])  # fmt: skip
+    cfg = curate.parse_args(
+        [
+            "--input_paths",
+            str(tmp_path / "raw.jsonl"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--decontaminate_against",
+            f"t={tmp_path / 'test.jsonl'}:question",
+            "--fuzzy_dedup_index",
+            str(tmp_path / "lsh_index"),
+        ]
+    )
     inputs = curate.artifact_inputs(cfg)
     assert inputs[1:] == [str(tmp_path / "test.jsonl"), str(tmp_path / "lsh_index"), find_lang_model("")]
 

@@ -29,7 +29,9 @@ def test_lone_surrogates_never_reach_arrow(ray_local, tmp_path):
     ]
     src.write_text("\n".join(lines) + "\n")
     config = tmp_path / "raw.yaml"
-    config.write_text("# raw\n# nanoforge curate --config raw.yaml\nfilters: []\nlanguage_id: false\npii: false\nnormalize: false\n")  # fmt: skip
+    config.write_text(
+        "# raw\n# nanoforge curate --config raw.yaml\nfilters: []\nlanguage_id: false\npii: false\nnormalize: false\n"
+    )
     out = tmp_path / "out"
     curate.main(["--config", str(config), "--input_paths", str(src), "--output_dir", str(out)])
     assert read_manifest(out)["counts"]["kept"] == 3
@@ -49,7 +51,16 @@ def test_a_record_that_breaks_a_block_is_quarantined_not_its_chunk(monkeypatch):
 
     monkeypatch.setattr(filters, "normalize_text", fragile)
     items = [("line", n, json.dumps({"text": t}).encode()) for n, t in enumerate(["fine one", "boom", "fine two"], 1)]
-    settings = dict(text_field="text", id_field="id", url_field="url", raw_chars=200, normalize=True, language_id=False, rejected_text=True, filters="[]")  # fmt: skip
+    settings = dict(
+        text_field="text",
+        id_field="id",
+        url_field="url",
+        raw_chars=200,
+        normalize=True,
+        language_id=False,
+        rejected_text=True,
+        filters="[]",
+    )
     rows = filters.process_chunk("c", items, "f.jsonl", "/data/f.jsonl", "data", settings).to_pylist()
     assert [r["status"] for r in rows] == ["kept", "quarantined", "kept"]
     assert rows[1]["line_or_row"] == 2 and rows[1]["file"] == "/data/f.jsonl" and '"boom"' in rows[1]["raw"]
@@ -61,21 +72,56 @@ def test_every_document_rejected_gives_a_valid_empty_artifact_and_downstream_tak
     ArrowInvalid on the empty table); the artifact is complete with zero kept rows and every reason counted."""
     src = tmp_path / "de" / "de.jsonl"
     src.parent.mkdir()
-    text = "Dies ist die Seite Nummer {} über das Wetter in Berlin. Es regnet heute sehr viel, und die Menschen bleiben zu Hause."  # fmt: skip
+    text = "Dies ist die Seite Nummer {} über das Wetter in Berlin. Es regnet heute sehr viel, und die Menschen bleiben zu Hause."
     src.write_text("".join(json.dumps({"id": f"de{i}", "text": text.format(i)}) + "\n" for i in range(100)))
     out = tmp_path / "out"
-    curate.main(["--config", str(REPO / "pipelines/configs/curate_fineweb.yaml"), "--input_paths", str(src), "--output_dir", str(out)])  # fmt: skip
+    curate.main(
+        [
+            "--config",
+            str(REPO / "pipelines/configs/curate_fineweb.yaml"),
+            "--input_paths",
+            str(src),
+            "--output_dir",
+            str(out),
+        ]
+    )
     counts = read_manifest(out)["counts"]
     assert counts["input"] == 100 and counts["kept"] == 0 and counts["rejected"] == {"wrong_language": 100}
-    assert read_dir(out / "documents") == [] and pq.read_schema(out / "documents" / "part-00000.parquet").names[:2] == ["id", "text"]  # fmt: skip
+    assert read_dir(out / "documents") == [] and pq.read_schema(out / "documents" / "part-00000.parquet").names[
+        :2
+    ] == ["id", "text"]
     assert len(read_dir(out / "rejected")) == 100
     # the stages downstream take the empty artifact as it is: quality writes an empty documents artifact (its
     # columns, no rows), mix an empty blend; any classifier file loads (lid.176's `en` label stands in for `hq`)
     from pipelines import mix, quality
     from pipelines.curation.filters import find_lang_model
 
-    quality.main(["--config", str(REPO / "pipelines/configs/quality_demo.yaml"), "--input_path", str(out), "--classifiers", find_lang_model(), "--fasttext_label", "__label__en", "--output_dir", str(tmp_path / "quality")])  # fmt: skip
+    quality.main(
+        [
+            "--config",
+            str(REPO / "pipelines/configs/quality_demo.yaml"),
+            "--input_path",
+            str(out),
+            "--classifiers",
+            find_lang_model(),
+            "--fasttext_label",
+            "__label__en",
+            "--output_dir",
+            str(tmp_path / "quality"),
+        ]
+    )
     assert read_manifest(tmp_path / "quality")["counts"]["input"] == 0
     assert "quality_bucket" in pq.read_schema(tmp_path / "quality" / "documents" / "part-00000.parquet").names
-    mix.main(["--config", str(REPO / "pipelines/configs/mix_demo.yaml"), "--input_paths", str(tmp_path / "quality"), "--tokenizer", "", "--output_dir", str(tmp_path / "mix")])  # fmt: skip
+    mix.main(
+        [
+            "--config",
+            str(REPO / "pipelines/configs/mix_demo.yaml"),
+            "--input_paths",
+            str(tmp_path / "quality"),
+            "--tokenizer",
+            "",
+            "--output_dir",
+            str(tmp_path / "mix"),
+        ]
+    )
     assert {p["docs"] for p in read_manifest(tmp_path / "mix")["counts"]["phases"].values()} == {0}

@@ -25,13 +25,40 @@ def corpus(tmp_path_factory) -> Path:
     from pipelines import demo_data
 
     out = tmp_path_factory.mktemp("kill") / "demo_data"
-    demo_data.main(["--output_dir", str(out), "--num_pages", "120", "--num_pii_pages", "4", "--num_exact_duplicates", "12", "--num_near_duplicates", "8", "--num_spam_pages", "6", "--num_non_english_pages", "3", "--num_train_problems", "1", "--num_test_problems", "3", "--num_contaminated_pages", "4"])  # fmt: skip
+    demo_data.main(
+        [
+            "--output_dir",
+            str(out),
+            "--num_pages",
+            "120",
+            "--num_pii_pages",
+            "4",
+            "--num_exact_duplicates",
+            "12",
+            "--num_near_duplicates",
+            "8",
+            "--num_spam_pages",
+            "6",
+            "--num_non_english_pages",
+            "3",
+            "--num_train_problems",
+            "1",
+            "--num_test_problems",
+            "3",
+            "--num_contaminated_pages",
+            "4",
+        ]
+    )
     return out
 
 
 def files_of(out: Path) -> dict[str, bytes]:
     """documents/, rejected/ and quarantine/ byte for byte."""
-    return {str(p.relative_to(out)): p.read_bytes() for d in ("documents", "rejected", "quarantine") for p in sorted((out / d).glob("*.parquet"))}  # fmt: skip
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for d in ("documents", "rejected", "quarantine")
+        for p in sorted((out / d).glob("*.parquet"))
+    }
 
 
 def index_rows(out: Path) -> dict[str, list]:
@@ -44,17 +71,39 @@ def test_kill_in_every_global_step_and_the_shard_pass_then_rerun(ray_local, corp
     """Run 1 loses a Ray worker in pass 1 (Ray retries it) and is then killed in exact dedup; runs 2-4 resume and
     are killed in decontamination, fuzzy dedup and the shard pass; run 5 finishes. Every kill leaves a lock of a
     dead process, which the next run takes over."""
-    argv = ["--config", str(REPO / "pipelines/configs/curate_demo.yaml"), "--input_paths", str(corpus / "web"),
-            "--decontaminate_against", f"demo_test={corpus / 'math' / 'test.jsonl'}:question",
-            "--chunk_bytes", "40000", "--shard_bytes", "40000"]  # fmt: skip
+    argv = [
+        "--config",
+        str(REPO / "pipelines/configs/curate_demo.yaml"),
+        "--input_paths",
+        str(corpus / "web"),
+        "--decontaminate_against",
+        f"demo_test={corpus / 'math' / 'test.jsonl'}:question",
+        "--chunk_bytes",
+        "40000",
+        "--shard_bytes",
+        "40000",
+    ]
     out, work = tmp_path / "killed", tmp_path / ".killed.partial" / ".work"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"NANOFORGE_PROGRESS": "0", "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        "NANOFORGE_PROGRESS": "0",
+        "PYTHONPATH": str(REPO),
+    }
     done_before = []
-    for kills, step in (("worker,exact_dedup", "exact_dedup"), ("decontaminate", "decontaminate"), ("fuzzy_dedup", "fuzzy_dedup"), ("shards", None)):  # fmt: skip
+    for kills, step in (
+        ("worker,exact_dedup", "exact_dedup"),
+        ("decontaminate", "decontaminate"),
+        ("fuzzy_dedup", "fuzzy_dedup"),
+        ("shards", None),
+    ):
         proc = subprocess.run(
             [sys.executable, str(KILLER), kills, str(tmp_path), "--", *argv, "--output_dir", str(out)],
-            cwd=REPO, env=env, start_new_session=True, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == -signal.SIGKILL, f"{kills}: {proc.returncode}\n{proc.stderr[-3000:]}"
         assert read_manifest(out) is None and (tmp_path / ".killed.lock").exists()  # killed: no release
         assert all((work / "rejects" / f"{s}.done").exists() for s in done_before)  # earlier steps are kept...

@@ -21,7 +21,30 @@ def small_corpus(tmp_path_factory) -> Path:
     from pipelines import demo_data
 
     out = tmp_path_factory.mktemp("demo") / "demo_data"
-    demo_data.main(["--output_dir", str(out), "--num_pages", "120", "--num_pii_pages", "4", "--num_exact_duplicates", "10", "--num_near_duplicates", "8", "--num_spam_pages", "10", "--num_non_english_pages", "4", "--num_train_problems", "1", "--num_test_problems", "3", "--num_contaminated_pages", "3"])  # fmt: skip
+    demo_data.main(
+        [
+            "--output_dir",
+            str(out),
+            "--num_pages",
+            "120",
+            "--num_pii_pages",
+            "4",
+            "--num_exact_duplicates",
+            "10",
+            "--num_near_duplicates",
+            "8",
+            "--num_spam_pages",
+            "10",
+            "--num_non_english_pages",
+            "4",
+            "--num_train_problems",
+            "1",
+            "--num_test_problems",
+            "3",
+            "--num_contaminated_pages",
+            "3",
+        ]
+    )
     return out
 
 
@@ -45,26 +68,51 @@ def test_curate_on_s3_gives_the_same_documents_as_local_disk(ray_local, small_co
     upload(small_corpus / "web", storage.join(s3_prefix, "in", "web"))
     upload(small_corpus / "math" / "test.jsonl", storage.join(s3_prefix, "in", "test.jsonl"))
     remote_out = storage.join(s3_prefix, "curate")
-    remote = ["--input_paths", storage.join(s3_prefix, "in", "web"), "--decontaminate_against", f"demo_test={storage.join(s3_prefix, 'in', 'test.jsonl')}:question"]  # fmt: skip
-    local = ["--input_paths", str(small_corpus / "web"), "--decontaminate_against", f"demo_test={small_corpus / 'math' / 'test.jsonl'}:question"]  # fmt: skip
+    remote = [
+        "--input_paths",
+        storage.join(s3_prefix, "in", "web"),
+        "--decontaminate_against",
+        f"demo_test={storage.join(s3_prefix, 'in', 'test.jsonl')}:question",
+    ]
+    local = [
+        "--input_paths",
+        str(small_corpus / "web"),
+        "--decontaminate_against",
+        f"demo_test={small_corpus / 'math' / 'test.jsonl'}:question",
+    ]
     curate.main(["--config", DEMO_YAML, *remote, "--output_dir", remote_out, "--num_workers", "2"])
     curate.main(["--config", DEMO_YAML, *local, "--output_dir", str(tmp_path / "curate"), "--num_workers", "2"])
 
     on_s3, on_disk = all_objects(remote_out), local_files(tmp_path / "curate")
     for folder in ("documents/", "rejected/"):  # byte for byte
-        assert {k: v for k, v in on_s3.items() if k.startswith(folder)} == {k: v for k, v in on_disk.items() if k.startswith(folder)}  # fmt: skip
+        assert {k: v for k, v in on_s3.items() if k.startswith(folder)} == {
+            k: v for k, v in on_disk.items() if k.startswith(folder)
+        }
     # quarantine rows name their input file, an s3:// URL here: the same rows otherwise
-    quarantined = [storage.read_table(f).to_pylist() for f in (storage.join(remote_out, "quarantine", "part-00000.parquet"), str(tmp_path / "curate" / "quarantine" / "part-00000.parquet"))]  # fmt: skip
+    quarantined = [
+        storage.read_table(f).to_pylist()
+        for f in (
+            storage.join(remote_out, "quarantine", "part-00000.parquet"),
+            str(tmp_path / "curate" / "quarantine" / "part-00000.parquet"),
+        )
+    ]
 
     def by_name(r: dict) -> dict:
-        return {**r, "file": storage.basename(r["file"]), "error": r["error"].replace(r["file"], storage.basename(r["file"]))}  # fmt: skip
+        return {
+            **r,
+            "file": storage.basename(r["file"]),
+            "error": r["error"].replace(r["file"], storage.basename(r["file"])),
+        }
 
     assert [by_name(r) for r in quarantined[0]] == [by_name(r) for r in quarantined[1]]
     assert quarantined[0] and quarantined[0][0]["file"].startswith("s3://")
     assert any(k.startswith("documents/") for k in on_s3)
     manifest, local_manifest = read_manifest(remote_out), read_manifest(tmp_path / "curate")
     assert manifest["counts"] == local_manifest["counts"]
-    assert manifest["counts"]["rejected"]["contaminated:demo_test"] == 3 and manifest["counts"]["rejected"]["fuzzy_duplicate"] > 0  # fmt: skip
+    assert (
+        manifest["counts"]["rejected"]["contaminated:demo_test"] == 3
+        and manifest["counts"]["rejected"]["fuzzy_duplicate"] > 0
+    )
     assert manifest["resumed"]["chunks"] == manifest["resumed"]["chunks_processed"] >= 1
     assert any(k.startswith("lsh_index/buckets/") for k in on_s3) and any(
         k.startswith("lsh_index/ids/") for k in on_s3

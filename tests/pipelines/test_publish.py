@@ -283,12 +283,23 @@ def test_include_rejected_uploads_them_pii_redacted(docs, tmp_path):
 
     email, phone = "ann.lee@example.org", "(555) 010-0199"
     (docs / "rejected" / "part-00000.parquet").unlink()
-    write_parquet(docs / "rejected" / "part-00000.parquet",
-                  [{"id": "doc6", "source": "web", "stage": "filter", "reason": "gopher_short_document",
-                    "text": f"write to {email} or call {phone}"}])  # fmt: skip
+    write_parquet(
+        docs / "rejected" / "part-00000.parquet",
+        [
+            {
+                "id": "doc6",
+                "source": "web",
+                "stage": "filter",
+                "reason": "gopher_short_document",
+                "text": f"write to {email} or call {phone}",
+            }
+        ],
+    )
     (docs / "quarantine" / "part-00000.parquet").unlink()
-    write_parquet(docs / "quarantine" / "part-00000.parquet",
-                  [{"file": "raw.jsonl", "line_or_row": 9, "error": "invalid JSON", "raw": f'{{"text": "{email}'}])  # fmt: skip
+    write_parquet(
+        docs / "quarantine" / "part-00000.parquet",
+        [{"file": "raw.jsonl", "line_or_row": 9, "error": "invalid JSON", "raw": f'{{"text": "{email}'}],
+    )
     out = tmp_path / "preview"
     publish.main([str(docs), "--repo_id", "nano/web-docs", "--dry_run", str(out), "--include_rejected"])
 
@@ -498,7 +509,9 @@ def test_dry_run_again_is_a_no_op_a_stale_preview_is_replaced_a_foreign_director
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     (out / "documents" / "part-00000.parquet").write_bytes(b"an older build")  # a preview of another version
     assert publish.main(argv) == 0
-    assert (out / "documents" / "part-00000.parquet").read_bytes() == (docs / "documents" / "part-00000.parquet").read_bytes()  # fmt: skip
+    assert (out / "documents" / "part-00000.parquet").read_bytes() == (
+        docs / "documents" / "part-00000.parquet"
+    ).read_bytes()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my notes")

@@ -38,8 +38,18 @@ def test_training_stages_refuse_unpinned_remote_code(tmp_path):
 
     data = tmp_path / "sft.jsonl"
     data.write_text('{"messages": []}\n')
-    argv = ["--model_name_or_path", "org/model", "--dataset_name", str(data), "--output_dir", str(tmp_path / "o"),
-            "--trust_remote_code", "true", "--bf16", "false"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        "org/model",
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--trust_remote_code",
+        "true",
+        "--bf16",
+        "false",
+    ]
     with pytest.raises(ConfigError, match="pin it with model_revision"):
         checkpoint_artifact("sft", *parse_args(argv), [str(data)])
 
@@ -50,8 +60,9 @@ def test_model_revision_reaches_vllm_transformers_and_tokenizers(monkeypatch):
     from pipelines.reasoning import backends
     from sft import common
 
-    cfg = SimpleNamespace(model_name_or_path="org/model", model_revision=SHA, max_prompt_tokens=None,
-                          max_new_tokens=16, engine_kwargs={})  # fmt: skip
+    cfg = SimpleNamespace(
+        model_name_or_path="org/model", model_revision=SHA, max_prompt_tokens=None, max_new_tokens=16, engine_kwargs={}
+    )
     engine = backends.vllm_engine_kwargs(cfg)
     assert engine["revision"] == SHA and engine["tokenizer_revision"] == SHA
 

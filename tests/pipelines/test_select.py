@@ -90,8 +90,13 @@ def test_budget_truncation_counts_model_tokens(tiny_base, problems):
 
 def test_every_sample_and_prompt_accounted_for(problems):
     p = problems[0]
-    samples = [sample(p, 0), sample(p, 1), sample(p, 2, correct=False), sample(p, 3, truncated=True),
-               sample(p, 4, error="engine died")]  # fmt: skip
+    samples = [
+        sample(p, 0),
+        sample(p, 1),
+        sample(p, 2, correct=False),
+        sample(p, 3, truncated=True),
+        sample(p, 4, error="engine died"),
+    ]
     out = select_prompt(samples, CFG)
     sft = [r for k, r in out if k == "sft"]
     rejected = {r["id"]: r["reason"] for k, r in out if k == "sft_rejected"}
@@ -115,8 +120,12 @@ def test_pass_rate_window_and_rl_prompts(problems):
     assert {r["reason"] for k, r in select_prompt(easy, window) if k == "sft_rejected"} == {"pass_rate_out_of_window"}
     assert kinds(select_prompt(mid, window))["sft"] == 1  # 1/4 is inside 0.2-0.8: its one correct sample is kept
     assert kinds(select_prompt(mid, replace(window, min_pass_rate=0.3)))["sft"] == 0
-    reasons = {name: r.get("reason") for name, rows in (("easy", easy), ("hard", hard), ("mid", mid))
-               for k, r in select_prompt(rows, CFG) if k in ("rl", "rl_rejected")}  # fmt: skip
+    reasons = {
+        name: r.get("reason")
+        for name, rows in (("easy", easy), ("hard", hard), ("mid", mid))
+        for k, r in select_prompt(rows, CFG)
+        if k in ("rl", "rl_rejected")
+    }
     assert reasons == {"easy": "too_easy", "hard": "too_hard", "mid": None}
     (rl,) = [r for k, r in select_prompt(mid, CFG) if k == "rl"]
     assert rl["answer"] == problems[3]["answer"] and [m["role"] for m in rl["prompt"]] == ["user"]
@@ -124,9 +133,16 @@ def test_pass_rate_window_and_rl_prompts(problems):
 
 def test_pair_construction(problems):
     p = problems[4]
-    samples = [sample(p, 0), sample(p, 1), sample(p, 2, correct=False), sample(p, 3, correct=False),
-               sample(p, 4, correct=False), sample(p, 5, truncated=True),
-               sample(p, 6, mode="off"), sample(p, 7, mode="off", correct=False)]  # fmt: skip
+    samples = [
+        sample(p, 0),
+        sample(p, 1),
+        sample(p, 2, correct=False),
+        sample(p, 3, correct=False),
+        sample(p, 4, correct=False),
+        sample(p, 5, truncated=True),
+        sample(p, 6, mode="off"),
+        sample(p, 7, mode="off", correct=False),
+    ]
     by_id = {s["id"]: s for s in samples}
     pairs = [r for k, r in select_prompt(samples, replace(CFG, max_pairs_per_prompt=5)) if k == "pair"]
     assert Counter(r["reasoning"] for r in pairs) == {"on": 2, "off": 1}  # min(2 correct, 3 incorrect) + 1 off
@@ -138,8 +154,11 @@ def test_pair_construction(problems):
         assert pair["prompt"] == chosen["messages"][:-1] and pair["prompt"][0]["role"] == "system"
         assert pair["chosen"] == chosen["messages"][-1:] and pair["rejected"] == rejected["messages"][-1:]
     assert len([r for k, r in select_prompt(samples, replace(CFG, max_pairs_per_prompt=1)) if k == "pair"]) == 2
-    with_truncated = [r for k, r in select_prompt(samples, replace(CFG, max_pairs_per_prompt=5, pair_truncated=True))
-                      if k == "pair" and r["reasoning"] == "on"]  # fmt: skip
+    with_truncated = [
+        r
+        for k, r in select_prompt(samples, replace(CFG, max_pairs_per_prompt=5, pair_truncated=True))
+        if k == "pair" and r["reasoning"] == "on"
+    ]
     assert len(with_truncated) == 2  # still min(2 correct, 4 wrong)
     unfinished = [
         p for p in select_prompt([samples[0], samples[5]], replace(CFG, pair_truncated=True)) if p[0] == "pair"
@@ -164,8 +183,12 @@ def test_variants_no_think_and_budget(problems):
     samples = [sample(p, k) for p in problems for k in range(2)]
     by_id = {s["id"]: s for s in samples}
     cfg = replace(CFG, no_think_ratio=0.3, budget_ratio=0.3, thinking_budgets=[4, 8])
-    sft = [r for p in problems for k, r in select_prompt([s for s in samples if s["prompt_id"] == p["prompt_id"]], cfg)
-           if k == "sft"]  # fmt: skip
+    sft = [
+        r
+        for p in problems
+        for k, r in select_prompt([s for s in samples if s["prompt_id"] == p["prompt_id"]], cfg)
+        if k == "sft"
+    ]
     variants = Counter(r["variant"] for r in sft)
     assert len(sft) == len(samples) and variants["no_think"] > 0 and variants["budget"] > 0 and variants["full"] > 0
     for r in sft:
@@ -204,7 +227,10 @@ def test_traces_are_decontaminated_on_prompt_and_completion(problems, tmp_path):
     assert reasons[("sft_rejected", "contaminated:bench")] == 3  # both samples of the leaked prompt, and `quoting`
     assert reasons[("rl_rejected", "contaminated:bench")] == 1  # the leaked prompt has no sample left
     assert [r["id"] for r in records["sft"]] == [f"{clean['prompt_id']}:0"]
-    assert len(records["prompt"]) == 2 and {r["prompt_id"] for r in records["prompt"]} == {leaked["prompt_id"], clean["prompt_id"]}  # fmt: skip
+    assert len(records["prompt"]) == 2 and {r["prompt_id"] for r in records["prompt"]} == {
+        leaked["prompt_id"],
+        clean["prompt_id"],
+    }
     cfg = replace(CFG, decontaminate_against=[f"bench={bench}:question"])
     assert decontamination_counts(cfg, records) == {"bench": {"ngram": 13, "traces_removed": 3, "prompts_removed": 1}}
 
@@ -214,8 +240,15 @@ def test_shards_are_named_by_their_content(tmp_path):
     from pipelines.reasoning.traces import write_shard
     from pipelines.select import SCHEMAS
 
-    rows = [{"prompt_id": "p1", "prompt": [{"role": "user", "content": "1 + 1?"}], "answer": "2", "verifier": "math",
-             "pass_rate": 0.5}]  # fmt: skip
+    rows = [
+        {
+            "prompt_id": "p1",
+            "prompt": [{"role": "user", "content": "1 + 1?"}],
+            "answer": "2",
+            "verifier": "math",
+            "pass_rate": 0.5,
+        }
+    ]
     a, b = write_shard(tmp_path / "a", rows, SCHEMAS["rl"]), write_shard(tmp_path / "b", rows, SCHEMAS["rl"])
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
     assert write_shard(tmp_path / "a", [rows[0] | {"answer": "3"}], SCHEMAS["rl"]).name != a.name

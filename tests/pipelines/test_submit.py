@@ -7,14 +7,35 @@ import zipfile
 from pipelines import submit
 from pipelines.core.recipe import Stage
 
-SECRETS = [".env", ".env.production", "hf_token", "id_rsa", "deploy/server.pem", ".netrc", "credentials",
-           ".aws/credentials", ".ssh/id_ed25519", "gcp-credentials.json", ".git/config", "my.token"]  # fmt: skip
+SECRETS = [
+    ".env",
+    ".env.production",
+    "hf_token",
+    "id_rsa",
+    "deploy/server.pem",
+    ".netrc",
+    "credentials",
+    ".aws/credentials",
+    ".ssh/id_ed25519",
+    "gcp-credentials.json",
+    ".git/config",
+    "my.token",
+]
 CODE = ["pipelines/curate.py", "sft/tokenizer.py", "pyproject.toml", "sft/tok/tokenizer.json", ".gitignore"]
 
 
 def stage(**overrides) -> Stage:
-    fields = dict(name="curate", command="curate", module="pipelines.curate", argv=["--output_dir", "/o/curate"],
-                  output_dir="/o/curate", root="/o", needs=[], resources={}, runtime_env={})  # fmt: skip
+    fields = dict(
+        name="curate",
+        command="curate",
+        module="pipelines.curate",
+        argv=["--output_dir", "/o/curate"],
+        output_dir="/o/curate",
+        root="/o",
+        needs=[],
+        resources={},
+        runtime_env={},
+    )
     return Stage(**(fields | overrides))
 
 
@@ -89,11 +110,26 @@ def test_num_workers_submits_a_training_stage_as_ray_train_workers():
     from pipelines.core.config import ConfigError
 
     cfg = submit.SubmitConfig(recipe="r.yaml")
-    sft = stage(name="sft", command="sft", module="sft.train", argv=["--config", "s.yaml"],
-                resources={"num_workers": 2, "num_cpus": 1})  # fmt: skip
+    sft = stage(
+        name="sft",
+        command="sft",
+        module="sft.train",
+        argv=["--config", "s.yaml"],
+        resources={"num_workers": 2, "num_cpus": 1},
+    )
     kwargs = submit.job_kwargs(sft, cfg)
-    assert shlex.split(kwargs["entrypoint"]) == ["python", "-m", "pipelines.cli", "sft", "--config", "s.yaml",
-                                                 "--num_processes", "2", "--launcher", "ray"]  # fmt: skip
+    assert shlex.split(kwargs["entrypoint"]) == [
+        "python",
+        "-m",
+        "pipelines.cli",
+        "sft",
+        "--config",
+        "s.yaml",
+        "--num_processes",
+        "2",
+        "--launcher",
+        "ray",
+    ]
     assert kwargs["entrypoint_num_cpus"] == 1 and "entrypoint_resources" not in kwargs
     single = submit.job_kwargs(stage(name="sft", command="sft", module="sft.train", argv=[]), cfg)
     assert shlex.split(single["entrypoint"]) == ["python", "-m", "sft.train"]

@@ -49,7 +49,7 @@ def test_replay_traces_then_select(ray_local, prompts, tmp_path):
                 "--output_dir",
                 str(tmp_path / "traces"),
             ]
-        )  # fmt: skip
+        )
     )
     counts = read_manifest(out)["counts"]
     rejected = pq.read_table(out / "rejected").to_pylist()
@@ -87,8 +87,14 @@ def test_replay_traces_then_select(ray_local, prompts, tmp_path):
     # select decontaminates traces too: a benchmark holding five of these training questions drops their traces.
     bench = tmp_path / "bench.jsonl"
     bench.write_text("".join(line + "\n" for line in shared_data("gsm8k", "train.jsonl").read_text().splitlines()[:5]))
-    argv = ["--traces_path", str(out), "--output_dir", str(tmp_path / "select_decont"),
-            "--decontaminate_against", f"bench={bench}:question"]  # fmt: skip
+    argv = [
+        "--traces_path",
+        str(out),
+        "--output_dir",
+        str(tmp_path / "select_decont"),
+        "--decontaminate_against",
+        f"bench={bench}:question",
+    ]
     manifest = read_manifest(select(select_args(argv)))
     removed, c = manifest["decontamination"]["bench"], manifest["counts"]
     assert removed["traces_removed"] >= 5 and removed["prompts_removed"] >= 5  # (and any near-copy among the 300)
@@ -99,8 +105,18 @@ def test_replay_traces_then_select(ray_local, prompts, tmp_path):
 
 
 def test_resume_keeps_finished_samples(ray_local, prompts, tmp_path):
-    argv = ["--prompts_path", str(prompts), "--backend", "replay", "--max_prompts", "200", "--shard_rows", "40",
-            "--output_dir", str(tmp_path / "traces")]  # fmt: skip
+    argv = [
+        "--prompts_path",
+        str(prompts),
+        "--backend",
+        "replay",
+        "--max_prompts",
+        "200",
+        "--shard_rows",
+        "40",
+        "--output_dir",
+        str(tmp_path / "traces"),
+    ]
     done = synthesize(parse_args(argv))
     manifest = read_manifest(done)
     # Make it look like a run killed midway: the partial directory of the same hash with only some shards in it.
@@ -146,10 +162,25 @@ def test_empty_prompts_give_empty_traces_and_an_empty_selection(ray_local, tmp_p
     """Every stage takes an empty input (issue 13 item 17): traces/ keeps a zero-row file with the schema, and select
     writes its three sets with zero rows (grouping the empty table used to raise ArrowInvalid)."""
     (tmp_path / "prompts.jsonl").write_text("")
-    traces = synthesize(parse_args(["--prompts_path", str(tmp_path / "prompts.jsonl"), "--backend", "replay", "--output_dir", str(tmp_path / "traces")]))  # fmt: skip
+    traces = synthesize(
+        parse_args(
+            [
+                "--prompts_path",
+                str(tmp_path / "prompts.jsonl"),
+                "--backend",
+                "replay",
+                "--output_dir",
+                str(tmp_path / "traces"),
+            ]
+        )
+    )
     assert read_manifest(traces)["counts"]["samples"] == 0 and len(list((traces / "traces").glob("*.parquet"))) == 1
     sel = select(select_args(["--traces_path", str(traces), "--output_dir", str(tmp_path / "select")]))
-    assert {k: v["kept"] for k, v in read_manifest(sel)["counts"].items() if isinstance(v, dict)} == {"sft": 0, "preference": 0, "rl_prompts": 0}  # fmt: skip
+    assert {k: v["kept"] for k, v in read_manifest(sel)["counts"].items() if isinstance(v, dict)} == {
+        "sft": 0,
+        "preference": 0,
+        "rl_prompts": 0,
+    }
 
 
 def artifact_bytes(root):
@@ -165,7 +196,9 @@ def artifact_bytes(root):
         elif f.name == "README.md" and (f.parent / "manifest.json").exists():
             when = json.loads((f.parent / "manifest.json").read_text())
             stamps = (when["created_at"], f"{when['duration_s']} s")
-            data = "\n".join(line for line in data.decode().splitlines() if not any(s in line for s in stamps)).encode()
+            data = "\n".join(
+                line for line in data.decode().splitlines() if not any(s in line for s in stamps)
+            ).encode()
         out[f.relative_to(root).as_posix()] = data
     return out
 
@@ -174,8 +207,18 @@ def test_synth_and_select_are_byte_identical_when_run_twice(ray_local, prompts, 
     """Same input + config + seed -> the same files, byte for byte (shard names are content hashes, order fixed).
     Training checkpoints are not covered: float reductions on threads/GPUs are not bitwise reproducible."""
     traces, selected = tmp_path / "traces", tmp_path / "select"
-    synth_argv = ["--prompts_path", str(prompts), "--backend", "replay", "--max_prompts", "60", "--shard_rows", "16",
-                  "--output_dir", str(traces)]  # fmt: skip
+    synth_argv = [
+        "--prompts_path",
+        str(prompts),
+        "--backend",
+        "replay",
+        "--max_prompts",
+        "60",
+        "--shard_rows",
+        "16",
+        "--output_dir",
+        str(traces),
+    ]
     select_argv = ["--traces_path", str(traces), "--output_dir", str(selected), "--no_think_ratio", "0.3"]
     runs = []
     for _ in range(2):  # a fresh run each time, at the same paths (with --force the config would differ: force)

@@ -28,8 +28,13 @@ def pairs(n: int, seed: int = 0) -> list[dict]:
             prompt = [{"role": "user", "content": f"What is {a} plus {b}?"}]
             chosen = f"<think>\n{a} plus {b} is {a + b}.\n</think>The answer is {a + b}."
             rejected = f"<think>\n{a} plus {b} is {a + b + wrong}.\n</think>The answer is {a + b + wrong}."
-        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-                     "rejected": [{"role": "assistant", "content": rejected}]})  # fmt: skip
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
     return rows
 
 
@@ -49,8 +54,11 @@ def mean_margin(model_dir: Path, rows: list[dict]) -> float:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    margins = [completion_logp(model, tokenizer, r["prompt"], r["chosen"])
-               - completion_logp(model, tokenizer, r["prompt"], r["rejected"]) for r in rows]  # fmt: skip
+    margins = [
+        completion_logp(model, tokenizer, r["prompt"], r["chosen"])
+        - completion_logp(model, tokenizer, r["prompt"], r["rejected"])
+        for r in rows
+    ]
     return sum(margins) / len(margins)
 
 
@@ -59,11 +67,40 @@ def test_dpo_widens_the_chosen_rejected_margin(tiny_base, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "dpo"
-    argv = ["--model_name_or_path", str(tiny_base), "--dataset_name", str(data), "--output_dir", str(out),
-            "--loss_type", "sigmoid_norm", "--beta", "0.1", "--learning_rate", "3e-3", "--max_steps", "15",
-            "--per_device_train_batch_size", "8", "--logging_steps", "5", "--max_length", "256", "--dtype", "float32",
-            "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none", "--disable_tqdm", "true",
-            "--save_steps", "100"]  # fmt: skip
+    argv = [
+        "--model_name_or_path",
+        str(tiny_base),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--loss_type",
+        "sigmoid_norm",
+        "--beta",
+        "0.1",
+        "--learning_rate",
+        "3e-3",
+        "--max_steps",
+        "15",
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "5",
+        "--max_length",
+        "256",
+        "--dtype",
+        "float32",
+        "--bf16",
+        "false",
+        "--activation_checkpointing",
+        "false",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--save_steps",
+        "100",
+    ]
     assert dpo.main(argv) == 0
     before, after = mean_margin(tiny_base, rows), mean_margin(out, rows)
     assert after > before + 1.0, (before, after)  # nats per pair, summed over the answer tokens

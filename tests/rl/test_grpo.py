@@ -21,10 +21,28 @@ def digit_share(completions: list, **_) -> list[float]:
 
 
 def grpo_argv(base, data, out, **overrides) -> list[str]:
-    args = dict(model_name_or_path=base, dataset_name=data, output_dir=out, num_generations=8,
-                per_device_train_batch_size=16, max_completion_length=12, temperature=1.0, learning_rate=3e-2,
-                max_steps=14, logging_steps=1, save_steps=100, dtype="float32", bf16=False,
-                activation_checkpointing=False, report_to="none", disable_tqdm=True, seed=0) | overrides  # fmt: skip
+    args = (
+        dict(
+            model_name_or_path=base,
+            dataset_name=data,
+            output_dir=out,
+            num_generations=8,
+            per_device_train_batch_size=16,
+            max_completion_length=12,
+            temperature=1.0,
+            learning_rate=3e-2,
+            max_steps=14,
+            logging_steps=1,
+            save_steps=100,
+            dtype="float32",
+            bf16=False,
+            activation_checkpointing=False,
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+        )
+        | overrides
+    )
     argv = [x for k, v in args.items() for x in (f"--{k}", str(v))]
     return argv
 
@@ -40,8 +58,14 @@ def prompts_file(tmp_path):
 def test_grpo_raises_the_mean_reward(tiny_base, tmp_path, prompts_file, monkeypatch):
     monkeypatch.setitem(grpo.REWARDS, "digits", digit_share)  # registered like any reward in rl/rewards.py
     out = tmp_path / "grpo"
-    argv = grpo_argv(tiny_base, prompts_file, out) + ["--reward_funcs", "digits", "accuracy", "--reward_weights", "1",
-                                                      "0"]  # fmt: skip
+    argv = grpo_argv(tiny_base, prompts_file, out) + [
+        "--reward_funcs",
+        "digits",
+        "accuracy",
+        "--reward_weights",
+        "1",
+        "0",
+    ]
     assert grpo.main(argv) == 0
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rewards = [row["rewards/digit_share/mean"] for row in logged if "rewards/digit_share/mean" in row]

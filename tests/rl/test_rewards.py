@@ -76,8 +76,13 @@ DISPATCH = [
     ("so</think>#### 4", "4", "math", "on", 1.0),  # math, as `accuracy` scores it
     ("so</think>#### 4", "4", None, "on", 1.0),  # a null verifier is math
     ("```python\ndef sq(x):\n    return x * x\n```", TESTS, "code", "off", 1.0),  # code, run in the sandbox
-    ("```python\ndef sq(x):\n    return 9\n```", json.dumps(["assert sq(3) == 9", "assert sq(2) == 4"]), "code",
-     "off", 0.5),  # one of two tests
+    (
+        "```python\ndef sq(x):\n    return 9\n```",
+        json.dumps(["assert sq(3) == 9", "assert sq(2) == 4"]),
+        "code",
+        "off",
+        0.5,
+    ),  # one of two tests
     ("```python\ndef sq(x):\n    return x * x\n```", TESTS, "code", "on", 0.0),  # reasoning on, never closed
     ("The Answer Is B", json.dumps([{"id": "change_case:english_lowercase"}]), "ifeval", "off", 0.0),
     ("the answer is b", json.dumps([{"id": "change_case:english_lowercase"}]), "ifeval", "off", 1.0),
@@ -106,8 +111,14 @@ def test_verifier_reward_mixed_batch():
 
 def test_rewards_accept_everything_trl_passes():
     """TRL calls rewards with prompts, completion_ids, every column and trainer hooks; the defaults assume reasoning on."""
-    extra = dict(prompts=[[{"role": "user", "content": "2+2?"}]], completion_ids=[[1, 2]], trainer_state=None,
-                 log_extra=None, log_metric=None, prompt_id=["p0"])  # fmt: skip
+    extra = dict(
+        prompts=[[{"role": "user", "content": "2+2?"}]],
+        completion_ids=[[1, 2]],
+        trainer_state=None,
+        log_extra=None,
+        log_metric=None,
+        prompt_id=["p0"],
+    )
     assert accuracy(["4</think>#### 4"], answer=["4"], **extra) == [1.0]
     assert think_format(["4</think>#### 4"], answer=["4"], **extra) == [1.0]
 

@@ -21,11 +21,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def test_eval_writes_pass_at_1_per_mode(tiny_base, tmp_path):
     data = tmp_path / "test.jsonl"
-    data.write_text("".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"}) + "\n"
-                            for i in range(5)))  # fmt: skip
+    data.write_text(
+        "".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(5))
+    )
     out = tmp_path / "eval.json"
-    argv = ["--model", str(tiny_base), "--dataset", str(data), "--num_samples", "3", "--limit", "4",
-            "--max_new_tokens", "8", "--output", str(out)]  # fmt: skip
+    argv = [
+        "--model",
+        str(tiny_base),
+        "--dataset",
+        str(data),
+        "--num_samples",
+        "3",
+        "--limit",
+        "4",
+        "--max_new_tokens",
+        "8",
+        "--output",
+        str(out),
+    ]
     assert evaluate.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["problems"] == 4 and set(result["modes"]) == {"think", "no_think"}
@@ -133,7 +146,9 @@ def test_eval_on_named_benchmarks_writes_pass_and_maj_at_k(tiny_base, tmp_path):
     argv += ["--output", str(out)]
     assert evaluate.main(argv) == 0
     result = json.loads(out.read_text())
-    assert set(result["benchmarks"]) == {"gsm8k", "amc23"} and result["modes"] == result["benchmarks"]["gsm8k"]["modes"]
+    assert (
+        set(result["benchmarks"]) == {"gsm8k", "amc23"} and result["modes"] == result["benchmarks"]["gsm8k"]["modes"]
+    )
     for bench in result["benchmarks"].values():
         stats = bench["modes"]["no_think"]
         assert bench["problems"] == 2 and {"pass@1", "pass@2", "maj@2"} <= set(stats)

@@ -56,10 +56,27 @@ def gsm8k_style(path: Path, n: int = 4) -> Path:
 
 
 def sft_argv(base: Path, data: Path, out: Path, **overrides) -> list[str]:
-    args = dict(model_name_or_path=base, dataset_name=data, output_dir=out, assistant_only_loss=True, max_length=256,
-                dtype="float32", bf16=False, activation_checkpointing=False, learning_rate=3e-3, max_steps=40,
-                per_device_train_batch_size=8, logging_steps=5, save_steps=20, report_to="none", disable_tqdm=True,
-                seed=0) | overrides  # fmt: skip
+    args = (
+        dict(
+            model_name_or_path=base,
+            dataset_name=data,
+            output_dir=out,
+            assistant_only_loss=True,
+            max_length=256,
+            dtype="float32",
+            bf16=False,
+            activation_checkpointing=False,
+            learning_rate=3e-3,
+            max_steps=40,
+            per_device_train_batch_size=8,
+            logging_steps=5,
+            save_steps=20,
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+        )
+        | overrides
+    )
     return [x for k, v in args.items() for x in (f"--{k}", str(v))]
 
 
@@ -68,8 +85,9 @@ def sft_run(tiny_base, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sft")
     data = write_jsonl(tmp / "sft.jsonl", conversations(48))
     evalset = gsm8k_style(tmp / "test.jsonl")
-    argv = sft_argv(tiny_base, data, tmp / "out", math_eval_dataset=evalset, math_eval_limit=4,
-                    math_eval_max_new_tokens=8)  # fmt: skip
+    argv = sft_argv(
+        tiny_base, data, tmp / "out", math_eval_dataset=evalset, math_eval_limit=4, math_eval_max_new_tokens=8
+    )
     assert train.main(argv) == 0
     return tmp / "out", argv
 
@@ -124,8 +142,17 @@ def test_only_assistant_tokens_carry_loss(tiny_base, tmp_path):
 
 def test_lora_default_targets_reach_mamba_and_are_merged(tiny_base, tmp_path):
     data = write_jsonl(tmp_path / "sft.jsonl", conversations(16))
-    argv = sft_argv(tiny_base, data, tmp_path / "lora", use_peft=True, lora_r=4, lora_alpha=8, max_steps=3,
-                    learning_rate=1e-2, logging_steps=1)  # fmt: skip
+    argv = sft_argv(
+        tiny_base,
+        data,
+        tmp_path / "lora",
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+        max_steps=3,
+        learning_rate=1e-2,
+        logging_steps=1,
+    )
     assert train.main(argv) == 0
     before, after = load_file(tiny_base / "model.safetensors"), load_file(tmp_path / "lora" / "model.safetensors")
     assert before.keys() == after.keys()  # merged: a plain checkpoint, no adapter tensors
@@ -220,8 +247,13 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
     out = tmp_path / "out"
     argv = sft_argv(tiny_base, data, out, max_steps=12, save_steps=4, logging_steps=1)
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "sft.train", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sft.train", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     partial = tmp_path / ".out.partial"
     deadline = time.monotonic() + 300
     while not (partial / "checkpoint-4" / "trainer_state.json").exists():
@@ -275,6 +307,8 @@ def test_a_broken_dataset_row_is_an_error_naming_file_and_line(tmp_path):
     from pipelines.core.datasets import load_split
 
     path = tmp_path / "sft.jsonl"
-    path.write_text(json.dumps(conversations(1)[0]) + "\n" + '{"messages": [{"role": "user", "content": "x\\ud83d"}]}\n')
+    path.write_text(
+        json.dumps(conversations(1)[0]) + "\n" + '{"messages": [{"role": "user", "content": "x\\ud83d"}]}\n'
+    )
     with pytest.raises(ConfigError, match=f"{path}:2: a lone surrogate"):
         load_split(str(path))

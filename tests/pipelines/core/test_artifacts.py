@@ -162,7 +162,11 @@ def test_output_equal_to_or_containing_an_input_is_refused(tmp_path):
     raw = tmp_path / "corpus" / "raw.jsonl"
     raw.parent.mkdir()
     raw.write_text('{"text": "hello"}\n')
-    for out, given in ((tmp_path / "corpus", raw.parent), (tmp_path, raw), (tmp_path / "corpus", tmp_path / "corpus/*.jsonl")):  # fmt: skip
+    for out, given in (
+        (tmp_path / "corpus", raw.parent),
+        (tmp_path, raw),
+        (tmp_path / "corpus", tmp_path / "corpus/*.jsonl"),
+    ):
         with pytest.raises(UnsafeOutputError, match="is or contains the stage's input"):
             write(make(out, {"a": 1}, [given]))
     up = make(tmp_path / "up", {"a": 1})

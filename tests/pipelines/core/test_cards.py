@@ -175,10 +175,14 @@ def test_traces_card_summarises_generators_recorded_in_the_data(tmp_path):
     with art.writing() as tmp:
         gen = {"model": "nvidia/NVIDIA-Nemotron-Nano-12B-v2-Base", "revision": "main", "backend": "vllm"}
         rows = [
-            {"id": f"p:{k}", "generator": gen, "reasoning": "on" if k < 3 else "off",
-             "sampling_params": {"temperature": 0.6 if k < 3 else 0.0, "seed": k}}
+            {
+                "id": f"p:{k}",
+                "generator": gen,
+                "reasoning": "on" if k < 3 else "off",
+                "sampling_params": {"temperature": 0.6 if k < 3 else 0.0, "seed": k},
+            }
             for k in range(4)
-        ]  # fmt: skip
+        ]
         write_parquet(tmp / "traces" / "part-0.parquet", rows)
         art.counts = {"samples": 4}
     table = rows_of(render_card(art.path, repo_id="a/b", revision="main"))

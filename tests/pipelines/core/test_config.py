@@ -110,6 +110,8 @@ def test_ray_progress_is_on_in_a_terminal_and_off_in_ci(monkeypatch):
     assert not progress_enabled()
     monkeypatch.setenv("NANOFORGE_PROGRESS", "1")  # asked for explicitly
     assert progress_enabled()
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
@@ -178,5 +180,7 @@ def test_curate_languages_scalar_is_an_error_not_a_set_of_letters(tmp_path):
 
     cfg = tmp_path / "curate.yaml"
     cfg.write_text("languages: en\n")
-    with pytest.raises(ConfigError, match=r"curate\.yaml: field 'languages' expects list\[str\], got str 'en' \(a list: write \[en\]"):  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"curate\.yaml: field 'languages' expects list\[str\], got str 'en' \(a list: write \[en\]"
+    ):
         curate.parse_args(["--config", str(cfg), "--input_paths", str(cfg)])

@@ -63,7 +63,10 @@ def test_remote_artifact_commits_manifest_last_and_resumes(s3_prefix):
 
 def test_remote_prefix_that_is_not_an_artifact_is_never_replaced(s3_prefix):
     storage.write_text("someone's data", storage.join(s3_prefix, "theirs", "file.txt"))
-    with pytest.raises(FileExistsError, match="not a nanoforge artifact"), make(storage.join(s3_prefix, "theirs"), {}).writing():  # fmt: skip
+    with (
+        pytest.raises(FileExistsError, match="not a nanoforge artifact"),
+        make(storage.join(s3_prefix, "theirs"), {}).writing(),
+    ):
         pass
     assert storage.read_text(storage.join(s3_prefix, "theirs", "file.txt")) == "someone's data"
 

@@ -138,7 +138,9 @@ def test_filter_decisions_match_datatrove_run_alone():
     rows = process_chunk("c", items, "cc", str(path), "cc", SETTINGS).to_pylist()
     filtered = [(i, r) for i, r in enumerate(rows) if r["status"] == "kept" or r["stage"] in FILTER_NAMES]
     texts = [normalize_text(records[i]["text"]) for i, _ in filtered]
-    done = subprocess.run([sys.executable, "-c", DATATROVE_ALONE], input=json.dumps(texts), capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", DATATROVE_ALONE], input=json.dumps(texts), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     reference = json.loads(done.stdout)
     assert len(filtered) > 100 and sum(keep for keep, _, _ in reference) > 10
@@ -157,7 +159,9 @@ def test_warc_pages_are_extracted_with_trafilatura():
     (page,) = wet  # one conversion record: an.wikipedia.org/wiki/Escopete, in Aragonese
     assert page["url"] == "https://an.wikipedia.org/wiki/Escopete"
     assert (page["status"], page["reason"]) == ("rejected", "wrong_language")
-    html = run_file(shared_data("commoncrawl_whirlwind", "whirlwind.warc.gz"), {**SETTINGS, "language_id": False, "filters": "[]"})  # fmt: skip
+    html = run_file(
+        shared_data("commoncrawl_whirlwind", "whirlwind.warc.gz"), {**SETTINGS, "language_id": False, "filters": "[]"}
+    )
     assert html[0]["status"] == "kept" and "Escopete" in html[0]["text"]
 
 
@@ -204,7 +208,9 @@ def test_a_page_that_stalls_trafilatura_is_dropped_not_waited_for(monkeypatch):
 
     monkeypatch.setattr(trafilatura, "extract", extract)
     start = time.monotonic()
-    rows = run_file(shared_data("dolma_tests", "sample-0000.warc.gz"), {**SETTINGS, "filters": "[]", "extract_timeout_s": 0.5})  # fmt: skip
+    rows = run_file(
+        shared_data("dolma_tests", "sample-0000.warc.gz"), {**SETTINGS, "filters": "[]", "extract_timeout_s": 0.5}
+    )
     assert time.monotonic() - start < 25
     timed_out = [r for r in rows if r["reason"] == "extraction_timeout"]
     assert len(timed_out) == 1 and timed_out[0]["stage"] == "extract"

@@ -15,8 +15,12 @@ from pipelines.dedup.fuzzy import connected_components, fuzzy_duplicates, hashed
 from pipelines.dedup.minhash import parse_spec, shingles
 
 HEADERS = ["Home | News | Sport | Weather | Contact us", "Skip to main content", "Posted by admin on 12 March 2019"]
-FOOTERS = ["Share this: Facebook Twitter Email", "© 2019 All rights reserved. Privacy Policy | Terms of Use",
-           "Related posts: 10 things you did not know", "Leave a comment\nYour email address will not be published."]  # fmt: skip
+FOOTERS = [
+    "Share this: Facebook Twitter Email",
+    "© 2019 All rights reserved. Privacy Policy | Terms of Use",
+    "Related posts: 10 things you did not know",
+    "Leave a comment\nYour email address will not be published.",
+]
 
 
 def _originals() -> list[str]:
@@ -65,7 +69,9 @@ def _dataset(texts: list[str], blocks: int = 4, ids: list[str] | None = None):
 
     ids = ids or [f"doc-{i}" for i in range(len(texts))]
     table = pa.table({"node": pa.array(np.arange(len(texts), dtype=np.uint64)), "id": ids, "text": texts})
-    return ray.data.from_arrow([table.slice(a, len(texts) // blocks + 1) for a in range(0, len(texts), len(texts) // blocks + 1)])  # fmt: skip
+    return ray.data.from_arrow(
+        [table.slice(a, len(texts) // blocks + 1) for a in range(0, len(texts), len(texts) // blocks + 1)]
+    )
 
 
 def _arrow(ds) -> pa.Table:
@@ -76,7 +82,9 @@ def _arrow(ds) -> pa.Table:
 
 def _dropped(ds, params="fineweb", **kwargs) -> dict[int, tuple[int, str]]:
     table = _arrow(fuzzy_duplicates(ds, parse_spec(params), **kwargs))
-    return {n: (c, s) for n, c, s in zip(*(table[k].to_pylist() for k in ("node", "cluster", "survivor_id")), strict=True)}  # fmt: skip
+    return {
+        n: (c, s) for n, c, s in zip(*(table[k].to_pylist() for k in ("node", "cluster", "survivor_id")), strict=True)
+    }
 
 
 def test_cs336_fuzzy_duplicate_fixtures(ray_local):
@@ -88,7 +96,9 @@ def test_cs336_fuzzy_duplicate_fixtures(ray_local):
         dropped = _dropped(_dataset([f.read_text() for f in files], blocks=1, ids=[f.name for f in files]))
         assert len(files) - len(dropped) == expected_kept
         names = {files[n].name: survivor for n, (_, survivor) in dropped.items()}
-        assert names == ({"react_mit_license.txt": "rails_mit_license.txt"} if expected_kept == 2 else {"doc2.txt": "doc1.txt"})  # fmt: skip
+        assert names == (
+            {"react_mit_license.txt": "rails_mit_license.txt"} if expected_kept == 2 else {"doc2.txt": "doc1.txt"}
+        )
 
 
 def test_planted_near_duplicates_recall_and_survivors(ray_local, planted):
@@ -135,7 +145,11 @@ def test_dedup_a_new_corpus_against_a_saved_index(ray_local, planted, tmp_path):
     fresh = texts[200:260]
     # copies at Jaccard >= 0.9, found with probability 1-(1-0.9^8)^14 > 0.999 each
     new = [_near_copy(old[i], rng, 0.9) for i in range(0, 40, 2)] + fresh + [_near_copy(fresh[0], rng, 0.9)]
-    table = _arrow(fuzzy_duplicates(_dataset(new, ids=[f"new-{i}" for i in range(len(new))]), parse_spec("fineweb"), index=tmp_path / "index"))  # fmt: skip
+    table = _arrow(
+        fuzzy_duplicates(
+            _dataset(new, ids=[f"new-{i}" for i in range(len(new))]), parse_spec("fineweb"), index=tmp_path / "index"
+        )
+    )
     rows = {r["node"]: r for r in table.to_pylist()}
     for j in range(20):  # copies of indexed documents: dropped, the indexed document named as survivor
         assert rows[j]["indexed"] and rows[j]["survivor_id"] in {f"doc-{i}" for i in range(200)}
@@ -208,17 +222,39 @@ def test_curate_drops_near_duplicates_and_contamination(ray_local, planted, tmp_
     rows += [{"id": f"math-{k}", "text": texts[150 + k] + "\n\nQuestion: " + q} for k, q in enumerate(questions)]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "web.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "c.yaml").write_text("# test\n# nanoforge curate --config c.yaml\nfilters: []\nlanguage_id: false\npii: false\n")  # fmt: skip
+    (tmp_path / "c.yaml").write_text(
+        "# test\n# nanoforge curate --config c.yaml\nfilters: []\nlanguage_id: false\npii: false\n"
+    )
     outputs = []
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"
-        curate.main(["--config", str(tmp_path / "c.yaml"), "--input_paths", str(tmp_path / "in"), "--output_dir", str(out),  # fmt: skip
-                     "--fuzzy_dedup", "fineweb", "--decontaminate_against", f"gsm8k={gsm8k}:question",
-                     "--num_workers", str(workers), "--chunk_bytes", "200000"])  # fmt: skip
+        curate.main(
+            [
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--input_paths",
+                str(tmp_path / "in"),
+                "--output_dir",
+                str(out),
+                "--fuzzy_dedup",
+                "fineweb",
+                "--decontaminate_against",
+                f"gsm8k={gsm8k}:question",
+                "--num_workers",
+                str(workers),
+                "--chunk_bytes",
+                "200000",
+            ]
+        )
         counts = read_manifest(out)["counts"]
         assert counts["input"] == len(rows) == counts["kept"] + sum(counts["rejected"].values())
         rejected = pq.read_table(out / "rejected").to_pylist()
-        outputs.append((sorted(pq.read_table(out / "documents")["id"].to_pylist()), sorted((r["id"], r["reason"], r["duplicate_of"]) for r in rejected)))  # fmt: skip
+        outputs.append(
+            (
+                sorted(pq.read_table(out / "documents")["id"].to_pylist()),
+                sorted((r["id"], r["reason"], r["duplicate_of"]) for r in rejected),
+            )
+        )
         assert (out / "lsh_index" / "buckets").is_dir()
     kept, rejected = outputs[0]
     assert outputs[0] == outputs[1]
@@ -228,4 +264,6 @@ def test_curate_drops_near_duplicates_and_contamination(ray_local, planted, tmp_
     assert sum(reasons.get(c, ("",))[0] == "fuzzy_duplicate" for c in copies) >= 0.9 * len(copies)
     for i in keep:
         if f"doc-{i}" in reasons and i >= n_originals:  # a copy names the first document of its cluster
-            assert reasons[f"doc-{i}"][1] == f"doc-{cluster_of[i]}" or cluster_of[i] in {int(x[4:]) for x in reasons if x.startswith("doc-")}  # fmt: skip
+            assert reasons[f"doc-{i}"][1] == f"doc-{cluster_of[i]}" or cluster_of[i] in {
+                int(x[4:]) for x in reasons if x.startswith("doc-")
+            }

@@ -85,7 +85,9 @@ def test_presets_and_free_parameters():
     assert (fineweb.unit, fineweb.ngram, fineweb.bands, fineweb.rows, fineweb.precision) == ("word", 5, 14, 8, 64)
     assert (nemotron.unit, nemotron.ngram, nemotron.bands, nemotron.rows) == ("char", 24, 20, 13)
     assert parse_spec("none") is None
-    assert parse_spec("nemotron_cc,bands=10,simplify=true") == MinhashParams(unit="char", ngram=24, bands=10, rows=13, simplify=True)  # fmt: skip
+    assert parse_spec("nemotron_cc,bands=10,simplify=true") == MinhashParams(
+        unit="char", ngram=24, bands=10, rows=13, simplify=True
+    )
     for bad in ("minhash", "fineweb,bands", "fineweb,colour=red", "fineweb,precision=16"):
         with pytest.raises(ValueError):
             parse_spec(bad)
@@ -128,7 +130,7 @@ def test_lsh_collisions_follow_the_s_curve():
             len(np.intersect1d(ha[oa[i] : oa[i + 1]], hb[ob[i] : ob[i + 1]]))
             / len(np.union1d(ha[oa[i] : oa[i + 1]], hb[ob[i] : ob[i + 1]]))
             for i in range(len(pairs))
-        ]  # fmt: skip
+        ]
     )
     ka, kb = band_keys(signatures(a, params)[0], params), band_keys(signatures(b, params)[0], params)
     hit = (ka == kb).any(axis=1)

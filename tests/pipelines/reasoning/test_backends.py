@@ -29,9 +29,28 @@ def gsm8k_prompts(tmp_path, n, extra=()):
 def test_transformers_backend_with_tiny_base(ray_local, tiny_base, tmp_path):
     long = {"question": "How many apples are there in all of these baskets? " * 60, "answer": "#### 3"}
     prompts, _ = gsm8k_prompts(tmp_path, 3, [long])
-    argv = ["--prompts_path", str(prompts), "--backend", "transformers", "--model_name_or_path", str(tiny_base),
-            "--num_samples", "2", "--reasoning", "mixed", "--think_ratio", "0.5", "--max_new_tokens", "8",
-            "--max_prompt_tokens", "200", "--batch_size", "4", "--output_dir", str(tmp_path / "traces")]  # fmt: skip
+    argv = [
+        "--prompts_path",
+        str(prompts),
+        "--backend",
+        "transformers",
+        "--model_name_or_path",
+        str(tiny_base),
+        "--num_samples",
+        "2",
+        "--reasoning",
+        "mixed",
+        "--think_ratio",
+        "0.5",
+        "--max_new_tokens",
+        "8",
+        "--max_prompt_tokens",
+        "200",
+        "--batch_size",
+        "4",
+        "--output_dir",
+        str(tmp_path / "traces"),
+    ]
     out = synthesize(parse_args(argv))
     counts = read_manifest(out)["counts"]
     traces = pq.read_table(out / "traces").to_pylist()
@@ -101,9 +120,13 @@ class ChatServer(BaseHTTPRequestHandler):
         if behaviour == "error":
             status, payload = 400, {"error": {"message": "maximum context length exceeded", "type": "BadRequest"}}
         else:
-            payload = {"id": "c", "object": "chat.completion", "model": body["model"],
-                       "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                       "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}}  # fmt: skip
+            payload = {
+                "id": "c",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+            }
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -131,9 +154,26 @@ def test_openai_backend_against_local_server(ray_local, chat_server, tmp_path, m
     }
     ChatServer.requests = []
     monkeypatch.setenv("NANOFORGE_TEST_KEY", "sk-local")
-    argv = ["--prompts_path", str(prompts), "--backend", "openai", "--model_name_or_path", "served-model",
-            "--api_base", chat_server, "--api_key_env", "NANOFORGE_TEST_KEY", "--num_samples", "2",
-            "--reasoning", "on", "--max_new_tokens", "64", "--output_dir", str(tmp_path / "traces")]  # fmt: skip
+    argv = [
+        "--prompts_path",
+        str(prompts),
+        "--backend",
+        "openai",
+        "--model_name_or_path",
+        "served-model",
+        "--api_base",
+        chat_server,
+        "--api_key_env",
+        "NANOFORGE_TEST_KEY",
+        "--num_samples",
+        "2",
+        "--reasoning",
+        "on",
+        "--max_new_tokens",
+        "64",
+        "--output_dir",
+        str(tmp_path / "traces"),
+    ]
     out = synthesize(parse_args(argv))
     traces = {t["id"]: t for t in pq.read_table(out / "traces").to_pylist()}
     assert len(traces) == 10 and len(ChatServer.requests) == 10  # one request per sample (no n > 1)
@@ -168,8 +208,9 @@ def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_
         (path / "config.json").write_text(json.dumps({"model_type": model_type}))
 
     def cfg(model, **engine):
-        return SimpleNamespace(model_name_or_path=str(model), max_prompt_tokens=1024, max_new_tokens=512,
-                               engine_kwargs=engine)  # fmt: skip
+        return SimpleNamespace(
+            model_name_or_path=str(model), max_prompt_tokens=1024, max_new_tokens=512, engine_kwargs=engine
+        )
 
     assert vllm_engine_kwargs(cfg(hybrid)) == {
         "max_model_len": 1536,
@@ -196,8 +237,17 @@ def test_vllm_rows_keep_the_columns_scoring_needs():
     by the code verifier, not as math) and a failed row keeps its error instead of a completion."""
     from pipelines.reasoning.backends import from_vllm
 
-    sample = {"id": "p:0", "prompt_id": "p", "messages": [], "answer": "x", "verifier": "code", "reasoning": "on",
-              "sampling": {"max_new_tokens": 8}, "source": "s", "piece": None}  # fmt: skip
+    sample = {
+        "id": "p:0",
+        "prompt_id": "p",
+        "messages": [],
+        "answer": "x",
+        "verifier": "code",
+        "reasoning": "on",
+        "sampling": {"max_new_tokens": 8},
+        "source": "s",
+        "piece": None,
+    }
     engine = {"generated_text": "def f(): pass", "num_generated_tokens": 8, "prompt": "...", "request_id": 3}
     out = from_vllm(sample | engine)
     assert out == sample | {"completion": "def f(): pass", "num_generated_tokens": 8, "truncated": True, "error": None}
@@ -209,12 +259,33 @@ def test_openai_failed_rows_are_error_samples_and_retried_on_resume(ray_local, c
     """A timeout or a 502 after its retries is a counted `error` sample, not a run abort; a resume retries it."""
     prompts, rows = gsm8k_prompts(tmp_path, 3)
     golds = [r["answer"].split("####")[-1].strip() for r in rows]
-    ChatServer.plan = {r["question"]: (b, g) for r, b, g in zip(rows, ["correct", "slow", "broken"], golds, strict=True)}
+    ChatServer.plan = {
+        r["question"]: (b, g) for r, b, g in zip(rows, ["correct", "slow", "broken"], golds, strict=True)
+    }
     ChatServer.requests = []
     out = tmp_path / "traces"
-    argv = ["--prompts_path", str(prompts), "--backend", "openai", "--model_name_or_path", "served-model",
-            "--api_base", chat_server, "--api_key_env", "", "--num_samples", "1", "--reasoning", "on",
-            "--request_timeout_s", "1", "--max_retries", "1", "--output_dir", str(out)]  # fmt: skip
+    argv = [
+        "--prompts_path",
+        str(prompts),
+        "--backend",
+        "openai",
+        "--model_name_or_path",
+        "served-model",
+        "--api_base",
+        chat_server,
+        "--api_key_env",
+        "",
+        "--num_samples",
+        "1",
+        "--reasoning",
+        "on",
+        "--request_timeout_s",
+        "1",
+        "--max_retries",
+        "1",
+        "--output_dir",
+        str(out),
+    ]
     synthesize(parse_args(argv))
 
     traces = {ChatServer.plan[t["messages"][1]["content"]][0]: t for t in pq.read_table(out / "traces").to_pylist()}
@@ -236,4 +307,6 @@ def test_openai_failed_rows_are_error_samples_and_retried_on_resume(ray_local, c
     counts = read_manifest(out)["counts"]
     assert counts["errors"] == 0 and counts["samples"] == 3 and counts["samples_resumed"] == 1
     assert len(ChatServer.requests) == 2  # only the two failed samples were sent again
-    assert sorted(t["id"] for t in pq.read_table(out / "traces").to_pylist()) == sorted(traces[b]["id"] for b in traces)
+    assert sorted(t["id"] for t in pq.read_table(out / "traces").to_pylist()) == sorted(
+        traces[b]["id"] for b in traces
+    )

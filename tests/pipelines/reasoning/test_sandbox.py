@@ -36,7 +36,11 @@ def test_limits():
     assert run_python("import time; time.sleep(30)", timeout_s=1).timed_out  # sleeping costs no CPU: wall timeout
     assert run_python("x = bytearray(2 << 30)", memory_mb=256).error == "MemoryError"  # address-space limit
     flood = run_python("while True: print('x' * 1000)", timeout_s=5)  # output is a file with a size limit
-    assert not flood.timed_out and flood.returncode != 0 and len(flood.stdout) <= pipelines.reasoning.sandbox.OUTPUT_LIMIT_BYTES
+    assert (
+        not flood.timed_out
+        and flood.returncode != 0
+        and len(flood.stdout) <= pipelines.reasoning.sandbox.OUTPUT_LIMIT_BYTES
+    )
 
 
 def test_environment_is_bare(tmp_path):
