@@ -272,12 +272,14 @@ def part_scurve(input_dir: Path, docs: list[dict], e2e_removed: set[str] | None)
         if sel.sum():
             e2e = f"{removed[sel].mean():.3f}" if removed is not None else "-"
             lines.append(
-                f"| {lo:.2f}-{min(hi, 1):.2f} | {sel.sum()} | {hit[sel].mean():.3f} | {params.inclusion_probability(jac[sel]).mean():.3f} | {e2e} |"
+                f"| {lo:.2f}-{min(hi, 1):.2f} | {sel.sum()} | {hit[sel].mean():.3f} | "
+                f"{params.inclusion_probability(jac[sel]).mean():.3f} | {e2e} |"
             )
     recall = hit[jac >= 0.8].mean() if (jac >= 0.8).any() else float("nan")
     lines += [
         "",
-        f"Pairs at Jaccard >= 0.8 sharing a band: **{recall:.3f}** (end-to-end removal also counts copies linked through a third document).",
+        f"Pairs at Jaccard >= 0.8 sharing a band: **{recall:.3f}** (end-to-end removal also counts copies "
+        "linked through a third document).",
     ]
     return lines
 
@@ -436,7 +438,8 @@ def part_e2e(input_dir: Path, info: dict, cores: int) -> tuple[list[str], set[st
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['seconds']:.0f} | {r['cpu']:.0f} | {mb / r['seconds']:.2f} | {r['rss'] / 1e9:.2f} | {len(r['removed']):,} | {r['load']:.1f} |"
+            f"| {name} | {r['seconds']:.0f} | {r['cpu']:.0f} | {mb / r['seconds']:.2f} | "
+            f"{r['rss'] / 1e9:.2f} | {len(r['removed']):,} | {r['load']:.1f} |"
         )
     names = list(results)
     ours1, ours2, theirs = (results[n] for n in names)
@@ -446,7 +449,8 @@ def part_e2e(input_dir: Path, info: dict, cores: int) -> tuple[list[str], set[st
 
     lines += [
         "",
-        f"- Agreement of removed-id sets, ours vs datatrove: raw Jaccard **{jaccard(ours2['removed'], theirs['removed']):.4f}**; "
+        "- Agreement of removed-id sets, ours vs datatrove: raw Jaccard "
+        f"**{jaccard(ours2['removed'], theirs['removed']):.4f}**; "
         f"with datatrove's clusters keeping their first document in input order (our survivor rule; datatrove "
         f"keeps an arbitrary root): **{jaccard(ours2['removed'], theirs['canonical']):.4f}** (target >= 0.98). "
         f"Ours with 1 and 2 CPUs removed the same set: {ours1['removed'] == ours2['removed']}.",

@@ -225,9 +225,13 @@ def main() -> int:
         "",
         "| method | does | wall s | tokens/s/core | vs datatrove |",
         "|---|---|---:|---:|---:|",
-        f"| datatrove `ParquetReader -> MegatronDocumentTokenizer` | tokenize, write .bin/.idx | {dt_s:.1f} | {dt_tokens / dt_s / args.cores:,.0f} | 1.00x |",
-        f"| `nanoforge mix` (Ray running) | tokenize, plan, route, shuffle, write Parquet + .bin/.idx | {nf_s:.1f} | {nf_tokens / nf_s / args.cores:,.0f} | {dt_s / nf_s:.2f}x |",
-        f"| of which pass 1 (`prepare`) | read, tokenize, write Parquet with token ids | {passes['prepare']:.1f} | {nf_tokens / passes['prepare'] / args.cores:,.0f} | {dt_s / passes['prepare']:.2f}x |",
+        f"| datatrove `ParquetReader -> MegatronDocumentTokenizer` | tokenize, write .bin/.idx | {dt_s:.1f} "
+        f"| {dt_tokens / dt_s / args.cores:,.0f} | 1.00x |",
+        "| `nanoforge mix` (Ray running) | tokenize, plan, route, shuffle, write Parquet + .bin/.idx | "
+        f"{nf_s:.1f} | {nf_tokens / nf_s / args.cores:,.0f} | {dt_s / nf_s:.2f}x |",
+        "| of which pass 1 (`prepare`) | read, tokenize, write Parquet with token ids | "
+        f"{passes['prepare']:.1f} | {nf_tokens / passes['prepare'] / args.cores:,.0f} | "
+        f"{dt_s / passes['prepare']:.2f}x |",
         "",
         "mix passes (s): " + ", ".join(f"{k} {v:.1f}" for k, v in passes.items()) + ". A blend reads its sources "
         "twice (tokenize and count, then route the picks) and rewrites them once more in shuffled order; datatrove "

@@ -165,8 +165,9 @@ def main() -> int:
         "",
         "TRL defaults on CPU: bf16 autocast, activation checkpointing, random batches, loss on all tokens. nanoforge: "
         "float32, no activation checkpointing, assistant-only loss. Real tokens differ slightly between rows because "
-        "length grouping visits other samples in the same number of steps. Packing is refused on CPU (Mamba state would leak "
-        "between packed samples without the mamba_ssm kernels), so length grouping is the padding remedy here.",
+        "length grouping visits other samples in the same number of steps. Packing is refused on CPU (Mamba "
+        "state would leak between packed samples without the mamba_ssm kernels), so length grouping is the "
+        "padding remedy here.",
         "",
         f"Command: `python -m benchmarks.sft --preset {args.preset} --rows {args.rows} --steps {args.steps} "
         f"--batch_size {args.batch_size} --repeats {args.repeats}`",

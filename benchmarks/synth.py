@@ -130,10 +130,11 @@ def main() -> int:
         "## synth: transformers backend overhead (CPU)",
         "",
         f"GSM8K test prompts, NemotronH `{args.preset}` random base, greedy, max_new_tokens={args.max_new_tokens}, "
-        f"batch {args.batch_size}, {threads} CPU threads. Best of {args.repeats} interleaved runs for the batched loop "
-        "and synth. Timings on a shared, loaded 2-core machine: compare ratios.",
+        f"batch {args.batch_size}, {threads} CPU threads. Best of {args.repeats} interleaved runs for the "
+        "batched loop and synth. Timings on a shared, loaded 2-core machine: compare ratios.",
         "",
-        "| prompts | tokens | 1-prompt loop s | batched loop s | synth (whole stage) s | synth / batched | synth - batched s |",
+        "| prompts | tokens | 1-prompt loop s | batched loop s | synth (whole stage) s | synth / batched | "
+        "synth - batched s |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:

@@ -7,10 +7,11 @@ Cluster:  accelerate launch --num_processes 8 -m compress.distill --config compr
 rows (`text`, e.g. a blend phase or a documents artifact) are distilled on every token, conversational rows
 (`messages`, an SFT set) on the last assistant turn. The loss is the forward KL from the teacher's next-token
 distribution at `temperature` (scaled by T^2, Hinton et al.), on the teacher's `distill_top_k` most likely tokens
-(both distributions renormalized on them; 0 = the full vocabulary). TRL 1.16's GKD loss applies neither the temperature (it only samples with
-it) nor a top-k, hence the one overridden method below. Before and after training the stage measures, on
-`eval_samples` held-out rows, the KL to the teacher and the student's and teacher's LM loss (`distill_eval` in the
-manifest); the math eval, resume and checkpoint writing are the other training stages' (sft/common.py).
+(both distributions renormalized on them; 0 = the full vocabulary). TRL 1.16's GKD loss applies neither the temperature
+(it only samples with it) nor a top-k, hence the one overridden method below. Before and after training the stage
+measures, on `eval_samples` held-out rows, the KL to the teacher and the student's and teacher's LM loss
+(`distill_eval` in the manifest); the math eval, resume and checkpoint writing are the other training stages'
+(sft/common.py).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def split_rows(script_args: ScriptArgs, distill_args: DistillArgs, tokenizer, ma
     if "messages" not in rows.column_names:
         if distill_args.text_field not in rows.column_names:
             raise ConfigError(
-                f"{script_args.dataset_name}: no `{distill_args.text_field}` or `messages` column (has {rows.column_names})"
+                f"{script_args.dataset_name}: no `{distill_args.text_field}` or `messages` column (has "
+                f"{rows.column_names})"
             )
         rows = rows.map(
             lambda r: {

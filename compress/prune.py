@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p = art.extra["parameters"]
     print(
         f"[prune] wrote {art.path}: {p['before'] / 1e6:.2f}M -> {p['after'] / 1e6:.2f}M parameters, "
-        f"calibration loss {art.extra['calibration_loss']['before']:.3f} -> {art.extra['calibration_loss']['after']:.3f}"
+        f"calibration loss {art.extra['calibration_loss']['before']:.3f} -> "
+        f"{art.extra['calibration_loss']['after']:.3f}"
     )
     return 0
 

@@ -54,7 +54,8 @@ def target_shape(cfg, config) -> dict:
         or shape["mamba_num_heads"] // groups > config.mamba_num_heads // config.n_groups
     ):
         raise ConfigError(
-            f"mamba_num_heads {shape['mamba_num_heads']} must be a multiple of n_groups {groups} with at most {config.mamba_num_heads // config.n_groups} heads per group"
+            f"mamba_num_heads {shape['mamba_num_heads']} must be a multiple of n_groups {groups} with at "
+            f"most {config.mamba_num_heads // config.n_groups} heads per group"
         )
     if shape["num_attention_heads"] % kv:
         raise ConfigError(

@@ -1,6 +1,7 @@
 """Curate raw pretraining shards into clean documents, with every dropped document explained.
 
-Local:    nanoforge curate --config pipelines/configs/curate_demo.yaml --input_paths runs/demo/demo_data/web --output_dir runs/demo/curate
+Local:    nanoforge curate --config pipelines/configs/curate_demo.yaml --input_paths runs/demo/demo_data/web \\
+              --output_dir runs/demo/curate
 Cluster:  RAY_ADDRESS=http://HEAD:8265 nanoforge curate --config pipelines/configs/curate_fineweb.yaml \\
               --input_paths 's3://bucket/CC-MAIN-2024-22/*.warc.gz' --output_dir /shared/runs/curate
 
@@ -9,9 +10,10 @@ read (JSONL/.gz/.zst, Parquet, WARC/WET, .txt) -> normalize (ftfy, whitespace) -
 -> documents/ rejected/ quarantine/ (Parquet), manifest.json, stats.json, report.md + report.png.
 
 Three Ray Data passes, each resumable from the partial directory (`.<output>.partial/.work/`):
-  1. chunks: reader tasks stream every file and cut it into chunks of ~chunk_bytes (pipelines/curation/readers.py); each
-     chunk is one Ray block that a free worker runs through the per-document blocks (pipelines/curation/filters.py) and
-     checkpoints as `.work/chunks/<chunk>.parquet`. A rerun skips chunks that have a checkpoint.
+  1. chunks: reader tasks stream every file and cut it into chunks of ~chunk_bytes (pipelines/curation/readers.py);
+     each chunk is one Ray block that a free worker runs through the per-document blocks
+     (pipelines/curation/filters.py) and checkpoints as `.work/chunks/<chunk>.parquet`. A rerun skips chunks that have
+     a checkpoint.
   2. global steps over the kept candidates of all chunks: exact dedup groups them by text hash (Ray Data groupby);
      the first in input order survives, the others are rejected as `exact_duplicate` with `duplicate_of`.
      Each step writes rejections `(chunk, row, stage, reason, duplicate_of)` to `.work/rejects/<step>/`, one file
@@ -82,7 +84,8 @@ class CurateConfig:
     extract_timeout_s: float = field(
         default=10.0,
         metadata={
-            "help": "Seconds trafilatura may spend on one HTML page before it is dropped as extraction_timeout (0 = no limit)."
+            "help": "Seconds trafilatura may spend on one HTML page before it is dropped as extraction_timeout (0 = "
+            "no limit)."
         },
     )
     normalize: bool = field(default=True, metadata={"help": "Unicode repair (ftfy) and whitespace normalization."})
@@ -115,19 +118,22 @@ class CurateConfig:
     fuzzy_dedup: str = field(
         default="none",
         metadata={
-            "help": "MinHash near-duplicate removal (pipelines/dedup/fuzzy.py): none, fineweb (word 5-grams, 14x8), nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."
+            "help": "MinHash near-duplicate removal (pipelines/dedup/fuzzy.py): none, fineweb (word 5-grams, 14x8), "
+            "nemotron_cc (char 24-grams, 20x13), or a preset with overrides ('fineweb,bands=20,rows=10')."
         },
     )
     fuzzy_dedup_index: str = field(
         default="",
         metadata={
-            "help": "LSH index of an earlier run (<its output_dir>/lsh_index): near-copies of its documents are dropped here."
+            "help": "LSH index of an earlier run (<its output_dir>/lsh_index): near-copies of its documents are "
+            "dropped here."
         },
     )
     decontaminate_against: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Evaluation sets NAME=PATH:FIELD (JSONL/Parquet file or Hub id); a document with one of their 13-grams is dropped as contaminated:NAME."
+            "help": "Evaluation sets NAME=PATH:FIELD (JSONL/Parquet file or Hub id); a document with one of their "
+            "13-grams is dropped as contaminated:NAME."
         },
     )
     pii: bool = field(

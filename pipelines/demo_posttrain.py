@@ -5,7 +5,8 @@ Cluster:  the same command (a few KB of JSONL; real runs name Hub sets instead)
 
 Writes, beside `manifest.json`:
   instructions/train.jsonl  IF RL prompts: `messages` (a request with one or two verifiable constraints written out),
-                            `verifier: ifeval`, `answer` = the IFEval constraints as JSON (pipelines/reasoning/ifeval.py)
+                            `verifier: ifeval`, `answer` = the IFEval constraints as JSON
+                            (pipelines/reasoning/ifeval.py)
   tools/train.jsonl         tool-calling SFT conversations: `tools` (a calculator spec, JSON text), `messages` with
                             an assistant `tool_calls` turn, the tool's result and the final answer
   code/train.jsonl          code RL prompts: `verifier: code`, `answer` = assert tests run in the sandbox

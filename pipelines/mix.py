@@ -6,7 +6,8 @@ a cap on how many epochs any source may be repeated. This stage builds such a bl
 
     nanoforge mix --config pipelines/configs/mix_demo.yaml
     # on a cluster:
-    ray job submit --address http://HEAD:8265 --working-dir . -- nanoforge mix --config pipelines/configs/mix_nemotron_h.yaml
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        nanoforge mix --config pipelines/configs/mix_nemotron_h.yaml
 
 `input_paths` are documents artifacts (curate or quality output); a source takes one of them by position
 (`input: 0`), optionally a bucket subset of it (`labels: [High, Medium-High]` or `buckets: [18, 19]`, from
@@ -93,7 +94,8 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
         raise ConfigError("set total_tokens > 0, sources and phases (see pipelines/configs/mix_demo.yaml)")
     if cfg.on_shortfall not in ("error", "report") or cfg.token_format not in ("megatron", "parquet"):
         raise ConfigError(
-            f"on_shortfall must be error|report, token_format megatron|parquet; got {cfg.on_shortfall}, {cfg.token_format}"
+            f"on_shortfall must be error|report, token_format megatron|parquet; got {cfg.on_shortfall}, "
+            f"{cfg.token_format}"
         )
     sources = []
     for i, s in enumerate(cfg.sources):
@@ -118,7 +120,8 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
             raise ConfigError(f"source {s['name']}: {e}") from None
         if buckets and "quality_bucket" not in storage.parquet_metadata(files[0]).schema.to_arrow_schema().names:
             raise ConfigError(
-                f"source {s['name']} selects quality buckets but {path} has no quality_bucket column; run `nanoforge quality` first"
+                f"source {s['name']} selects quality buckets but {path} has no quality_bucket column; run "
+                "`nanoforge quality` first"
             )
         sources.append(
             {

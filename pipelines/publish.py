@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     print(
-        f"[publish] {manifest['kind']} {path} -> {kind.repo_type} repo {cfg.repo_id} @ {revision}: {len(contents)} files"
+        f"[publish] {manifest['kind']} {path} -> {kind.repo_type} repo {cfg.repo_id} @ {revision}: "
+        f"{len(contents)} files"
     )
     for rel, src in list(contents.items())[:50]:
         print(f"  {rel}  ({len(src) if isinstance(src, bytes) else src.stat().st_size} bytes)")
@@ -345,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             operations=[CommitOperationDelete(p) for p in stale]
             + [CommitOperationAdd(rel, src if isinstance(src, bytes) else str(src)) for rel, src in contents.items()],
             commit_message=message,
-            commit_description=f"stage {manifest['stage']}, config_hash {manifest['config_hash']}, code {manifest.get('code_version')}",
+            commit_description=(
+                f"stage {manifest['stage']}, config_hash {manifest['config_hash']}, code "
+                f"{manifest.get('code_version')}"
+            ),
         )
     except (HTTPError, OSError) as e:  # OSError: offline mode (HF_HUB_OFFLINE=1), unreadable files
         raise ConfigError(f"could not {step} for {cfg.repo_id} at {api.endpoint}: {e}") from None

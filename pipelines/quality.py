@@ -14,7 +14,8 @@ in `heuristic_filter_labels`; what they drop goes to `rejected/` (`input == kept
 
     nanoforge quality --config pipelines/configs/quality_demo.yaml
     # on a cluster (GPU actors for the Hugging Face classifiers):
-    ray job submit --address http://HEAD:8265 --working-dir . -- nanoforge quality --config pipelines/configs/quality_nemotron_cc.yaml
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        nanoforge quality --config pipelines/configs/quality_nemotron_cc.yaml
 
 Output: `documents/*.parquet` (input columns + `quality_score_<classifier>`, `quality_bucket`, `quality_label`),
 `rejected/*.parquet`, `thresholds.json`, and per-bucket document and token counts in the manifest.

@@ -169,7 +169,8 @@ def rephrase(cfg: RephraseConfig) -> Path:
         columns = [c for c in COLUMNS if c in schema.names]
         generated = generate(cfg, files, columns, kwargs, pieces, buckets=max(1, min(256, plan["input"] // 5000)))
         print(
-            f"[rephrase] {plan['input']} units: {len(done)} pieces resumed ({retry} failed ones retried), {generated} generated"
+            f"[rephrase] {plan['input']} units: {len(done)} pieces resumed ({retry} failed ones retried), "
+            f"{generated} generated"
         )
         settings = {"min_words": cfg.min_words, "max_copy_ratio": cfg.max_copy_ratio, "generator": generator}
         settings["reject_truncated"] = cfg.reject_truncated

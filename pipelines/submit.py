@@ -6,8 +6,8 @@ Local:    ray start --head && nanoforge submit pipelines/recipes/demo.yaml --add
 Each job runs `python -m <stage module> <args>` (the same arguments `nanoforge run` uses). Its
 `submission_id` is derived from what the stage's artifact hash is made of (config content, flags, the hashes of
 the local inputs they name, the code version) and its upstream jobs' ids, so submitting the same recipe again finds
-the finished jobs and reuses them instead of running duplicates, and editing a config or an input submits anew; a job that failed is
-submitted again under the next `-retryN` id. Stage `resources` in the recipe become the job's entrypoint
+the finished jobs and reuses them instead of running duplicates, and editing a config or an input submits anew; a job
+that failed is submitted again under the next `-retryN` id. Stage `resources` in the recipe become the job's entrypoint
 resources (`num_gpus: 1` -> `entrypoint_num_gpus=1`); a training stage's `num_workers: N` runs it as N Ray Train
 workers (`nanoforge sft ... --num_processes N --launcher ray`, sft/launch.py), one GPU each where the cluster has them.
 
@@ -16,8 +16,8 @@ Code. By default the cluster already has nanoforge installed (the usual image-ba
 `RAY_OVERRIDE_JOB_RUNTIME_ENV=1`, because vLLM and TRL call `ray.init` inside the job, and Ray refuses to
 merge a job's `working_dir` with a driver's runtime env otherwise. Secret files (`.env`, `*.pem`, token and
 credential files, SSH keys, `.netrc`, ...: SECRET_EXCLUDES) are never uploaded, whatever `.gitignore` says, and
-submit prints what goes up (file count and size) and which secret-looking files it left out. Output paths must be visible to every
-node (a shared filesystem or object store): relative ones are made absolute here.
+submit prints what goes up (file count and size) and which secret-looking files it left out. Output paths must be
+visible to every node (a shared filesystem or object store): relative ones are made absolute here.
 
 Authentication. With token authentication on (the default in Ray 2.60), Ray's client reads the token from
 `RAY_AUTH_TOKEN` or `~/.ray/auth_token`, as the `ray` CLI does; it is sent as a header and never printed.

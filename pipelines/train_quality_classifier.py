@@ -7,7 +7,8 @@ measures how well it separates the two kinds of text (accuracy and ROC AUC go to
 
     nanoforge train-quality-classifier --config pipelines/configs/train_quality_classifier_demo.yaml
     # on a cluster (fastText trains in one process; the job just runs it next to the data):
-    ray job submit --address http://HEAD:8265 --working-dir . -- nanoforge train-quality-classifier --config pipelines/configs/train_quality_classifier_dclm.yaml
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        nanoforge train-quality-classifier --config pipelines/configs/train_quality_classifier_dclm.yaml
 
 Inputs are JSONL (optionally .gz), JSON lists, Parquet, plain text (one document per line) or a documents artifact
 directory; `text_fields` names the fields joined into a document (e.g. `problem` + `solution`). The output artifact

@@ -5,11 +5,12 @@ Cluster:  accelerate launch --num_processes 8 -m rl.grpo --config rl/configs/grp
 
 Prompts are `prompt` (messages) + `answer` (+ `verifier`) rows (the `rl_prompts/` set of `nanoforge select`), or a
 GSM8K/MATH style file mapped the way `synth` maps it. The `verifier` reward scores each row with the verifier its
-`verifier` column names (math, code in a sandbox, IFEval constraints, multiple choice; `pipelines/reasoning/verifiers.py`). Reasoning is chosen per prompt: a prompt keeps its own `/think` or
-`/no_think`; unflagged prompts get `/no_think` with probability `no_think_fraction`, else reasoning on. Rewards
-are picked by name (`reward_funcs`) and weighed by TRL's `reward_weights`. Rollouts use vLLM when
-`use_vllm: true` and a GPU is present (`vllm_mode: colocate` shares the training GPUs, `server` talks to
-`trl vllm-serve`), plain `generate` otherwise. A killed run resumes from its last `checkpoint-N` on rerun.
+`verifier` column names (math, code in a sandbox, IFEval constraints, multiple choice;
+`pipelines/reasoning/verifiers.py`). Reasoning is chosen per prompt: a prompt keeps its own `/think` or `/no_think`;
+unflagged prompts get `/no_think` with probability `no_think_fraction`, else reasoning on. Rewards are picked by name
+(`reward_funcs`) and weighed by TRL's `reward_weights`. Rollouts use vLLM when `use_vllm: true` and a GPU is present
+(`vllm_mode: colocate` shares the training GPUs, `server` talks to `trl vllm-serve`), plain `generate` otherwise. A
+killed run resumes from its last `checkpoint-N` on rerun.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """GRPO rewards: plain functions with TRL's signature `f(completions, **columns) -> list[float | None]`.
 
 TRL calls each reward with the batch's `prompts`, `completions` (strings, or one-message lists for conversational
-prompts), `completion_ids` and every dataset column (here `answer`, `verifier` and `reasoning`). A reward returns one float
-per completion, or None where it does not apply (TRL ignores it there). `rl/grpo.py` picks rewards by name from
+prompts), `completion_ids` and every dataset column (here `answer`, `verifier` and `reasoning`). A reward returns one
+float per completion, or None where it does not apply (TRL ignores it there). `rl/grpo.py` picks rewards by name from
 `REWARDS` (`reward_funcs` in the YAML) and weighs them with TRL's `reward_weights`.
 
 Completions are scored as the assistant turn the chat template renders: with reasoning on, the template's
@@ -30,7 +30,9 @@ def accuracy(
 ) -> list[float | None]:
     """1.0 when the final answer equals the gold `answer` (the verifier synth uses), 0.0 when not, None without gold.
 
-    >>> accuracy(["2 and 2 make 4.</think>The answer is \\\\boxed{4}.", "4 is wrong, so</think>#### 5"], answer=["4", "4"])
+    >>> accuracy(
+    ...     ["2 and 2 make 4.</think>The answer is \\\\boxed{4}.", "4 is wrong, so</think>#### 5"], answer=["4", "4"]
+    ... )
     [1.0, 0.0]
     >>> accuracy(["still thinking about 4"], answer=["4"])  # never closed </think>: no answer given
     [0.0]
@@ -92,7 +94,10 @@ def code(completions: list, answer: list[str | None], reasoning: list[str] | Non
     """Fraction of the row's tests (JSON in `answer`: assert lines or stdin/stdout cases) that the completion's last
     fenced code block passes, run in the sandbox (`pipelines/reasoning/sandbox.py`); None without tests.
 
-    >>> code(["</think>```python\\ndef sq(x):\\n    return x * x\\n```"], answer=['["assert sq(3) == 9", "assert sq(2) == 5"]'])
+    >>> code(
+    ...     ["</think>```python\\ndef sq(x):\\n    return x * x\\n```"],
+    ...     answer=['["assert sq(3) == 9", "assert sq(2) == 5"]'],
+    ... )
     [0.5]
     """
     return _scores(completions, answer, ["code"] * len(completions), reasoning)

@@ -125,7 +125,10 @@ def packing_leak(model, atol: float | None = None) -> str | None:
             diff = (together[len(first) :] - alone).abs().max().item()
             if diff > atol:
                 mode = "training" if training else "inference"
-                return f"the second packed sample's log-probs differ by up to {diff:.3g} from the sample run alone ({mode} mode)"
+                return (
+                    f"the second packed sample's log-probs differ by up to {diff:.3g} from the sample run alone "
+                    f"({mode} mode)"
+                )
     except (ValueError, RuntimeError, TypeError) as e:
         return f"the model refuses packed input ({e})"
     finally:
@@ -243,7 +246,8 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
             shutil.rmtree(aside, ignore_errors=True)
             checkpoint.rename(aside)
             print(
-                f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set aside as {aside}"
+                f"[resume] {checkpoint} is incomplete (a save was interrupted: {type(e).__name__}); set "
+                f"aside as {aside}"
             )
             continue
         print(f"[resume] continuing from {checkpoint}")
@@ -262,7 +266,8 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
         trainer.save_model(str(tmp))
     if not trainer.accelerator.is_main_process:
         return
-    # Optimizer/RNG pickles and TRL's model card: the artifact is safetensors + config, its card comes from the manifest
+    # Optimizer/RNG pickles and TRL's model card: the artifact is safetensors + config, its card comes from the
+    # manifest
     for leftover in [
         *tmp.glob("checkpoint-*"),
         *tmp.glob("torn-checkpoint-*"),

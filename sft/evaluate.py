@@ -10,12 +10,12 @@ Benchmarks by name (BENCHMARKS: gsm8k, gsm_hard, math500, math, aime24, aime25, 
 the unbiased estimator of Chen et al. 2021 (arXiv 2107.03374), 1 - C(n-c, k) / C(n, k) for c correct samples,
 averaged over the problems (pass@1 is the fraction of correct samples); maj@k splits the n samples into n // k
 groups of k, takes each group's most common answer (equivalent answers counted together, ties to the earliest)
-and averages whether it is right. Correct means the row's verifier (`pipelines/reasoning/verifiers.py`: math when the row
-names none) gives the completion full marks, the same check `synth` labels traces with and GRPO rewards with. A reasoning-on sample that never
-closes `</think>` within `max_new_tokens` has no answer and counts as wrong. The dataset is GSM8K-style JSONL
-(`question`, `answer` ending in `#### 42`), MATH-style (`problem`, `answer` or a `\\boxed{}` `solution`), or a
-prompts artifact (`prompt` or `messages`, plus `answer`). Each training stage runs this at its end when its
-`math_eval_dataset` is set. Per-sample results go to `eval_samples.jsonl` beside `eval.json`.
+and averages whether it is right. Correct means the row's verifier (`pipelines/reasoning/verifiers.py`: math when the
+row names none) gives the completion full marks, the same check `synth` labels traces with and GRPO rewards with. A
+reasoning-on sample that never closes `</think>` within `max_new_tokens` has no answer and counts as wrong. The dataset
+is GSM8K-style JSONL (`question`, `answer` ending in `#### 42`), MATH-style (`problem`, `answer` or a `\\boxed{}`
+`solution`), or a prompts artifact (`prompt` or `messages`, plus `answer`). Each training stage runs this at its end
+when its `math_eval_dataset` is set. Per-sample results go to `eval_samples.jsonl` beside `eval.json`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class EvalConfig:
 
 
 def to_problems(rows, source: str) -> list[dict]:
-    """Rows -> `{prompt_id, messages, answer}` with the field mapping `synth` uses (the format read off the columns)."""
+    """Rows -> `{prompt_id, messages, answer}` with the field mapping `synth` uses (the format read off the
+    columns)."""
     columns = set(rows.column_names)
     if "question" in columns:
         fmt, fields = "gsm8k", fields_for("gsm8k", {})

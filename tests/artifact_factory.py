@@ -1,4 +1,5 @@
-"""Tiny but complete artifacts of every kind, written through `pipelines.core.artifacts.Artifact` (for card/publish tests).
+"""Tiny but complete artifacts of every kind, written through `pipelines.core.artifacts.Artifact` (for card/publish
+tests).
 
 Each builder returns the artifact directory. Layouts follow DESIGN.md's contracts: curate writes `documents/`,
 `rejected/`, `quarantine/`; mix writes one directory per phase with `blend.json` and Megatron `.bin/.idx`;
@@ -288,7 +289,8 @@ def synthetic_documents(root: Path, docs: Path) -> Path:
 
 
 def all_kinds(root: Path) -> dict[str, Path]:
-    """One artifact of every kind, wired into one lineage: raw -> documents -> blend; prompts -> traces -> sets -> ckpt."""
+    """One artifact of every kind, wired into one lineage: raw -> documents -> blend; prompts -> traces -> sets ->
+    ckpt."""
     raw = raw_shard(root)
     docs = documents(root, raw)
     prompts = root / "raw" / "prompts.jsonl"

@@ -37,7 +37,8 @@ ALLOWED = {
 
 
 def layer(module: str) -> str:
-    """`pipelines.core.config` -> "core", `pipelines.dedup.fuzzy` -> "dedup", `pipelines.mix` -> "stage", `rl.grpo` -> "rl"."""
+    """`pipelines.core.config` -> "core", `pipelines.dedup.fuzzy` -> "dedup", `pipelines.mix` -> "stage", `rl.grpo` ->
+    "rl"."""
     parts = module.split(".")
     if parts[0] != "pipelines":
         return parts[0]
@@ -191,7 +192,10 @@ def test_every_stage_file_reads_in_one_order():
 
 
 def test_a_stage_file_out_of_order_fails():
-    ordered = 'from dataclasses import dataclass\n\n@dataclass\nclass C:\n    x: int = 0\n\ndef helper(): ...\n\ndef main(): ...\n\nif __name__ == "__main__":\n    main()\n'
+    ordered = (
+        "from dataclasses import dataclass\n\n@dataclass\nclass C:\n    x: int = 0\n\ndef helper(): ...\n\n"
+        'def main(): ...\n\nif __name__ == "__main__":\n    main()\n'
+    )
     doc = '"""demo.\n\nLocal: nanoforge demo\nCluster: ray job submit -- nanoforge demo\n"""\n'
     assert stage_order_problems("demo", doc + ordered) == []
     assert len(stage_order_problems("demo", ordered)) == 2  # no docstring commands

@@ -71,7 +71,7 @@ def main() -> None:
         "parameters": {"before": num_parameters(config), "after": n, "after_formula": num_parameters(new_config)},
         "pattern_after": "".join(
             {"linear_attention": "M", "full_attention": "*", "mlp": "-"}[k] for k in new_config.layers_block_type
-        ),  # noqa: E501
+        ),
         "pruned_loss_on_random_tokens": loss,
         "serving_memory_128k": serving_memory(new_config),
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30,

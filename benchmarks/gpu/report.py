@@ -66,7 +66,10 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             raw = (res or {}).get(f"synth_raw-{r['model']}", {})
             ratio = ""
             if raw.get("wall_incl_start_s"):  # both include engine start; raw is seeded like the stage
-                ratio = f"; raw vLLM {raw['wall_incl_start_s']:.0f} s incl. start, stage / raw {r['wall_s'] / raw['wall_incl_start_s']:.2f}x time"
+                ratio = (
+                    f"; raw vLLM {raw['wall_incl_start_s']:.0f} s incl. start, stage / raw "
+                    f"{r['wall_s'] / raw['wall_incl_start_s']:.2f}x time"
+                )
             lines.append(
                 f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
                 f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |"

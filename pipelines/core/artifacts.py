@@ -204,8 +204,8 @@ def acquire_lock(lock: Path, what: str) -> dict[str, Any]:
             if holder.get("host") != mine["host"] or not isinstance(pid, int) or _pid_alive(pid):
                 raise OutputLockedError(
                     f"{what} is being written by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
-                    f"(since {holder.get('started_at', '?')}; lock {lock}). Wait for that run to finish; if it is gone "
-                    f"(another host, or a crash), delete {lock} and rerun."
+                    f"(since {holder.get('started_at', '?')}; lock {lock}). Wait for that run to finish; if "
+                    f"it is gone (another host, or a crash), delete {lock} and rerun."
                 ) from None
             # the holder died: move its lock aside (rename is atomic, so only one taker succeeds) and retry
             stale = lock.with_name(f"{lock.name}.stale-{os.getpid()}")
@@ -234,7 +234,8 @@ def release_lock(lock: Path, mine: dict[str, Any]) -> None:
         pass
 
 
-# What identifies an object's version, by store: S3 ETag, GCS generation/etag, the Hub's blob id or LFS sha, else mtime.
+# What identifies an object's version, by store: S3 ETag, GCS generation/etag, the Hub's blob id or LFS sha,
+# else mtime.
 VERSION_KEYS = (
     "ETag",
     "etag",

@@ -177,8 +177,9 @@ def check_pinned(model: str | None, revision: str | None, trust_remote_code: boo
         return
     if not re.fullmatch(r"[0-9a-f]{40}", revision or ""):
         raise ConfigError(
-            f"trust_remote_code runs the Python code in {model}'s repository: pin it with model_revision: <commit sha> "
-            f"(40 hex digits, from the repository's history; got {revision!r}), or drop trust_remote_code if "
+            f"trust_remote_code runs the Python code in {model}'s repository: pin it with model_revision: "
+            f"<commit sha> (40 hex digits, from the repository's history; got {revision!r}), or drop "
+            "trust_remote_code if "
             "transformers/vLLM support the architecture natively (NemotronH does)"
         )
 

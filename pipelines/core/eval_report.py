@@ -2,7 +2,9 @@
 recipe order) as one comparison table and a plot of pass@1 per benchmark and reasoning mode.
 
     >>> eval_table([{"checkpoint": "sft", "benchmark": "gsm8k", "mode": "think", "pass@1": 0.25, "maj@4": None}])
-    ['| checkpoint | benchmark | mode | pass@1 | maj@4 |', '|---|---|---|---|---|', '| sft | gsm8k | think | 0.250 | - |']
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['| checkpoint | benchmark | mode | pass@1 | maj@4 |', '|---|---|---|---|---|',
+     '| sft | gsm8k | think | 0.250 | - |']
 
 Reads only JSON files (no model, no stage imports), so `nanoforge run` can call it at the end of any recipe.
 """

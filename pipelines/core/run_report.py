@@ -209,7 +209,8 @@ def write_run_report(root: str | Path, stages: list[tuple[str, str, str]], title
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}} img{{max-width:100%}} figure{{display:inline-block}}</style>
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}} img{{max-width:100%}} \
+figure{{display:inline-block}}</style>
 </head><body>
 <h1>{html.escape(title)}</h1>
 {_table(summary, ["stage", "status", "kind", "artifact"])}

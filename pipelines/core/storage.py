@@ -10,8 +10,8 @@ a user:password part or a signed query string before a path is written to a mani
 
 Commit semantics. A local write goes to a temporary name and is renamed, so a reader never sees half a file.
 An object store has no rename, but a single PUT (and a multipart upload, on completion) is atomic: an object is
-either absent or whole. Artifacts build on that (pipelines/core/artifacts.py): data under the prefix first, the manifest
-last as the commit marker.
+either absent or whole. Artifacts build on that (pipelines/core/artifacts.py): data under the prefix first, the
+manifest last as the commit marker.
 """
 
 from __future__ import annotations

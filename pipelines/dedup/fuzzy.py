@@ -206,7 +206,8 @@ def _small_star(rows: dict) -> dict:
 
 
 def connected_components(edge_blocks: list, partitions: int, max_rounds: int = 64) -> list:
-    """Refs of edge blocks {a, b} -> refs of blocks (a, b): each non-smallest node a with b its component's smallest."""
+    """Refs of edge blocks {a, b} -> refs of blocks (a, b): each non-smallest node a with b its component's
+    smallest."""
     for _ in range(max_rounds):
         edge_blocks, large = _shuffle([(edge_blocks, _edge_rows, {})], _large_star, partitions)
         edge_blocks, small = _shuffle([(edge_blocks, _edge_rows, {})], _small_star, partitions)

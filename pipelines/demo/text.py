@@ -11,9 +11,13 @@ import ipaddress
 import random
 import re
 
-NAMES = "Anna Ben Chloe Daniel Ella Farid Grace Hannah Isaac Julia Kofi Laura Marco Nina Omar Priya Rosa Sam Tara Victor Wen Yusuf Zoe Leo".split()
-TOWNS = "Millbrook|Ashford|Cedar Falls|Riverton|Hollowell|Bramley|Oakridge|Fairhaven|Kingsbury|Westmere|Elmstead|Stonebridge|Larkfield|Brookside|Marlow Green".split(
-    "|"
+NAMES = (
+    "Anna Ben Chloe Daniel Ella Farid Grace Hannah Isaac Julia Kofi Laura Marco Nina Omar Priya Rosa Sam Tara "
+    "Victor Wen Yusuf Zoe Leo".split()
+)
+TOWNS = (
+    "Millbrook|Ashford|Cedar Falls|Riverton|Hollowell|Bramley|Oakridge|Fairhaven|Kingsbury|Westmere|"
+    "Elmstead|Stonebridge|Larkfield|Brookside|Marlow Green".split("|")
 )
 MONTHS = "January February March April May June July August September October November December".split()
 WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
@@ -30,42 +34,59 @@ TOPICS = {
     "cooking": dict(
         things="soups|stews|fresh noodles|roast vegetables|spice blends|curries|dumplings|pickles",
         place="the kitchen|the pantry|the old stove|the spice shelf|the back porch",
-        activity="making stock from scratch|planning the weekly meals|pickling cucumbers|grinding whole spices|cooking for a crowd",
+        activity=(
+            "making stock from scratch|planning the weekly meals|pickling cucumbers|grinding whole spices|"
+            "cooking for a crowd"
+        ),
         tool="a heavy cast iron pan|a decent chef's knife|a digital scale|a large stock pot|a pressure cooker",
         adj="cramped|bright|narrow|busy|tidy",
     ),
     "cycling": dict(
         things="gravel routes|tubeless tyres|winter gloves|bike lights|chain lubes|saddle bags|mudguards",
         place="the canal path|the river trail|the hill road|the bike shed|the old railway line",
-        activity="riding to work|cleaning the drivetrain|planning long rides|fixing punctures|climbing the steep lanes",
+        activity=(
+            "riding to work|cleaning the drivetrain|planning long rides|fixing punctures|climbing the steep lanes"
+        ),
         tool="a floor pump|a basic multitool|a torque wrench|a spare inner tube|a repair stand",
         adj="quiet|windy|flat|muddy|sheltered",
     ),
     "hiking": dict(
         things="trail shoes|waterproof jackets|paper maps|walking poles|packed lunches|day packs|wool socks",
         place="the ridge path|the forest trail|the lake shore|the upper valley|the old quarry",
-        activity="walking the coastal path|reading contour lines|planning a hut-to-hut trip|climbing before sunrise|crossing the moor",
+        activity=(
+            "walking the coastal path|reading contour lines|planning a hut-to-hut trip|climbing before sunrise|"
+            "crossing the moor"
+        ),
         tool="a reliable compass|a small first aid kit|a head torch|a lightweight stove|a thermos flask",
         adj="rocky|steep|open|boggy|quiet",
     ),
     "home repair": dict(
         things="leaky taps|squeaky doors|cracked tiles|draughty windows|loose floorboards|old radiators",
         place="the basement|the bathroom|the hallway|the loft|the garage",
-        activity="patching the plaster|sealing the windows|painting the stairwell|replacing the door handles|insulating the loft",
+        activity=(
+            "patching the plaster|sealing the windows|painting the stairwell|replacing the door handles|"
+            "insulating the loft"
+        ),
         tool="a cordless drill|a good spirit level|a stud finder|a set of chisels|a caulking gun",
         adj="damp|narrow|draughty|dusty|neglected",
     ),
     "photography": dict(
         things="prime lenses|old film cameras|landscape shots|street portraits|tripods|light meters",
         place="the harbour|the market square|the old mill|the woodland edge|the city rooftops",
-        activity="shooting at golden hour|editing the raw files|printing the best frames|developing black and white film|scouting new locations",
+        activity=(
+            "shooting at golden hour|editing the raw files|printing the best frames|developing black and white film|"
+            "scouting new locations"
+        ),
         tool="a sturdy tripod|a fast fifty|a lens hood|a polarising filter|a spare battery",
         adj="misty|busy|crowded|quiet|foggy",
     ),
     "birdwatching": dict(
         things="garden finches|wading birds|owls|migrating geese|woodpeckers|swallows|kingfishers",
         place="the marsh hide|the estuary|the beech wood|the reservoir|the hedgerows",
-        activity="counting the winter visitors|learning bird calls|keeping a field diary|watching the feeders|walking the estuary at dawn",
+        activity=(
+            "counting the winter visitors|learning bird calls|keeping a field diary|watching the feeders|"
+            "walking the estuary at dawn"
+        ),
         tool="a pair of binoculars|a pocket field guide|a spotting scope|a bird feeder|a warm flask of tea",
         adj="misty|windswept|reedy|silent|frozen",
     ),
@@ -79,21 +100,29 @@ TOPICS = {
     "woodworking": dict(
         things="dovetail joints|oak offcuts|hand planes|cutting boards|bookshelves|garden benches",
         place="the workshop|the shed|the timber yard|the workbench|the garage corner",
-        activity="sharpening the chisels|cutting mortises by hand|finishing with oil|sanding the tabletop|building a tool chest",
+        activity=(
+            "sharpening the chisels|cutting mortises by hand|finishing with oil|sanding the tabletop|"
+            "building a tool chest"
+        ),
         tool="a marking gauge|a sharp block plane|a set of clamps|a combination square|a tenon saw",
         adj="cluttered|dusty|cold|tidy|cramped",
     ),
     "camping": dict(
         things="tents|sleeping bags|camp stoves|folding chairs|cool boxes|tarps|lanterns",
         place="the lakeside pitch|the forest campsite|the meadow|the dunes|the riverbank",
-        activity="pitching the tent in the rain|cooking over the fire|packing the car|planning the weekend trip|keeping the gear dry",
+        activity=(
+            "pitching the tent in the rain|cooking over the fire|packing the car|planning the weekend trip|"
+            "keeping the gear dry"
+        ),
         tool="a good mallet|a compact stove|a spare tarp|a warm sleeping mat|a water filter",
         adj="sheltered|exposed|grassy|sandy|muddy",
     ),
 }
 EN_TEMPLATES = [
-    "Last {season}, {name} spent most weekends {activity} near {town}, and the results were better than anyone expected.",
-    "If you are new to this, start with {things} and leave the [more ambitious|bigger] projects for [later|the second year].",
+    "Last {season}, {name} spent most weekends {activity} near {town}, and the results were better than "
+    "anyone expected.",
+    "If you are new to this, start with {things} and leave the [more ambitious|bigger] projects for "
+    "[later|the second year].",
     "Most beginners underestimate how long {activity} takes, so it is wise to set aside at least {num} hours.",
     "The {adj} spot [near|beside] {place} turned out to be the best [place|home] for {things}.",
     "We asked {name} what [mattered|helped] most, and the answer was simple: patience and {tool}.",
@@ -178,7 +207,8 @@ FOREIGN = {  # lang -> (templates, slots); small hand-written lists
             "Die meisten Anfänger unterschätzen, wie viel Zeit das wirklich kostet.",
             "Am Wochenende trifft sich der Verein in {town}, und neue Gesichter sind immer willkommen.",
             "Nach {num} Wochen hatten wir endlich eine Routine, die für die ganze Familie funktioniert.",
-            "Es lohnt sich, ein kleines Notizbuch zu führen, denn man vergisst schnell, was man im letzten Jahr gemacht hat.",
+            "Es lohnt sich, ein kleines Notizbuch zu führen, denn man vergisst schnell, was man im letzten "
+            "Jahr gemacht hat.",
             "Unser Nachbar macht das seit {big} Jahren und lernt trotzdem jede Saison etwas Neues.",
             "Wenn das Wetter umschlägt, sollte man alles rechtzeitig ins Haus bringen.",
             "Die Preise sind seit {year} deutlich gestiegen, deshalb kaufen wir vieles gebraucht.",
@@ -259,8 +289,15 @@ PRODUCTS = (
         "|"
     )
 )
-KEYWORDS = "cheap discount deals best buy online free shipping sale offer price outlet bargain coupon promo lowest guaranteed top quality fast delivery".split()
-LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex ea commodo consequat".split()
+KEYWORDS = (
+    "cheap discount deals best buy online free shipping sale offer price outlet bargain coupon promo lowest "
+    "guaranteed top quality fast delivery".split()
+)
+LOREM = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
+    "dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex ea "
+    "commodo consequat".split()
+)
 SPAM_KINDS = ("repeated_lines", "keyword_spam", "lorem_ipsum", "click_here", "too_short", "symbols", "code")
 
 
@@ -280,7 +317,8 @@ def page_slots(rng: random.Random, topic: str) -> dict[str, str]:
 
 
 def english_page(rng: random.Random) -> str:
-    """An ordinary blog-like page: title, optional byline, 3-5 paragraphs of 3-4 template sentences, optional footer."""
+    """An ordinary blog-like page: title, optional byline, 3-5 paragraphs of 3-4 template sentences, optional
+    footer."""
     topic = rng.choice(sorted(TOPICS))
     slots = page_slots(rng, topic)
     sizes = [rng.randint(3, 4) for _ in range(rng.randint(3, 5))]
@@ -324,13 +362,19 @@ def near_duplicate(text: str, rng: random.Random) -> tuple[str, str]:
 def pii_page(rng: random.Random) -> tuple[str, dict[str, list[str]]]:
     """An ordinary page with a contact paragraph holding an email, a phone number and a public IP address."""
     first, last = rng.choice(NAMES), rng.choice(["Parker", "Okafor", "Silva", "Nguyen", "Schmidt", "Haddad"])
-    email = f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@{rng.choice(['example.com', 'example.org', 'mail.example.net'])}"
+    email = (
+        f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@"
+        f"{rng.choice(['example.com', 'example.org', 'mail.example.net'])}"
+    )
     phone = rng.choice(["({a}) 555-01{b:02d}", "{a}-555-01{b:02d}", "+1 {a} 555 01{b:02d}"]).format(
         a=rng.randint(201, 989), b=rng.randint(0, 99)
     )
     while not (ip := ipaddress.ip_address(rng.getrandbits(32))).is_global or ip.is_multicast:
         pass
-    contact = f"For questions about the meetup, write to {email} or call {first} on {phone}. The club archive is mirrored on our own server at {ip}, so members can download the old newsletters."
+    contact = (
+        f"For questions about the meetup, write to {email} or call {first} on {phone}. The club archive is "
+        f"mirrored on our own server at {ip}, so members can download the old newsletters."
+    )
     paragraphs = english_page(rng).split("\n\n")
     paragraphs.insert(rng.randint(1, len(paragraphs) - 1), contact)  # after the title, before the last block
     return "\n\n".join(paragraphs), {"emails": [email], "phones": [phone], "ips": [str(ip)]}
@@ -359,7 +403,10 @@ def spam_page(rng: random.Random, kind: str) -> str:
         ]
         return "Lorem ipsum dolor sit amet. " + " ".join(s.capitalize() for s in body)
     if kind == "click_here":  # navigation boilerplate: GopherQuality short doc
-        return f"Home | About us | Shop {product} | Contact\nClick here to subscribe\nClick here for {product}\nLog in | Register\n© {rng.randint(2010, 2024)} {site}. All rights reserved."
+        return (
+            f"Home | About us | Shop {product} | Contact\nClick here to subscribe\nClick here for {product}\n"
+            f"Log in | Register\n© {rng.randint(2010, 2024)} {site}. All rights reserved."
+        )
     if kind == "too_short":
         return rng.choice(
             [
@@ -370,7 +417,10 @@ def spam_page(rng: random.Random, kind: str) -> str:
         )
     if kind == "symbols":  # GopherQuality too_many_hashes / ellipsis
         tags = " ".join(f"#{rng.choice(KEYWORDS + PRODUCTS[:6])}" for _ in range(rng.randint(40, 60)))
-        return f"New {product} drop... you have to see this... link in bio...\n{tags}\nFollow and share with your friends..."
+        return (
+            f"New {product} drop... you have to see this... link in bio...\n{tags}\nFollow and share with your "
+            "friends..."
+        )
     if kind == "code":  # C4 curly_bracket / javascript lines
         var = rng.choice(["cart", "menu", "popup", "banner"]) + str(rng.randint(1, 99))
         lines = [f"var {var}{i} = document.getElementById('{var}-{i}');" for i in range(rng.randint(5, 10))]
@@ -392,7 +442,10 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
     if kind == 0:
         n1, p1, n2, p2 = r(2, 9), r(2, 15), r(2, 9), r(2, 15)
         bill = 50 * ((n1 * p1 + n2 * p2) // 50 + 1)
-        q = f"{name} buys {n1} notebooks at ${p1} each and {n2} pens at ${p2} each, and pays with ${bill}. How much change does {name} get back?"
+        q = (
+            f"{name} buys {n1} notebooks at ${p1} each and {n2} pens at ${p2} each, and pays with ${bill}. How "
+            f"much change does {name} get back?"
+        )
         a, sa = _calc(f"{n1}*{p1}")
         b, sb = _calc(f"{n2}*{p2}")
         t, st = _calc(f"{a}+{b}")
@@ -408,7 +461,10 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
         total, st = _calc(f"{b}*{m}")
         sold = min(sold, total - given - 1)
         left, sl = _calc(f"{total}-{sold}-{given}")
-        q = f"{name} bakes {b} batches of cookies with {m} cookies in each batch. {name} sells {sold} cookies and gives {given} to a neighbour. How many cookies are left?"
+        q = (
+            f"{name} bakes {b} batches of cookies with {m} cookies in each batch. {name} sells {sold} cookies "
+            f"and gives {given} to a neighbour. How many cookies are left?"
+        )
         ans, steps = (
             left,
             [
@@ -421,7 +477,10 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
         d1, sd1 = _calc(f"{s1}*{h1}")
         d2, sd2 = _calc(f"{s2}*{h2}")
         ans, sd = _calc(f"{d1}+{d2}")
-        q = f"{name} drives at {s1} miles per hour for {h1} hours, then at {s2} miles per hour for {h2} hours. How many miles does {name} drive in total?"
+        q = (
+            f"{name} drives at {s1} miles per hour for {h1} hours, then at {s2} miles per hour for {h2} hours. "
+            f"How many miles does {name} drive in total?"
+        )
         steps = [
             f"The first part is {s1}*{h1} = {sd1} miles.",
             f"The second part is {s2}*{h2} = {sd2} miles.",
@@ -433,7 +492,10 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
         rest, sr = _calc(f"{n}-{quarter}")
         half, sh = _calc(f"{rest}/2")
         ans, sa = _calc(f"{rest}-{half}")
-        q = f"A school has {n} students. A quarter of them join the art club, and half of the remaining students join the music club. How many students join neither club?"
+        q = (
+            f"A school has {n} students. A quarter of them join the art club, and half of the remaining "
+            "students join the music club. How many students join neither club?"
+        )
         steps = [
             f"{n}/4 = {sq} students join the art club.",
             f"That leaves {n}-{quarter} = {sr} students.",
@@ -445,7 +507,10 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
         off, so = _calc(f"{price}*{pct}/100")
         sale, ss = _calc(f"{price}-{off}")
         ans, st = _calc(f"{sale}*{k}")
-        q = f"A jacket costs ${price}. During a sale it is {pct}% off. {name} buys {k} jackets for the family. How much does {name} pay?"
+        q = (
+            f"A jacket costs ${price}. During a sale it is {pct}% off. {name} buys {k} jackets for the family. "
+            f"How much does {name} pay?"
+        )
         steps = [
             f"The discount is {price}*{pct}/100 = ${so}.",
             f"Each jacket costs {price}-{off} = ${ss}.",
@@ -457,7 +522,10 @@ def word_problem(rng: random.Random) -> tuple[str, str]:
         read, sr = _calc(f"{per_day}*{days}")
         left, sl = _calc(f"{pages}-{read}")
         ans, sa = _calc(f"{left}/{per}")
-        q = f"{name}'s book has {pages} pages. {name} reads {per_day} pages a day for {days} days, then {per} pages a day. How many more days does it take to finish the book?"
+        q = (
+            f"{name}'s book has {pages} pages. {name} reads {per_day} pages a day for {days} days, then {per} "
+            "pages a day. How many more days does it take to finish the book?"
+        )
         steps = [
             f"In {days} days {name} reads {per_day}*{days} = {sr} pages.",
             f"That leaves {pages}-{read} = {sl} pages.",

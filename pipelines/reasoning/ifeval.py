@@ -3,7 +3,9 @@
 A row's constraints are a JSON list in its `answer`, each the IFEval instruction id plus that instruction's
 kwargs, so google/IFEval rows convert one to one (`instruction_id_list[i]` + `kwargs[i]`):
 
-    >>> followed("Hello world. Bye.", [{"id": "length_constraints:number_words", "relation": "at least", "num_words": 3}])
+    >>> followed(
+    ...     "Hello world. Bye.", [{"id": "length_constraints:number_words", "relation": "at least", "num_words": 3}]
+    ... )
     [True]
     >>> followed("hello, WORLD", [{"id": "punctuation:no_comma"}, {"id": "change_case:english_lowercase"}])
     [False, False]

@@ -3,15 +3,16 @@
 The mapping is chosen by `prompt_format` and each field can be renamed in the YAML (`prompt_field`,
 `answer_field`, `solution_field`, `id_field`):
 
-| format     | prompt (user turn)   | gold `answer`                                                  | solution (replay)       |
-|------------|----------------------|----------------------------------------------------------------|-------------------------|
-| `gsm8k`    | `question`           | the number after `####` in `answer`                            | `answer` (worked steps) |
-| `math`     | `problem`            | `answer` when the row has it (MATH-500), else the last `\\boxed{}` of `solution` | `solution` |
-| `messages` | `messages` (OpenAI)  | `answer` when present, else none (verified = null)             | a final assistant turn  |
+| format     | prompt (user turn)  | gold `answer`                                          | solution (replay)       |
+|------------|---------------------|--------------------------------------------------------|-------------------------|
+| `gsm8k`    | `question`          | the number after `####` in `answer`                    | `answer` (worked steps) |
+| `math`     | `problem`           | `answer` when the row has it (MATH-500), else the last | `solution`              |
+|            |                     | `\\boxed{}` of `solution`                              |                         |
+| `messages` | `messages` (OpenAI) | `answer` when present, else none (verified = null)     | a final assistant turn  |
 
-A row's `verifier` column (math, multiple_choice, code, ifeval; `pipelines/reasoning/verifiers.py`) says how its answer is
-checked; without one it is math. A gold `answer` that is not a string (code tests, IFEval constraints as lists)
-is kept as JSON text.
+A row's `verifier` column (math, multiple_choice, code, ifeval; `pipelines/reasoning/verifiers.py`) says how its answer
+is checked; without one it is math. A gold `answer` that is not a string (code tests, IFEval constraints as lists) is
+kept as JSON text.
 
 `prompt_id` is the row's `id_field` when configured (user ids kept), else a hash of the prompt messages, so the
 same question gets the same id in every synth run (select joins runs on it).

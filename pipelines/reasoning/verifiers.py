@@ -1,13 +1,15 @@
 r"""One scorer per task, chosen by a row's `verifier` column: synth labels traces with it, select keeps what it
 accepts, GRPO rewards with it (`rl/rewards.py`) and eval counts it correct.
 
-| `verifier`           | the row's `answer` holds                                   | score                              |
-|----------------------|------------------------------------------------------------|------------------------------------|
-| `math` (the default) | the gold value (`18`, `\frac{1}{2}`)                       | 1.0 / 0.0 (math-verify)            |
-| `multiple_choice`    | the gold letter (`B`)                                      | 1.0 / 0.0                          |
-| `code`               | JSON tests: `["assert f(1) == 2", ...]` or                 | fraction of tests passed, run in   |
-|                      | `[{"input": "1 2\n", "output": "3\n"}, ...]` (stdin/stdout) | the sandbox (`pipelines/reasoning/sandbox.py`) |
-| `ifeval`             | JSON IFEval constraints: `[{"id": "punctuation:no_comma"}]` | fraction of constraints followed   |
+| `verifier`           | the row's `answer` holds                     | score                              |
+|----------------------|----------------------------------------------|------------------------------------|
+| `math` (the default) | the gold value (`18`, `\frac{1}{2}`)         | 1.0 / 0.0 (math-verify)            |
+| `multiple_choice`    | the gold letter (`B`)                        | 1.0 / 0.0                          |
+| `code`               | JSON tests: `["assert f(1) == 2", ...]` or   | fraction of tests passed, run in   |
+|                      | `[{"input": "1 2\n", "output": "3\n"}, ...]` | the sandbox                        |
+|                      | (stdin/stdout)                               | (`pipelines/reasoning/sandbox.py`) |
+| `ifeval`             | JSON IFEval constraints:                     | fraction of constraints followed   |
+|                      | `[{"id": "punctuation:no_comma"}]`           |                                    |
 
     >>> score("<think>\nsum</think>The answer is \\boxed{4}.", "4", "math")
     1.0

@@ -83,7 +83,8 @@ def extract_answer(text: str) -> str | None:
 
 
 def gold_from_gsm8k(answer: str) -> str | None:
-    """GSM8K gold: the number after `####` in the worked solution (commas removed), e.g. `"...\\n#### 1,200"` -> `"1200"`."""
+    """GSM8K gold: the number after `####` in the worked solution (commas removed), e.g. `"...\\n#### 1,200"` ->
+    `"1200"`."""
     if not answer or "####" not in answer:
         return None
     gold = answer.rsplit("####", 1)[1].strip().replace(",", "")

@@ -1,1 +1,2 @@
-"""Rephrasing: Nemotron-CC synthetic documents from curated ones: tasks and prompts, pieces, post-filters (`rephrase`)."""
+"""Rephrasing: Nemotron-CC synthetic documents from curated ones: tasks and prompts, pieces, post-filters
+(`rephrase`)."""

@@ -69,7 +69,8 @@ PIECE_SCHEMA = pa.schema(
 
 
 def load_tasks(tasks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """`{task: {prompt, labels}}` from the config -> `{task: {file, template, sha256, labels}}`; errors say what to fix.
+    """`{task: {prompt, labels}}` from the config -> `{task: {file, template, sha256, labels}}`; errors say what to
+    fix.
 
     A prompt path is taken as given when it exists, else relative to pipelines/rephrasing/prompts/.
     """

@@ -138,8 +138,9 @@ class EnsembleScorer:
 def heuristic_verdicts(texts: list[str], ids: list[str], filters: tuple[str, ...]) -> list[tuple[str, str] | None]:
     """Per document, (filter, reason) of the first of curate's datatrove filters that drops it, else None.
 
-    Same filter classes, defaults and reason slugs as `curate` (pipelines/curation/filters.py). C4Quality rewrites the text
-    of documents it keeps (it removes lines); like curate, the rewritten text is kept (`texts` is updated in place).
+    Same filter classes, defaults and reason slugs as `curate` (pipelines/curation/filters.py). C4Quality rewrites the
+    text of documents it keeps (it removes lines); like curate, the rewritten text is kept (`texts` is updated in
+    place).
     """
     from datatrove.data import Document
 

@@ -39,7 +39,8 @@ def test_128k_tokens_fit_a_22_gib_a10g_after_pruning_only():
 
 
 def test_nano2_preset_targets_give_the_9b_shapes():
-    """prune_nano2_12b_to_9b.yaml applied to the 12B's config gives the 9B's sizes (and, with its pattern, its count)."""
+    """prune_nano2_12b_to_9b.yaml applied to the 12B's config gives the 9B's sizes (and, with its pattern, its
+    count)."""
     from pathlib import Path
 
     from transformers import NemotronHConfig

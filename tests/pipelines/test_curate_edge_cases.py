@@ -19,7 +19,8 @@ def read_dir(path: Path) -> list[dict]:
 
 
 def test_lone_surrogates_never_reach_arrow(ray_local, tmp_path):
-    """JSON allows "\\ud83d" alone; with normalize: false it used to reach pyarrow, fail the chunk, and every resume."""
+    """JSON allows "\\ud83d" alone; with normalize: false it used to reach pyarrow, fail the chunk, and every
+    resume."""
     src = tmp_path / "in" / "s.jsonl"
     src.parent.mkdir()
     lines = [
@@ -72,7 +73,10 @@ def test_every_document_rejected_gives_a_valid_empty_artifact_and_downstream_tak
     ArrowInvalid on the empty table); the artifact is complete with zero kept rows and every reason counted."""
     src = tmp_path / "de" / "de.jsonl"
     src.parent.mkdir()
-    text = "Dies ist die Seite Nummer {} über das Wetter in Berlin. Es regnet heute sehr viel, und die Menschen bleiben zu Hause."
+    text = (
+        "Dies ist die Seite Nummer {} über das Wetter in Berlin. Es regnet heute sehr viel, und die Menschen "
+        "bleiben zu Hause."
+    )
     src.write_text("".join(json.dumps({"id": f"de{i}", "text": text.format(i)}) + "\n" for i in range(100)))
     out = tmp_path / "out"
     curate.main(

@@ -63,7 +63,10 @@ def records(root: Path) -> dict[str, dict]:
 
 def test_same_seed_is_byte_identical_across_processes(demo, tmp_path):
     # A second process with another hash seed: catches any dependence on set/dict iteration order.
-    code = "import sys; from pathlib import Path; from pipelines.demo_data import DemoDataConfig, write_demo_data; write_demo_data(DemoDataConfig(), Path(sys.argv[1]))"
+    code = (
+        "import sys; from pathlib import Path; from pipelines.demo_data import DemoDataConfig, write_demo_data; "
+        "write_demo_data(DemoDataConfig(), Path(sys.argv[1]))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, cwd=REPO)
     assert tree(tmp_path) == tree(demo)

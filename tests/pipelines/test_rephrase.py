@@ -306,7 +306,7 @@ def test_mix_blends_real_and_synthetic_sources(served, tmp_path):
                 "fraction": 1.0,
                 "weights": {"real_high": 0.4, "synthetic_low": 0.4, "synthetic_high": 0.2},
             }
-        ],  # noqa: E501
+        ],
         "total_tokens": 6000,
         "on_shortfall": "report",
         "docs_per_shard": 100,

@@ -1,4 +1,5 @@
-"""`nanoforge run` and `nanoforge submit` on real stages: local in-process, and as jobs on a real `ray start --head`."""
+"""`nanoforge run` and `nanoforge submit` on real stages: local in-process, and as jobs on a real `ray start
+--head`."""
 
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ def test_verifier_reward_mixed_batch():
 
 
 def test_rewards_accept_everything_trl_passes():
-    """TRL calls rewards with prompts, completion_ids, every column and trainer hooks; the defaults assume reasoning on."""
+    """TRL calls rewards with prompts, completion_ids, every column and trainer hooks; the defaults assume reasoning
+    on."""
     extra = dict(
         prompts=[[{"role": "user", "content": "2+2?"}]],
         completion_ids=[[1, 2]],

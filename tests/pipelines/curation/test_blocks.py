@@ -111,7 +111,8 @@ def test_filters_give_datatrove_reasons_on_real_web_text():
 DATATROVE_ALONE = """
 import json, sys
 from datatrove.data import Document
-from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, \
+GopherRepetitionFilter
 filters = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
 out = []
 for text in json.load(sys.stdin):
