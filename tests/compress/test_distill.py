@@ -77,11 +77,12 @@ def test_only_forward_kl(tiny_base, text_rows, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(teacher, text_rows, tmp_path):
-    """As sft/train.py: a run killed after checkpoint-4 continues from it; every step is logged once."""
+    """As sft/train.py: a run killed after its first checkpoint continues from it; every step is logged once. 200
+    steps so that the kill lands mid-run: on a quiet machine 10 tiny steps finished before the poll saw step 4."""
     out = tmp_path / "out"
     argv = f"""--model_name_or_path {teacher} --teacher_model_name_or_path {teacher} --dataset_name {text_rows}
         --output_dir {out} --eval_samples 8 --lmbda 0 --beta 0 --max_length 32 --dtype float32 --bf16 false
-        --activation_checkpointing false --max_steps 10 --save_steps 4 --logging_steps 1
+        --activation_checkpointing false --max_steps 200 --save_steps 4 --save_total_limit 2 --logging_steps 1
         --per_device_train_batch_size 2 --report_to none""".split()
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -95,12 +96,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(teacher, text_rows, tmp_pat
     deadline = time.monotonic() + 300
     while not (partial / "checkpoint-4" / "trainer_state.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # a crash: no cleanup, no manifest
     proc.wait()
     assert read_manifest(out) is None
 
     assert distill.main(argv) == 0
     steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
-    assert steps == list(range(1, 11))
-    assert read_manifest(out)["counts"]["steps"] == 10
+    assert steps == list(range(1, 201))  # before the kill and after resuming, none twice
+    assert read_manifest(out)["counts"]["steps"] == 200

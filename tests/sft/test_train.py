@@ -245,7 +245,9 @@ def test_packing_keeps_samples_apart_with_mamba_kernels(tiny_base):
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
     data = write_jsonl(tmp_path / "sft.jsonl", conversations(32))
     out = tmp_path / "out"
-    argv = sft_argv(tiny_base, data, out, max_steps=12, save_steps=4, logging_steps=1)
+    argv = sft_argv(
+        tiny_base, data, out, max_steps=60, save_steps=4, save_total_limit=2, logging_steps=1
+    )  # mid-run kill
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sft.train", *argv],
@@ -258,7 +260,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
     deadline = time.monotonic() + 300
     while not (partial / "checkpoint-4" / "trainer_state.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # a crash: no cleanup, no manifest
     proc.wait()
     assert not out.exists() and read_manifest(out) is None
@@ -268,8 +270,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
 
     assert train.main(argv) == 0
     steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
-    assert steps == list(range(1, 13))  # steps 1-4 from the killed run, 5-12 after resuming, none twice
-    assert read_manifest(out)["counts"]["steps"] == 12
+    assert steps == list(range(1, 61))  # steps before the kill and after resuming, none twice
+    assert read_manifest(out)["counts"]["steps"] == 60
     assert not list(out.glob("*checkpoint-*"))  # the torn checkpoint went with the other leftovers
 
 
