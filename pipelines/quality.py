@@ -17,6 +17,10 @@ in `heuristic_filter_labels`; what they drop goes to `rejected/` (`input == kept
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         nanoforge quality --config pipelines/configs/quality_nemotron_cc.yaml
 
+Same input + config + seed gives the same bytes: the threshold sample is by a hash of (seed, id), and each output
+shard `part-KKKKK.parquet` (as many as input files) holds the documents whose id hashes to K, sorted by id.
+Scores of a HF classifier move slightly with batch padding, so byte-identity holds for fastText classifiers.
+
 Output: `documents/*.parquet` (input columns + `quality_score_<classifier>`, `quality_bucket`, `quality_label`),
 `rejected/*.parquet`, `thresholds.json`, and per-bucket document and token counts in the manifest.
 """
@@ -38,8 +42,10 @@ from pipelines.core.runtime import ray_session
 from pipelines.curation.filters import FILTER_NAMES, check_filters
 from pipelines.scoring.buckets import LABELS, PERCENTILES, bucket_labels, weighted_percentiles
 from pipelines.scoring.ops import (
+    SHARD,
     WEIGHT,
     EnsembleScorer,
+    add_shard,
     add_weight,
     bucket_batch,
     bucket_histogram,
@@ -47,6 +53,8 @@ from pipelines.scoring.ops import (
     classifier_name,
     kept_rows,
     rejected_rows,
+    sample_batch,
+    write_part,
 )
 
 
@@ -159,12 +167,16 @@ def score_documents(cfg: QualityConfig, docs_dir: str, names: list[str], out: st
 
 def sample_thresholds(scores, cfg: QualityConfig, names: list[str]) -> tuple[dict[str, np.ndarray], int]:
     """Token-weighted percentile thresholds per classifier on a sample of the scored documents: a share of
-    `threshold_sample_fraction`, lowered so that about `threshold_sample_max_docs` at most reach the driver."""
+    `threshold_sample_fraction`, lowered so that about `threshold_sample_max_docs` at most reach the driver. The
+    sample is by a hash of (seed, id), so it is the same documents on every run."""
     import ray
 
     fraction = min(cfg.threshold_sample_fraction, cfg.threshold_sample_max_docs / max(scores.count(), 1))
     if fraction < 1:
-        scores = scores.random_sample(fraction, seed=cfg.seed)
+        scores = scores.map_batches(
+            sample_batch, fn_kwargs={"fraction": fraction, "seed": cfg.seed}, batch_format="pyarrow"
+        )
+    scores = scores.drop_columns(["id"])
     refs = scores.to_arrow_refs()
     sample = pa.concat_tables(ray.get(refs)) if refs else pa.table({})
     if len(sample) == 0:
@@ -182,10 +194,29 @@ def histogram(scores, thresholds: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.sum([r["docs"] for r in rows], axis=0).astype(int), np.sum([r["weight"] for r in rows], axis=0)
 
 
-def write_buckets(cfg: QualityConfig, scored: str, thresholds: dict, tmp: str) -> tuple[int, dict[str, int]]:
-    """Write documents/ with buckets and labels (and rejected/ when heuristic filters run); (kept, reasons)."""
+def write_sharded(ds, num_shards: int, staged: str, out: str, text_column: str) -> None:
+    """Write `ds` as `out/part-KKKKK.parquet`, a document's shard chosen by a hash of its id and its rows sorted by
+    id: the same files, byte for byte, however Ray split the work (its own file names are uuids). Rows go through
+    `staged/_shard=K/` on disk, then one task per shard sorts and writes it; nothing is gathered on the driver."""
     import ray
 
+    storage.remove(staged), storage.remove(out)  # a resumed run starts this pass over: no rows twice
+    ds.map_batches(add_shard, fn_kwargs={"num_shards": num_shards}, batch_format="pyarrow").write_parquet(
+        staged, partition_cols=[SHARD]
+    )
+    shards = sorted(int(p.rsplit("=", 1)[1]) for p in storage.glob(storage.join(staged, f"{SHARD}=*")))
+    if shards:  # Ray Data writes nothing for zero rows
+        kwargs = {"staged": str(staged), "out": str(out), "text_column": text_column}
+        ray.data.from_items([{"shard": k} for k in shards]).map(write_part, fn_kwargs=kwargs).take_all()
+    storage.remove(staged)
+
+
+def write_buckets(cfg: QualityConfig, scored: str, thresholds: dict, tmp: str) -> tuple[int, dict[str, int]]:
+    """Write documents/ with buckets and labels (and rejected/ when heuristic filters run); (kept, reasons).
+    As many shards as input files, each named by its index (see write_sharded)."""
+    import ray
+
+    num_shards = len(storage.glob(storage.join(cfg.input_path, "documents", "*.parquet")))
     filters = tuple(cfg.heuristic_filters)
     bucketed = ray.data.read_parquet(scored).map_batches(
         bucket_batch,
@@ -202,8 +233,9 @@ def write_buckets(cfg: QualityConfig, scored: str, thresholds: dict, tmp: str) -
         rejected = bucketed.map_batches(
             rejected_rows, fn_kwargs={"text_column": cfg.text_column}, batch_format="pyarrow"
         )
-        rejected.write_parquet(storage.join(tmp, "rejected"))
-    bucketed.map_batches(kept_rows, batch_format="pyarrow").write_parquet(storage.join(tmp, "documents"))
+        write_sharded(rejected, num_shards, storage.join(tmp, "staged"), storage.join(tmp, "rejected"), "text")
+    kept_ds = bucketed.map_batches(kept_rows, batch_format="pyarrow")
+    write_sharded(kept_ds, num_shards, storage.join(tmp, "staged"), storage.join(tmp, "documents"), cfg.text_column)
     reasons = {}
     if rejected_files := storage.glob(storage.join(tmp, "rejected", "*.parquet")):
         table = pa.concat_tables([storage.read_table(f, columns=["stage", "reason"]) for f in rejected_files])
@@ -219,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     docs_dir = storage.join(cfg.input_path, "documents")
     if not cfg.input_path or not storage.glob(storage.join(docs_dir, "*.parquet")):
         raise ConfigError(f"input_path {cfg.input_path!r}: no documents/*.parquet (expected a documents artifact)")
+    first = storage.glob(storage.join(docs_dir, "*.parquet"))[0]
+    if "id" not in storage.parquet_metadata(first).schema.to_arrow_schema().names:
+        raise ConfigError(f"{first}: no id column (samples and shards are keyed by it); run `nanoforge curate` first")
     if not cfg.classifiers:
         raise ConfigError("classifiers: give at least one classifier path")
     [classifier_kind(p) for p in cfg.classifiers]  # a missing or unknown classifier fails before any work
@@ -259,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             storage.remove(scored)
             score_documents(cfg, docs_dir, names, scored)
             storage.write_text("", scored_done)
-        scores = ray.data.read_parquet(scored).select_columns([*(f"quality_score_{n}" for n in names), WEIGHT])
+        scores = ray.data.read_parquet(scored).select_columns(["id", *(f"quality_score_{n}" for n in names), WEIGHT])
         if cfg.thresholds_path:
             thresholds, sample_docs = load_thresholds(cfg.thresholds_path, names), None
         else:

@@ -17,13 +17,17 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.core.config import ConfigError
 from pipelines.curation.filters import build_filters
 from pipelines.scoring.buckets import bucket_labels, ensemble_buckets
 
+SHARD = "_shard"  # temporary column: the output shard of a document, from a hash of its id
 WEIGHT = "_weight"  # temporary column: tokens (or bytes) per document, the percentile weights
 HQ_LABEL = "__label__hq"  # fastText label of the high-quality class (train-quality-classifier trains it)
 MODEL_FILE = "model.bin"  # the fastText model inside a train-quality-classifier artifact
@@ -233,3 +237,33 @@ def rejected_rows(batch: pa.Table, text_column: str) -> pa.Table:
             **scores,
         }
     )
+
+
+def id_hash(ids: pa.Array, salt: str = "") -> np.ndarray:
+    """uint64 hash of each `salt + id` (pandas' fixed-key SipHash: the same in every process and run)."""
+    return pd.util.hash_array(np.asarray([f"{salt}{i}" for i in ids.to_pylist()], dtype=object), categorize=False)
+
+
+def sample_batch(batch: pa.Table, fraction: float, seed: int) -> pa.Table:
+    """The rows whose hash of (seed, id) falls in the first `fraction` of the hash range: the same sample for a
+    seed however the documents are split into blocks (Ray's `random_sample` depends on the split)."""
+    return batch.filter(pa.array(id_hash(batch["id"], f"{seed}:") / 2.0**64 < fraction))
+
+
+def add_shard(batch: pa.Table, num_shards: int) -> pa.Table:
+    """Adds `_shard`: the output file of each document, hash(id) mod num_shards (not the block it came in)."""
+    return batch.append_column(SHARD, pa.array((id_hash(batch["id"]) % num_shards).astype(np.int64)))
+
+
+def write_part(row: dict, staged: str, out: str, text_column: str) -> dict:
+    """Sort one shard's staged rows by id (then text); write `part-KKKKK.parquet`. The bytes depend on the rows
+    alone, not on how Ray split them into blocks and files."""
+    shard = int(row["shard"])
+    table = storage.read_table(storage.join(staged, f"{SHARD}={shard}"))
+    table = table.drop_columns([c for c in table.column_names if c == SHARD])
+    keys = [(c, "ascending") for c in ("id", text_column) if c in table.column_names]
+    table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
+    storage.makedirs(out)
+    fs, path = storage.filesystem(storage.join(out, f"part-{shard:05d}.parquet"))
+    pq.write_table(table, path, filesystem=fs)
+    return {"shard": shard, "docs": len(table)}

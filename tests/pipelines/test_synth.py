@@ -185,17 +185,19 @@ def test_empty_prompts_give_empty_traces_and_an_empty_selection(ray_local, tmp_p
 
 def artifact_bytes(root):
     """Every file's bytes; manifests and cards without the lines that record when and how long (they differ by
-    design)."""
+    design), mix's seconds per pass included."""
     out = {}
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         data = f.read_bytes()
         if f.name == "manifest.json":
             manifest = json.loads(data)
             manifest.pop("created_at"), manifest.pop("duration_s")
+            manifest.pop("seconds", None)  # mix: wall time per pass
             data = json.dumps(manifest, sort_keys=True).encode()
         elif f.name == "README.md" and (f.parent / "manifest.json").exists():
             when = json.loads((f.parent / "manifest.json").read_text())
             stamps = (when["created_at"], f"{when['duration_s']} s")
+            stamps += tuple(f"| {k} | {v} |" for k, v in when.get("seconds", {}).items())
             data = "\n".join(
                 line for line in data.decode().splitlines() if not any(s in line for s in stamps)
             ).encode()
