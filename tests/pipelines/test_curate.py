@@ -184,8 +184,8 @@ def demo_corpus(tmp_path_factory) -> Path:
 
 
 def test_demo_corpus_planted_defects_and_determinism(ray_local, demo_corpus, tmp_path):
-    """curate_demo.yaml on the generated corpus finds what was planted, and documents/ is byte-identical with 1 or
-    2 workers and smaller chunks/Ray blocks."""
+    """curate_demo.yaml on the generated corpus finds what was planted, and documents/, rejected/, quarantine/ and
+    stats.json are byte-identical with 1 or 2 workers and smaller chunks/Ray blocks."""
     planted = json.loads((demo_corpus / "planted.json").read_text())
     base = ["--config", DEMO_YAML, "--input_paths", str(demo_corpus / "web")]
     base += ["--decontaminate_against", f"demo_test={demo_corpus / 'math' / 'test.jsonl'}:question"]
@@ -198,10 +198,12 @@ def test_demo_corpus_planted_defects_and_determinism(ray_local, demo_corpus, tmp
     finally:
         ctx.target_max_block_size = block_size
     one, two = tmp_path / "one", tmp_path / "two"
-    names = sorted(p.name for p in (one / "documents").iterdir())
-    assert names == sorted(p.name for p in (two / "documents").iterdir())
-    for name in names:
-        assert (one / "documents" / name).read_bytes() == (two / "documents" / name).read_bytes()
+    for folder in ("documents", "rejected", "quarantine"):
+        names = sorted(p.name for p in (one / folder).iterdir())
+        assert names == sorted(p.name for p in (two / folder).iterdir())
+        for name in names:
+            assert (one / folder / name).read_bytes() == (two / folder / name).read_bytes(), f"{folder}/{name}"
+    assert (one / "stats.json").read_bytes() == (two / "stats.json").read_bytes()
 
     counts = assert_conserved(one)
     assert counts["input"] == planted["counts"]["lines"]
