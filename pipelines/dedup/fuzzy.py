@@ -391,10 +391,12 @@ def _one_per_bucket(block: dict) -> pa.Table:
 
 
 def _kept_ids(block: dict) -> pa.Table:
+    """(node, id) of a partition's kept documents, by node: rows arrive in shuffle order, the file must not."""
     kept = block["node"] == block["root"] if block else np.zeros(0, bool)
     node = block["node"][kept] - NEW if block else np.zeros(0, np.uint64)
-    ids = block["id"][kept] if block else []
-    return pa.table({"node": pa.array(node, pa.uint64()), "id": pa.array(ids, pa.string())})
+    ids = np.asarray(block["id"], dtype=object)[kept] if block else np.zeros(0, object)
+    order = np.argsort(node, kind="stable")
+    return pa.table({"node": pa.array(node[order], pa.uint64()), "id": pa.array(ids[order], pa.string())})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -140,6 +140,12 @@ def test_dedup_a_new_corpus_against_a_saved_index(ray_local, planted, tmp_path):
     old = texts[:200]
     sigs = signature_table(_dataset(old), parse_spec("fineweb"))
     save_index(sigs, fuzzy_duplicates(None, parse_spec("fineweb"), sigs=sigs), tmp_path / "index")
+    # The same documents in other blocks: the same index files, byte for byte (rows arrive in shuffle order)
+    again = signature_table(_dataset(old, blocks=5), parse_spec("fineweb"))
+    save_index(again, fuzzy_duplicates(None, parse_spec("fineweb"), sigs=again), tmp_path / "again")
+    files = sorted(f.relative_to(tmp_path / "index") for f in (tmp_path / "index").rglob("*.parquet"))
+    assert files == sorted(f.relative_to(tmp_path / "again") for f in (tmp_path / "again").rglob("*.parquet"))
+    assert all((tmp_path / "index" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)
 
     rng = random.Random(1)
     fresh = texts[200:260]
