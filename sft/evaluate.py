@@ -317,8 +317,23 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     return parse(EvalConfig, argv=argv)
 
 
+def up_to_date(cfg: EvalConfig, output: Path) -> bool:
+    """`output` holds this exact config's results, written after every file of a local model folder and dataset
+    (a rerun of a recipe is then a no-op; a retrained model or an edited set is evaluated again)."""
+    if not output.is_file() or json.loads(output.read_text()).get("config") != asdict(cfg):
+        return False
+    inputs = [Path(p) for p in (cfg.model, cfg.dataset) if p and Path(p).exists()]
+    files = [f for p in inputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    newest = max((f.stat().st_mtime for f in files if not f.name.startswith(output.stem)), default=0.0)
+    return output.stat().st_mtime >= newest
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    output = Path(cfg.output or Path(cfg.model or ".") / "eval.json")
+    if up_to_date(cfg, output):
+        print(f"[eval] {output} is up to date (same config, written after the model and data); delete it to rerun")
+        return 0
     result = evaluate(cfg)
     print(
         f"[eval] wrote {Path(cfg.output or Path(cfg.model) / 'eval.json')}: "

@@ -51,6 +51,12 @@ def test_eval_writes_pass_at_1_per_mode(tiny_base, tmp_path):
         assert stats["pass@1"] == pytest.approx(sum(s["correct"] for s in mine) / len(mine))  # equal k per problem
         assert 0 < stats["mean_completion_tokens"] <= 8
 
+    # A rerun with the same config is a no-op; a changed dataset is evaluated again
+    before = out.stat().st_mtime_ns
+    assert evaluate.main(argv) == 0 and out.stat().st_mtime_ns == before
+    data.write_text(data.read_text())
+    assert evaluate.main(argv) == 0 and out.stat().st_mtime_ns > before
+
 
 def test_problem_formats(tmp_path):
     from datasets import Dataset
