@@ -23,6 +23,9 @@ Parts, all at the `fineweb` preset (word 5-grams, 14 bands x 8 rows, 64-bit):
 Results: benchmarks/results/dedup.md.
 Length (~480 lines): four benchmarks (signature, decont, scurve, e2e) that share one input builder and reader,
 plus the datatrove side of each, kept together so the one command reproduces the whole table.
+
+Length (~520 lines): one script runs ours and datatrove side by side on the same generated corpus in one
+process (signatures, decontamination, end to end, S-curve); split, each part would rebuild or reload the corpus.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ looks complete.
 Card. Before the rename, `README.md` is rendered from the manifest (pipelines/core/cards.py), so the directory
 is a Hugging Face dataset (or model) repository as written: `datasets.load_dataset(path)` reads the kept rows,
 `load_dataset(path, "rejected")` the dropped ones, and `publish` uploads the same configs.
+
+Length (~440 lines): the commit protocol (partial name, output lock, refusal of foreign outputs, manifest last on
+object storage) and the hash that decides reruns belong together. Next split: read_manifest/input_hash into a
+lower module, which also ends the lazy artifacts <-> cards import.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ smallest node is the indexed document: the new document is dropped, indexed docu
 
 Length (~420 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
 the same (bucket, node) rows; split, each piece would be read without the invariants stated above.
+
+Length (~460 lines): the distributed algorithm (buckets, pairs, connected components, the saved index) and
+curate's global step share one set of shuffle helpers; the signatures live apart in minhash.py.
 """
 
 from __future__ import annotations

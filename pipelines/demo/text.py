@@ -3,6 +3,8 @@
 Everything here is written for this project (no copied data) and driven by a `random.Random` passed in, so
 the same seed gives the same text. Templates use `{slot}` for a value from a slot list and `[a|b|c]` for an
 inline choice; every generated sentence is capitalised and ends with terminal punctuation.
+
+Length (~530 lines): mostly word lists and templates, which are data; each generator is short.
 """
 
 from __future__ import annotations
