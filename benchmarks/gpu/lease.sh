@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|gen|synth}
+plan=${1:?plan: train|train2|train3|gen|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -62,6 +62,12 @@ train2) # the hybrid again, with room for its first steps (Triton autotuning) an
   step sft-hybrid-ours 190 $T sft --model hybrid --variant ours --steps 20
   step sft-hybrid-unpacked 120 $T sft --model hybrid --variant unpacked --steps 20
   step sft-hybrid-trl_default 120 $T sft --model hybrid --variant trl_default --steps 20
+  ;;
+train3) # where a step's time goes: torch.profiler tables (results/*-profile.txt), stacks every 45 s in the logs
+  models
+  step sft-dense-ours 100 $T sft --model dense --variant ours --steps 12 --profile
+  step sft-hybrid-ours 250 $T sft --model hybrid --variant ours --steps 12 --profile --stack_every 45
+  step sft-hybrid-unpacked 150 $T sft --model hybrid --variant unpacked --steps 12 --profile --stack_every 45
   ;;
 gen)
   models

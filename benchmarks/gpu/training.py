@@ -9,15 +9,19 @@ and MFU against the measured bf16 matmul rate, ours against TRL's defaults on th
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import random
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.gpu.common import DATA, DEVICE, MODELS, WORK, load, save, sync
+from transformers import TrainerCallback
+
+from benchmarks.gpu.common import DATA, DEVICE, MODELS, RESULTS, WORK, load, save, sync
 from benchmarks.gpu.generation import write_prompts
 
 BF16 = str(DEVICE == "cuda").lower()  # bf16 autocast on the GPU; a CPU dry run (NF_TINY) trains in float32
@@ -72,13 +76,50 @@ def mamba_kernels() -> bool:
     return True
 
 
+class Profile(TrainerCallback):
+    """torch.profiler over training steps first+1 .. first+steps: where a step's time goes, as text tables in
+    `results/<label>-profile.txt` (kernels by GPU time, ops by CPU time) plus the GPU-busy share of the wall time,
+    which tells a launch- or host-bound step (GPU idle) from a kernel-bound one."""
+
+    def __init__(self, label: str, first: int, steps: int):
+        self.label, self.first, self.steps, self.prof = label, first, steps, None
+
+    def on_step_begin(self, args, state, control, **kw):
+        import torch
+
+        if state.global_step == self.first and self.prof is None:
+            acts = [torch.profiler.ProfilerActivity.CPU] + (
+                [torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+            )
+            self.prof = torch.profiler.profile(activities=acts, record_shapes=False)
+            self.prof.__enter__()
+            sync()
+            self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.prof is None or state.global_step != self.first + self.steps:
+            return
+        sync()
+        wall = time.perf_counter() - self.t0
+        self.prof.__exit__(None, None, None)
+        events = self.prof.key_averages()
+        gpu_us = sum(e.self_device_time_total for e in events)
+        head = f"{self.label}: {self.steps} steps, wall {wall:.3f} s, GPU kernels {gpu_us / 1e6:.3f} s "
+        head += f"({gpu_us / 1e6 / wall:.0%} busy)\n\n"
+        by_gpu = events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
+        by_cpu = events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90)
+        (RESULTS / f"{self.label}-profile.txt").write_text(head + by_gpu + "\n\n" + by_cpu)
+        print(head, flush=True)
+        self.prof = None
+
+
 def bench_sft(a) -> None:
     import torch
-    from transformers import TrainerCallback
 
     from sft.train import build_trainer, parse_args
 
     label = a.label or f"sft-{a.model}-{a.variant}"
+    faulthandler.dump_traceback_later(a.stack_every, repeat=True)  # a stalled step shows where it waits, in the log
     data = DATA / "sft.jsonl"
     if not data.exists():
         write_sft_data(2000)
@@ -115,6 +156,7 @@ def bench_sft(a) -> None:
     else:  # ours (the recipes): float32 master weights + bf16 autocast, packed padding-free rows, no recompute
         argv += ["--dtype", "float32", "--bf16", BF16, "--gradient_checkpointing", "false"]
         argv += ["--packing", "true", "--padding_free", "true"] if a.variant == "ours" else []
+    argv += shlex.split(a.extra)  # e.g. "--attn_implementation flex_attention"; a repeated flag's last value wins
     result = {"model": a.model, "variant": a.variant, "argv": argv}
     script_args, training_args, model_args = parse_args(argv)
     try:
@@ -152,6 +194,8 @@ def bench_sft(a) -> None:
             print(f"[step {state.global_step}] {steps[-1][0]:.2f} s, {steps[-1][1]} tokens", flush=True)
 
     trainer.add_callback(StepTimer())
+    if a.profile:
+        trainer.add_callback(Profile(label, first=4, steps=2))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -189,8 +233,6 @@ def bench_sft(a) -> None:
 
 
 def bench_grpo(a) -> None:
-    from transformers import TrainerCallback
-
     from rl.grpo import build_trainer, parse_args
 
     label = a.label or f"grpo-{a.model}-{a.vllm}"
@@ -307,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--steps", type=int, default=25)
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--label", default="")
+    s.add_argument("--extra", default="", help="more sft flags, e.g. '--attn_implementation flex_attention'")
+    s.add_argument("--profile", action="store_true", help="torch.profiler over steps 5-6: results/<label>-profile.txt")
+    s.add_argument("--stack_every", type=int, default=90, help="dump every thread's stack to the log every N s")
     s = sub.add_parser("grpo")
     s.add_argument("--model", default="small")
     s.add_argument("--vllm", default="colocate", choices=["colocate", "none"])
