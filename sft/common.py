@@ -19,7 +19,10 @@ from transformers import TrainerCallback
 from pipelines.core.artifacts import Artifact
 from pipelines.core.config import ConfigError, check_pinned, to_dict
 from pipelines.core.datasets import looks_local, source_id
+from sft import attention
 from sft.evaluate import EvalConfig, evaluate
+
+attention.register()  # attn_implementation "varlen", in every process that loads a model through these stages
 
 # Nemotron-H names its Mamba-2 input projection in_proj; PEFT has no default target list for the architecture, and
 # LoRA on attention alone would leave the mixing layers (~90% of Nano 2) frozen. The Mamba out_proj is left out on
@@ -58,10 +61,13 @@ class ScriptArgs:
 def model_init_kwargs(training_args, model_args) -> dict[str, Any]:
     """TRL's model kwargs. TRL's `ModelConfig.dtype` defaults to float32, so a model loads in float32 unless the
     config says `dtype: bfloat16` (the 12B configs do) or `auto` (the checkpoint's dtype)."""
+    attn = model_args.attn_implementation
+    if attn is None and (getattr(training_args, "padding_free", False) or getattr(training_args, "packing", False)):
+        attn = attention.NAME  # packed rows: one varlen flash call per layer, not SDPA with a block-diagonal mask
     kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
+        "attn_implementation": attn,
         "dtype": model_args.dtype or "auto",
         # Training never reads a KV/Mamba cache; building one makes NemotronH skip its fused Mamba kernel
         # (62.5k vs 50.3k tokens/s and 35 vs 56 GiB on the 1B hybrid, ../shared/gpu/README.md).

@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|gen|synth}
+plan=${1:?plan: train|train2|train3|train4|gen|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -68,6 +68,13 @@ train3) # where a step's time goes: torch.profiler tables (results/*-profile.txt
   step sft-dense-ours 100 $T sft --model dense --variant ours --steps 12 --profile
   step sft-hybrid-ours 250 $T sft --model hybrid --variant ours --steps 12 --profile --stack_every 45
   step sft-hybrid-unpacked 150 $T sft --model hybrid --variant unpacked --steps 12 --profile --stack_every 45
+  ;;
+train4) # varlen attention for packed rows (sft/attention.py): the gpu tests, then dense and hybrid through the stage
+  models
+  step pytest-gpu 110 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
+  step sft-dense-ours 90 $T sft --model dense --variant ours --steps 20 --profile
+  step sft-hybrid-ours 210 $T sft --model hybrid --variant ours --steps 16 --profile --stack_every 60
+  step sft-dense-trl_default 80 $T sft --model dense --variant trl_default --steps 16
   ;;
 gen)
   models

@@ -195,13 +195,13 @@ def bench_sft(a) -> None:
 
     trainer.add_callback(StepTimer())
     if a.profile:
-        trainer.add_callback(Profile(label, first=4, steps=2))
+        trainer.add_callback(Profile(label, first=a.steps - 2, steps=2))  # the last two steps, left out of the timing
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
-    timed = steps[3:]  # first steps: allocator and kernel warm-up
+    timed = steps[3 : len(steps) - 2 * a.profile]  # first steps: allocator and kernel warm-up; profiled steps
     secs, real, slots, sq = (sum(s[i] for s in timed) for i in range(4))
     model = trainer.accelerator.unwrap_model(trainer.model)
     mean_ctx = sq / (2 * real)  # mean over tokens of the causal context length
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--label", default="")
     s.add_argument("--extra", default="", help="more sft flags, e.g. '--attn_implementation flex_attention'")
-    s.add_argument("--profile", action="store_true", help="torch.profiler over steps 5-6: results/<label>-profile.txt")
+    s.add_argument("--profile", action="store_true", help="profile the last 2 steps: results/<label>-profile.txt")
     s.add_argument("--stack_every", type=int, default=90, help="dump every thread's stack to the log every N s")
     s = sub.add_parser("grpo")
     s.add_argument("--model", default="small")
