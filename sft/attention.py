@@ -63,6 +63,9 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, heads, length, dim = query.shape
+    device = query.device.type
+    if torch.is_autocast_enabled(device):  # as SDPA does under autocast; rotary cos/sin in float32 upcast q and k
+        query, key, value = (t.to(torch.get_autocast_dtype(device)) for t in (query, key, value))
     if attention_mask is not None or key.shape[2] != length or (dropout and module.training):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     if key.shape[1] != heads:  # grouped-query attention: each KV head serves heads // kv_heads query heads

@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|gen|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|gen|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -75,6 +75,11 @@ train4) # varlen attention for packed rows (sft/attention.py): the gpu tests, th
   step sft-dense-ours 90 $T sft --model dense --variant ours --steps 20 --profile
   step sft-hybrid-ours 210 $T sft --model hybrid --variant ours --steps 16 --profile --stack_every 60
   step sft-dense-trl_default 80 $T sft --model dense --variant trl_default --steps 16
+  ;;
+train5) # the dense model's rotary upcasts q/k to float32 under autocast: varlen now casts as SDPA does
+  models
+  step pytest-gpu 80 python3 -m pytest -q -m gpu -p no:cacheprovider tests/sft tests/rl
+  step sft-dense-ours 90 $T sft --model dense --variant ours --steps 20 --profile
   ;;
 gen)
   models

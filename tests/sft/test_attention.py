@@ -115,3 +115,15 @@ def test_flash_varlen_kernel_matches_sdpa_per_sample_on_the_gpu():
     for p, q in zip(varlen.parameters(), reference.parameters(), strict=True):
         assert (p.grad.float() - q.grad.float()).norm() <= 5e-2 * q.grad.float().norm() + 1e-3
     assert packing_leak(varlen) is None
+
+    # float32 master weights under bf16 autocast (the recipes): rotary upcasts q and k to float32, and the flash
+    # path must still be taken (the per-sample SDPA fallback ran 2.5x slower on the dense 1B)
+    calls = []
+    flash = attention._FlashVarlen.apply
+    attention._FlashVarlen.apply = lambda *a: calls.append(a[0].dtype) or flash(*a)
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            tiny_llama("varlen", torch.float32, "cuda")(**packed_inputs(seqs)).logits.sum().backward()
+    finally:
+        attention._FlashVarlen.apply = flash
+    assert calls == [torch.bfloat16] * 2
