@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|gen|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|gen|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -80,6 +80,10 @@ train5) # the dense model's rotary upcasts q/k to float32 under autocast: varlen
   models
   step pytest-gpu 80 python3 -m pytest -q -m gpu -p no:cacheprovider tests/sft tests/rl
   step sft-dense-ours 90 $T sft --model dense --variant ours --steps 20 --profile
+  ;;
+train6) # the hybrid with TRL's defaults, for the ours / TRL-defaults ratio
+  models
+  step sft-hybrid-trl_default 200 $T sft --model hybrid --variant trl_default --steps 10
   ;;
 gen)
   models
