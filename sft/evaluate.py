@@ -3,7 +3,7 @@
 
 Local:    nanoforge eval --model runs/demo/sft --dataset runs/demo/demo_data/math/test.jsonl --num_samples 4
           nanoforge eval --model runs/demo/sft --benchmarks gsm8k math500 --limit 50 --num_samples 8 --ks 1 4 8
-Cluster:  nanoforge eval --config sft/configs/eval_nano2_12b.yaml   (vLLM on a GPU: `use_vllm: true`)
+Cluster:  nanoforge eval --config sft/configs/eval_nano2_12b.yaml   (vLLM wherever it is installed on a GPU)
 
 Benchmarks by name (BENCHMARKS: gsm8k, gsm_hard, math500, math, aime24, aime25, amc23) are read from `data_dir`
 (the shared data folder); `--dataset` adds any other set. With n = `num_samples` samples per problem, pass@k is
@@ -69,7 +69,13 @@ class EvalConfig:
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per generate call (transformers backend)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU) instead of transformers."})
+    use_vllm: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Generate with vLLM instead of transformers; default (null): vLLM where it is installed and a "
+            "CUDA GPU is present, else transformers. Both score with the same verifier."
+        },
+    )
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto (the checkpoint's), bfloat16, float32."})
     output: str | None = field(default=None, metadata={"help": "Where to write eval.json; default <model>/eval.json."})
 
@@ -212,11 +218,42 @@ def transformers_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[d
     return generate
 
 
+def use_vllm(cfg: EvalConfig) -> bool:
+    """`use_vllm` as set, or (unset) whether vLLM is installed and a CUDA GPU is present."""
+    if cfg.use_vllm is not None:
+        return cfg.use_vllm
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+def vllm_memory_fraction(free: int, total: int, headroom: float = 0.9) -> float:
+    """vLLM's `gpu_memory_utilization` is a share of the whole GPU that must be free when it starts; at the end of a
+    training stage the trainer's model still holds part of it, so ask for a share of what is free."""
+    fraction = headroom * free / total
+    if fraction < 0.05:
+        raise ConfigError(
+            f"only {free / 2**30:.1f} of {total / 2**30:.1f} GiB of GPU memory is free for the vLLM eval; set "
+            "use_vllm: false (transformers) or evaluate with `nanoforge eval` after training"
+        )
+    return round(fraction, 3)
+
+
 def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
+    import torch
     from vllm import LLM, SamplingParams
 
+    free, total = torch.cuda.mem_get_info()
     # Nemotron-H keeps its Mamba state in float32 (a bf16 state drifts over long generations).
-    llm = LLM(model=cfg.model, dtype=cfg.dtype, seed=cfg.seed, mamba_ssm_cache_dtype="float32")
+    llm = LLM(
+        model=cfg.model,
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        mamba_ssm_cache_dtype="float32",
+        gpu_memory_utilization=vllm_memory_fraction(free, total),
+    )
     params = SamplingParams(
         n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, seed=cfg.seed
     )
@@ -252,7 +289,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     output = Path(cfg.output or Path(cfg.model) / "eval.json")
     result = {"model": cfg.model, "dataset": cfg.dataset, "config": asdict(cfg), "benchmarks": {}}
-    generate = (vllm_generator if cfg.use_vllm else transformers_generator)(cfg)
+    generate = (vllm_generator if use_vllm(cfg) else transformers_generator)(cfg)
     lines = []
     for name, path, problems in sets:
         bench = result["benchmarks"][name] = {"path": path, "problems": len(problems), "modes": {}}

@@ -161,3 +161,50 @@ def test_eval_on_named_benchmarks_writes_pass_and_maj_at_k(tiny_base, tmp_path):
         assert stats["pass@1"] <= stats["pass@2"]
     samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
     assert sorted({s["benchmark"] for s in samples}) == ["amc23", "gsm8k"] and len(samples) == 2 * 2 * 2
+
+
+def test_vllm_is_the_default_only_where_it_is_installed_and_a_gpu_is_present(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    real_find_spec = importlib.util.find_spec
+    for installed, gpu, expected in [(False, True, False), (True, False, False), (True, True, True)]:
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a, i=installed: object() if i else real_find_spec(name, *a)
+        )
+        monkeypatch.setattr(torch.cuda, "is_available", lambda g=gpu: g)
+        assert evaluate.use_vllm(evaluate.EvalConfig()) is expected
+        assert evaluate.use_vllm(evaluate.EvalConfig(use_vllm=False)) is False  # an explicit choice wins
+
+
+def test_vllm_asks_for_a_share_of_the_free_gpu_memory():
+    gib = 2**30
+    assert evaluate.vllm_memory_fraction(140 * gib, 140 * gib) == 0.9
+    assert evaluate.vllm_memory_fraction(70 * gib, 140 * gib) == 0.45  # the trained model still holds the rest
+    with pytest.raises(ConfigError, match="only 2.0 of 140.0 GiB"):
+        evaluate.vllm_memory_fraction(2 * gib, 140 * gib)
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(600)
+def test_vllm_and_transformers_greedy_evals_agree(tiny_base, tmp_path):
+    """Same model, problems and verifier: greedy completions from vLLM and transformers give the same scores."""
+    pytest.importorskip("vllm")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    data = tmp_path / "test.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(8))
+    )
+    results = {}
+    for backend in ("true", "false"):
+        out = tmp_path / f"eval-{backend}.json"
+        argv = ["--model", str(tiny_base), "--dataset", str(data), "--num_samples", "1", "--temperature", "0"]
+        assert evaluate.main([*argv, "--max_new_tokens", "16", "--use_vllm", backend, "--output", str(out)]) == 0
+        results[backend] = json.loads(out.read_text())
+    assert results["true"]["config"]["use_vllm"] is True
+    for mode in evaluate.MODES:
+        assert results["true"]["modes"][mode]["pass@1"] == results["false"]["modes"][mode]["pass@1"]
