@@ -217,7 +217,10 @@ def checkpoint_artifact(stage: str, script_args, training_args, model_args, inpu
 @contextlib.contextmanager
 def checkpoint_writing(art: Artifact) -> Iterator[Path]:
     """`art.writing()` on the main process only; under `accelerate launch` every rank trains into the same
-    partial directory, which exists before any rank starts and is renamed after every rank is done."""
+    partial directory, which exists before any rank starts. The other ranks leave once their share of the final
+    save is done (its collectives are the last ones); the main process then runs the end-of-stage eval and commits
+    alone. A barrier there would hold every other rank for the whole eval and fail the job once the eval outlasts
+    the collective timeout (`ddp_timeout`, 30 minutes by default)."""
     from accelerate import PartialState
 
     state = PartialState()
@@ -225,11 +228,9 @@ def checkpoint_writing(art: Artifact) -> Iterator[Path]:
         with art.writing() as tmp:
             state.wait_for_everyone()
             yield tmp
-            state.wait_for_everyone()
     else:
         state.wait_for_everyone()
         yield art.partial
-        state.wait_for_everyone()
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
