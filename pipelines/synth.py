@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import logging
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,8 +193,11 @@ def synthesize(cfg: SynthConfig) -> Path:
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return art.path
+    t0 = time.perf_counter()
     with art.writing() as tmp, ray_session(cfg.address):
+        log.info(f"[synth] Ray ready after {time.perf_counter() - t0:.1f} s")
         prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
+        log.info(f"[synth] {len(prompts)} prompts read and prepared after {time.perf_counter() - t0:.1f} s")
         retry = drop_failed(tmp / "traces")  # failed samples of an interrupted run are generated again
         done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
         if retry:
@@ -206,11 +210,14 @@ def synthesize(cfg: SynthConfig) -> Path:
             generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
             ds = ray.data.from_items(pending, override_num_blocks=max(1, min(1000, len(pending) // cfg.batch_size)))
             ds = BACKENDS[cfg.backend](ds, cfg).map(lambda row: to_trace(row, generator))
+            log.info(f"[synth] {cfg.backend} pipeline built after {time.perf_counter() - t0:.1f} s")
             ctx = ray.data.DataContext.get_current()
             keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
             try:  # samples in plan order: the same shards (and bytes) on every run with the same seed
-                for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
+                for i, batch in enumerate(ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")):
                     write_shard(tmp / "traces", batch.to_pylist())
+                    if i == 0:
+                        log.info(f"[synth] first shard written after {time.perf_counter() - t0:.1f} s")
             finally:
                 ctx.execution_options.preserve_order = keep_order
         if not any((tmp / "traces").glob("*.parquet")):  # no prompts: traces/ still has a file with the schema
