@@ -44,6 +44,18 @@ def test_unknown_yaml_key_names_key_and_file(tmp_path):
         parse(Toy, argv=["--config", str(cfg)])
 
 
+def test_a_key_set_twice_names_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; a config that says a thing twice is refused instead (the
+    shipped dpo_nano2_12b.yaml had one, checked by test_every_shipped_yaml_parses_strictly below)."""
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text("name: b\nsteps: 3\nnested:\n  a: 1\n  a: 2\n")
+    with pytest.raises(ConfigError, match=r"toy\.yaml: line 5: 'a' is already set on line 4; keep one"):
+        parse(Toy, argv=["--config", str(cfg)])
+    cfg.write_text("name: b\nsteps: 3\nname: c\n")
+    with pytest.raises(ConfigError, match=r"line 3: 'name' is already set on line 1"):
+        parse(Toy, argv=["--config", str(cfg)])
+
+
 def test_unknown_flag_fails():
     with pytest.raises((ConfigError, SystemExit, ValueError)):
         parse(Toy, argv=["--nope", "1"])
