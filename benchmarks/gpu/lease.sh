@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|gen|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|recipes|gen|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -84,6 +84,22 @@ train5) # the dense model's rotary upcasts q/k to float32 under autocast: varlen
 train6) # the hybrid with TRL's defaults, for the ours / TRL-defaults ratio
   models
   step sft-hybrid-trl_default 200 $T sft --model hybrid --variant trl_default --steps 10
+  ;;
+recipes) # issue 17 item 5: each *_nano2_12b recipe as written, with the 1B hybrid in place of the 12B model; only paths,
+  # step counts and what one GPU cannot hold (vLLM tensor parallel 2 -> 1) are overridden
+  models
+  python3 -c 'from benchmarks.gpu.training import write_sft_data, write_dpo_data; write_sft_data(2000); write_dpo_data(256)'
+  python3 -c 'from benchmarks.gpu.generation import write_prompts; write_prompts(512)'
+  N="python3 -m pipelines.cli"
+  O="--max_steps 3 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
+  O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1"
+  step recipe-sft 150 $N sft --config sft/configs/sft_nano2_12b.yaml $O --model_name_or_path $W/models/hybrid \
+    --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
+  step recipe-dpo 150 $N dpo --config rl/configs/dpo_nano2_12b.yaml $O --model_name_or_path $W/recipes/sft \
+    --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
+  step recipe-grpo 200 $N grpo --config rl/configs/grpo_nano2_12b.yaml $O --model_name_or_path $W/recipes/sft \
+    --dataset_name $W/data/prompts.jsonl --output_dir $W/recipes/grpo --vllm_tensor_parallel_size 1
+  nvidia-smi --query-gpu=memory.used --format=csv >>"$W/logs/steps.txt"
   ;;
 gen)
   models

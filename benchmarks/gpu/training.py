@@ -52,6 +52,30 @@ def write_sft_data(n: int) -> Path:
     return path
 
 
+def write_dpo_data(n: int) -> Path:
+    """Preference pairs in the shape `nanoforge select` writes (`prompt` / `chosen` / `rejected` conversations)."""
+    from pipelines.demo.text import word_problem
+
+    rng = random.Random(1)
+    rows = []
+    for _ in range(n):
+        q, solution = word_problem(rng)
+        wrong = solution.rsplit("####", 1)[0] + f"#### {rng.randint(1000, 9999)}"
+        rows.append(
+            json.dumps(
+                {
+                    "prompt": [{"role": "user", "content": q}],
+                    "chosen": [{"role": "assistant", "content": f"<think>\n{solution}\n</think>"}],
+                    "rejected": [{"role": "assistant", "content": f"<think>\n{wrong}\n</think>"}],
+                }
+            )
+        )
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / "dpo.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def flops_per_token(model, mean_ctx: float) -> float:
     """Training FLOPs per token: 6 x matmul parameters (input embedding excluded, LM head included) + causal
     attention 12 x layers x q-width x mean context. Mamba scan FLOPs are left out (small next to its projections)."""
