@@ -65,6 +65,8 @@ def bench_vllm_gen(a) -> None:
         "runs": [],
     }
     save(label, result | {"status": "starting"})
+    if a.profile_run:  # vLLM's torch profiler in the engine: its table (by GPU time) goes to this run's log
+        os.environ["VLLM_TORCH_PROFILER_DIR"] = str(WORK / f"profile-{label}")
     t0 = time.perf_counter()
     llm = LLM(**kwargs)
     result["engine_start_s"] = time.perf_counter() - t0
@@ -102,6 +104,14 @@ def bench_vllm_gen(a) -> None:
             )
         result["runs"].append(run)
         save(label, result | {"status": "running"})
+    if a.profile_run:  # e.g. 1024x1024x64: decode steps at full concurrency, where the roofline gap is
+        n, plen, gen = map(int, a.profile_run.split("x"))
+        prompts = [tokens_prompt(p) for p in random_prompts(n, plen, cfg["vocab_size"], 3)]
+        llm.start_profile()
+        t = time.perf_counter()
+        llm.generate(prompts, SamplingParams(max_tokens=gen, ignore_eos=True, detokenize=False), use_tqdm=False)
+        result["profile_run"] = {"spec": a.profile_run, "seconds": time.perf_counter() - t}
+        llm.stop_profile()
     save(label, result | {"status": "ok"})
 
 
@@ -291,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max_model_len", type=int, default=4096)
     s.add_argument("--eager", type=lambda x: x.lower() == "true", default=False)
     s.add_argument("--engine", default="", help="extra engine kwargs as JSON")
+    s.add_argument("--profile_run", default="", help="NxPROMPTxGEN run under vLLM's torch profiler, after --runs")
     s.add_argument("--label", default="")
     s = sub.add_parser("hf_gen")
     s.add_argument("--model", default="dense")

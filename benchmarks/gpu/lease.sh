@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|recipes|gen|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|recipes|gen|gen16k-hybrid|gen16k-dense|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -109,6 +109,15 @@ gen)
     --max_num_seqs 1024 --runs 1024x8192x1024 --engine '{"mamba_ssm_cache_dtype": "float32"}'
   step vllm-dense-8k 260 $G vllm_gen --model dense --label vllm-dense-8k --max_model_len 9216 \
     --max_num_seqs 1024 --runs 1024x8192x1024
+  ;;
+gen16k-hybrid | gen16k-dense) # 8k in x 16k out, one call per model (~16k decode steps each): each engine admits
+  # up to 1,024 sequences and is limited only by its own memory; then a profiled decode window at full concurrency
+  models
+  m=${plan#gen16k-}
+  eng='{}'
+  [[ $m == hybrid ]] && eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
+  step vllm-$m-16k 540 $G vllm_gen --model $m --label vllm-$m-16k --max_model_len 24832 --max_num_seqs 1024 \
+    --runs ${RUNS:-512x8192x16384} --engine "$eng" --profile_run 1024x1024x64
   ;;
 synth)
   models
