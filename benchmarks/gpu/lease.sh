@@ -114,10 +114,12 @@ gen16k-hybrid | gen16k-dense) # 8k in x 16k out, one call per model (~16k decode
   # up to 1,024 sequences and is limited only by its own memory; then a profiled decode window at full concurrency
   models
   m=${plan#gen16k-}
-  eng='{}'
+  # one wave at what the 9,216-token runs' capacities (411 dense, 1,144 hybrid) scale to at 24,832 tokens
+  eng='{}' runs=${RUNS:-152x8192x16384}
+  [[ $m == hybrid ]] && runs=${RUNS:-424x8192x16384}
   [[ $m == hybrid ]] && eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
   step vllm-$m-16k 540 $G vllm_gen --model $m --label vllm-$m-16k --max_model_len 24832 --max_num_seqs 1024 \
-    --runs ${RUNS:-512x8192x16384} --engine "$eng" --profile_run 1024x1024x64
+    --runs $runs --engine "$eng" --profile_run 1024x1024x64
   ;;
 synth)
   models
