@@ -127,7 +127,7 @@ def sampling(n_docs: int, seed: int = 0) -> list[dict]:
     """Our planner + shuffle vs datasets.interleave_datasets, on token counts alone."""
     import datasets
 
-    from pipelines.blending.plan import Phase, plan_blend, shuffle_phase
+    from pipelines.blending.plan import Phase, plan_blend, shuffle_key
 
     datasets.disable_progress_bars()
     rng = np.random.default_rng(seed)
@@ -140,7 +140,10 @@ def sampling(n_docs: int, seed: int = 0) -> list[dict]:
 
     start = time.perf_counter()
     picks, stats = plan_blend(tokens, [Phase("p", 1.0, weights)], total, {s: 1.0 for s in tokens}, seed)
-    order = shuffle_phase(seed, "p", sum(len(p["doc"]) for p in picks.values()))
+    shuffled = [
+        shuffle_key(np.arange(len(tokens[s]), dtype=np.uint64)[p["doc"]], seed, "p", s, 0) for s, p in picks.items()
+    ]
+    order = np.argsort(np.concatenate(shuffled))  # the output order: by shuffle key, as mix's shard writers sort
     ours_s = time.perf_counter() - start
     shares = stats["phases"]["p"]["sources"]
     err = max(abs(shares[s]["achieved_fraction"] - weights[s]) for s in weights)

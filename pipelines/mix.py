@@ -14,13 +14,20 @@ a cap on how many epochs any source may be repeated. This stage builds such a bl
 `nanoforge quality`), and may set its own `max_epochs`. A phase is `{name, fraction, weights: {source: w}}`; the
 fractions of `total_tokens` sum to 1 and weights are by tokens. The plan is in pipelines/blending/plan.py.
 
-Three Ray Data passes, resumable from `.work/` in the partial directory:
+Three Ray Data passes, resumable from `.work/` in the partial directory, and a plan between them:
   1. prepare: read each source's subset, tokenize (`tokenizers`, batch encode, EOS appended; without a
      tokenizer, tokens are estimated as UTF-8 bytes / 4), write `.work/prepared/`;
-  2. route: the driver plans from (source, id hash, tokens) alone, then every prepared document is copied once
-     per pick into `.work/staged/phase=P/shard=K/` with its shuffled position;
-  3. shards: one task per shard sorts its rows by position and writes `<phase>/part-KKKKK.parquet` (and
-     `.bin/.idx`), so the output is byte-identical for a seed however the work was split.
+  plan: the driver never sees the documents. Workers sum each source's documents and tokens; the driver turns
+     them into cuts of each source's hash-ordered stream (pipelines/blending/plan.py) and finds each cut by
+     asking workers for token histograms of a narrowing range of that order until the range holds at most
+     GATHER_DOCS documents, read whole (pipelines/blending/search.py): a few passes over (source, key, tokens),
+     rows on the driver bounded by the number of cuts (sources x phases), not by the corpus;
+  2. route: every prepared document, once per pick (decided from the cuts by the document alone), into
+     `.work/staged/phase=P/bucket=B/` with its shuffle key (a hash); a phase has ~docs_per_shard x 7/8 picks a
+     bucket;
+  3. shards: one task per bucket sorts its rows by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and
+     `.bin/.idx`), split in equal files where it holds more than docs_per_shard, so the output is
+     byte-identical for a seed however the work was split.
 Output: the shards, `blend.json` (per phase and source: weight, target and achieved tokens, epochs; Megatron
 `--data-path` strings), `report.md` with `mixture.png` (target vs achieved), manifest.
 """
@@ -33,11 +40,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import pyarrow as pa
-
-from pipelines.blending.ops import default_eos, load_tokenizer, prepare_files, route_batch, write_shard
-from pipelines.blending.plan import Phase, ShortfallError, plan_blend, shuffle_phase, token_dtype, write_report
+from pipelines.blending.ops import default_eos, load_tokenizer, prepare_files, route_batch, write_bucket
+from pipelines.blending.plan import Phase, ShortfallError, plan_cuts, token_dtype, write_report
+from pipelines.blending.search import resolve_on_workers, totals
 from pipelines.core import storage
 from pipelines.core.artifacts import Artifact
 from pipelines.core.config import ConfigError, parse, to_dict
@@ -76,7 +81,9 @@ class MixConfig:
     token_format: str = field(
         default="megatron", metadata={"help": "megatron (.bin/.idx per shard) | parquet (input_ids column)."}
     )
-    docs_per_shard: int = field(default=100_000, metadata={"help": "Documents per output shard."})
+    docs_per_shard: int = field(
+        default=100_000, metadata={"help": "Most documents in an output shard (~7/8 of it on average)."}
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
     batch_size: int = field(default=1000, metadata={"help": "Documents per Ray Data batch."})
     output_dir: str = field(default="runs/mix", metadata={"help": "Artifact directory to write."})
@@ -168,73 +175,50 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -
     ds.map_batches(prepare_files, fn_kwargs=kwargs, batch_size=1).write_parquet(out)
 
 
-def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str) -> tuple[dict, dict]:
-    """(selection per source for the router, stats), from the prepared (source, key, num_tokens) columns."""
-    columns = pa.schema([("blend_source", pa.string()), ("key", pa.uint64()), ("num_tokens", pa.int64())])
-    # every source empty (all documents dropped upstream): nothing was written, and the blend is empty
-    files = storage.glob(storage.join(prepared, "*.parquet"))
-    index = (
-        pa.concat_tables([storage.read_table(f, columns=columns.names) for f in files])
-        if files
-        else columns.empty_table()
-    )
-    tokens, keys = {}, {}
-    for s in sources:
-        rows = index.filter(np.asarray(index["blend_source"].to_numpy(zero_copy_only=False) == s["name"]))
-        k = rows["key"].to_numpy()
-        order = np.argsort(k, kind="stable")  # a stable order of documents, whatever order Ray read them in
-        keys[s["name"]], tokens[s["name"]] = k[order], rows["num_tokens"].to_numpy()[order]
-        if len(k) and (np.diff(keys[s["name"]]) == 0).any():
-            raise ConfigError(f"source {s['name']}: duplicate document ids in {s['path']}; ids must be unique")
+def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str) -> tuple[dict, dict, dict]:
+    """(the router's plan, stats, search log) from sums and histograms that workers compute: nothing per document
+    reaches the driver beyond GATHER_DOCS rows per cut (pipelines/blending/search.py)."""
+    log = {"rounds": 0, "max_rows": 0}
+    sums = totals(prepared, cfg.seed, [s["name"] for s in sources], log)
     epochs = {s["name"]: s["max_epochs"] for s in sources}
+    resolve = resolve_on_workers(prepared, cfg.seed, {s: n for s, (n, _) in sums.items()}, log)
     try:
-        picks, stats = plan_blend(tokens, phases, cfg.total_tokens, epochs, cfg.seed, cfg.on_shortfall)
+        cuts, stats = plan_cuts(sums, phases, cfg.total_tokens, epochs, resolve, cfg.on_shortfall)
     except ShortfallError as e:
         raise ConfigError(str(e)) from None
-    selection = {name: {"key": [], "phase": [], "shard": [], "position": [], "epoch": []} for name in keys}
-    for p, phase in enumerate(phases):
-        in_phase = [(name, picks[name]["phase"] == p) for name in keys]
-        position = shuffle_phase(cfg.seed, phase.name, sum(int(m.sum()) for _, m in in_phase))
-        start = 0
-        for name, mask in in_phase:
-            n, sel = int(mask.sum()), selection[name]
-            sel["key"].append(keys[name][picks[name]["doc"][mask]])
-            sel["phase"].append(np.full(n, p, np.int32))
-            sel["position"].append(position[start : start + n])
-            sel["shard"].append(position[start : start + n] // cfg.docs_per_shard)
-            sel["epoch"].append(picks[name]["epoch"][mask].astype(np.int32))
-            start += n
-    for name, sel in selection.items():
-        cols = {k: np.concatenate(v) for k, v in sel.items()}
-        order = np.argsort(cols["key"], kind="stable")  # the router looks keys up with searchsorted
-        selection[name] = {k: v[order] for k, v in cols.items()}
-    return selection, stats
+    picks = [sum(r["docs"] for r in stats["phases"][p.name]["sources"].values()) for p in phases]
+    route_plan = {
+        "seed": cfg.seed,
+        "phases": [p.name for p in phases],
+        "buckets": [-(-n * 8 // (7 * cfg.docs_per_shard)) for n in picks],  # ~7/8 full: few split buckets
+        "cuts": {s: [vars(c) for c in mine] for s, mine in cuts.items()},
+    }
+    return route_plan, stats, log
 
 
-def route(cfg: MixConfig, prepared: str, staged: str, selection: dict) -> None:
-    """Pass 2: every prepared document, once per pick, into staged/phase=P/shard=K/ with its position."""
+def route(cfg: MixConfig, prepared: str, staged: str, route_plan: dict) -> None:
+    """Pass 2: every prepared document, once per pick, into staged/phase=P/bucket=B/ with its shuffle key."""
     import ray
 
     if not storage.glob(storage.join(prepared, "*.parquet")):  # no documents: nothing to route
         return
     routed = ray.data.read_parquet(prepared).map_batches(
-        route_batch, fn_kwargs={"selection": selection}, batch_size=cfg.batch_size, batch_format="pyarrow"
+        route_batch, fn_kwargs=route_plan, batch_size=cfg.batch_size, batch_format="pyarrow"
     )
-    routed.write_parquet(staged, partition_cols=["phase", "shard"])
+    routed.write_parquet(staged, partition_cols=["phase", "bucket"])
 
 
-def write_shards(cfg: MixConfig, phases: list[Phase], selection: dict, staged: str, out: str, tokenizer) -> list:
-    """Pass 3: one task per (phase, shard) writes the shard in shuffled order; returns what each wrote."""
+def write_shards(cfg: MixConfig, phases: list[Phase], route_plan: dict, staged: str, out: str, tokenizer) -> list:
+    """Pass 3: one task per (phase, bucket) writes its files in shuffled order; returns what each wrote."""
     import ray
 
-    picks = [sum(int((sel["phase"] == p).sum()) for sel in selection.values()) for p in range(len(phases))]
-    shards = [{"phase": p, "shard": k} for p, n in enumerate(picks) for k in range(-(-n // cfg.docs_per_shard))]
-    if not shards:
+    buckets = [{"phase": p, "bucket": b} for p, n in enumerate(route_plan["buckets"]) for b in range(n)]
+    if not buckets:
         return []
-    kwargs = {"staged": str(staged), "out": str(out), "phases": [p.name for p in phases]}
-    kwargs["token_format"] = cfg.token_format if tokenizer else None
+    kwargs = {"staged": str(staged), "out": str(out), "phases": route_plan["phases"]}
+    kwargs |= {"docs_per_shard": cfg.docs_per_shard, "token_format": cfg.token_format if tokenizer else None}
     kwargs["dtype"] = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
-    return ray.data.from_items(shards).map(write_shard, fn_kwargs=kwargs).take_all()
+    return ray.data.from_items(buckets).flat_map(write_bucket, fn_kwargs=kwargs).take_all()
 
 
 def blend_json(cfg: MixConfig, sources: list[dict], phases: list[Phase], stats: dict, written: list, eos) -> dict:
@@ -248,7 +232,7 @@ def blend_json(cfg: MixConfig, sources: list[dict], phases: list[Phase], stats: 
         "phases": stats["phases"],
     }
     for p, phase in enumerate(phases):
-        mine = sorted((w for w in written if w["phase"] == p), key=lambda w: w["shard"])
+        mine = sorted((w for w in written if w["phase"] == p), key=lambda w: w["file"])
         blend["phases"][phase.name]["shards"] = [w["file"] for w in mine]
         if tokenized and cfg.token_format == "megatron":  # Megatron-LM --data-path: "weight prefix weight prefix"
             paths = " ".join(f"{w['tokens']} {w['file'].removesuffix('.parquet')}" for w in mine)
@@ -282,17 +266,18 @@ def main(argv: list[str] | None = None) -> int:
             storage.makedirs(prepared)  # Ray Data writes no folder for zero rows
             storage.write_text("", storage.join(work, "prepared.done"))
         clock.append(("prepare", time.perf_counter()))
-        selection, stats = plan(cfg, sources, phases, prepared)
+        route_plan, stats, search_log = plan(cfg, sources, phases, prepared)
         clock.append(("plan", time.perf_counter()))
         if not storage.exists(storage.join(work, "staged.done")):
             storage.remove(staged)
-            route(cfg, prepared, staged, selection)
+            route(cfg, prepared, staged, route_plan)
             storage.makedirs(staged)
             storage.write_text("", storage.join(work, "staged.done"))
         clock.append(("route", time.perf_counter()))
-        written = write_shards(cfg, phases, selection, staged, tmp, tokenizer)
+        written = write_shards(cfg, phases, route_plan, staged, tmp, tokenizer)
         clock.append(("shards", time.perf_counter()))
         storage.remove(work)
+        art.extra["plan_search"] = {"passes": search_log["rounds"], "max_rows_to_driver": search_log["max_rows"]}
         art.extra["seconds"] = {name: round(t - clock[i][1], 2) for i, (name, t) in enumerate(clock[1:])}
 
         blend = blend_json(cfg, sources, phases, stats, written, eos)

@@ -1,4 +1,5 @@
-"""Ray Data operators of `nanoforge mix`: prepare (subset + tokenize), route (copy per pick), write a shard."""
+"""Ray Data operators of `nanoforge mix`: prepare (subset + tokenize), search (the plan's histograms), route (copy
+per pick), write a bucket of the shuffled output."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.blending.plan import write_megatron
+from pipelines.blending.plan import FULL, Cut, phase_of, shuffle_key, stream_priority, write_megatron
 from pipelines.core import storage
 from pipelines.core.config import ConfigError
 
@@ -127,43 +128,127 @@ def prepare_files(batch: dict, sources: list[dict], batch_size: int, **kwargs) -
                 yield prepare_batch(table, source=source["name"], buckets=source["buckets"], **kwargs)
 
 
-def route_batch(batch: pa.Table, selection: dict[str, dict[str, np.ndarray]]) -> pa.Table:
-    """Copies each prepared document once per pick, adding phase, shard, position and epoch.
+SEARCH_SCHEMA = pa.schema(
+    [
+        ("q", pa.int32()),  # index of the request
+        ("bin", pa.int64()),  # histogram bin, or -1 for a document read whole
+        ("priority", pa.uint64()),  # of the document read whole (0 in a histogram row)
+        ("key", pa.uint64()),  # of the document read whole (0 in a histogram row)
+        ("count", pa.int64()),
+        ("tokens", pa.int64()),
+    ]
+)
 
-    `selection`: {source: {key, phase, shard, position, epoch}}, each sorted by key (numpy arrays; Ray Data ships
-    the function's arguments through the object store once, not with every task).
-    """
+
+def search_batch(batch: pa.Table, seed: int, requests: list[dict]) -> pa.Table:
+    """The plan's questions about one batch of prepared (blend_source, key, num_tokens) rows.
+
+    A request {source, epoch, lo, bits, shift} looks at the source's documents whose priority in that epoch is in
+    [lo, lo + 2**bits): with `shift` an int, a histogram of (documents, tokens) over bins of 2**shift priorities (a
+    row per non-empty bin; the caller sums batches); with `shift` None, each document (priority, key, tokens)."""
+    sources = batch["blend_source"].to_numpy(zero_copy_only=False)
+    all_keys, all_tokens = batch["key"].to_numpy(), batch["num_tokens"].to_numpy()
+    parts = [SEARCH_SCHEMA.empty_table()]
+    for q, r in enumerate(requests):
+        mine = sources == r["source"]
+        keys, tokens = all_keys[mine], all_tokens[mine]
+        priority = stream_priority(keys, seed, r["source"], r["epoch"])
+        offset = priority - np.uint64(r["lo"])  # wraps below lo: those fall outside the range
+        if r["bits"] < FULL:
+            inside = (offset >> np.uint64(r["bits"])) == 0
+            keys, tokens, priority, offset = keys[inside], tokens[inside], priority[inside], offset[inside]
+        n = len(keys)
+        if r["shift"] is None:
+            columns = [np.full(n, q), np.full(n, -1), priority, keys, np.ones(n, np.int64), tokens]
+        else:
+            bins = (offset >> np.uint64(r["shift"])).astype(np.int64) if r["shift"] < FULL else np.zeros(n, np.int64)
+            counts = np.bincount(bins)
+            sums = np.zeros(len(counts), np.int64)
+            np.add.at(sums, bins, tokens)
+            nz = np.flatnonzero(counts)
+            zero = np.zeros(len(nz), np.uint64)
+            columns = [np.full(len(nz), q), nz, zero, zero, counts[nz], sums[nz]]
+        parts.append(
+            pa.table([pa.array(c, f.type) for c, f in zip(columns, SEARCH_SCHEMA, strict=True)], SEARCH_SCHEMA)
+        )
+    return pa.concat_tables(parts)
+
+
+def search_file(path: str, seed: int, requests: list[dict]) -> pa.Table:
+    """`search_batch` over one prepared file (its blend_source, key and num_tokens columns)."""
+    return search_batch(storage.read_table(path, columns=["blend_source", "key", "num_tokens"]), seed, requests)
+
+
+def sum_partials(*tables: pa.Table) -> pa.Table:
+    """`search_batch` outputs of several blocks as one: histogram rows of a (request, bin) summed, documents read
+    whole kept as they are (each is in one block)."""
+    table = pa.concat_tables([SEARCH_SCHEMA.empty_table(), *tables])
+    hist = table.filter(pc.greater_equal(table["bin"], 0))
+    summed = hist.group_by(["q", "bin"], use_threads=False).aggregate([("count", "sum"), ("tokens", "sum")])
+    n = len(summed)
+    summed = pa.table(
+        [summed["q"], summed["bin"], pa.nulls(n, pa.uint64()).fill_null(0), pa.nulls(n, pa.uint64()).fill_null(0)]
+        + [summed["count_sum"], summed["tokens_sum"]],
+        schema=SEARCH_SCHEMA,
+    )
+    return pa.concat_tables([summed, table.filter(pc.less(table["bin"], 0))])
+
+
+def route_batch(batch: pa.Table, seed: int, phases: list[str], buckets: list[int], cuts: dict[str, list]) -> pa.Table:
+    """Copies each prepared document once per pick, adding phase, epoch, its shuffle key `order` and the `bucket`
+    of the output it falls in (a range of `order`, `buckets[phase]` of them): decided by the document alone, from
+    the plan's cuts ({source: [Cut as a dict] per phase}, pipelines/blending/plan.py)."""
     parts = []
     for source in pc.unique(batch["blend_source"]).to_pylist():
         rows = batch.filter(pc.equal(batch["blend_source"], source))
-        sel = selection[source]
+        mine = [Cut(**c) for c in cuts[source]]
         keys = rows["key"].to_numpy()
-        lo = np.searchsorted(sel["key"], keys, side="left")
-        counts = np.searchsorted(sel["key"], keys, side="right") - lo
-        take = np.repeat(np.arange(len(rows)), counts)
-        # index of each copy in the selection: lo of its row + its rank among that row's copies
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        picked = np.repeat(lo, counts) + within
-        out = rows.take(pa.array(take)).drop_columns(["epoch"])
-        for name in ("phase", "shard", "position", "epoch"):
-            out = out.append_column(name, pa.array(sel[name][picked]))
-        parts.append(out)
+        for epoch in range(max(c.epoch for c in mine) + 1):
+            phase = phase_of(stream_priority(keys, seed, source, epoch), keys, epoch, mine)
+            for p in np.unique(phase[phase < len(mine)]):
+                take = np.flatnonzero(phase == p)
+                order = shuffle_key(keys[take], seed, phases[p], source, epoch)
+                bucket = ((order >> np.uint64(32)) * np.uint64(buckets[p])) >> np.uint64(32)  # floor(order / 2^64 * n)
+                out = rows.take(pa.array(take)).drop_columns(["epoch"])
+                out = out.append_column("phase", pa.array(np.full(len(take), p, np.int32)))
+                out = out.append_column("epoch", pa.array(np.full(len(take), epoch, np.int32)))
+                out = out.append_column("order", pa.array(order, pa.uint64()))
+                parts.append(out.append_column("bucket", pa.array(bucket.astype(np.int64))))
     return pa.concat_tables(parts) if parts else batch.slice(0, 0)
 
 
-def write_shard(row: dict, staged: str, out: str, phases: list[str], token_format: str | None, dtype: str) -> dict:
-    """Sort one shard's staged rows by shuffled position; write `<phase>/part-KKKKK.parquet` (+ `.bin/.idx`)."""
-    phase, shard = int(row["phase"]), int(row["shard"])
-    table = storage.read_table(storage.join(staged, f"phase={phase}", f"shard={shard}"))
-    table = table.take(pc.sort_indices(table["position"]))
-    rel = f"{phases[phase]}/part-{shard:05d}"
+def write_bucket(
+    row: dict, staged: str, out: str, phases: list[str], docs_per_shard: int, token_format: str | None, dtype: str
+) -> list[dict]:
+    """Sort one bucket's staged rows by their shuffle key; write `<phase>/part-BBBBB-JJ.parquet` (+ `.bin/.idx`):
+    one file, or as many as keep every file within docs_per_shard documents."""
+    phase, bucket = int(row["phase"]), int(row["bucket"])
+    folder = storage.join(staged, f"phase={phase}", f"bucket={bucket}")
+    if not storage.exists(folder):  # no pick fell in this range
+        return []
+    table = storage.read_table(folder)
+    table = table.take(pc.sort_indices(table, [(c, "ascending") for c in ("order", "blend_source", "key", "epoch")]))
+    same = [pc.equal(table[c][1:], table[c][:-1]) for c in ("blend_source", "key", "epoch")] if len(table) > 1 else []
+    if same and pc.any(pc.and_(pc.and_(same[0], same[1]), same[2])).as_py():
+        first = pc.index(pc.and_(pc.and_(same[0], same[1]), same[2]), True).as_py()
+        raise ConfigError(
+            f"source {table['blend_source'][first]}: document id {table['id'][first]} appears twice in its input; "
+            "ids must be unique within a source"
+        )
     storage.makedirs(storage.join(out, phases[phase]))
     schema = SHARD_SCHEMA.append(TOKENS) if token_format == "parquet" else SHARD_SCHEMA
-    fs, path = storage.filesystem(storage.join(out, f"{rel}.parquet"))
-    pq.write_table(table.select(schema.names).cast(schema), path, filesystem=fs)
-    if token_format == "megatron":
-        ids = table[TOKENS.name].combine_chunks()
-        lengths = pc.list_value_length(ids).to_numpy()
-        write_megatron(storage.join(out, rel), lengths, ids.flatten().to_numpy(), getattr(np, dtype))
-    tokens = int(pc.sum(table["num_tokens"]).as_py() or 0)
-    return {"phase": phase, "shard": shard, "file": f"{rel}.parquet", "docs": len(table), "tokens": tokens}
+    pieces = -(-len(table) // docs_per_shard)
+    bounds = [round(j * len(table) / pieces) for j in range(pieces + 1)]  # equal pieces
+    written = []
+    for j in range(pieces):
+        part = table.slice(bounds[j], bounds[j + 1] - bounds[j])
+        rel = f"{phases[phase]}/part-{bucket:05d}-{j:02d}"
+        fs, path = storage.filesystem(storage.join(out, f"{rel}.parquet"))
+        pq.write_table(part.select(schema.names).cast(schema), path, filesystem=fs)
+        if token_format == "megatron":
+            ids = part[TOKENS.name].combine_chunks()
+            lengths = pc.list_value_length(ids).to_numpy()
+            write_megatron(storage.join(out, rel), lengths, ids.flatten().to_numpy(), getattr(np, dtype))
+        tokens = int(pc.sum(part["num_tokens"]).as_py() or 0)
+        written.append({"phase": phase, "file": f"{rel}.parquet", "docs": len(part), "tokens": tokens})
+    return written

@@ -12,7 +12,7 @@ import pytest
 from datapaths import shared_data
 
 from pipelines import mix
-from pipelines.blending.plan import Phase, ShortfallError, plan_blend, read_megatron, shuffle_phase, write_megatron
+from pipelines.blending.plan import Phase, ShortfallError, plan_blend, read_megatron, shuffle_key, write_megatron
 from pipelines.core.config import ConfigError
 from pipelines.scoring.buckets import bucket_labels
 
@@ -89,8 +89,10 @@ def test_the_plan_and_the_shuffle_depend_only_on_the_seed():
     c, _ = plan_blend(tokens, PHASES, 1_000_000, caps, seed=2)
     assert all(np.array_equal(a[s]["doc"], b[s]["doc"]) for s in tokens)
     assert not np.array_equal(a["web"]["doc"], c["web"]["doc"])
-    assert np.array_equal(shuffle_phase(1, "diverse", 1000), shuffle_phase(1, "diverse", 1000))
-    assert sorted(shuffle_phase(1, "diverse", 1000)) == list(range(1000))
+    keys = np.arange(1000, dtype=np.uint64)
+    assert np.array_equal(shuffle_key(keys, 1, "diverse", "web", 0), shuffle_key(keys, 1, "diverse", "web", 0))
+    assert len(np.unique(shuffle_key(keys, 1, "diverse", "web", 0))) == 1000  # a bijection of the keys
+    assert not np.array_equal(shuffle_key(keys, 1, "diverse", "web", 0), shuffle_key(keys, 2, "diverse", "web", 0))
 
 
 @pytest.mark.parametrize("dtype, vocab", [(np.uint16, 500), (np.int32, 100_000)])
@@ -258,3 +260,68 @@ def test_mix_config_errors_say_what_to_fix(tmp_path, corpora):
         run(sources=[{"name": "m", "input": 5}])
     with pytest.raises(ConfigError, match="not in the vocabulary"):
         run(eos_token="<|endoftext|>")
+
+
+# --- the plan on workers: the driver gets sums and histograms, never the documents ---------------------------------
+
+
+def test_the_plan_found_by_workers_is_the_plan_in_memory(ray_local, tmp_path, monkeypatch):
+    """mix plans from per-source sums and narrowing histograms that Ray tasks compute over the prepared files; the
+    cuts it finds pick the same documents, phases and epochs as the in-memory plan over every document, and the
+    driver never reads a prepared file nor receives more than a bounded number of rows."""
+    from pipelines.blending import search
+    from pipelines.blending.plan import assign, plan_cuts, resolve_in_memory
+    from pipelines.core import storage
+
+    rng = np.random.default_rng(5)
+    tokens = synthetic_sources()
+    tokens["math"] = tokens["math"][:600]  # pushed past one epoch, under a cap of 2.5 (a shortfall, reported)
+    keys = {s: rng.integers(0, 2**64, len(t), dtype=np.uint64) for s, t in tokens.items()}
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    rows = pa.table(
+        {
+            "blend_source": [s for s in tokens for _ in tokens[s]],
+            "key": pa.array(np.concatenate(list(keys.values())), pa.uint64()),
+            "num_tokens": np.concatenate(list(tokens.values())).astype(np.int64),
+        }
+    )
+    shuffled = rows.take(rng.permutation(len(rows)))
+    for i in range(4):  # four files, each holding every source
+        pq.write_table(shuffled.slice(i * 1100, 1100), prepared / f"{i}.parquet")
+    caps = {"web": 4.0, "math": 2.5, "code": 4.0}
+
+    def no_driver_reads(path, *args, **kwargs):
+        raise AssertionError(f"the driver read {path}")
+
+    monkeypatch.setattr(storage, "read_table", no_driver_reads)  # Ray's workers are other processes
+    monkeypatch.setattr(search, "GATHER_DOCS", 40)  # force histogram rounds on these few thousand documents,
+    monkeypatch.setattr(search, "SEARCH_BITS", 4)  # of 16 bins: several of them
+    log = {"rounds": 0, "max_rows": 0}
+    sums = search.totals(str(prepared), 7, list(tokens), log)
+    assert sums == {s: (len(t), int(t.sum())) for s, t in tokens.items()}
+    resolve = search.resolve_on_workers(str(prepared), 7, {s: n for s, (n, _) in sums.items()}, log)
+    cuts, stats = plan_cuts(sums, PHASES, 2_000_000, caps, resolve, on_shortfall="report")
+    reference, ref_stats = plan_cuts(
+        sums, PHASES, 2_000_000, caps, resolve_in_memory(keys, tokens, 7), on_shortfall="report"
+    )
+    assert stats == ref_stats
+    for s in tokens:
+        ours, theirs = assign(keys[s], 7, s, cuts[s]), assign(keys[s], 7, s, reference[s])
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True)), s
+    assert stats["sources"]["math"]["shortfall_tokens"] > 0 and 2 < stats["sources"]["math"]["epochs"] <= 2.5
+    assert log["rounds"] >= 4  # totals, histograms, documents read whole
+    assert log["max_rows"] <= 3 * 3 * (16 + 40)  # bounded by queries (a cap + 2 phases a source) x (bins + docs)
+    assert log["max_rows"] < len(rows) / 8  # not the corpus
+
+
+def test_a_document_id_twice_in_a_source_is_an_error(tmp_path):
+    from pipelines.blending.ops import SHARD_SCHEMA, write_bucket
+
+    folder = tmp_path / "staged" / "phase=0" / "bucket=0"
+    folder.mkdir(parents=True)
+    row = {name: None for name in SHARD_SCHEMA.names} | {"id": "a", "blend_source": "web", "epoch": 0}
+    row |= {"num_tokens": 3, "key": 11, "order": 5}
+    pq.write_table(pa.Table.from_pylist([row, row | {"text": "other"}]), folder / "x.parquet")
+    with pytest.raises(ConfigError, match="source web: document id a appears twice"):
+        write_bucket({"phase": 0, "bucket": 0}, str(tmp_path / "staged"), str(tmp_path / "out"), ["p"], 10, None, "")
