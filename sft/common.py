@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from sft import attention
 from sft.evaluate import EvalConfig, evaluate
 
 attention.register()  # attn_implementation "varlen", in every process that loads a model through these stages
+# The mamba-ssm Triton kernels autotune in the first training step of every process (65-107 s for the 1B hybrid on
+# an H200, benchmarks/RESULTS.md); with this, the results go to Triton's cache dir and later runs, resumes and
+# stages read them. Set before the kernels are imported (their decorators read it); a user's own setting wins.
+os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
 
 # Nemotron-H names its Mamba-2 input projection in_proj; PEFT has no default target list for the architecture, and
 # LoRA on attention alone would leave the mixing layers (~90% of Nano 2) frozen. The Mamba out_proj is left out on

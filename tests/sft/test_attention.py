@@ -1,5 +1,5 @@
 """`attn_implementation: varlen` (sft/attention.py): packed samples stay apart, forward and backward, and everything
-that is not a packed/unpadded causal pass behaves exactly like SDPA."""
+that is not a packed/unpadded causal pass behaves exactly like SDPA; the stages keep Triton autotuning results."""
 
 from __future__ import annotations
 
@@ -127,3 +127,16 @@ def test_flash_varlen_kernel_matches_sdpa_per_sample_on_the_gpu():
     finally:
         attention._FlashVarlen.apply = flash
     assert calls == [torch.bfloat16] * 2
+
+
+def test_the_training_stages_keep_triton_autotuning_results_unless_told_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    code = "import sft.common, os; print(os.environ['TRITON_CACHE_AUTOTUNING'])"
+    for preset, expected in ((None, "1"), ("0", "0")):
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_CACHE_AUTOTUNING"}
+        env |= {"TRITON_CACHE_AUTOTUNING": preset} if preset else {}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=100)
+        assert out.stdout.strip() == expected, out.stderr[-2000:]
