@@ -11,7 +11,8 @@ returns it with four more columns:
 
 - `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
   output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason).
-- `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM.
+- `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM; each
+  row samples from its own seed (`RowSeededSampler`), so its text does not depend on the batch it lands in.
 - `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`): `batch_size` requests in flight
   per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
 - `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
@@ -117,13 +118,14 @@ class TransformersGenerator:
             s = row["sampling"]
             groups.setdefault((s["temperature"], s["top_p"], s["max_new_tokens"]), []).append(i)
         for (temperature, top_p, max_new_tokens), idx in groups.items():
+            seeds = [rows[i]["sampling"]["seed"] for i in idx]
             try:
-                outs = self._generate([prompts[i] for i in idx], temperature, top_p, max_new_tokens, rows[idx[0]])
+                outs = self._generate([prompts[i] for i in idx], temperature, top_p, max_new_tokens, seeds)
             except Exception:  # one bad row must not sink its batch: retry each row alone
                 outs = []
-                for i in idx:
+                for i, seed in zip(idx, seeds, strict=True):
                     try:
-                        outs += self._generate([prompts[i]], temperature, top_p, max_new_tokens, rows[i])
+                        outs += self._generate([prompts[i]], temperature, top_p, max_new_tokens, [seed])
                     except Exception as e_row:
                         outs.append(
                             dict(
@@ -137,18 +139,18 @@ class TransformersGenerator:
                 rows[i].update(out)
         return _table(rows)
 
-    def _generate(self, prompts: list[str], temperature: float, top_p: float, max_new_tokens: int, first: dict):
+    def _generate(self, prompts: list[str], temperature: float, top_p: float, max_new_tokens: int, seeds: list[int]):
         torch = self.torch
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        sample = temperature > 0
-        torch.manual_seed(first["sampling"]["seed"])  # reproducible for the same batch composition
+        # Sampling draws from one generator per row, seeded by the row (RowSeededSampler), and greedy decoding takes
+        # the drawn token: a row's text is the same whatever other rows share its batch.
+        processors = [RowSeededSampler(seeds, temperature, top_p)] if temperature > 0 else []
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                temperature=temperature if sample else None,
-                top_p=top_p if sample else None,
+                do_sample=False,
+                logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         results = []
@@ -158,6 +160,34 @@ class TransformersGenerator:
             text = self.tokenizer.decode(ids[: n if stop is None else stop], skip_special_tokens=True)
             results.append(dict(completion=text, num_generated_tokens=n, truncated=stop is None, error=None))
         return results
+
+
+class RowSeededSampler:
+    """A `logits_processor` that samples each row's next token with temperature and top-p (as transformers' warpers
+    do) from that row's own `torch.Generator`, and leaves only that token possible, so greedy decoding picks it.
+
+    transformers' `do_sample` draws a whole batch from the global generator: a row's text then depends on its
+    batch's first seed and on its place in the batch, i.e. on how Ray Data happened to group rows."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):  # scores: [batch, vocab] logits of the next token
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:  # drop the least likely tokens whose mass sums to at most 1 - top_p, keep at least one
+            ordered, order = torch.sort(scores, descending=False)
+            drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - self.top_p)
+            drop[..., -1:] = False
+            scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        probs = scores.softmax(dim=-1)
+        picked = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter(1, picked[:, None], 0.0)
 
 
 def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:

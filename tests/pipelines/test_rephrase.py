@@ -27,9 +27,9 @@ def wiki_articles() -> list[str]:
     return [line.replace(". ", ".\n", 40) for line in text.splitlines() if line.strip()]  # lines as paragraphs
 
 
-def labelled_documents(root: Path, n_c4: int = 13) -> tuple[Path, list[dict]]:
-    """A documents artifact of real pages: C4 documents labelled High / Low / Medium in turn, and two long
-    Wikipedia articles labelled Low (they need several pieces)."""
+def labelled_documents(root: Path, n_c4: int = 13, files: int = 1) -> tuple[Path, list[dict]]:
+    """A documents artifact of real pages in `files` Parquet files: C4 documents labelled High / Low / Medium in
+    turn, and two long Wikipedia articles labelled Low (they need several pieces)."""
     lines = shared_data("llamafactory_demo", "c4_demo.jsonl").read_text().splitlines()[:n_c4]
     labels = ["High", "Low", "Medium"]
     docs = [
@@ -57,7 +57,9 @@ def labelled_documents(root: Path, n_c4: int = 13) -> tuple[Path, list[dict]]:
     art = Artifact(root / "quality", kind="documents", stage="quality", config={"n": len(docs)}, inputs=[])
     with art.writing() as tmp:
         (tmp / "documents").mkdir()
-        pq.write_table(__import__("pyarrow").Table.from_pylist(docs), tmp / "documents" / "part-00000.parquet")
+        table, step = __import__("pyarrow").Table.from_pylist(docs), -(-len(docs) // files)
+        for i in range(files):
+            pq.write_table(table.slice(i * step, step), tmp / "documents" / f"part-{i:05d}.parquet")
         art.counts = {"input": len(docs), "kept": len(docs)}
     return art.path, docs
 
@@ -334,3 +336,25 @@ def test_card_renders_prompts_generator_and_lineage(served):
     assert "served-model" in card and "openai" in card  # the generator, as recorded per row
     assert "copy_of_source" in card and "holds" in card  # reasons and the conservation check
     assert "quality" in card and "nanoforge quality" in card  # lineage back to the source documents
+
+
+@pytest.mark.slow  # two runs of the stage with a tiny model (~25 s)
+def test_rephrase_is_byte_identical_when_run_twice(ray_local, tmp_path, tiny_base):
+    """Same input + config + seed -> the same files, byte for byte (time fields excepted), with sampling on: each
+    piece is generated with its own seed, whatever batch it lands in and however Ray splits the work."""
+    from tests.pipelines.test_synth import artifact_bytes
+
+    quality, _ = labelled_documents(tmp_path, n_c4=4, files=3)  # blocks may reach the model in any order
+    out = tmp_path / "rephrase"
+    config = {"input_path": str(quality), "backend": "transformers", "model_name_or_path": str(tiny_base)}
+    config |= {"max_piece_tokens": 200, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 3, "min_words": 1}
+    config |= {"reject_truncated": False, "language": None, "output_dir": str(out)}
+    (tmp_path / "rephrase.yaml").write_text(json.dumps(config))  # JSON is YAML
+    runs = []
+    for _ in range(2):  # fresh runs at the same path (--force would change the config)
+        shutil.rmtree(out, ignore_errors=True)
+        rephrase(parse_args(["--config", str(tmp_path / "rephrase.yaml")]))
+        runs.append(artifact_bytes(out))
+    assert any(p.startswith("documents/") for p in runs[0]) and "prompts/diverse_qa.md" in runs[0]
+    assert sorted(runs[0]) == sorted(runs[1])
+    assert [p for p in runs[0] if runs[0][p] != runs[1][p]] == []

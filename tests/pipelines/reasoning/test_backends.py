@@ -310,3 +310,27 @@ def test_openai_failed_rows_are_error_samples_and_retried_on_resume(ray_local, c
     assert sorted(t["id"] for t in pq.read_table(out / "traces").to_pylist()) == sorted(
         traces[b]["id"] for b in traces
     )
+
+
+def test_transformers_sample_depends_on_its_own_seed_not_on_its_batch(tiny_base):
+    """A sampled row gets the same completion alone or batched with other rows (a seed per row, not per batch), so
+    synth and rephrase give the same bytes however Ray Data groups rows into batches; another seed, another text."""
+    import pyarrow as pa
+
+    from pipelines.reasoning.backends import TransformersGenerator
+
+    generator = TransformersGenerator(str(tiny_base), num_threads=1, max_prompt_tokens=None)
+
+    def row(i: int, text: str, seed: int) -> dict:
+        sampling = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 10, "seed": seed}
+        return {"id": f"r{i}", "messages": [{"role": "user", "content": text}], "sampling": sampling}
+
+    def completions(rows: list[dict]) -> list[str]:
+        return generator(pa.Table.from_pylist(rows)).column("completion").to_pylist()
+
+    target = row(0, "Rewrite this text about rivers.", 7)
+    others = [row(1, "A much longer request that pads the batch: " + "words " * 30, 1), row(2, "Short.", 2)]
+    alone = completions([target])[0]
+    assert completions([*others, target])[-1] == alone  # another row's seed first in the batch
+    assert completions([target, *others])[0] == alone
+    assert completions([target | {"sampling": target["sampling"] | {"seed": 8}}])[0] != alone
