@@ -27,7 +27,9 @@ Safety. An existing directory at the output path is replaced only when it is a n
 `manifest.json` with a `kind`) or empty; a directory holding anything else, or an output that is or contains one
 of the stage's inputs, is refused before any work (`UnsafeOutputError`). While a stage writes, it holds an
 exclusive lock `<parent>/.<name>.lock` (JSON: host, pid, started_at): a second run on the same output fails at
-once naming the holder (`OutputLockedError`); a lock left by a dead process on this host is taken over.
+once naming the holder (`OutputLockedError`); a lock left by a dead process on this host is taken over. On an object
+store the lock is a lease object at the same place (pipelines/core/locks.py: created with a conditional PUT, renewed
+while the stage runs, taken over once expired).
 
 Object storage (`s3://`, `gs://`): there is no rename, so the stage writes straight under the artifact's prefix and
 the manifest is written last, as the commit marker; a prefix without a complete manifest is absent to every reader.
@@ -70,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core import storage
+from pipelines.core.locks import LeaseLock, OutputLockedError, _pid_alive
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -127,10 +130,6 @@ class UnsafeOutputError(ValueError):
     """The output path holds something that is not ours to replace, or overlaps an input."""
 
 
-class OutputLockedError(RuntimeError):
-    """Another live run is writing the same output."""
-
-
 def _norm(path: str | Path) -> str:
     """A comparable form of a path: URLs as written (without a trailing '/'), local paths absolute and resolved."""
     if storage.is_remote(path):
@@ -173,16 +172,6 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
             f"output {path} exists and is not a nanoforge artifact (no {MANIFEST}); it holds {len(entries)} "
             f"entries ({shown}). Nothing was changed: choose another --output_dir, or move that directory away."
         )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
 
 
 def acquire_lock(lock: Path, what: str) -> dict[str, Any]:
@@ -331,7 +320,11 @@ class Artifact:
             canonical_json([self.kind, self.config_hash, [i["hash"] for i in self.inputs], self.code_version])
         )
         self.partial = self.path if self.remote else self.path.parent / f".{self.path.name}.partial"
-        self.lock = None if self.remote else self.path.parent / f".{self.path.name}.lock"
+        self.lock = (
+            storage.join(self.path.rsplit("/", 1)[0], f".{storage.basename(self.path)}.lock")
+            if self.remote
+            else self.path.parent / f".{self.path.name}.lock"
+        )
         self.counts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # more manifest fields a stage wants to record
 
@@ -386,7 +379,11 @@ class Artifact:
         """
         if self.remote:
             check_output(self.path, [i["path"] for i in self.inputs])
-            yield from self._writing_remote(resume)
+            lease = LeaseLock(self.lock, f"output {self.path}").acquire()
+            try:
+                yield from self._writing_remote(resume, lease)
+            finally:
+                lease.release()
             return
         start = time.monotonic()
         check_output(self.path, [i["path"] for i in self.inputs])
@@ -417,7 +414,7 @@ class Artifact:
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(self.partial, self.path)
 
-    def _writing_remote(self, resume: bool) -> Iterator[str]:
+    def _writing_remote(self, resume: bool, lease: LeaseLock) -> Iterator[str]:
         """`writing` on an object store: the prefix itself is the work area, the manifest the commit marker."""
         start = time.monotonic()
         stamp, manifest = storage.join(self.path, ".lineage.json"), storage.join(self.path, MANIFEST)
@@ -437,5 +434,6 @@ class Artifact:
         from pipelines.core.cards import write_card  # the card goes up before the manifest, the commit marker
 
         write_card(self.path, local_path=self.path, manifest=committed)
+        lease.check()  # a run that lost its lease (paused past expiry) must not commit over its successor
         storage.write_text(json.dumps(committed, indent=2) + "\n", manifest)
         storage.remove(stamp)  # after the commit: a crash between the two leaves a complete artifact
