@@ -348,7 +348,15 @@ def _card_data(kc: CardKind, manifest: dict, configs: list, license: str, langua
         pretty_name=pretty_name,
         tags=tags,
         configs=[
-            {"config_name": c["name"], "data_files": c["data_files"], **({"default": True} if c["default"] else {})}
+            {
+                "config_name": c["name"],
+                "data_files": c["data_files"],
+                **({"default": True} if c["default"] else {}),
+                # `datasets` caches a local folder under its name and a hash of these configs (relative patterns):
+                # without the artifact's hash here, runs/a/sft and runs/b/sft, or a rerun with another config, would
+                # read one cache entry. `description` is a BuilderConfig field, so it goes into that hash.
+                "description": f"nanoforge {manifest['kind']} {manifest.get('hash', '')}",
+            }
             for c in configs
             if c["data_files"]  # a directory of empty shards is uploaded but is no viewer config
         ],

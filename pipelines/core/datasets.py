@@ -54,8 +54,9 @@ def load_split(name: str | None, config: str | None = None, split: str = "train"
 def card_files(artifact: Path, config: str | None, split: str) -> list[str]:
     """The absolute data files of `config` (the default one when None) and `split` that the artifact's README.md
     card lists. `load_dataset(<folder>)` itself would do this, but it caches by the folder's name and the card's
-    relative patterns, so two artifacts named alike (runs/a/select/sft, runs/b/select/sft) share a cache entry and
-    the second reads the first one's rows; absolute file names (with their modification times) key the cache right.
+    configs, so two artifacts named alike (runs/a/select/sft, runs/b/select/sft) shared a cache entry and the second
+    read the first one's rows. Cards now carry the artifact's hash in each config (cards._card_data), which keys that
+    cache right for TRL's own CLIs too; absolute file names here also cover artifacts written before that.
     """
     import yaml
 

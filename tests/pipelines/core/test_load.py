@@ -148,3 +148,34 @@ def test_a_container_of_sets_has_no_default_and_loads_each_set_by_name(tmp_path)
     assert load(art.path / "sft").num_rows == 3  # each set is a dataset repo of its own too
     with pytest.raises(ValueError, match="sft"):
         datasets.load_dataset(str(art.path), cache_dir=str(tmp_path / ".hf-cache"))
+
+
+def test_plain_load_dataset_reads_each_artifact_of_the_same_name_not_a_cached_one(tmp_path):
+    """`datasets.load_dataset(<folder>)` (what `trl sft --dataset_name <folder>` calls) caches a folder by its name
+    and the card's configs; the card gives each config the artifact's hash, so runs/a/sft, runs/b/sft and a rerun of
+    runs/a/sft with another config are three cache entries, each with its own rows (the rows' count differs here)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from pipelines.core.artifacts import Artifact
+
+    def write(run: str, texts: list[str], config: dict) -> Path:
+        art = Artifact(tmp_path / run / "sft", kind="sft", stage="select", config=config)
+        with art.writing() as tmp:
+            turns = [[{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}] for t in texts]
+            rows = [{"messages": m} for m in turns]
+            pq.write_table(pa.Table.from_pylist(rows), tmp / "shard-0.parquet")
+            (tmp / "rejected").mkdir()
+            pq.write_table(pa.table({"id": [run], "reason": ["too_long"]}), tmp / "rejected" / "part-0.parquet")
+        return art.path
+
+    def firsts(path: Path, config: str | None = None) -> list[str]:
+        ds = datasets.load_dataset(str(path), config, split="train", cache_dir=str(tmp_path / "cache"))
+        return [m[0]["content"] for m in ds["messages"]] if "messages" in ds.column_names else ds["id"]
+
+    a = write("a", ["a0", "a1"], {"run": "a"})
+    b = write("b", ["b0", "b1"], {"run": "b"})  # the same number of rows: only the card can tell them apart
+    assert firsts(a) == ["a0", "a1"] and firsts(b) == ["b0", "b1"]
+    assert firsts(a, "rejected") == ["a"] and firsts(b, "rejected") == ["b"]
+    a = write("a", ["c0", "c1"], {"run": "a", "changed": True})  # rerun with another config, at the same path
+    assert firsts(a) == ["c0", "c1"]
