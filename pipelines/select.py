@@ -8,6 +8,10 @@ Plan: read one or more traces artifacts -> group by `prompt_id` (Ray Data groupb
 the same prompts join, e.g. replayed references with model samples) -> `selection.select_prompt` per prompt ->
 write `sft/` (TRL `messages`), `preference/` (`prompt`/`chosen`/`rejected`), `rl_prompts/` (`prompt`/`answer`),
 each an artifact with its own manifest; samples and prompts not used go to `<set>/rejected/` with the reason.
+Nothing per record reaches the driver: the records go to `.staged/kind=K/shard=S/` (S a hash of the prompt id,
+one shard per ROWS_PER_SHARD samples), then one Ray task per (kind, shard) sorts its records and writes the
+file (named by its content) and returns its counts and histogram bins, which the driver sums. Every path may be
+local or a URL (`s3://`, `gs://`; pipelines/core/storage.py).
 With `decontaminate_against`, a trace whose prompt + completion shares an n-gram with an evaluation set is dropped
 first (`contaminated:<name>`, the function curate and synth use; counts per set in the manifest and report).
 Accounting: samples == sft kept + Σ sft rejected[reason]; prompts == rl kept + Σ rl rejected[reason].
@@ -15,17 +19,19 @@ Accounting: samples == sft kept + Σ sft rejected[reason]; prompts == rl kept + 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections import Counter, defaultdict
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.core import storage
 from pipelines.core.artifacts import Artifact, read_manifest
 from pipelines.core.config import ConfigError, parse, to_dict
-from pipelines.reasoning.report import histograms
+from pipelines.reasoning.report import histogram_bins, histograms
 from pipelines.reasoning.traces import MESSAGES, write_shard
 
 COLUMNS = [
@@ -104,6 +110,8 @@ WHERE = {
     "rl_rejected": ("rl_prompts", "rejected"),
 }
 ROWS_PER_PARTITION = 50_000  # traces per groupby partition
+ROWS_PER_SHARD = 50_000  # samples per output shard (a prompt's records all go to one shard of each kind)
+LABEL = {"sft": "variant", "pair": "pair_type"}  # the field each kind is counted by (else "reason")
 KINDS = {"sft": "sft set", "preference": "preference set", "rl_prompts": "rl prompts"}
 
 
@@ -136,8 +144,9 @@ class SelectConfig:
     address: str | None = field(default=None, metadata={"help": "Ray address (default: embedded local Ray)."})
 
 
-def build(cfg: SelectConfig):
-    """The Ray Data plan: read traces (tagged with their artifact) -> group by prompt -> JSON records per kind."""
+def build(cfg: SelectConfig, num_shards: int = 1):
+    """The Ray Data plan: read traces (tagged with their artifact) -> group by prompt -> JSON records per kind, with
+    the output shard of their prompt."""
     import ray
 
     from pipelines.dedup.decontaminate import build_index, contamination_reasons
@@ -145,7 +154,7 @@ def build(cfg: SelectConfig):
     from pipelines.reasoning.selection import decontaminate, select_prompt, trace_text
 
     def tagged(path: str):  # the same sample id can come from two runs: (traces, id) identifies a sample
-        ds = ray.data.read_parquet(str(Path(path) / "traces"), columns=COLUMNS)
+        ds = ray.data.read_parquet(storage.join(path, "traces")).select_columns(COLUMNS)
         return ds.add_column("traces", lambda batch: pa.array([path] * len(batch)), batch_format="pyarrow")
 
     parts = [tagged(str(path)) for path in cfg.traces_path]
@@ -161,7 +170,10 @@ def build(cfg: SelectConfig):
             reasons = contamination_reasons([trace_text(t) for t in samples], index)
             samples, out = decontaminate(samples, reasons, tokenizer)
         out += select_prompt(samples, cfg, tokenizer) if samples else []
-        return pa.table({"kind": [k for k, _ in out], "record": [json.dumps(r) for _, r in out]})
+        shard = zlib.crc32(str(group["prompt_id"][0]).encode()) % num_shards if len(group) else 0
+        return pa.table(
+            {"kind": [k for k, _ in out], "record": [json.dumps(r) for _, r in out], "shard": [shard] * len(out)}
+        )
 
     # Few partitions: the default (200 hash-shuffle partitions, each a worker) swamps a laptop for a small set.
     samples = sum((read_manifest(p) or {}).get("counts", {}).get("samples", 0) for p in cfg.traces_path)
@@ -169,37 +181,68 @@ def build(cfg: SelectConfig):
     return ds.groupby("prompt_id", num_partitions=partitions).map_groups(per_prompt, batch_format="pyarrow")
 
 
-def select(cfg: SelectConfig) -> Path:
-    """Run the stage for a parsed config; returns the output directory."""
+def write_kind(row: dict, staged: str, folders: dict[str, str | None]) -> dict:
+    """One (kind, shard) of select's records: sorted (groups arrive in any order, the files must not) and written
+    as one file where the kind has a folder; returns its counts and histogram bins for the driver to sum."""
+    kind, shard = row["kind"], int(row["shard"])
+    table = storage.read_table(storage.join(staged, f"kind={kind}", f"shard={shard}"), columns=["record"])
+    records = sorted((json.loads(r) for r in table["record"].to_pylist()), key=lambda r: json.dumps(r, sort_keys=True))
+    if folders.get(kind) is not None and records:
+        write_shard(folders[kind], records, SCHEMAS[kind])
+    return {"summary": json.dumps(summarize(kind, records))}  # a string: Ray Data would make a struct of each dict
+
+
+def summarize(kind: str, records: list[dict]) -> dict:
+    """What the driver needs of some records of one kind: how many, per label (reason, variant or pair type), and
+    their histogram bins."""
+    labels = Counter(r[LABEL.get(kind, "reason")] for r in records) if kind != "prompt" else Counter()
+    return {"kind": kind, "n": len(records), "labels": labels, "bins": histogram_bins(kind, records)}
+
+
+def select(cfg: SelectConfig) -> str:
+    """Run the stage for a parsed config; returns the output path."""
+    import ray
+
     from pipelines.core.runtime import ray_session
 
     for path in cfg.traces_path:
-        if read_manifest(path) is None and "://" not in path:
+        if read_manifest(path) is None:
             raise ConfigError(f"traces_path: {path} is not a complete traces artifact (no manifest.json); run synth")
     art = Artifact(cfg.output_dir, kind="selection", stage="select", config=to_dict(cfg), inputs=cfg.traces_path)
     if art.up_to_date() and not cfg.force:
         print(art.skip_message())
         return art.path
-    with art.writing(resume=False) as tmp, ray_session(cfg.address):
-        records: dict[str, list[dict]] = defaultdict(list)
-        counted = [(read_manifest(p) or {}).get("counts", {}).get("samples") for p in cfg.traces_path]
-        empty = all(n == 0 for n in counted)  # no samples at all: nothing to group (Ray cannot group an empty table)
-        for batch in [] if empty else build(cfg).iter_batches(batch_size=4096, batch_format="pyarrow"):
-            for kind, record in zip(batch["kind"].to_pylist(), batch["record"].to_pylist(), strict=True):
-                records[kind].append(json.loads(record))
-        counts = tally(records)
+    with art.writing(resume=False) as tmp, ray_session(cfg.address), contextlib.ExitStack() as stack:
+        subs, folders = {}, {}
         for name, kind in KINDS.items():
-            sub = Artifact(tmp / name, kind=kind, stage="select", config=art.config, inputs=cfg.traces_path)
-            with sub.writing(resume=False) as sub_tmp:
-                for k, (where, folder) in WHERE.items():
-                    if where == name and records[k]:  # sorted: groups arrive in any order, the files must not
-                        rows = sorted(records[k], key=lambda r: json.dumps(r, sort_keys=True))
-                        write_shard(sub_tmp / folder if folder else sub_tmp, rows, SCHEMAS[k])
-                sub.counts = counts[name]
+            subs[name] = Artifact(
+                storage.join(tmp, name), kind=kind, stage="select", config=art.config, inputs=cfg.traces_path
+            )
+            sub_tmp = str(stack.enter_context(subs[name].writing(resume=False)))
+            for k, (where, folder) in WHERE.items():
+                if where == name:
+                    folders[k] = storage.join(sub_tmp, folder) if folder else sub_tmp
+        samples = sum(read_manifest(p)["counts"].get("samples", 0) for p in cfg.traces_path)
+        staged = storage.join(str(tmp), ".staged")
+        summaries = []
+        if samples:  # no samples at all: nothing to group (Ray cannot group an empty table)
+            build(cfg, samples // ROWS_PER_SHARD + 1).write_parquet(staged, partition_cols=["kind", "shard"])
+            parts = [
+                {"kind": k.rsplit("=", 1)[1], "shard": int(s.rsplit("=", 1)[1])}
+                for k in storage.glob(storage.join(staged, "kind=*"))
+                for s in storage.glob(storage.join(k, "shard=*"))
+            ]
+            kwargs = {"staged": staged, "folders": folders}
+            written = ray.data.from_items(parts).map(write_kind, fn_kwargs=kwargs).take_all()  # one per shard
+            summaries = [json.loads(w["summary"]) for w in written]
+        storage.remove(staged)
+        counts = tally(summaries)
+        for name, sub in subs.items():
+            sub.counts = counts[name]
         art.counts = counts
         if cfg.decontaminate_against:
-            art.extra["decontamination"] = decontamination_counts(cfg, records)
-        (tmp / "report.md").write_text(report(cfg, counts, records))
+            art.extra["decontamination"] = decontamination_counts(cfg, counts)
+        storage.write_text(report(cfg, counts, summaries), storage.join(str(tmp), "report.md"))
     print(
         f"[select] wrote {art.path}: "
         + json.dumps({k: v.get("kept") for k, v in counts.items() if isinstance(v, dict)})
@@ -207,29 +250,24 @@ def select(cfg: SelectConfig) -> Path:
     return art.path
 
 
-def tally(records: dict[str, list[dict]]) -> dict:
-    """Counts per set and per reason; the totals must add up (checked here, so a bug cannot lose rows silently)."""
-    samples = len(records["sft"]) + len(records["sft_rejected"])
-    prompts = len(records["prompt"])
+def tally(summaries: list[dict]) -> dict:
+    """Counts per set and per reason, from the writers' summaries; the totals must add up (checked here, so a bug
+    cannot lose rows silently)."""
+    n, labels = Counter(), {}
+    for s in summaries:
+        n[s["kind"]] += s["n"]
+        labels[s["kind"]] = labels.get(s["kind"], Counter()) + Counter(s["labels"])
+
+    def label(kind: str) -> dict:
+        return dict(sorted(labels.get(kind, Counter()).items()))
+
+    samples = n["sft"] + n["sft_rejected"]
     counts = {
         "samples": samples,
-        "prompts": prompts,
-        "sft": {
-            "input": samples,
-            "kept": len(records["sft"]),
-            "variants": dict(Counter(r["variant"] for r in records["sft"])),
-            "rejected": dict(Counter(r["reason"] for r in records["sft_rejected"])),
-        },
-        "preference": {
-            "kept": len(records["pair"]),
-            "pair_types": dict(Counter(r["pair_type"] for r in records["pair"])),
-            "no_pair": dict(Counter(r["reason"] for r in records["pairs_missing"])),
-        },
-        "rl_prompts": {
-            "input": prompts,
-            "kept": len(records["rl"]),
-            "rejected": dict(Counter(r["reason"] for r in records["rl_rejected"])),
-        },
+        "prompts": n["prompt"],
+        "sft": {"input": samples, "kept": n["sft"], "variants": label("sft"), "rejected": label("sft_rejected")},
+        "preference": {"kept": n["pair"], "pair_types": label("pair"), "no_pair": label("pairs_missing")},
+        "rl_prompts": {"input": n["prompt"], "kept": n["rl"], "rejected": label("rl_rejected")},
     }
     for name in ("sft", "rl_prompts"):
         c = counts[name]
@@ -238,7 +276,7 @@ def tally(records: dict[str, list[dict]]) -> dict:
     return counts
 
 
-def decontamination_counts(cfg: SelectConfig, records: dict[str, list[dict]]) -> dict:
+def decontamination_counts(cfg: SelectConfig, counts: dict) -> dict:
     """Per evaluation set: traces dropped (their prompt or completion quoted it) and prompts left with none."""
     from pipelines.dedup.decontaminate import parse_spec
 
@@ -247,13 +285,13 @@ def decontamination_counts(cfg: SelectConfig, records: dict[str, list[dict]]) ->
         reason = f"contaminated:{parse_spec(spec)[0]}"
         out[parse_spec(spec)[0]] = {
             "ngram": cfg.decontaminate_ngram,
-            "traces_removed": sum(r["reason"] == reason for r in records["sft_rejected"]),
-            "prompts_removed": sum(r["reason"] == reason for r in records["rl_rejected"]),
+            "traces_removed": counts["sft"]["rejected"].get(reason, 0),
+            "prompts_removed": counts["rl_prompts"]["rejected"].get(reason, 0),
         }
     return out
 
 
-def report(cfg: SelectConfig, counts: dict, records: dict[str, list[dict]]) -> str:
+def report(cfg: SelectConfig, counts: dict, summaries: list[dict]) -> str:
     unit = "tokens" if cfg.tokenizer_name_or_path else "words"
     lines = [
         f"# select report: {cfg.output_dir}",
@@ -272,11 +310,16 @@ def report(cfg: SelectConfig, counts: dict, records: dict[str, list[dict]]) -> s
             "## Decontamination",
             "",
             "```json",
-            json.dumps(decontamination_counts(cfg, records), indent=2),
+            json.dumps(decontamination_counts(cfg, counts), indent=2),
             "```",
             "",
         ]
-    lines += histograms(records, unit)
+    bins: dict[str, Counter] = {}
+    for s in summaries:
+        for name, counter in s["bins"].items():  # JSON made the length bins' keys strings
+            counter = Counter({(k if name == "pass_rate" else int(k)): v for k, v in counter.items()})
+            bins[name] = bins.get(name, Counter()) + counter
+    lines += histograms(bins, unit)
     return "\n".join(lines) + "\n"
 
 

@@ -98,6 +98,18 @@ def write_text(text: str, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes(data: bytes, path: str | Path) -> None:
+    """Whole or absent, as `write_text`."""
+    if is_remote(path):
+        with fsspec.open(str(path), "wb") as f:
+            f.write(data)
+        return
+    path = local_path(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    Path(tmp).write_bytes(data)
+    os.replace(tmp, path)
+
+
 def write_json(value: Any, path: str | Path, **dumps: Any) -> None:
     write_text(json.dumps(value, **({"sort_keys": True} | dumps)), path)
 

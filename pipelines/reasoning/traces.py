@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.reasoning.prompt_formats import assistant_content, with_reasoning_flag
 from pipelines.reasoning.verifiers import extract_choice, final_text, score
 from pipelines.reasoning.verify import extract_answer
@@ -124,19 +124,21 @@ def predicted_answer(content: str, verifier: str) -> str | None:
     return None
 
 
-def write_shard(folder: Path, rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema = TRACE_SCHEMA) -> Path:
-    """Write rows as one Parquet file atomically (tmp name, then rename), so a crash never leaves half a shard.
+def write_shard(folder: str | Path, rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema = TRACE_SCHEMA):
+    """Write rows as one Parquet file, whole or absent (pipelines/core/storage.py), in a local folder or under a
+    URL prefix; returns its path (a Path for a local folder, else the URL).
 
     The name is a hash of the file's bytes: the same rows give the same file under the same name on every run
     (byte-identical artifacts), and shards written by a resumed run never collide with earlier ones.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
-    tmp = folder / f".shard-{uuid.uuid4().hex[:12]}.tmp"
-    pq.write_table(table.cast(schema), tmp)
-    path = folder / f"shard-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]}.parquet"
-    os.replace(tmp, path)
-    return path
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.cast(schema), sink)
+    data = sink.getvalue().to_pybytes()
+    path = storage.join(folder, f"shard-{hashlib.sha256(data).hexdigest()[:16]}.parquet")
+    storage.makedirs(folder)
+    storage.write_bytes(data, path)
+    return path if storage.is_remote(path) else Path(path)
 
 
 def drop_failed(folder: Path) -> int:

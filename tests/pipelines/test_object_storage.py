@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from datapaths import shared_data
 
 from pipelines import curate
 from pipelines.core import storage
@@ -126,3 +129,46 @@ def test_curate_on_s3_gives_the_same_documents_as_local_disk(ray_local, small_co
     assert read_manifest(remote_out)["created_at"] == manifest["created_at"]
     storage.remove(storage.join(remote_out, "manifest.json"))
     assert read_manifest(remote_out) is None
+
+
+@pytest.mark.slow
+def test_select_on_s3_gives_the_same_sets_as_local_disk(ray_local, s3_prefix, tmp_path):
+    """Traces on s3:// in, the three sets on s3:// out: the same files, byte for byte, as a local run; the report
+    and manifests written by the stage, nothing staged left behind."""
+    from pipelines.select import parse_args as select_args
+    from pipelines.select import select
+    from pipelines.synth import parse_args as synth_args
+    from pipelines.synth import synthesize
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(shared_data("gsm8k", "train.jsonl").read_text().splitlines()[:24]) + "\n")
+    traces = synthesize(
+        synth_args(["--prompts_path", str(prompts), "--backend", "replay", "--output_dir", str(tmp_path / "traces")])
+    )
+    upload(traces, storage.join(s3_prefix, "traces"))
+    remote_out = storage.join(s3_prefix, "select")
+    options = ["--no_think_ratio", "0", "--budget_ratio", "0"]  # variants are drawn by a hash of the traces path
+    select(select_args(["--traces_path", storage.join(s3_prefix, "traces"), "--output_dir", remote_out, *options]))
+    select(select_args(["--traces_path", str(traces), "--output_dir", str(tmp_path / "select"), *options]))
+
+    on_s3, on_disk = all_objects(remote_out), local_files(tmp_path / "select")
+    folders = {k.rsplit("/", 1)[0] for k in on_disk if k.endswith(".parquet")}
+    assert {k.rsplit("/", 1)[0] for k in on_s3 if k.endswith(".parquet")} == folders and len(folders) >= 3
+
+    def rows(objects: dict[str, bytes], folder: str) -> list[dict]:
+        mine = [v for k, v in objects.items() if k.rsplit("/", 1)[0] == folder and k.endswith(".parquet")]
+        tables = [pq.read_table(pa.BufferReader(v)) for v in mine]
+        table = pa.concat_tables(tables)  # the `traces` column names the input: an s3:// URL or a local path
+        return table.drop_columns([c for c in ("traces",) if c in table.column_names]).to_pylist()
+
+    for folder in folders:  # the same rows in the same order (the sft set's `traces` column aside)
+        assert rows(on_s3, folder) == rows(on_disk, folder), folder
+    same = [k for k in on_disk if k.endswith(".parquet") and not k.startswith("sft/")]
+    assert same and all(on_s3[k] == on_disk[k] for k in same)  # byte for byte where no row names its input
+    for name in ("", "sft", "preference", "rl_prompts"):
+        assert (
+            read_manifest(storage.join(remote_out, name))["counts"]
+            == read_manifest(tmp_path / "select" / name)["counts"]
+        )
+    assert "Pass rate per prompt" in storage.read_text(storage.join(remote_out, "report.md"))
+    assert not any(k.startswith(".staged/") or k.endswith(".lineage.json") for k in on_s3)
