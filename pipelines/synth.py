@@ -7,7 +7,8 @@ Plan: read prompts (local JSONL/Parquet or a Hub dataset) -> map to `messages` +
 (reasoning/prompt_formats.py) -> drop duplicates and eval-set contamination (reasons recorded) -> one row per sample
 (`id = "{prompt_id}:{k}"`, reasoning mode and sampling parameters per row) -> backend (reasoning/backends.py) -> verify
 (reasoning/verify.py) -> Parquet shards. Prompts and sample rows (prompt + parameters, no completions) are built on the
-driver, ~1 KB each; completions stream through Ray Data and are written as they arrive.
+driver, ~1 KB each; completions stream through Ray Data and are written as they arrive. Prompts may be read from,
+and the traces artifact written to, a URL (s3://, gs://; pipelines/core/storage.py).
 
 Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
 same config and inputs reads the ids already there and generates only the missing samples (we do not rely on Ray
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from pipelines.core import storage
 from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.core.config import ConfigError, check_pinned, parse, to_dict
 from pipelines.core.datasets import find_broken_line
@@ -111,14 +113,12 @@ def read_prompts(cfg: SynthConfig) -> list[dict]:
 
     ctx = ray.data.DataContext.get_current()
     keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-    files = sorted(glob.glob(cfg.prompts_path, recursive=True))
-    files = [f for p in files for f in (sorted(Path(p).rglob("*.*")) if Path(p).is_dir() else [Path(p)])]
-    files = [str(f) for f in files if f.suffix in (".jsonl", ".json", ".parquet") or f.name.endswith(".jsonl.gz")]
+    files = prompt_files(cfg.prompts_path)
     if files:
         parquet = all(f.endswith(".parquet") for f in files)
         lines = all(".jsonl" in f for f in files)
         ds = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=lines)
-    elif "/" in cfg.prompts_path and not Path(cfg.prompts_path).exists():  # a Hub dataset id
+    elif "/" in cfg.prompts_path and not storage.is_remote(cfg.prompts_path) and not Path(cfg.prompts_path).exists():
         import datasets
 
         hub = datasets.load_dataset(cfg.prompts_path, cfg.prompts_subset, split=cfg.prompts_split)
@@ -137,6 +137,20 @@ def read_prompts(cfg: SynthConfig) -> list[dict]:
     finally:
         ctx.execution_options.preserve_order = keep_order
     return rows
+
+
+def prompt_files(path: str) -> list[str]:
+    """The JSONL/JSON/Parquet files a prompts path names: a file, a folder (searched below) or a glob, local or a
+    URL (s3://, gs://; full URLs back)."""
+    keep = (".jsonl", ".json", ".parquet", ".jsonl.gz")
+    if storage.is_remote(path):
+        fs, _ = storage.filesystem(path)
+        found = storage.glob(path) if glob.has_magic(path) else [path]
+        below = [f for p in found for f in (storage.glob(storage.join(p, "**")) if fs.isdir(p) else [p])]
+        return sorted(f for f in below if f.endswith(keep) and not fs.isdir(f))
+    files = sorted(glob.glob(path, recursive=True))
+    files = [f for p in files for f in (sorted(Path(p).rglob("*.*")) if Path(p).is_dir() else [Path(p)])]
+    return [str(f) for f in files if f.suffix in (".jsonl", ".json", ".parquet") or f.name.endswith(".jsonl.gz")]
 
 
 def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
@@ -183,9 +197,10 @@ def synthesize(cfg: SynthConfig) -> Path:
     from pipelines.core.runtime import ray_session
     from pipelines.reasoning.backends import BACKENDS
 
-    if not cfg.source:  # ".../gsm8k/train.jsonl" -> "gsm8k/train"; a Hub id as it is
-        local = Path(cfg.prompts_path.split("*")[0].rstrip("/"))
-        cfg.source = f"{local.parent.name}/{local.stem}" if local.exists() else cfg.prompts_path
+    if not cfg.source:  # ".../gsm8k/train.jsonl" (a path or a URL) -> "gsm8k/train"; a Hub id as it is
+        local = Path(storage.local_path(cfg.prompts_path.split("*")[0].rstrip("/")).split("://")[-1])
+        named = storage.is_remote(cfg.prompts_path) or local.exists()
+        cfg.source = f"{local.parent.name}/{local.stem}" if named else cfg.prompts_path
     num_samples = 1 if cfg.backend == "replay" else cfg.num_samples
     art = Artifact(
         cfg.output_dir, kind="traces", stage="synth", config=to_dict(cfg), inputs=_inputs(cfg), ignore=IGNORED
@@ -195,11 +210,12 @@ def synthesize(cfg: SynthConfig) -> Path:
         return art.path
     t0 = time.perf_counter()
     with art.writing() as tmp, ray_session(cfg.address):
+        traces_dir, rejected_dir = storage.join(tmp, "traces"), storage.join(tmp, "rejected")
         log.info(f"[synth] Ray ready after {time.perf_counter() - t0:.1f} s")
         prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
         log.info(f"[synth] {len(prompts)} prompts read and prepared after {time.perf_counter() - t0:.1f} s")
-        retry = drop_failed(tmp / "traces")  # failed samples of an interrupted run are generated again
-        done = set(read_shards(tmp / "traces", ["id"]).column("id").to_pylist())
+        retry = drop_failed(traces_dir)  # failed samples of an interrupted run are generated again
+        done = set(read_shards(traces_dir, ["id"]).column("id").to_pylist())
         if retry:
             log.info(f"[synth] resuming: {retry} failed samples will be retried")
         pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
@@ -215,15 +231,16 @@ def synthesize(cfg: SynthConfig) -> Path:
             keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
             try:  # samples in plan order: the same shards (and bytes) on every run with the same seed
                 for i, batch in enumerate(ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")):
-                    write_shard(tmp / "traces", batch.to_pylist())
+                    write_shard(traces_dir, batch.to_pylist())
                     if i == 0:
                         log.info(f"[synth] first shard written after {time.perf_counter() - t0:.1f} s")
             finally:
                 ctx.execution_options.preserve_order = keep_order
-        if not any((tmp / "traces").glob("*.parquet")):  # no prompts: traces/ still has a file with the schema
-            write_shard(tmp / "traces", [])
-        write_shard(tmp / "rejected", rejected, REJECTED_SCHEMA)
-        art.counts = count(read_shards(tmp / "traces"), len(prompts) + len(rejected), rejected, len(done))
+        if not storage.glob(storage.join(traces_dir, "*.parquet")):  # no prompts: still a file with the schema
+            write_shard(traces_dir, [])
+        write_shard(rejected_dir, rejected, REJECTED_SCHEMA)
+        columns = ["reasoning", "verified", "error", "truncated"]
+        art.counts = count(read_shards(traces_dir, columns), len(prompts) + len(rejected), rejected, len(done))
         if art.counts["samples"] != len(prompts) * num_samples:
             raise RuntimeError(f"[synth] expected {len(prompts) * num_samples} traces, have {art.counts['samples']}")
     print(f"[synth] wrote {art.path}: {art.counts}")

@@ -7,7 +7,6 @@ A traces artifact is a directory with `manifest.json`, `traces/*.parquet` (TRACE
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -141,24 +140,25 @@ def write_shard(folder: str | Path, rows: list[dict[str, Any]] | pa.Table, schem
     return path if storage.is_remote(path) else Path(path)
 
 
-def drop_failed(folder: Path) -> int:
-    """Rewrite every shard in `folder` without its failed rows (`error` set), so a resume generates them again."""
+def drop_failed(folder: str | Path) -> int:
+    """Rewrite every shard in `folder` (a local folder or a URL prefix) without its failed rows (`error` set), so a
+    resume generates them again."""
     import pyarrow.compute as pc
 
     dropped = 0
-    for f in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        table = pq.read_table(f)
+    for f in storage.glob(storage.join(folder, "*.parquet")):
+        table = storage.read_table(f)
         failed = pc.sum(pc.is_valid(table["error"])).as_py() or 0
-        if failed:
-            tmp = folder / f".{f.name}.tmp"
-            pq.write_table(table.filter(pc.is_null(table["error"])), tmp)
-            os.replace(tmp, f)
+        if failed:  # rewritten under its name: a rename locally, one PUT on an object store
+            sink = pa.BufferOutputStream()
+            pq.write_table(table.filter(pc.is_null(table["error"])), sink)
+            storage.write_bytes(sink.getvalue().to_pybytes(), f)
             dropped += failed
     return dropped
 
 
-def read_shards(folder: Path, columns: list[str] | None = None) -> pa.Table:
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+def read_shards(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
+    files = storage.glob(storage.join(folder, "*.parquet"))
     if not files:
         return TRACE_SCHEMA.empty_table().select(columns) if columns else TRACE_SCHEMA.empty_table()
-    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+    return pa.concat_tables(storage.read_table(f, columns=columns) for f in files)

@@ -132,23 +132,32 @@ def test_curate_on_s3_gives_the_same_documents_as_local_disk(ray_local, small_co
 
 
 @pytest.mark.slow
-def test_select_on_s3_gives_the_same_sets_as_local_disk(ray_local, s3_prefix, tmp_path):
-    """Traces on s3:// in, the three sets on s3:// out: the same files, byte for byte, as a local run; the report
-    and manifests written by the stage, nothing staged left behind."""
+def test_synth_and_select_on_s3_give_the_same_traces_and_sets_as_local_disk(ray_local, s3_prefix, tmp_path):
+    """Prompts on s3:// in, traces on s3:// out, then the three sets on s3:// out: the same files, byte for byte,
+    as a local run (replay backend); reports and manifests written by the stages, nothing staged left behind."""
     from pipelines.select import parse_args as select_args
     from pipelines.select import select
     from pipelines.synth import parse_args as synth_args
     from pipelines.synth import synthesize
 
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("\n".join(shared_data("gsm8k", "train.jsonl").read_text().splitlines()[:24]) + "\n")
-    traces = synthesize(
-        synth_args(["--prompts_path", str(prompts), "--backend", "replay", "--output_dir", str(tmp_path / "traces")])
-    )
-    upload(traces, storage.join(s3_prefix, "traces"))
+    prompts = tmp_path / "gsm8k" / "train.jsonl"
+    prompts.parent.mkdir()
+    lines = shared_data("gsm8k", "train.jsonl").read_text().splitlines()[:24]
+    prompts.write_text("\n".join([*lines, lines[0]]) + "\n")  # and a duplicate, rejected with its reason
+    upload(prompts, storage.join(s3_prefix, "in", "gsm8k", "train.jsonl"))
+    remote_traces = storage.join(s3_prefix, "traces")
+    synth = ["--backend", "replay", "--shard_rows", "10", "--source", "gsm8k/train"]  # the folder is found below
+    synthesize(synth_args([*synth, "--prompts_path", storage.join(s3_prefix, "in"), "--output_dir", remote_traces]))
+    traces = synthesize(synth_args([*synth, "--prompts_path", str(prompts), "--output_dir", str(tmp_path / "t")]))
+    on_s3, on_disk = all_objects(remote_traces), local_files(traces)
+    data = [k for k in on_disk if k.endswith(".parquet")]
+    assert len([k for k in data if k.startswith("traces/")]) == 3 and any(k.startswith("rejected/") for k in data)
+    assert {k for k in on_s3 if k.endswith(".parquet")} == set(data) and all(on_s3[k] == on_disk[k] for k in data)
+    assert read_manifest(remote_traces)["counts"] == read_manifest(traces)["counts"]
+
     remote_out = storage.join(s3_prefix, "select")
     options = ["--no_think_ratio", "0", "--budget_ratio", "0"]  # variants are drawn by a hash of the traces path
-    select(select_args(["--traces_path", storage.join(s3_prefix, "traces"), "--output_dir", remote_out, *options]))
+    select(select_args(["--traces_path", remote_traces, "--output_dir", remote_out, *options]))
     select(select_args(["--traces_path", str(traces), "--output_dir", str(tmp_path / "select"), *options]))
 
     on_s3, on_disk = all_objects(remote_out), local_files(tmp_path / "select")
