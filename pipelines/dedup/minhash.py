@@ -148,7 +148,7 @@ def word_string(text: str, simplified: bool = True) -> str:
     """The document's word tokens joined by single spaces (datatrove's tokens when `simplified`)."""
     if simplified:
         text = simplify(text)
-    return " ".join([_TOKENS[c] for c in text.split()])
+    return " ".join(map(_TOKENS.__getitem__, text.split()))  # C-level loop; a miss calls __missing__
 
 
 # ---------------------------------------------------------------------------------------------------------------
