@@ -59,11 +59,12 @@ def _filter_classes() -> dict[str, type]:
         C4QualityFilter,
         FineWebQualityFilter,
         GopherQualityFilter,
-        GopherRepetitionFilter,
     )
 
+    from pipelines.curation.fastpaths import GopherRepetition  # GopherRepetitionFilter, same decisions, faster
+
     return {
-        "gopher_repetition": GopherRepetitionFilter,
+        "gopher_repetition": GopherRepetition,
         "gopher_quality": GopherQualityFilter,
         "c4_quality": C4QualityFilter,
         "fineweb_quality": FineWebQualityFilter,
@@ -120,114 +121,9 @@ def warm_tokenizer(texts: list[str], language: str = "eng") -> None:
         nlp.make_doc(text)
         size += len(text)
     tokenizer._warmed = True
-    _share_word_tokens(tokenizer)
+    from pipelines.curation.fastpaths import share_word_tokens
 
-
-class _ChunkTokens(dict):
-    """Whitespace-free chunk -> (its spaCy tokens, a flag per token for the sentencizer), computed once a process.
-
-    spaCy cuts a text at whitespace and tokenizes each chunk on its own (`Tokenizer._tokenize_affixes`), so a
-    text's tokens are its chunks' tokens in order, and a chunk's tokens concatenate back to the chunk. Flags:
-    2 = in the sentencizer's punct_chars, 1 = is_punct only, 0 = neither (a token that can start a sentence)."""
-
-    MAX_SIZE = 1 << 19  # ~100 MB of entries at most; cleared when full
-
-    def __init__(self, nlp):
-        super().__init__()
-        self.nlp = nlp
-        self.punct_chars = nlp.get_pipe("sentencizer").punct_chars
-
-    def add(self, chunks: list[str]) -> None:
-        """Tokenize the chunks not seen yet in one spaCy call; the caller holds spaCy's memory zone.
-
-        The chunks are joined by "\\n", a token of its own that no multi-token special case (":)", "''") contains,
-        so each chunk comes out as it would alone (joined by " ", a special case could match across two chunks and
-        hide one that matches inside a chunk)."""
-        missing = [c for c in dict.fromkeys(chunks) if c not in self]
-        if not missing:
-            return
-        if len(self) + len(missing) > self.MAX_SIZE:
-            self.clear()
-        text = "\n".join(missing)
-        self.nlp.max_length = max(self.nlp.max_length, len(text) + 10)
-        words, flags, k = [], [], 0
-        for t in self.nlp.make_doc(text):
-            if t.text == "\n":  # the end of chunk k
-                self[missing[k]] = (tuple(words), tuple(flags))
-                words, flags, k = [], [], k + 1
-            else:
-                words.append(t.text)
-                flags.append(2 if t.text in self.punct_chars else int(t.is_punct))
-        self[missing[k]] = (tuple(words), tuple(flags))
-
-
-_RUNS = re.compile(r"\S+|\s+")
-
-
-def _sentence_spans(text: str, tokens: _ChunkTokens) -> list[tuple[int, int]]:
-    """spaCy's Sentencizer spans over `text` (what datatrove's `span_tokenize` returns), from cached chunk tokens.
-
-    A whitespace run is a token unless it is one " " after a word (spaCy's trailing space; a run starting with
-    " " drops that space); it is never punctuation, so it starts a sentence after a period. The Sentencizer: a
-    token that is neither punctuation nor in punct_chars, after a token in punct_chars, starts a sentence."""
-    spans: list[tuple[int, int]] = []
-    sent_start, end, seen_period, any_token = 0, 0, False, False
-    for m in _RUNS.finditer(text):
-        s, e = m.span()
-        if text[s].isspace():
-            if s and text[s] == " ":
-                if e - s == 1:
-                    continue
-                s += 1
-            if seen_period:
-                spans.append((sent_start, end))
-                sent_start, seen_period = s, False
-            end, any_token = e, True
-            continue
-        words, flags = tokens[m.group()]
-        any_token = True
-        for word, flag in zip(words, flags, strict=True):
-            if seen_period and not flag:
-                spans.append((sent_start, end))
-                sent_start, seen_period = s, False
-            elif flag == 2:
-                seen_period = True
-            s += len(word)
-            end = s
-    if any_token:
-        spans.append((sent_start, end))
-    return spans
-
-
-def _share_word_tokens(tokenizer) -> None:
-    """Make datatrove's spaCy `word_tokenize` and `span_tokenize` read a per-process cache of chunk tokens.
-
-    datatrove runs spaCy's whole pipeline (tokenizer + sentencizer) on every text, for words three times per
-    document and for sentences once per line in C4Quality. Here spaCy sees each distinct whitespace chunk once;
-    words are the chunks' tokens in order (datatrove strips tokens and drops whitespace ones, which leaves exactly
-    those), and sentence spans replay the Sentencizer's rule over them (`_sentence_spans`). Same tokens and spans,
-    so same decisions (tests/pipelines/curation/test_blocks.py compares with datatrove alone on real web text)."""
-    nlp = tokenizer.tokenizer
-    tokens = _ChunkTokens(nlp)
-    slow_words, slow_spans = tokenizer.word_tokenize, tokenizer.span_tokenize
-
-    def word_tokenize(text: str) -> list[str]:
-        if "IS_ALPHA" in text:  # the one string that breaks spaCy: datatrove's own fallback
-            return slow_words(text)
-        chunks = text.split()
-        with nlp.memory_zone():
-            tokens.add(chunks)
-        return [word for chunk in chunks for word in tokens[chunk][0]]
-
-    def span_tokenize(text: str) -> list[tuple[int, int]]:
-        if "IS_ALPHA" in text:
-            return slow_spans(text)
-        with nlp.memory_zone():
-            tokens.add(text.split())
-        return _sentence_spans(text, tokens)
-
-    tokenizer.word_tokenize = word_tokenize
-    tokenizer.span_tokenize = span_tokenize
+    share_word_tokens(tokenizer)
 
 
 # --- normalize -------------------------------------------------------------------------------------------------
@@ -235,27 +131,12 @@ def _share_word_tokens(tokenizer) -> None:
 _PARAGRAPH_GAP = re.compile(r"\n{3,}")
 
 
-@functools.lru_cache(maxsize=1)
-def _ftfy_config():
-    from ftfy import TextFixerConfig
-
-    # datatrove's FTFYFormatter defaults: repair encodings and control characters, enforce no Unicode normal form
-    return TextFixerConfig(
-        unescape_html="auto",
-        fix_latin_ligatures=False,
-        fix_character_width=False,
-        uncurl_quotes=False,
-        fix_line_breaks=False,
-        normalization=None,
-    )
-
-
 def normalize_text(text: str) -> str:
     """Unicode repair (ftfy) and whitespace: `\\r\\n` -> `\\n`, trailing spaces cut, at most one blank line in a
     row."""
-    import ftfy
+    from pipelines.curation.fastpaths import fix_text
 
-    text = ftfy.fix_text(text, config=_ftfy_config())
+    text = fix_text(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     return _PARAGRAPH_GAP.sub("\n\n", text).strip()
