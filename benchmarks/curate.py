@@ -266,6 +266,7 @@ def main() -> int:
             print(f"{name} failed with exit code {code}", file=sys.stderr)
             return code
         results[name] = {"seconds": seconds, "rss": rss, "ids": kept_ids(documents), "load": load}
+        results[name] |= {"proc_rss": r["proc_rss"], "cpu": r["cpu"]}
     mb = info["text_bytes"] / 1e6
     lines = [
         "## curate: nanoforge vs datatrove",
@@ -276,13 +277,15 @@ def main() -> int:
         f"exact dedup, PII; {cores} cores. The machine may be shared (load average at start in the table): "
         "compare ratios, not absolute numbers.",
         "",
-        "| system | wall (s) | docs/s | MB/s per core | peak RSS (GB) | kept docs | load avg at start |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| system | wall (s) | CPU (s) | docs/s | MB/s per core | peak RSS (GB) | largest process (GB) | kept docs "
+        "| load avg at start |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['seconds']:.0f} | {info['docs'] / r['seconds']:.0f} | {mb / r['seconds'] / cores:.3f} | "
-            f"{r['rss'] / 1e9:.2f} | {len(r['ids']):,} | {r['load']:.1f} |"
+            f"| {name} | {r['seconds']:.0f} | {r['cpu']:.0f} | {info['docs'] / r['seconds']:.0f} | "
+            f"{mb / r['seconds'] / cores:.3f} | {r['rss'] / 1e9:.2f} | {r['proc_rss'] / 1e9:.2f} | "
+            f"{len(r['ids']):,} | {r['load']:.1f} |"
         )
     if len(results) == 2:
         (a, ra), (b, rb) = results.items()
@@ -293,10 +296,14 @@ def main() -> int:
             f"Speed: nanoforge / datatrove wall-time ratio = **{rb['seconds'] / ra['seconds']:.2f}x** "
             "(above 1: nanoforge is faster).",
             "",
-            "Both run datatrove's own filter classes, and spaCy's word tokenizer is most of the time. curate "
-            "tokenizes each text once for the three filters that split words (datatrove: three times, with the "
-            "sentencizer), keeps common words out of spaCy's memory zone, and spreads chunks of a file over workers "
-            "instead of one task per file. Peak RSS counts Ray's own processes (raylet, GCS, workers).",
+            "Both run datatrove's filter decisions; spaCy's tokenizer is most of datatrove's time (GopherRepetition "
+            "tokenizes, C4Quality runs spaCy + sentencizer on every line). curate tokenizes each distinct "
+            "whitespace chunk once per worker and reads words and C4's sentence spans from that cache, skips ftfy "
+            "on lines it cannot change, counts GopherRepetition's n-grams with C builtins "
+            "(pipelines/curation/fastpaths.py: same outputs, tests/pipelines/curation/test_fastpaths.py), and "
+            "spreads chunks of a file over workers instead of one task per file. Both normalize with the same "
+            "`normalize_text`. Peak RSS counts Ray's own processes (raylet, GCS, workers); largest process is the "
+            "biggest single process of the tree (a worker, or Ray's raylet/GCS).",
         ]
     table = "\n".join(lines) + "\n"
     print(table)

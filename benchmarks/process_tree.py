@@ -11,12 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def measure(cmd: list[str], env: dict, cwd: Path = REPO) -> dict:
-    """Wall seconds, CPU seconds and peak RSS (bytes) of the process tree, and the return code."""
+    """Wall seconds, CPU seconds and peak RSS (bytes) of the process tree, the peak RSS of its largest single
+    process (`proc_rss`: a worker's memory, or Ray's raylet/GCS when they are larger), and the return code."""
     import psutil
 
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env)
-    peak, cpu, done = 0, {}, threading.Event()
+    peak, cpu, proc_peak, done = 0, {}, {}, threading.Event()
 
     def sample():
         nonlocal peak
@@ -27,7 +28,9 @@ def measure(cmd: list[str], env: dict, cwd: Path = REPO) -> dict:
                 rss = 0
                 for p in procs:
                     with p.oneshot():
-                        rss += p.memory_info().rss
+                        p_rss = p.memory_info().rss
+                        rss += p_rss
+                        proc_peak[p.pid] = max(proc_peak.get(p.pid, 0), p_rss)
                         t = p.cpu_times()
                         cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
                 peak = max(peak, rss)
@@ -40,4 +43,5 @@ def measure(cmd: list[str], env: dict, cwd: Path = REPO) -> dict:
     code = proc.wait()
     done.set()
     thread.join()
-    return {"seconds": time.monotonic() - start, "cpu": sum(cpu.values()), "rss": peak, "code": code}
+    seconds, proc_rss = time.monotonic() - start, max(proc_peak.values(), default=0)
+    return {"seconds": seconds, "cpu": sum(cpu.values()), "rss": peak, "proc_rss": proc_rss, "code": code}
