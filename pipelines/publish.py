@@ -6,6 +6,7 @@ Hub (from any machine that sees the artifact directory, e.g. the cluster's head 
     nanoforge publish runs/demo/curate --repo_id me/demo-documents [--private false] [--revision main]
 Cluster (a Ray job, the artifact on shared or object storage):
     ray job submit --address http://HEAD:8265 -- nanoforge publish /shared/runs/curate --repo_id me/documents
+    nanoforge publish s3://bucket/runs/curate --repo_id me/documents   # copied to a temporary folder first
 
 ARTIFACT is the first, positional argument (`--artifact` or an `artifact:` YAML key work too). What goes up, in
 one commit on branch `nf-<first 12 hex digits of the artifact hash>` (that hash combines the config hash with the
@@ -35,10 +36,12 @@ import io
 import json
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.core.artifacts import MANIFEST
+from pipelines.core import storage
+from pipelines.core.artifacts import MANIFEST, read_manifest
 from pipelines.core.cards import SIDE_CONFIGS, card_kind, redact, render_card
 from pipelines.core.config import ConfigError, parse
 
@@ -257,14 +260,37 @@ def upload_large(api, cfg: PublishConfig, repo_type: str, revision: str, path: P
     return commit
 
 
-def main(argv: list[str] | None = None) -> int:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-    from huggingface_hub.errors import HTTPError  # the HTTP client's base error: refusals and unreachable Hubs
+def local_copy(url: str, root: Path) -> Path:
+    """A complete artifact on object storage (s3://, gs://), copied under `root`: the Hub's upload reads local
+    files, so the bytes pass through this machine either way. A prefix without a complete manifest is refused
+    before anything is copied."""
+    if read_manifest(url) is None:
+        raise ConfigError(f"{url} has no complete {MANIFEST}: not a nanoforge artifact, or its stage has not finished")
+    fs, prefix = storage.filesystem(url)
+    dest = root / storage.basename(url)
+    for f in fs.find(prefix):
+        rel = f[len(prefix.rstrip("/")) + 1 :]
+        if not any(part.startswith(".") for part in rel.split("/")):  # lock, lineage: not the artifact's
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(f, str(dest / rel))
+    return dest
 
+
+def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     if not cfg.artifact:
         raise ConfigError("no artifact given: nanoforge publish ARTIFACT_DIR --repo_id ORG/NAME")
-    path = Path(cfg.artifact)
+    if not storage.is_remote(cfg.artifact):
+        return publish(cfg, Path(cfg.artifact))
+    with tempfile.TemporaryDirectory(prefix="nanoforge-publish-") as tmp:
+        return publish(cfg, local_copy(cfg.artifact, Path(tmp)))
+
+
+def publish(cfg: PublishConfig, path: Path) -> int:
+    """Preview or upload the artifact at the local `path`."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub.errors import HTTPError  # the HTTP client's base error: refusals and unreachable Hubs
+
     manifest = complete_manifest(path)
     check_repo_id(cfg.repo_id)
     kind = card_kind(manifest["kind"])

@@ -134,7 +134,8 @@ def test_curate_on_s3_gives_the_same_documents_as_local_disk(ray_local, small_co
 @pytest.mark.slow
 def test_synth_and_select_on_s3_give_the_same_traces_and_sets_as_local_disk(ray_local, s3_prefix, tmp_path):
     """Prompts on s3:// in, traces on s3:// out, then the three sets on s3:// out: the same files, byte for byte,
-    as a local run (replay backend); reports and manifests written by the stages, nothing staged left behind."""
+    as a local run (replay backend); reports and manifests written by the stages, nothing staged left behind; and
+    publish previews the traces artifact from s3:// as from local disk."""
     from pipelines.select import parse_args as select_args
     from pipelines.select import select
     from pipelines.synth import parse_args as synth_args
@@ -154,6 +155,17 @@ def test_synth_and_select_on_s3_give_the_same_traces_and_sets_as_local_disk(ray_
     assert len([k for k in data if k.startswith("traces/")]) == 3 and any(k.startswith("rejected/") for k in data)
     assert {k for k in on_s3 if k.endswith(".parquet")} == set(data) and all(on_s3[k] == on_disk[k] for k in data)
     assert read_manifest(remote_traces)["counts"] == read_manifest(traces)["counts"]
+
+    # publish reads an artifact on s3:// too: the same data files in its preview as from the local artifact
+    from pipelines import publish
+
+    for src, out in ((remote_traces, "preview_s3"), (str(traces), "preview_local")):
+        publish.main([src, "--repo_id", "me/traces", "--dry_run", str(tmp_path / out)])
+    previews = [local_files(tmp_path / out) for out in ("preview_s3", "preview_local")]
+    assert {k: v for k, v in previews[0].items() if k.endswith(".parquet")} == {
+        k: v for k, v in previews[1].items() if k.endswith(".parquet")
+    }
+    assert "README.md" in previews[0] and len([k for k in previews[0] if k.startswith("traces/")]) == 3
 
     remote_out = storage.join(s3_prefix, "select")
     options = ["--no_think_ratio", "0", "--budget_ratio", "0"]  # variants are drawn by a hash of the traces path
