@@ -92,7 +92,9 @@ class QualityConfig:
         default_factory=lambda: ["Low", "Medium-Low", "Medium"], metadata={"help": "Labels the heuristic filters see."}
     )
     batch_size: int = field(default=256, metadata={"help": "Documents per Ray Data batch."})
-    hf_batch_size: int = field(default=64, metadata={"help": "Documents per forward pass of a HF classifier."})
+    hf_batch_size: int = field(
+        default=64, metadata={"help": "Documents per forward pass of a HF classifier (every pass has this many rows)."}
+    )
     hf_max_length: int = field(default=512, metadata={"help": "Tokens per document seen by a HF classifier."})
     num_workers: int = field(default=2, metadata={"help": "Max scoring actors (each runs every classifier)."})
     num_gpus: float = field(
