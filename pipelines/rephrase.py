@@ -13,6 +13,7 @@ ray.data.llm, transformers, an OpenAI-compatible endpoint, replay) -> generated 
 grouped back per (document, task), in piece order -> post-filters with reasons, language ID, decontamination ->
 `documents/` (kept) and `rejected/` (with reason). Every (document, task) is kept or rejected: input == kept +
 rejected, cross-checked against the plan (label counts read from the Parquet column, no text on the driver).
+The input artifact and the output may be local or URLs (s3://, gs://; pipelines/core/storage.py).
 
 Resume: as synth. Generated pieces go to `.work/pieces/` in the partial directory in atomic shards; a rerun with
 the same config and inputs generates only the pieces not there (and again those that failed). Joining and filtering
@@ -22,7 +23,6 @@ rerun in full (they are cheap next to generation).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import zlib
 from collections import Counter
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.core.config import ConfigError, parse, to_dict
 from pipelines.reasoning.traces import drop_failed, write_shard
@@ -132,10 +132,10 @@ def rephrase(cfg: RephraseConfig) -> Path:
     from pipelines.core.runtime import ray_session
 
     tasks = load_tasks(cfg.tasks)
-    files = sorted(str(f) for f in (Path(cfg.input_path) / "documents").glob("*.parquet"))
+    files = storage.glob(storage.join(cfg.input_path, "documents", "*.parquet"))
     if not files:
         raise ConfigError(f"input_path: {cfg.input_path} has no documents/*.parquet (a documents artifact)")
-    schema = pq.read_schema(files[0])
+    schema = storage.parquet_metadata(files[0]).schema.to_arrow_schema()
     if "quality_label" not in schema.names:
         raise ConfigError(f"{cfg.input_path} has no quality_label column; run `nanoforge quality` on it first")
     lang_model = _lang_model(cfg)
@@ -158,12 +158,14 @@ def rephrase(cfg: RephraseConfig) -> Path:
     budget, tokenizer = piece_budget(cfg, tasks)
     cfg.replay = load_replay(cfg.replay_path) if cfg.backend == "replay" else {}
     with ray_session(cfg.address), art.writing() as tmp:
+        tmp = str(tmp)  # a local folder or a URL prefix
         plan = plan_units(files, by_label, cfg.max_documents)
-        (tmp / "prompts").mkdir(exist_ok=True)
+        storage.makedirs(storage.join(tmp, "prompts"))
         for task, spec in tasks.items():  # the card shows them; prompt_hash is their sha256
-            (tmp / "prompts" / f"{task}.md").write_text(spec["template"])
-        pieces = tmp / ".work" / "pieces"
-        retry = sum(drop_failed(d) for d in sorted(pieces.glob("bucket=*")))  # as synth: failed pieces again
+            storage.write_text(spec["template"], storage.join(tmp, "prompts", f"{task}.md"))
+        pieces = storage.join(tmp, ".work", "pieces")
+        buckets_done = storage.glob(storage.join(pieces, "bucket=*"))
+        retry = sum(drop_failed(d) for d in buckets_done)  # as synth: failed pieces again
         done = set(read_folder(pieces, ["id"]).column("id").to_pylist())
         kwargs = dict(cfg=cfg, tasks=tasks, by_label=by_label, done=done, budget=budget, tokenizer=tokenizer)
         columns = [c for c in COLUMNS if c in schema.names]
@@ -182,13 +184,13 @@ def rephrase(cfg: RephraseConfig) -> Path:
         }
         art.extra["generator"] = generator
         art.extra["piece_budget_tokens"] = budget
-        shutil.rmtree(tmp / ".work")
+        storage.remove(storage.join(tmp, ".work"))
     print(f"[rephrase] wrote {art.path}: {json.dumps(art.counts)}")
     return art.path
 
 
 def generate(
-    cfg: RephraseConfig, files: list[str], columns: list[str], kwargs: dict, pieces: Path, buckets: int
+    cfg: RephraseConfig, files: list[str], columns: list[str], kwargs: dict, pieces: str, buckets: int
 ) -> int:
     """Documents -> pieces -> backend; generated pieces written as they arrive, each unit's into one bucket of
     `pieces/` (~5k units a bucket, from the plan, so the same on a rerun). Returns how many were generated."""
@@ -208,7 +210,7 @@ def generate(
             bucket = pa.array([zlib.crc32(u.encode()) % buckets for u in batch["prompt_id"].to_pylist()])
             for k in pc.unique(bucket).to_pylist():
                 part = batch.filter(pc.equal(bucket, k)).select(PIECE_SCHEMA.names)
-                write_shard(pieces / f"bucket={k:05d}", part, PIECE_SCHEMA)
+                write_shard(storage.join(pieces, f"bucket={k:05d}"), part, PIECE_SCHEMA)
             generated += batch.num_rows
     finally:
         ctx.execution_options.preserve_order = keep_order
@@ -220,7 +222,7 @@ def plan_units(files: list[str], by_label: dict, max_documents: int | None) -> d
     labels: Counter = Counter()
     left = max_documents if max_documents else None
     for f in files:
-        column = pq.read_table(f, columns=["quality_label"]).column("quality_label")
+        column = storage.read_table(f, columns=["quality_label"]).column("quality_label")
         column = column.slice(0, left) if left is not None else column
         labels.update(dict(zip(*[v.to_pylist() for v in column.value_counts().flatten()], strict=True)))
         if left is not None:
@@ -232,11 +234,11 @@ def plan_units(files: list[str], by_label: dict, max_documents: int | None) -> d
     return {"documents": sum(labels.values()), "without_task": without, "input": units}
 
 
-def write_outcomes(pieces: Path, tmp: Path, settings: dict, index) -> None:
+def write_outcomes(pieces: str, tmp: str, settings: dict, index) -> None:
     """Join and filter the generated pieces, one Ray task per bucket; workers write documents/ and rejected/."""
     import ray
 
-    dirs = sorted(str(d) for d in pieces.glob("bucket=*") if any(d.glob("*.parquet")))
+    dirs = [d for d in storage.glob(storage.join(pieces, "bucket=*")) if storage.glob(storage.join(d, "*.parquet"))]
     if dirs:
         kwargs = {"settings": settings, "index": index, "out": str(tmp)}
         ray.data.from_items([{"dir": d} for d in dirs], override_num_blocks=len(dirs)).map(
@@ -244,9 +246,9 @@ def write_outcomes(pieces: Path, tmp: Path, settings: dict, index) -> None:
         ).take_all()
 
 
-def count(tmp: Path, plan: dict, resumed: int, generated: int) -> dict:
-    kept = read_folder(tmp / "documents", ["task"]).column("task").to_pylist()
-    rejected = read_folder(tmp / "rejected", ["task", "reason"]).to_pydict()
+def count(tmp: str, plan: dict, resumed: int, generated: int) -> dict:
+    kept = read_folder(storage.join(tmp, "documents"), ["task"]).column("task").to_pylist()
+    rejected = read_folder(storage.join(tmp, "rejected"), ["task", "reason"]).to_pydict()
     counts = {
         "documents_input": plan["documents"],
         "documents_without_task": plan["without_task"],

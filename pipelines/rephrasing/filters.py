@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.reasoning.prompt_formats import assistant_content, split_reasoning
 from pipelines.rephrasing.ops import GENERATOR, SAMPLING
 
@@ -125,19 +125,20 @@ def finish_bucket(row: dict, settings: dict, index, out: str) -> dict:
     """Ray Data `map` UDF, one task per bucket of units (`.work/pieces/bucket=K/`, every piece of a unit in the
     same bucket): join and filter its units, write `documents/part-K.parquet` and `rejected/part-K.parquet`
     (fixed names: a rerun rewrites them, never adds). Returns the bucket's row counts."""
-    table = pa.concat_tables(pq.read_table(f) for f in sorted(Path(row["dir"]).glob("*.parquet")))
+    table = pa.concat_tables(storage.read_table(f) for f in storage.glob(storage.join(row["dir"], "*.parquet")))
     units: dict[str, list[dict]] = {}
     for piece in table.to_pylist():
         units.setdefault(piece["prompt_id"], []).append(piece)
     rows = language_and_contamination([finish_unit(units[u], settings) for u in sorted(units)], settings, index)
-    name = Path(row["dir"]).name.replace("bucket=", "part-") + ".parquet"
+    name = storage.basename(row["dir"]).replace("bucket=", "part-") + ".parquet"
     kept = [r for r in rows if r["status"] == "kept"]
     rejected = [r for r in rows if r["status"] == "rejected"]
     for folder, part, schema in (("documents", kept, DOCUMENT_SCHEMA), ("rejected", rejected, REJECTED_SCHEMA)):
         if part:
-            (Path(out) / folder).mkdir(parents=True, exist_ok=True)
+            storage.makedirs(storage.join(out, folder))
             table = pa.Table.from_pylist([{k: r[k] for k in schema.names} for r in part], schema=schema)
-            pq.write_table(table, Path(out) / folder / name)
+            fs, path = storage.filesystem(storage.join(out, folder, name))  # a local folder or a URL prefix
+            pq.write_table(table, path, filesystem=fs)
     return {"dir": row["dir"], "kept": len(kept), "rejected": len(rejected)}
 
 

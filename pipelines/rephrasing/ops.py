@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.core import storage
 from pipelines.core.config import ConfigError
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -256,9 +257,10 @@ def load_replay(path: str | None) -> dict[str, str]:
     return {f"{s}:{t}": x for s, t, x in zip(d["source_id"], d["task"], d["text"], strict=True)}
 
 
-def read_folder(folder: Path, columns: list[str]) -> pa.Table:
-    """All Parquet files under `folder` (recursively) as one table of `columns`; empty when there are none."""
-    files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
+def read_folder(folder: str | Path, columns: list[str]) -> pa.Table:
+    """All Parquet files under `folder` (recursively; a local folder or a URL prefix) as one table of `columns`;
+    empty when there are none."""
+    files = [f for f in storage.glob(storage.join(folder, "**")) if f.endswith(".parquet")]
     if not files:
         return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+    return pa.concat_tables(storage.read_table(f, columns=columns) for f in files)

@@ -3,6 +3,7 @@ disk, the manifest written last, no work files left, no credential in anything w
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -193,3 +194,40 @@ def test_synth_and_select_on_s3_give_the_same_traces_and_sets_as_local_disk(ray_
         )
     assert "Pass rate per prompt" in storage.read_text(storage.join(remote_out, "report.md"))
     assert not any(k.startswith(".staged/") or k.endswith(".lineage.json") for k in on_s3)
+
+
+@pytest.mark.slow
+def test_rephrase_on_s3_gives_the_same_documents_as_local_disk(ray_local, s3_prefix, tmp_path):
+    """A documents artifact on s3:// in, synthetic documents on s3:// out (replay backend): the same documents/
+    and counts as a local run, the prompts and card written, no .work/ pieces left."""
+    from pipelines.rephrase import parse_args, rephrase
+    from tests.pipelines.test_rephrase import HIGH_TASKS, labelled_documents, wiki_articles
+
+    quality, docs = labelled_documents(tmp_path, n_c4=6)
+    units = [
+        (d["id"], t)
+        for d in docs
+        for t in (HIGH_TASKS if d["quality_label"] == "High" else ["wikipedia_rephrase"])
+        if d["quality_label"] != "Medium"
+    ]
+    articles = wiki_articles()
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text(
+        "".join(
+            json.dumps({"source_id": s, "task": t, "text": articles[2 + i % 20][:1500]}) + "\n"
+            for i, (s, t) in enumerate(units)
+        )
+    )
+    upload(quality, storage.join(s3_prefix, "quality"))
+    remote_out = storage.join(s3_prefix, "rephrase")
+    common = ["--backend", "replay", "--replay_path", str(replay), "--shard_rows", "2"]
+    rephrase(parse_args(["--input_path", storage.join(s3_prefix, "quality"), "--output_dir", remote_out, *common]))
+    local = rephrase(parse_args(["--input_path", str(quality), "--output_dir", str(tmp_path / "rephrase"), *common]))
+
+    on_s3, on_disk = all_objects(remote_out), local_files(local)
+    data = [k for k in on_disk if k.endswith(".parquet")]
+    assert any(k.startswith("documents/") for k in data)
+    assert {k for k in on_s3 if k.endswith(".parquet")} == set(data) and all(on_s3[k] == on_disk[k] for k in data)
+    assert read_manifest(remote_out)["counts"] == read_manifest(local)["counts"]
+    assert any(k.startswith("prompts/") for k in on_s3) and "README.md" in on_s3
+    assert not any(k.startswith(".work/") for k in on_s3)
