@@ -16,6 +16,8 @@ import logging
 import os
 from collections.abc import Iterator
 
+from pipelines.core.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,9 @@ def progress_enabled() -> bool:
     if setting is not None:
         return setting != "0"
     return os.environ.get("CI", "").lower() in ("", "0", "false")
+
+
+_LOCAL_RUNTIME = False  # this process started a one-node Ray of its own: its CPUs are all there will be
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -50,6 +55,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
                 # address="local": always a new Ray; without it ray.init() joins any cluster `ray start` (or a test's
                 # ray.cluster_utils.Cluster) left running on this machine, e.g. another user's
                 ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), configure_logging=True, **kwargs)
+                global _LOCAL_RUNTIME
+                _LOCAL_RUNTIME = True
                 break
             except Exception as e:  # Ray raises plain Exception/RuntimeError for a node that timed out
                 ray.shutdown()
@@ -60,6 +67,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     ctx.enable_progress_bars = progress_enabled()
     ctx.print_on_execution_start = False
     return True
+
+
+def check_actor_cpus(actors: int, cpus_each: float, fields: str) -> None:
+    """Refuse an actor pool that a local Ray cannot place next to the pipeline's other tasks: Ray Data would wait for
+    CPUs forever, without an error. (On a cluster, more nodes may come: nothing is checked there.)"""
+    import ray
+
+    if not _LOCAL_RUNTIME or not ray.is_initialized():
+        return
+    total = ray.cluster_resources().get("CPU", 0)
+    if actors * cpus_each + 1 > total:
+        raise ConfigError(
+            f"{fields}: {actors} x {cpus_each:g} CPUs for the model actors, plus 1 for reading and writing, is more "
+            f"than the {total:g} CPUs of this machine's Ray (the run would wait forever); lower them"
+        )
 
 
 @contextlib.contextmanager

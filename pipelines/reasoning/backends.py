@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from pipelines.core.runtime import check_actor_cpus
 from pipelines.reasoning.prompt_formats import replay_completion
 
 OUTPUT_COLUMNS = ("completion", "num_generated_tokens", "truncated", "error")
@@ -193,6 +194,7 @@ class RowSeededSampler:
 def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     if not Path(cfg.model_name_or_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(f"model not found: {cfg.model_name_or_path} (offline, and not a local folder)")
+    check_actor_cpus(cfg.num_workers, cfg.num_cpus_per_worker, "num_workers x num_cpus_per_worker")
     return ds.map_batches(
         TransformersGenerator,
         fn_constructor_kwargs=dict(
