@@ -276,16 +276,6 @@ def local_copy(url: str, root: Path) -> Path:
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    if not cfg.artifact:
-        raise ConfigError("no artifact given: nanoforge publish ARTIFACT_DIR --repo_id ORG/NAME")
-    if not storage.is_remote(cfg.artifact):
-        return publish(cfg, Path(cfg.artifact))
-    with tempfile.TemporaryDirectory(prefix="nanoforge-publish-") as tmp:
-        return publish(cfg, local_copy(cfg.artifact, Path(tmp)))
-
-
 def publish(cfg: PublishConfig, path: Path) -> int:
     """Preview or upload the artifact at the local `path`."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
@@ -383,6 +373,16 @@ def publish(cfg: PublishConfig, path: Path) -> int:
     if revision != "main":
         print(f"[publish] on branch {revision}; the Hub's viewer shows main: pass --revision main to publish there")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    if not cfg.artifact:
+        raise ConfigError("no artifact given: nanoforge publish ARTIFACT_DIR --repo_id ORG/NAME")
+    if not storage.is_remote(cfg.artifact):
+        return publish(cfg, Path(cfg.artifact))
+    with tempfile.TemporaryDirectory(prefix="nanoforge-publish-") as tmp:
+        return publish(cfg, local_copy(cfg.artifact, Path(tmp)))
 
 
 if __name__ == "__main__":
