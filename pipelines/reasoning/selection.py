@@ -13,6 +13,8 @@ Lengths and thinking budgets count the tokenizer's tokens when one is given, els
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -94,6 +96,14 @@ def trace_text(sample: dict[str, Any]) -> str:
     return "\n".join(m["content"] or "" for m in sample["messages"] if m["role"] != "system")
 
 
+def sample_key(sample: dict) -> str:
+    """A sample by what it is: its id and a digest of its messages. Two traces artifacts may hold the same id (two
+    runs of one prompt set); their completions tell them apart. Not the artifact's path: the same traces copied
+    elsewhere (another folder, an s3:// prefix) must select the same variants in the same order."""
+    digest = hashlib.blake2b(json.dumps(sample["messages"], sort_keys=True).encode(), digest_size=8).hexdigest()
+    return f"{sample['id']}:{digest}"
+
+
 def decontaminate(
     samples: list[dict[str, Any]], reasons: list[str | None], tokenizer=None
 ) -> tuple[list[dict[str, Any]], list[tuple[str, dict]]]:
@@ -122,7 +132,7 @@ def decontaminate(
         if r
     ]
     if out and not clean:
-        first = min(samples, key=lambda s: (s.get("traces", ""), s["id"]))
+        first = min(samples, key=sample_key)
         prompt_id, reason = first["prompt_id"], next(r for r in reasons if r)
         out.append(
             ("prompt", {"prompt_id": prompt_id, "samples": len(samples), "scored": 0, "correct": 0, "pass_rate": None})
@@ -146,7 +156,7 @@ def decontaminate(
 
 def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tuple[str, dict]]:
     """All decisions for one prompt's samples (see the module docstring)."""
-    samples = sorted(samples, key=lambda s: (s.get("traces", ""), s["id"]))
+    samples = sorted(samples, key=sample_key)
     prompt_id, out = samples[0]["prompt_id"], []
     scored = [s for s in samples if not s.get("error") and s.get("verified") is not None]
     correct = [s for s in scored if s["verified"]]
@@ -190,7 +200,7 @@ def select_prompt(samples: list[dict[str, Any]], cfg, tokenizer=None) -> list[tu
             continue
         seen.add(content)
         kept += 1
-        u = unit(f"variant:{cfg.seed}:{s.get('traces')}:{s['id']}")
+        u = unit(f"variant:{cfg.seed}:{sample_key(s)}")
         budgets, budget = [b for b in cfg.thinking_budgets if b < n], None  # only traces longer than a budget
         if s["reasoning"] == "on" and u < cfg.no_think_ratio:
             variant, messages = "no_think", strip_reasoning(s)

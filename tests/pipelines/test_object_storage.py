@@ -169,7 +169,8 @@ def test_synth_and_select_on_s3_give_the_same_traces_and_sets_as_local_disk(ray_
     assert "README.md" in previews[0] and len([k for k in previews[0] if k.startswith("traces/")]) == 3
 
     remote_out = storage.join(s3_prefix, "select")
-    options = ["--no_think_ratio", "0", "--budget_ratio", "0"]  # variants are drawn by a hash of the traces path
+    # the no_think / budget variants are drawn by the traces artifact's hash, not by where it is stored
+    options = ["--no_think_ratio", "0.3", "--budget_ratio", "0.3"]
     select(select_args(["--traces_path", remote_traces, "--output_dir", remote_out, *options]))
     select(select_args(["--traces_path", str(traces), "--output_dir", str(tmp_path / "select"), *options]))
 
@@ -185,6 +186,7 @@ def test_synth_and_select_on_s3_give_the_same_traces_and_sets_as_local_disk(ray_
 
     for folder in folders:  # the same rows in the same order (the sft set's `traces` column aside)
         assert rows(on_s3, folder) == rows(on_disk, folder), folder
+    assert {r["variant"] for r in rows(on_disk, "sft")} > {"full"}  # variants were drawn, the same ones on both
     same = [k for k in on_disk if k.endswith(".parquet") and not k.startswith("sft/")]
     assert same and all(on_s3[k] == on_disk[k] for k in same)  # byte for byte where no row names its input
     for name in ("", "sft", "preference", "rl_prompts"):
