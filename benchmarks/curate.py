@@ -266,7 +266,7 @@ def main() -> int:
             print(f"{name} failed with exit code {code}", file=sys.stderr)
             return code
         results[name] = {"seconds": seconds, "rss": rss, "ids": kept_ids(documents), "load": load}
-        results[name] |= {"proc_rss": r["proc_rss"], "cpu": r["cpu"]}
+        results[name]["proc_rss"] = r["proc_rss"]
     mb = info["text_bytes"] / 1e6
     lines = [
         "## curate: nanoforge vs datatrove",
@@ -277,13 +277,13 @@ def main() -> int:
         f"exact dedup, PII; {cores} cores. The machine may be shared (load average at start in the table): "
         "compare ratios, not absolute numbers.",
         "",
-        "| system | wall (s) | CPU (s) | docs/s | MB/s per core | peak RSS (GB) | largest process (GB) | kept docs "
+        "| system | wall (s) | docs/s | MB/s per core | peak RSS (GB) | largest process (GB) | kept docs "
         "| load avg at start |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['seconds']:.0f} | {r['cpu']:.0f} | {info['docs'] / r['seconds']:.0f} | "
+            f"| {name} | {r['seconds']:.0f} | {info['docs'] / r['seconds']:.0f} | "
             f"{mb / r['seconds'] / cores:.3f} | {r['rss'] / 1e9:.2f} | {r['proc_rss'] / 1e9:.2f} | "
             f"{len(r['ids']):,} | {r['load']:.1f} |"
         )
