@@ -179,10 +179,11 @@ def _top_duplicate(n_grams: list[str]) -> int:
     return len(top) * count
 
 
-def _all_duplicate(words: list[str], n: int) -> int:
+def _all_duplicate(words: list[str], n: int, grams: list[str] | None = None) -> int:
     """datatrove's `find_all_duplicate`: chars of n-grams seen before, skipping n words after each; 0 when every
-    n-gram is new (one set, no loop), else the same loop over n-grams built beforehand."""
-    grams = _n_grams(words, n, "")
+    n-gram is new (one set, no loop), else the same loop over n-grams built beforehand (`grams`: the "".join
+    n-grams when the caller has them)."""
+    grams = _n_grams(words, n, "") if grams is None else grams
     if len(set(grams)) == len(grams):
         return 0
     unique: set[str] = set()
@@ -233,8 +234,12 @@ class GopherRepetition(GopherRepetitionFilter):
             if _top_duplicate(n_grams) / len(text) > n_frac:
                 return False, f"top_{n}_gram"
 
+        grams, size = None, 0
         for n, n_frac in self.dup_n_grams:
-            if _all_duplicate(words, n) / len(text) > n_frac:
+            # the (n+1)-grams are the n-grams with the next word appended: one concatenation each, not n + 1
+            grams = list(map(str.__add__, grams, words[size:])) if grams is not None and n == size + 1 else None
+            grams, size = grams if grams is not None else _n_grams(words, n, ""), n
+            if _all_duplicate(words, n, grams) / len(text) > n_frac:
                 return False, f"duplicated_{n}_n_grams"
 
         return True

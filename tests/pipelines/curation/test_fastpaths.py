@@ -66,6 +66,7 @@ def test_fix_text_equals_ftfy(pages):
 
 
 def test_gopher_repetition_helpers_equal_datatrove():
+    from datatrove.data import Document
     from datatrove.pipeline.filters import gopher_repetition_filter as g
 
     rng = random.Random(0)
@@ -78,6 +79,14 @@ def test_gopher_repetition_helpers_equal_datatrove():
             if grams:
                 assert fastpaths._top_duplicate(grams) == g.find_top_duplicate(grams)
             assert fastpaths._all_duplicate(words, n) == g.find_all_duplicate(words, n)
+    repeated = "one two three four five six seven eight nine ten eleven twelve. " * 2  # 5- to 10-grams repeat
+    filtered = fastpaths.GopherRepetition(top_n_grams=(), dup_line_frac=None, dup_line_char_frac=None)
+    reference = g.GopherRepetitionFilter(top_n_grams=(), dup_line_frac=None, dup_line_char_frac=None)
+    for fraction in (0.1, 0.3, 0.45, 0.6):
+        dup_n_grams = tuple((n, fraction) for n in range(5, 11))
+        filtered.dup_n_grams = reference.dup_n_grams = dup_n_grams
+        text = repeated + "a unique tail of other words " * 3
+        assert filtered.filter(Document(text=text, id="x")) == reference.filter(Document(text=text, id="x"))
 
 
 def test_gopher_repetition_decisions_equal_datatrove(pages):
