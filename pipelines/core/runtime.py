@@ -70,17 +70,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 def check_actor_cpus(actors: int, cpus_each: float, fields: str) -> None:
-    """Refuse an actor pool that a local Ray cannot place next to the pipeline's other tasks: Ray Data would wait for
-    CPUs forever, without an error. (On a cluster, more nodes may come: nothing is checked there.)"""
+    """Refuse an actor pool that a local Ray cannot place at all: Ray Data would wait for CPUs forever, without an
+    error. (On a cluster, more nodes may come: nothing is checked there.)"""
     import ray
 
     if not _LOCAL_RUNTIME or not ray.is_initialized():
         return
     total = ray.cluster_resources().get("CPU", 0)
-    if actors * cpus_each + 1 > total:
+    if actors * cpus_each > total:
         raise ConfigError(
-            f"{fields}: {actors} x {cpus_each:g} CPUs for the model actors, plus 1 for reading and writing, is more "
-            f"than the {total:g} CPUs of this machine's Ray (the run would wait forever); lower them"
+            f"{fields}: {actors} x {cpus_each:g} CPUs for the model actors is more than the {total:g} CPUs of this "
+            "machine's Ray (the run would wait forever); lower them"
         )
 
 

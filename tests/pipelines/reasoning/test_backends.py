@@ -92,9 +92,9 @@ def test_transformers_backend_with_tiny_base(ray_local, tiny_base, tmp_path):
 def test_more_model_actors_than_a_local_ray_can_place_is_an_error_not_a_hang(ray_local, tiny_base, tmp_path):
     prompts, _ = gsm8k_prompts(tmp_path, 2)
     argv = ["--prompts_path", str(prompts), "--backend", "transformers", "--model_name_or_path", str(tiny_base)]
-    argv += ["--num_workers", "2", "--output_dir", str(tmp_path / "traces")]  # 2 actors + 1 reader > 2 CPUs
+    argv += ["--num_workers", "3", "--output_dir", str(tmp_path / "traces")]  # 3 actors x 1 CPU > 2 CPUs
     started = time.monotonic()
-    with pytest.raises(ConfigError, match="num_workers x num_cpus_per_worker: 2 x 1 CPUs .* than the 2 CPUs"):
+    with pytest.raises(ConfigError, match="num_workers x num_cpus_per_worker: 3 x 1 CPUs .* than the 2 CPUs"):
         synthesize(parse_args(argv))
     assert time.monotonic() - started < 60 and not (tmp_path / "traces").exists()
 
