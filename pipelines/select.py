@@ -195,7 +195,7 @@ def write_kind(row: dict, staged: str, folders: dict[str, str | None]) -> dict:
 def summarize(kind: str, records: list[dict]) -> dict:
     """What the driver needs of some records of one kind: how many, per label (reason, variant or pair type), and
     their histogram bins."""
-    labels = Counter(r[LABEL.get(kind, "reason")] for r in records) if kind != "prompt" else Counter()
+    labels = Counter(r[LABEL.get(kind, "reason")] for r in records) if kind not in ("prompt", "rl") else Counter()
     return {"kind": kind, "n": len(records), "labels": labels, "bins": histogram_bins(kind, records)}
 
 

@@ -111,6 +111,16 @@ def test_every_sample_and_prompt_accounted_for(problems):
     reasons = [r["reason"] for k, r in select_prompt([samples[0], twin], CFG) if k == "sft_rejected"]
     assert reasons == ["duplicate_completion"]
 
+    # The stage's writers summarize each kind's records and the driver tallies them: every kind select_prompt emits,
+    # the rl prompts (which carry no reason) included (the demo's select failed on them with a KeyError)
+    from pipelines.select import summarize, tally
+
+    by_kind = {}
+    for kind, record in out:
+        by_kind.setdefault(kind, []).append(record)
+    counts = tally([summarize(kind, records) for kind, records in by_kind.items()])
+    assert counts["rl_prompts"]["kept"] == 1 and counts["sft"]["kept"] == 2
+
 
 def test_pass_rate_window_and_rl_prompts(problems):
     easy = [sample(problems[1], k) for k in range(4)]
