@@ -88,14 +88,7 @@ def read_json(path: str | Path) -> Any:
 
 def write_text(text: str, path: str | Path) -> None:
     """Whole or absent: a temporary name and a rename locally, one PUT on an object store."""
-    if is_remote(path):
-        with fsspec.open(str(path), "w") as f:
-            f.write(text)
-        return
-    path = local_path(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    Path(tmp).write_text(text)
-    os.replace(tmp, path)
+    write_bytes(text.encode(), path)
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:
