@@ -21,11 +21,8 @@ Parts, all at the `fineweb` preset (word 5-grams, 14 bands x 8 rows, 64-bit):
              on LocalPipelineExecutor with 2 workers. Wall time, CPU seconds and peak RSS of the process tree,
              agreement of the removed-id sets (raw, and with datatrove's clusters given our survivor rule).
 Results: benchmarks/results/dedup.md.
-Length (~480 lines): four benchmarks (signature, decont, scurve, e2e) that share one input builder and reader,
-plus the datatrove side of each, kept together so the one command reproduces the whole table.
-
-Length (~520 lines): one script runs ours and datatrove side by side on the same generated corpus in one
-process (signatures, decontamination, end to end, S-curve); split, each part would rebuild or reload the corpus.
+Length (~540 lines): four benchmarks (signature, decont, scurve, e2e) run ours and datatrove side by side on one
+generated corpus in one process, sharing its builder and reader; split, each part would rebuild or reload the corpus.
 """
 
 from __future__ import annotations

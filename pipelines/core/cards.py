@@ -12,7 +12,7 @@ Parquet shards, e.g. `documents/`, `rejected/`, `quarantine/`, `phase1/`) are wh
 and `datasets.load_dataset` read. Secrets (keys such as `token`, `api_key`, and any `hf_...` token or
 string passed in `secrets`) are redacted before anything is rendered.
 
-Length (~460 lines): one renderer for every artifact kind (configs from Parquet footers, lineage, tables,
+Length (~470 lines): one renderer for every artifact kind (configs from Parquet footers, lineage, tables,
 redaction); what differs between kinds lives in the templates, not here.
 """
 

@@ -27,11 +27,9 @@ the kept documents; `fuzzy_duplicates(..., index=path)` adds the indexed rows wi
 nodes are offset by 2**63), so a new document sharing a bucket with an indexed one joins a component whose
 smallest node is the indexed document: the new document is dropped, indexed documents are never reported.
 
-Length (~420 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
-the same (bucket, node) rows; split, each piece would be read without the invariants stated above.
-
-Length (~460 lines): the distributed algorithm (buckets, pairs, connected components, the saved index) and
-curate's global step share one set of shuffle helpers; the signatures live apart in minhash.py.
+Length (~460 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
+the same (bucket, node) rows, sharing curate's shuffle helpers; split, each piece would be read without the
+invariants stated above. The signatures live apart in minhash.py.
 """
 
 from __future__ import annotations
