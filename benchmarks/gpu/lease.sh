@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|recipes|gen|gen16k-hybrid|gen16k-dense|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|recipes|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -120,6 +120,16 @@ gen16k-hybrid | gen16k-dense) # 8k in x 16k out, one call per model (~16k decode
   [[ $m == hybrid ]] && eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
   step vllm-$m-16k 540 $G vllm_gen --model $m --label vllm-$m-16k --max_model_len 24832 --max_num_seqs 1024 \
     --runs $runs --engine "$eng" --profile_run 1024x1024x64
+  ;;
+window-hybrid | window-hybrid-bf16 | window-dense) # 1k and 8k in x 8k and 16k out, projected from decode windows
+  # at 1k, 8k, 16k and 24k of context (benchmarks/gpu/windows.py), each model at vLLM's own concurrency for 24,832 tokens
+  models
+  m=${plan#window-}
+  m=${m%-bf16}
+  eng='{}'
+  [[ $m == hybrid ]] && eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
+  [[ $plan == *-bf16 ]] && eng='{"mamba_ssm_cache_dtype": "auto", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
+  step $plan 540 python3 -m benchmarks.gpu.windows --model $m --label $plan --engine "$eng"
   ;;
 synth)
   models

@@ -50,6 +50,19 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
     lines = []
     if name in ("env", "build"):
         return lines
+    if name.startswith("window"):  # benchmarks/gpu/windows.py: decode windows, then projected workloads
+        head = f"{r.get('requests')} at once (vLLM's room: {r.get('vllm_max_concurrency')})"
+        for ctx, w in r.get("windows", {}).items():
+            val = f"step {w['step_s_mean'] * 1e3:.1f} ms, {w['decode_tokens_per_s'] or 0:,.0f} tok/s decode"
+            span = f"{w['tokens_per_step_min']}-{w['tokens_per_step_max']}"
+            val += f", prefill {w['prefill_s']:.1f} s, tokens/step {span}"
+            lines.append(f"| {name} | {head}, context {ctx} | {val} |")
+        for p in r.get("projections", []):
+            rl = p.get("roofline_tokens_per_s")
+            val = f"{p['tokens_per_s']:,.0f} tok/s projected ({p['seconds']:.0f} s)"
+            val += f" (roofline {rl:,.0f}, {p['tokens_per_s'] / rl:.0%})" if rl else ""
+            lines.append(f"| {name} | {p['prompt']} in x {p['gen']} out | {val} |")
+        return lines
     if name.startswith(("vllm", "hf_gen", "synth_raw")):
         start = r.get("engine_start_s")
         for run in r.get("runs", []):

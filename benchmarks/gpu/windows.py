@@ -1,0 +1,197 @@
+"""Long-output generation measured in decode windows: what an 8k-in / 16k-out wave costs, without running 16k steps.
+
+A full 8k-in / 16k-out wave at the hybrid's concurrency is ~16k decode steps, longer than one device call. A decode
+step's time is the weights (fixed) plus each sequence's KV at its context (linear in context) plus its Mamba state
+(fixed), so it is close to linear in context. This harness measures it where it matters:
+
+1. one engine at `--max_model_len` (room for the longest workload); vLLM's own "maximum concurrency" figure for
+   that length, read from its log, sets how many sequences run at once (`--requests 0`), so each model runs at the
+   concurrency its memory allows, not a shared cap;
+2. for each context in `--contexts`, that many requests of that prompt length are added to the engine, and after
+   the last prefill the next `--steps` decode steps are timed one by one (`LLMEngine.step`);
+3. each workload in `--workloads` (PROMPTxGEN) is projected from those measurements: its measured prefill plus
+   GEN decode steps at the step time interpolated linearly over the contexts the wave passes through.
+
+    python -m benchmarks.gpu.windows --model hybrid --engine '{"mamba_ssm_cache_dtype": "float32"}'
+
+Results go to `results/<label>.json` with every window's step times, the projections and the roofline of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+from benchmarks.gpu.common import MODELS, WORK, load, roofline, save, versions
+from benchmarks.gpu.generation import tokens_prompt
+
+CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+
+
+def random_prompts(n: int, length: int, vocab: int, seed: int) -> list:
+    import numpy as np
+
+    rows = np.random.default_rng(seed).integers(10, vocab, size=(n, length)).tolist()
+    return [tokens_prompt(r) for r in rows]
+
+
+def log_to_file(path) -> None:
+    """vLLM's loggers (its engine-core process included) also write to `path`, where the concurrency line is read."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"},
+            "file": {"class": "logging.FileHandler", "formatter": "plain", "filename": str(path)},
+        },
+        "loggers": {"vllm": {"handlers": ["console", "file"], "level": "INFO", "propagate": False}},
+    }
+    cfg_path = path.with_suffix(".logging.json")
+    cfg_path.write_text(json.dumps(config))
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "1"
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(cfg_path)
+
+
+def max_concurrency(log_path) -> float | None:
+    found = CONCURRENCY.findall(log_path.read_text()) if log_path.exists() else []
+    return float(found[-1][1]) if found else None
+
+
+def decode_window(llm, prompts: list, steps: int, tag: str) -> dict:
+    """Add every prompt at once, step the engine until each has its first token (prefill), then time `steps` more
+    steps. Tokens per step show whether every sequence stayed resident (no preemption)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    engine = llm.llm_engine
+    sp = SamplingParams(
+        temperature=1.0,
+        max_tokens=steps + 2,
+        ignore_eos=True,
+        detokenize=False,
+        output_kind=RequestOutputKind.DELTA,
+    )
+    for i, p in enumerate(prompts):
+        engine.add_request(f"{tag}-{i}", p, sp)
+    t0 = time.perf_counter()
+    started: set[str] = set()
+    prefill_s = None
+    step_s, per_step = [], []
+    last = t0
+    while engine.has_unfinished_requests():
+        outs = engine.step()
+        now = time.perf_counter()
+        if prefill_s is None:
+            started.update(o.request_id for o in outs if o.outputs and o.outputs[0].token_ids)
+            if len(started) == len(prompts):
+                prefill_s, last = now - t0, now
+            continue
+        tokens = sum(len(o.outputs[0].token_ids) for o in outs if o.outputs)
+        if tokens and len(step_s) < steps:
+            step_s.append(now - last)
+            per_step.append(tokens)
+        last = now
+    mean = statistics.fmean(step_s) if step_s else float("nan")
+    return {
+        "requests": len(prompts),
+        "prefill_s": prefill_s,
+        "steps": len(step_s),
+        "step_s_mean": mean,
+        "step_s_median": statistics.median(step_s) if step_s else None,
+        "tokens_per_step_min": min(per_step, default=0),
+        "tokens_per_step_max": max(per_step, default=0),
+        "decode_tokens_per_s": sum(per_step) / sum(step_s) if step_s else None,
+    }
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear through (context, step seconds), extended linearly past both ends."""
+    pts = sorted(points)
+    if len(pts) == 1:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x <= x1 or (x1, y1) == pts[-1]:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
+def project(windows: dict[int, dict], steps: int, prompt: int, gen: int, n: int) -> dict | None:
+    """One wave of `n` requests, `prompt` tokens in and `gen` out: the prefill measured at that prompt length plus
+    `gen` steps at the interpolated step time (mean over the wave's contexts, 64 points)."""
+    if prompt not in windows:
+        return None
+    points = [(ctx + steps / 2, w["step_s_mean"]) for ctx, w in windows.items() if w["steps"]]
+    contexts = [prompt + gen * (i + 0.5) / 64 for i in range(64)]
+    decode_s = gen * statistics.fmean(interpolate(points, c) for c in contexts)
+    seconds = windows[prompt]["prefill_s"] + decode_s
+    return {"prompt": prompt, "gen": gen, "requests": n, "seconds": seconds, "tokens_per_s": n * gen / seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="hybrid")
+    p.add_argument("--max_model_len", type=int, default=24832, help="room for the longest workload (8k + 16k)")
+    p.add_argument("--requests", type=int, default=0, help="sequences at once; 0: vLLM's concurrency at max_model_len")
+    p.add_argument("--max_num_seqs", type=int, default=1024)
+    p.add_argument("--contexts", default="1024,8192,16384,24320", help="prompt lengths of the decode windows")
+    p.add_argument("--steps", type=int, default=128, help="decode steps timed per window")
+    p.add_argument("--workloads", default="1024x8192,1024x16384,8192x8192,8192x16384", help="PROMPTxGEN projected")
+    p.add_argument("--engine", default="", help="extra engine kwargs as JSON")
+    p.add_argument("--label", default="")
+    a = p.parse_args(argv)
+    label = a.label or f"window-{a.model}"
+    log_path = WORK / "logs" / f"{label}.vllm.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_to_file(log_path)
+    from vllm import LLM
+
+    extra = json.loads(a.engine or "{}")
+    cfg = json.loads((MODELS / a.model / "config.json").read_text())
+    kwargs = {
+        "model": str(MODELS / a.model),
+        "skip_tokenizer_init": True,
+        "seed": 0,
+        "max_num_seqs": a.max_num_seqs,
+        "gpu_memory_utilization": 0.85,
+        "max_model_len": a.max_model_len,
+    } | extra
+    result = {"model": a.model, "versions": versions(), "engine_kwargs": kwargs, "windows": {}, "projections": []}
+    result["env"] = {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "TRITON_"))}
+    t0 = time.perf_counter()
+    llm = LLM(**kwargs)
+    result["engine_start_s"] = time.perf_counter() - t0
+    room = max_concurrency(log_path)
+    n = a.requests or min(int(room or 256), a.max_num_seqs)
+    result |= {"vllm_max_concurrency": room, "requests": n}
+    save(label, result | {"status": "started"})
+    decode_window(llm, random_prompts(8, 64, cfg["vocab_size"], 1), 16, "warmup")
+    for ctx in map(int, a.contexts.split(",")):
+        if ctx + a.steps + 2 > a.max_model_len:
+            continue
+        prompts = random_prompts(n, ctx, cfg["vocab_size"], ctx)
+        result["windows"][ctx] = decode_window(llm, prompts, a.steps, f"w{ctx}")
+        save(label, result | {"status": "running"})
+    env = load("env") or {}
+    params = (load("build") or {}).get(a.model, {}).get("params", 0)
+    ssm = 4 if str(extra.get("mamba_ssm_cache_dtype", "auto")) == "float32" else 2
+    for spec in a.workloads.split(","):
+        prompt, gen = map(int, spec.split("x"))
+        proj = project(result["windows"], a.steps, prompt, gen, n)
+        if proj and env and params:
+            bw, flops = env["copy_bandwidth_Bps"], env["bf16_matmul_flops"]
+            bound = roofline(a.model, params, n, prompt, gen, n, bw, flops, ssm)
+            proj["roofline_tokens_per_s"] = bound["tokens_per_s"]
+        if proj:
+            result["projections"].append(proj)
+    save(label, result | {"status": "ok"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
