@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|recipes|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -120,6 +120,14 @@ gen16k-hybrid | gen16k-dense) # 8k in x 16k out, one call per model (~16k decode
   [[ $m == hybrid ]] && eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
   step vllm-$m-16k 540 $G vllm_gen --model $m --label vllm-$m-16k --max_model_len 24832 --max_num_seqs 1024 \
     --runs $runs --engine "$eng" --profile_run 1024x1024x64
+  ;;
+train7) # the hybrid's 32% MFU: float32 residual stream (the embedding's output under float32 master weights) or not
+  models
+  step sft-hybrid-ours 220 $T sft --model hybrid --variant ours --steps 14
+  step sft-hybrid-bf16res 120 $T sft --model hybrid --variant ours --steps 14 --residual autocast --profile \
+    --label sft-hybrid-bf16res
+  step sft-hybrid-bf16weights 120 $T sft --model hybrid --variant ours --steps 14 --extra "--dtype bfloat16" \
+    --label sft-hybrid-bf16weights
   ;;
 window-hybrid | window-hybrid-bf16 | window-dense) # 1k and 8k in x 8k and 16k out, projected from decode windows
   # at 1k, 8k, 16k and 24k of context (benchmarks/gpu/windows.py), each model at vLLM's own concurrency for 24,832 tokens

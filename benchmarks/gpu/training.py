@@ -137,6 +137,14 @@ class Profile(TrainerCallback):
         self.prof = None
 
 
+def residual_in_autocast_dtype(module, args, output):
+    """Forward hook on the input embeddings: under autocast, hand the decoder a bf16 residual stream. With float32
+    master weights the embedding's output is float32, and every residual add and norm after it runs in float32."""
+    import torch
+
+    return output.to(torch.get_autocast_dtype("cuda")) if torch.is_autocast_enabled("cuda") else output
+
+
 def bench_sft(a) -> None:
     import torch
 
@@ -188,6 +196,9 @@ def bench_sft(a) -> None:
     except Exception as e:
         save(label, result | {"status": "refused_or_failed", "error": f"{type(e).__name__}: {e}"[:2000]})
         return
+    if a.residual == "autocast":  # experiment: the residual stream in bf16 (Megatron's default), not float32
+        trainer.model.get_input_embeddings().register_forward_hook(residual_in_autocast_dtype)
+        result["residual"] = "autocast"
     counts = {"real": 0, "slots": 0, "seq_sq": 0}
     compute_loss = trainer.compute_loss
 
@@ -376,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--extra", default="", help="more sft flags, e.g. '--attn_implementation flex_attention'")
     s.add_argument("--profile", action="store_true", help="profile the last 2 steps: results/<label>-profile.txt")
     s.add_argument("--stack_every", type=int, default=90, help="dump every thread's stack to the log every N s")
+    s.add_argument("--residual", default="float32", choices=["float32", "autocast"], help="residual stream dtype")
     s = sub.add_parser("grpo")
     s.add_argument("--model", default="small")
     s.add_argument("--vllm", default="colocate", choices=["colocate", "none"])
