@@ -61,6 +61,14 @@ class ScriptArgs:
     math_eval_num_samples: int = field(default=1, metadata={"help": "Samples per problem; pass@1 is their mean."})
     math_eval_max_new_tokens: int = field(default=256, metadata={"help": "Token budget per eval completion."})
     force: bool = field(default=False, metadata={"help": "Retrain even if an identical checkpoint exists."})
+    fp32_residual: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the residual stream in float32 under bf16 autocast. Off (Megatron's default): the "
+            "embedding output is cast to bf16, so residual adds and norm inputs run in bf16 while weights and "
+            "optimizer state stay float32 (the 1B hybrid: 32% -> 40% MFU on an H200, same loss)."
+        },
+    )
 
 
 def model_init_kwargs(training_args, model_args) -> dict[str, Any]:
@@ -145,6 +153,28 @@ def packing_leak(model, atol: float | None = None) -> str | None:
     finally:
         model.train(was_training)
     return None
+
+
+def prepare_trainer(trainer, script_args) -> None:
+    """What every training stage does to a built trainer before training: refuse leaky packing, and give the
+    decoder a bf16 residual stream under bf16 autocast unless `fp32_residual`."""
+    refuse_leaky_packing(trainer)
+    if not script_args.fp32_residual:
+        embeddings = trainer.accelerator.unwrap_model(trainer.model).get_input_embeddings()
+        embeddings.register_forward_hook(residual_in_autocast_dtype)
+
+
+def residual_in_autocast_dtype(module, args, output):
+    """Forward hook on the input embeddings. With float32 master weights the embedding's output is float32, and
+    autocast leaves adds and norms alone: every residual add, norm and cast in the decoder then moves float32
+    (a third of the hybrid's GPU time on an H200). Under autocast the stream starts in the autocast dtype instead;
+    outside autocast (float32 training, bf16 weights) nothing changes."""
+    import torch
+
+    kind = output.device.type
+    if output.is_floating_point() and torch.is_autocast_enabled(kind):
+        return output.to(torch.get_autocast_dtype(kind))
+    return output
 
 
 def refuse_leaky_packing(trainer) -> None:

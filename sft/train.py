@@ -31,7 +31,7 @@ from sft.common import (
     last_checkpoint,
     model_init_kwargs,
     peft_config,
-    refuse_leaky_packing,
+    prepare_trainer,
     save_checkpoint,
 )
 from sft.mixture import MixtureSource
@@ -95,7 +95,7 @@ def build_trainer(
         peft_config=peft_config(model_args, training_args.trust_remote_code),
         callbacks=[MetricsFile(Path(output_dir) / "metrics.jsonl")],
     )
-    refuse_leaky_packing(trainer)
+    prepare_trainer(trainer, script_args)
     return trainer
 
 

@@ -262,7 +262,7 @@ def bench_synth(a) -> None:
     write_shard = synth.write_shard
 
     def timed_write(folder, rows, *args):
-        marks.append((time.time(), folder.name, len(rows)))
+        marks.append((time.time(), str(folder).rstrip("/").rsplit("/", 1)[-1], len(rows)))  # a path or URL
         return write_shard(folder, rows, *args)
 
     synth.write_shard = timed_write

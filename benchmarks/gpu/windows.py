@@ -7,8 +7,10 @@ step's time is the weights (fixed) plus each sequence's KV at its context (linea
 1. one engine at `--max_model_len` (room for the longest workload); vLLM's own "maximum concurrency" figure for
    that length, read from its log, sets how many sequences run at once (`--requests 0`), so each model runs at the
    concurrency its memory allows, not a shared cap;
-2. for each context in `--contexts`, that many requests of that prompt length are added to the engine, and after
-   the last prefill the next `--steps` decode steps are timed one by one (`LLMEngine.step`);
+2. for each context in `--contexts`, that many requests of that prompt length are added to the engine, each free to
+   decode until `--max_model_len` (chunked prefill lets early requests decode while later ones still prefill); the
+   window opens when the last prefill is done, its `--steps` decode steps are timed one by one (`LLMEngine.step`) at
+   the mean context measured then, and the remaining requests are aborted;
 3. each workload in `--workloads` (PROMPTxGEN) is projected from those measurements: its measured prefill plus
    GEN decode steps at the step time interpolated linearly over the contexts the wave passes through.
 
@@ -63,50 +65,67 @@ def max_concurrency(log_path) -> float | None:
     return float(found[-1][1]) if found else None
 
 
-def decode_window(llm, prompts: list, steps: int, tag: str) -> dict:
-    """Add every prompt at once, step the engine until each has its first token (prefill), then time `steps` more
-    steps. Tokens per step show whether every sequence stayed resident (no preemption)."""
+def decode_window(llm, prompts: list, steps: int, tag: str, room: int) -> dict:
+    """Add every prompt at once, each allowed `room` new tokens, and step the engine until each has its first token
+    (prefill); then time the next `steps` steps and abort the rest. Early requests decode while later ones prefill, so
+    `mean_context` is the mean context when the window opens. Tokens per step show whether every sequence stayed
+    resident (no preemption); `finished_early` counts requests that ran out of room before the window ended."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     engine = llm.llm_engine
     sp = SamplingParams(
         temperature=1.0,
-        max_tokens=steps + 2,
+        max_tokens=room,
         ignore_eos=True,
         detokenize=False,
         output_kind=RequestOutputKind.DELTA,
     )
-    for i, p in enumerate(prompts):
-        engine.add_request(f"{tag}-{i}", p, sp)
+    ids = [f"{tag}-{i}" for i in range(len(prompts))]
+    prompt_len = {r: len(p["prompt_token_ids"]) for r, p in zip(ids, prompts, strict=True)}
+    for r, p in zip(ids, prompts, strict=True):
+        engine.add_request(r, p, sp)
+    generated = dict.fromkeys(ids, 0)
+    finished: set[str] = set()
     t0 = time.perf_counter()
-    started: set[str] = set()
-    prefill_s = None
+    prefill_s = mean_context = None
     step_s, per_step = [], []
     last = t0
-    while engine.has_unfinished_requests():
+    while engine.has_unfinished_requests() and len(step_s) < steps:
         outs = engine.step()
         now = time.perf_counter()
+        tokens = 0
+        for o in outs:
+            if o.outputs:
+                tokens += len(o.outputs[0].token_ids)
+                generated[o.request_id] += len(o.outputs[0].token_ids)
+            if o.finished:
+                finished.add(o.request_id)
         if prefill_s is None:
-            started.update(o.request_id for o in outs if o.outputs and o.outputs[0].token_ids)
-            if len(started) == len(prompts):
+            if all(generated.values()):
                 prefill_s, last = now - t0, now
+                mean_context = statistics.fmean(prompt_len[r] + generated[r] for r in ids)
             continue
-        tokens = sum(len(o.outputs[0].token_ids) for o in outs if o.outputs)
-        if tokens and len(step_s) < steps:
-            step_s.append(now - last)
-            per_step.append(tokens)
+        step_s.append(now - last)
+        per_step.append(tokens)
         last = now
+    unfinished = [r for r in ids if r not in finished]
+    if unfinished:
+        engine.abort_request(unfinished)
+    while engine.has_unfinished_requests():
+        engine.step()
     mean = statistics.fmean(step_s) if step_s else float("nan")
     return {
         "requests": len(prompts),
         "prefill_s": prefill_s,
+        "mean_context": mean_context,
         "steps": len(step_s),
         "step_s_mean": mean,
         "step_s_median": statistics.median(step_s) if step_s else None,
         "tokens_per_step_min": min(per_step, default=0),
         "tokens_per_step_max": max(per_step, default=0),
         "decode_tokens_per_s": sum(per_step) / sum(step_s) if step_s else None,
+        "finished_early": len(finished),
     }
 
 
@@ -126,7 +145,7 @@ def project(windows: dict[int, dict], steps: int, prompt: int, gen: int, n: int)
     `gen` steps at the interpolated step time (mean over the wave's contexts, 64 points)."""
     if prompt not in windows:
         return None
-    points = [(ctx + steps / 2, w["step_s_mean"]) for ctx, w in windows.items() if w["steps"]]
+    points = [(w["mean_context"] + steps / 2, w["step_s_mean"]) for w in windows.values() if w["steps"]]
     contexts = [prompt + gen * (i + 0.5) / 64 for i in range(64)]
     decode_s = gen * statistics.fmean(interpolate(points, c) for c in contexts)
     seconds = windows[prompt]["prefill_s"] + decode_s
@@ -139,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_model_len", type=int, default=24832, help="room for the longest workload (8k + 16k)")
     p.add_argument("--requests", type=int, default=0, help="sequences at once; 0: vLLM's concurrency at max_model_len")
     p.add_argument("--max_num_seqs", type=int, default=1024)
-    p.add_argument("--contexts", default="1024,8192,16384,24320", help="prompt lengths of the decode windows")
+    p.add_argument("--contexts", default="1024,8192,16384,22528", help="prompt lengths of the decode windows")
     p.add_argument("--steps", type=int, default=128, help="decode steps timed per window")
     p.add_argument("--workloads", default="1024x8192,1024x16384,8192x8192,8192x16384", help="PROMPTxGEN projected")
     p.add_argument("--engine", default="", help="extra engine kwargs as JSON")
@@ -166,16 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     llm = LLM(**kwargs)
     result["engine_start_s"] = time.perf_counter() - t0
-    room = max_concurrency(log_path)
-    n = a.requests or min(int(room or 256), a.max_num_seqs)
-    result |= {"vllm_max_concurrency": room, "requests": n}
+    concurrency = max_concurrency(log_path)
+    n = a.requests or min(int(concurrency or 256), a.max_num_seqs)
+    result |= {"vllm_max_concurrency": concurrency, "requests": n}
     save(label, result | {"status": "started"})
-    decode_window(llm, random_prompts(8, 64, cfg["vocab_size"], 1), 16, "warmup")
+    decode_window(llm, random_prompts(8, 64, cfg["vocab_size"], 1), 16, "warmup", room=64)
     for ctx in map(int, a.contexts.split(",")):
-        if ctx + a.steps + 2 > a.max_model_len:
+        room = a.max_model_len - ctx - 1
+        if room < a.steps + 256:
             continue
         prompts = random_prompts(n, ctx, cfg["vocab_size"], ctx)
-        result["windows"][ctx] = decode_window(llm, prompts, a.steps, f"w{ctx}")
+        result["windows"][ctx] = decode_window(llm, prompts, a.steps, f"w{ctx}", room)
         save(label, result | {"status": "running"})
     env = load("env") or {}
     params = (load("build") or {}).get(a.model, {}).get("params", 0)

@@ -314,3 +314,22 @@ def test_a_broken_dataset_row_is_an_error_naming_file_and_line(tmp_path):
     )
     with pytest.raises(ConfigError, match=f"{path}:2: a lone surrogate"):
         load_split(str(path))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fp32_residual", [False, True])
+def test_residual_stream_is_bf16_under_autocast_unless_fp32_residual(tiny_base, tmp_path, fp32_residual):
+    data = write_jsonl(tmp_path / "sft.jsonl", conversations(8))
+    argv = sft_argv(tiny_base, data, tmp_path / "out", max_steps=1, fp32_residual=fp32_residual)
+    script_args, training_args, model_args = train.parse_args(argv)
+    model = train.build_trainer(script_args, training_args, model_args, tmp_path / "out").model
+    seen = []
+    model.model.layers[0].register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].dtype), with_kwargs=True)
+    ids = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    model(input_ids=ids)  # outside autocast the stream stays float32 either way
+    assert seen == [torch.float32 if fp32_residual else torch.bfloat16, torch.float32]
+    grad = model.get_input_embeddings().weight.grad
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0  # float32 master weights still learn through it
