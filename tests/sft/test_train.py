@@ -324,7 +324,7 @@ def test_residual_stream_is_bf16_under_autocast_unless_fp32_residual(tiny_base, 
     script_args, training_args, model_args = train.parse_args(argv)
     model = train.build_trainer(script_args, training_args, model_args, tmp_path / "out").model
     seen = []
-    model.model.layers[0].register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].dtype), with_kwargs=True)
+    model.model.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
     ids = torch.randint(0, model.config.vocab_size, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(input_ids=ids, labels=ids).loss
