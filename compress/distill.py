@@ -34,6 +34,7 @@ from sft.common import (
     checkpoint_writing,
     last_checkpoint,
     model_init_kwargs,
+    prepare_trainer,
     save_checkpoint,
 )
 
@@ -149,6 +150,7 @@ def build_trainer(script_args, distill_args, training_args: GKDConfig, model_arg
         callbacks=[MetricsFile(Path(output_dir) / "metrics.jsonl")],
     )
     trainer.top_k = distill_args.distill_top_k
+    prepare_trainer(trainer, script_args)
     return trainer, held_out
 
 
