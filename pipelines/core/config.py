@@ -184,7 +184,34 @@ def parse(*dataclass_types: type, argv: Sequence[str] | None = None) -> Any:
         out = parser.parse_args_and_config(args)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    for obj in out:
+        flag_nulls(obj, args)
     return out[0] if len(out) == 1 else tuple(out)
+
+
+NULLS = frozenset({"null", "none", "~"})
+
+
+def flag_nulls(obj: Any, args: Sequence[str]) -> None:
+    """`--field null` (or None, ~) on the command line means None for a field that takes None, as `field: null`
+    does in YAML; argparse would pass the word on as a string (`--language null` filtering for language "null")."""
+    given = {}
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg[2:].split("=", 1)
+            given[name] = value
+        elif arg.startswith("--") and i + 1 < len(args):
+            given[arg[2:]] = args[i + 1]
+    try:
+        hints = typing.get_type_hints(type(obj))
+    except Exception:  # a library dataclass whose annotations do not resolve here
+        hints = {}
+    for f in dataclasses.fields(obj):
+        value = given.get(f.name)
+        if value is None or value.lower() not in NULLS or getattr(obj, f.name) != value:
+            continue
+        if f.name in hints and _matches(None, hints[f.name]):
+            setattr(obj, f.name, None)
 
 
 def check_pinned(model: str | None, revision: str | None, trust_remote_code: bool) -> None:

@@ -37,6 +37,19 @@ def test_yaml_then_flags_override(tmp_path):
     assert (out.name, out.steps, out.paths) == ("b", 7, ["x", "y"])
 
 
+@dataclass
+class Nullable:
+    language: str | None = field(default="en", metadata={"help": "a language, or null for all"})
+    name: str = field(default="a", metadata={"help": "a name"})
+
+
+@pytest.mark.timeout(60)
+def test_null_on_the_command_line_is_none_where_the_field_takes_none():
+    assert parse(Nullable, argv=["--language", "null", "--name", "null"]) == Nullable(language=None, name="null")
+    assert parse(Nullable, argv=["--language=None"]).language is None
+    assert parse(Nullable, argv=["--language", "nullish"]).language == "nullish"
+
+
 def test_unknown_yaml_key_names_key_and_file(tmp_path):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("name: b\nstesp: 3\n")
