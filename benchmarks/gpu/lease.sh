@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -138,6 +138,19 @@ window-hybrid | window-hybrid-bf16 | window-dense) # 1k and 8k in x 8k and 16k o
   [[ $m == hybrid ]] && eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
   [[ $plan == *-bf16 ]] && eng='{"mamba_ssm_cache_dtype": "auto", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
   step $plan 540 python3 -m benchmarks.gpu.windows --model $m --label $plan --engine "$eng"
+  ;;
+window-hybrid-autotune) # the hybrid's decode step is ~2x its roofline at 519 sequences: Mamba kernels autotuned
+  models
+  eng='{"mamba_ssm_cache_dtype": "float32", "compilation_config": {"max_cudagraph_capture_size": 1024}}'
+  VLLM_TRITON_FORCE_FIRST_CONFIG=0 step $plan 540 python3 -m benchmarks.gpu.windows --model hybrid --label $plan \
+    --contexts 1024,8192 --engine "$eng"
+  ;;
+synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 1,024 prompts x 4 samples x up to 1,536
+  # tokens (~6M generated), raw vLLM then the stage on the same rows, one call per model (~4 + 5 minutes)
+  models
+  m=${plan#synth-big-}
+  step synth_raw-$m 250 $G synth_raw --model $m --prompts 1024 --samples 4 --max_new 1536 --label synth_raw-big-$m
+  step synth-$m 300 $G synth --model $m --prompts 1024 --samples 4 --max_new 1536 --batch_size 64 --label synth-big-$m
   ;;
 synth)
   models
