@@ -10,7 +10,9 @@ new ids, as three documents artifacts (web, math, wiki; 8 Parquet files each), a
     tokenize, plan, route, shuffle, write Parquet shards + Megatron .bin/.idx (Ray already running);
   - datatrove: `ParquetReader -> MegatronDocumentTokenizer` on the same files with `LocalPipelineExecutor`
     (tokenize and write .bin/.idx per task; no sampling, shuffle or Parquet output);
-The token totals must agree (checked). Sampling alone (no text): our token-exact planner + shuffle vs
+The token totals must agree (checked). Peak memory per worker: the largest resident set of any worker process
+(Ray's workers for mix, datatrove's pool processes) while it runs, sampled every 0.1 s, and mix's driver.
+Sampling alone (no text): our token-exact planner + shuffle vs
 `datasets.interleave_datasets` (probabilities per document, set from the token weights and mean lengths), on
 `--sampling_docs` synthetic documents; the table gives the worst token-share error of each.
 Results: benchmarks/results/mix.md.
@@ -24,7 +26,9 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # one tokenizer thread per process, in every process
@@ -68,6 +72,38 @@ def write_artifacts(root: Path, texts: dict[str, list[str]], copies: int, files:
         (root / name / "manifest.json").write_text(json.dumps({"status": "complete", "hash": name}))
         out[name] = root / name
     return out
+
+
+@contextmanager
+def peak_rss(peaks: dict):
+    """Fills `peaks` with the peak RSS (bytes) of this process ("driver") and of the largest worker process in its
+    tree ("worker": a Ray worker, or a process started inside the block that is not Ray's), sampled every 0.1 s."""
+    import psutil
+
+    me, done = psutil.Process(), threading.Event()
+    before = {p.pid for p in me.children(recursive=True)}
+    peaks |= {"driver": 0, "worker": 0}
+
+    def sample():
+        while not done.is_set():
+            peaks["driver"] = max(peaks["driver"], me.memory_info().rss)
+            for p in me.children(recursive=True):
+                try:
+                    line = " ".join(p.cmdline())
+                    ray_worker = "default_worker.py" in line or p.name().startswith("ray::")
+                    if ray_worker or (p.pid not in before and "/ray/" not in line):
+                        peaks["worker"] = max(peaks["worker"], p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            done.wait(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peaks
+    finally:
+        done.set()
+        thread.join()
 
 
 def run_nanoforge(root: Path, artifacts: dict[str, Path], tokenizer: Path, sizes: dict[str, int]) -> tuple[float, int]:
@@ -192,10 +228,12 @@ def main() -> int:
         tokenizer = root / "tokenizer"
         train_tokenizer([t for docs in texts.values() for t in docs], 8192).save_pretrained(tokenizer)
         init_ray(num_cpus=args.cores)
-        dt_s, nf_s, nf_passes = [], [], []
+        dt_runs, nf_runs = [], []
         for _ in range(args.repeat):  # alternate the two, keep each one's best: the machine is shared
-            seconds, dt_tokens = run_datatrove(root, artifacts, tokenizer, args.cores)
-            dt_s.append(seconds)
+            load = os.getloadavg()[0]
+            with peak_rss({}) as dt_peak:
+                seconds, dt_tokens = run_datatrove(root, artifacts, tokenizer, args.cores)
+            dt_runs.append({"s": seconds, "load": load, **dt_peak})
             # exact token counts per source, from datatrove's files, so mix takes every document once
             per_source = {
                 name: sum(
@@ -205,12 +243,13 @@ def main() -> int:
                 )
                 for name in artifacts
             }
-            seconds, nf_tokens, passes = run_nanoforge(root, artifacts, tokenizer, per_source)
+            load = os.getloadavg()[0]
+            with peak_rss({}) as nf_peak:
+                seconds, nf_tokens, passes = run_nanoforge(root, artifacts, tokenizer, per_source)
             assert nf_tokens == dt_tokens, f"token totals differ: mix {nf_tokens} vs datatrove {dt_tokens}"
-            nf_s.append(seconds)
-            nf_passes.append(passes)
-        dt_s, nf_s = min(dt_s), min(nf_s)
-        passes = min(nf_passes, key=lambda p: sum(p.values()))
+            nf_runs.append({"s": seconds, "load": load, "passes": passes, **nf_peak})
+        dt, nf = min(dt_runs, key=lambda r: r["s"]), min(nf_runs, key=lambda r: r["s"])
+        dt_s, nf_s, passes = dt["s"], nf["s"], nf["passes"]
         docs = sum(len(v) for v in texts.values()) * args.copies
         mb = sum(len(t.encode()) for v in texts.values() for t in v) * args.copies / 1e6
     sample_rows = sampling(args.sampling_docs)
@@ -219,6 +258,11 @@ def main() -> int:
         f"python -m benchmarks.mix --copies {args.copies} --cores {args.cores} --repeat {args.repeat} "
         f"--sampling_docs {args.sampling_docs}"
     )
+    runs = "; ".join(
+        f"run {i + 1}: datatrove {d['s']:.1f} s, mix {n['s']:.1f} s ({d['s'] / n['s']:.2f}x; load average "
+        f"{d['load']:.1f} / {n['load']:.1f})"
+        for i, (d, n) in enumerate(zip(dt_runs, nf_runs, strict=True))
+    )
     lines = [
         "## mix: blend + tokenize throughput (CPU)",
         "",
@@ -226,19 +270,21 @@ def main() -> int:
         f"{args.cores} processes with one tokenizer thread each; {dt_tokens:,} tokens (EOS included) in both. "
         f"Best of {args.repeat} alternating runs each, on a shared, loaded 2-core machine: compare ratios.",
         "",
-        "| method | does | wall s | tokens/s/core | vs datatrove |",
-        "|---|---|---:|---:|---:|",
+        "| method | does | wall s | tokens/s/core | vs datatrove | peak RSS per worker |",
+        "|---|---|---:|---:|---:|---:|",
         f"| datatrove `ParquetReader -> MegatronDocumentTokenizer` | tokenize, write .bin/.idx | {dt_s:.1f} "
-        f"| {dt_tokens / dt_s / args.cores:,.0f} | 1.00x |",
+        f"| {dt_tokens / dt_s / args.cores:,.0f} | 1.00x | {dt['worker'] / 1e6:,.0f} MB |",
         "| `nanoforge mix` (Ray running) | tokenize, plan, route, shuffle, write Parquet + .bin/.idx | "
-        f"{nf_s:.1f} | {nf_tokens / nf_s / args.cores:,.0f} | {dt_s / nf_s:.2f}x |",
+        f"{nf_s:.1f} | {nf_tokens / nf_s / args.cores:,.0f} | {dt_s / nf_s:.2f}x | {nf['worker'] / 1e6:,.0f} MB "
+        f"(driver {nf['driver'] / 1e6:,.0f} MB) |",
         "| of which pass 1 (`prepare`) | read, tokenize, write Parquet with token ids | "
         f"{passes['prepare']:.1f} | {nf_tokens / passes['prepare'] / args.cores:,.0f} | "
-        f"{dt_s / passes['prepare']:.2f}x |",
+        f"{dt_s / passes['prepare']:.2f}x | |",
         "",
         "mix passes (s): " + ", ".join(f"{k} {v:.1f}" for k, v in passes.items()) + ". A blend reads its sources "
         "twice (tokenize and count, then route the picks) and rewrites them once more in shuffled order; datatrove "
-        "tokenizes in input order and does not sample, shuffle or write the Parquet shards.",
+        "tokenizes in input order and does not sample, shuffle or write the Parquet shards. Each run (the first "
+        f"starts Ray's workers): {runs}.",
         "",
         f"Sampling alone ({sample_rows[0]['docs']:,} of {args.sampling_docs:,} synthetic documents, 3 sources with "
         "very different lengths, target token shares 50/30/20%):",

@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.blending.ops import default_eos, load_tokenizer, prepare_files, route_batch, write_bucket
+from pipelines.blending.ops import default_eos, load_tokenizer, prepare_file, route_file, write_bucket
 from pipelines.blending.plan import Phase, ShortfallError, plan_cuts, token_dtype, write_report
 from pipelines.blending.search import resolve_on_workers, totals
 from pipelines.core import storage
@@ -158,21 +158,29 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
 
 
 def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -> None:
-    """Pass 1: every source's documents (its bucket subset), with a hash key and token counts (and ids)."""
+    """Pass 1: every source's documents (its bucket subset), with a hash key and token counts (and ids): a Ray task
+    per input file, of every source at once (a union of per-source passes ran the sources one after the other)."""
     import ray
 
-    files = [
-        {"file": f, "source": i}
-        for i, s in enumerate(sources)
-        for f in storage.glob(storage.join(s["path"], "documents", "*.parquet"))
-    ]
-    for i, s in enumerate(sources):
-        if not any(f["source"] == i for f in files):
+    files = [(f, s) for s in sources for f in storage.glob(storage.join(s["path"], "documents", "*.parquet"))]
+    for s in sources:
+        if not any(mine is s for _, mine in files):
             raise ConfigError(f"source {s['name']}: no Parquet files in {storage.join(s['path'], 'documents')}")
-    kwargs = {"sources": [{"name": s["name"], "buckets": s["buckets"]} for s in sources], "batch_size": cfg.batch_size}
-    kwargs |= {"text_column": cfg.text_column, "tokenizer": cfg.tokenizer, "eos_id": eos_id}
-    ds = ray.data.from_items(files, override_num_blocks=len(files))  # a task per file, all sources at once
-    ds.map_batches(prepare_files, fn_kwargs=kwargs, batch_size=1).write_parquet(out)
+    kwargs = {"batch_size": cfg.batch_size, "text_column": cfg.text_column, "tokenizer": cfg.tokenizer}
+    task = ray.remote(prepare_file)
+    storage.makedirs(out)
+    ray.get(
+        [
+            task.remote(
+                f,
+                storage.join(out, f"part-{i:05d}.parquet"),
+                {"name": s["name"], "buckets": s["buckets"]},
+                eos_id=eos_id,
+                **kwargs,
+            )
+            for i, (f, s) in enumerate(files)
+        ]
+    )
 
 
 def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str) -> tuple[dict, dict, dict]:
@@ -196,29 +204,25 @@ def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str
     return route_plan, stats, log
 
 
-def route(cfg: MixConfig, prepared: str, staged: str, route_plan: dict) -> None:
-    """Pass 2: every prepared document, once per pick, into staged/phase=P/bucket=B/ with its shuffle key."""
+def route(prepared: str, staged: str, route_plan: dict) -> None:
+    """Pass 2: every prepared document, once per pick, into staged/phase=P/bucket=B/ with its shuffle key: a Ray
+    task per prepared file."""
     import ray
 
-    if not storage.glob(storage.join(prepared, "*.parquet")):  # no documents: nothing to route
-        return
-    routed = ray.data.read_parquet(prepared).map_batches(
-        route_batch, fn_kwargs=route_plan, batch_size=cfg.batch_size, batch_format="pyarrow"
-    )
-    routed.write_parquet(staged, partition_cols=["phase", "bucket"])
+    task = ray.remote(route_file)
+    ray.get([task.remote(f, staged, **route_plan) for f in storage.glob(storage.join(prepared, "*.parquet"))])
 
 
-def write_shards(cfg: MixConfig, phases: list[Phase], route_plan: dict, staged: str, out: str, tokenizer) -> list:
-    """Pass 3: one task per (phase, bucket) writes its files in shuffled order; returns what each wrote."""
+def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokenizer) -> list:
+    """Pass 3: a Ray task per (phase, bucket) writes its files in shuffled order; returns what each wrote."""
     import ray
 
-    buckets = [{"phase": p, "bucket": b} for p, n in enumerate(route_plan["buckets"]) for b in range(n)]
-    if not buckets:
-        return []
     kwargs = {"staged": str(staged), "out": str(out), "phases": route_plan["phases"]}
     kwargs |= {"docs_per_shard": cfg.docs_per_shard, "token_format": cfg.token_format if tokenizer else None}
     kwargs["dtype"] = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
-    return ray.data.from_items(buckets).flat_map(write_bucket, fn_kwargs=kwargs).take_all()
+    task = ray.remote(write_bucket)
+    buckets = [{"phase": p, "bucket": b} for p, n in enumerate(route_plan["buckets"]) for b in range(n)]
+    return [w for written in ray.get([task.remote(b, **kwargs) for b in buckets]) for w in written]
 
 
 def blend_json(cfg: MixConfig, sources: list[dict], phases: list[Phase], stats: dict, written: list, eos) -> dict:
@@ -270,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         clock.append(("plan", time.perf_counter()))
         if not storage.exists(storage.join(work, "staged.done")):
             storage.remove(staged)
-            route(cfg, prepared, staged, route_plan)
+            route(prepared, staged, route_plan)
             storage.makedirs(staged)
             storage.write_text("", storage.join(work, "staged.done"))
         clock.append(("route", time.perf_counter()))
-        written = write_shards(cfg, phases, route_plan, staged, tmp, tokenizer)
+        written = write_shards(cfg, route_plan, staged, tmp, tokenizer)
         clock.append(("shards", time.perf_counter()))
         storage.remove(work)
         art.extra["plan_search"] = {"passes": search_log["rounds"], "max_rows_to_driver": search_log["max_rows"]}

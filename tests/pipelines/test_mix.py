@@ -325,3 +325,61 @@ def test_a_document_id_twice_in_a_source_is_an_error(tmp_path):
     pq.write_table(pa.Table.from_pylist([row, row | {"text": "other"}]), folder / "x.parquet")
     with pytest.raises(ConfigError, match="source web: document id a appears twice"):
         write_bucket({"phase": 0, "bucket": 0}, str(tmp_path / "staged"), str(tmp_path / "out"), ["p"], 10, None, "")
+
+
+# --- the passes as Ray tasks write what the Ray Data passes wrote --------------------------------------------------
+
+
+def ray_data_blend(config: Path, out: Path) -> None:
+    """The shards as mix wrote them with Ray Data passes (before issue 18): map_batches + write_parquet to prepare,
+    a partitioned write_parquet to route, flat_map over buckets to write, on the same operators and plan."""
+    import ray
+
+    from pipelines.blending import ops
+    from pipelines.blending.plan import token_dtype
+
+    cfg = mix.parse_args(["--config", str(config)])
+    sources, phases = mix.check(cfg)
+    tok = ops.load_tokenizer(cfg.tokenizer)
+    eos_id = tok.token_to_id(cfg.eos_token)
+
+    def prepare_files(batch: dict):
+        for path, index in zip(batch["file"], batch["source"], strict=True):
+            s = sources[int(index)]
+            for records in pq.ParquetFile(path).iter_batches(batch_size=cfg.batch_size):
+                yield ops.prepare_batch(
+                    pa.Table.from_batches([records]), s["name"], s["buckets"], "text", cfg.tokenizer, eos_id
+                )
+
+    files = [
+        {"file": str(f), "source": i}
+        for i, s in enumerate(sources)
+        for f in sorted(Path(s["path"]).rglob("*.parquet"))
+    ]
+    prepared, staged = str(out / "prepared"), str(out / "staged")
+    ray.data.from_items(files, override_num_blocks=len(files)).map_batches(prepare_files, batch_size=1).write_parquet(
+        prepared
+    )
+    route_plan, _, _ = mix.plan(cfg, sources, phases, prepared)
+    ray.data.read_parquet(prepared).map_batches(
+        ops.route_batch, fn_kwargs=route_plan, batch_size=cfg.batch_size, batch_format="pyarrow"
+    ).write_parquet(staged, partition_cols=["phase", "bucket"])
+    buckets = [{"phase": p, "bucket": b} for p, n in enumerate(route_plan["buckets"]) for b in range(n)]
+    kwargs = {"staged": staged, "out": str(out), "phases": route_plan["phases"], "docs_per_shard": cfg.docs_per_shard}
+    kwargs |= {"token_format": cfg.token_format, "dtype": token_dtype(tok.get_vocab_size()).__name__}
+    ray.data.from_items(buckets).flat_map(ops.write_bucket, fn_kwargs=kwargs).take_all()
+
+
+def test_mix_tasks_write_the_shards_the_ray_data_passes_wrote(ray_local, tmp_path, corpora, tiny_base):
+    """Real text, two phases, bucket subsets and a second epoch: every shard (Parquet and .bin/.idx) is the same bytes
+    as the Ray Data passes wrote, so the blend for a seed and its tokens did not change with the task passes."""
+    config = mix_yaml(tmp_path / "mix.yaml", corpora, tiny_base)
+    assert mix.main(["--config", str(config), "--output_dir", str(tmp_path / "tasks")]) == 0
+    ray_data_blend(config, tmp_path / "ray_data")
+
+    def shards(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("phase*/*")) if p.is_file()}
+
+    ours, theirs = shards(tmp_path / "tasks"), shards(tmp_path / "ray_data")
+    assert len(ours) > 6 and {k for k in ours if k.endswith(".bin")}  # Parquet + .bin/.idx, both phases
+    assert ours == theirs
