@@ -14,17 +14,18 @@ a cap on how many epochs any source may be repeated. This stage builds such a bl
 `nanoforge quality`), and may set its own `max_epochs`. A phase is `{name, fraction, weights: {source: w}}`; the
 fractions of `total_tokens` sum to 1 and weights are by tokens. The plan is in pipelines/blending/plan.py.
 
-Three Ray Data passes, resumable from `.work/` in the partial directory, and a plan between them:
-  1. prepare: read each source's subset, tokenize (`tokenizers`, batch encode, EOS appended; without a
-     tokenizer, tokens are estimated as UTF-8 bytes / 4), write `.work/prepared/`;
+Three passes of plain Ray tasks (Ray Data's per-pass machinery cost ~4x the tokenizing here: benchmarks/mix.py),
+resumable from `.work/` in the partial directory, and a plan between them:
+  1. prepare: a task per input file reads its source's subset, tokenizes (`tokenizers`, batch encode, EOS
+     appended; without a tokenizer, tokens are estimated as UTF-8 bytes / 4), writes `.work/prepared/`;
   plan: the driver never sees the documents. Workers sum each source's documents and tokens; the driver turns
      them into cuts of each source's hash-ordered stream (pipelines/blending/plan.py) and finds each cut by
      asking workers for token histograms of a narrowing range of that order until the range holds at most
      GATHER_DOCS documents, read whole (pipelines/blending/search.py): a few passes over (source, key, tokens),
      rows on the driver bounded by the number of cuts (sources x phases), not by the corpus;
-  2. route: every prepared document, once per pick (decided from the cuts by the document alone), into
-     `.work/staged/phase=P/bucket=B/` with its shuffle key (a hash); a phase has ~docs_per_shard x 7/8 picks a
-     bucket;
+  2. route: a task per prepared file writes every document, once per pick (decided from the cuts by the document
+     alone), into `.work/staged/phase=P/bucket=B/` with its shuffle key (a hash); a phase has ~docs_per_shard x 7/8
+     picks a bucket;
   3. shards: one task per bucket sorts its rows by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and
      `.bin/.idx`), split in equal files where it holds more than docs_per_shard, so the output is
      byte-identical for a seed however the work was split.
