@@ -22,18 +22,33 @@ piece p of every block), not Ray Data `groupby`: a Ray Data hash shuffle starts 
 every operation, which cost ~30 s per round on the loaded 2-core dev machine against ~0.05 s for tasks (the
 components need 2 shuffles per round). Both spill to disk through the object store the same way.
 
+The driver owns every piece's object ref, so one level costs B x P refs (B blocks; B = P in the components
+rounds): ~1.4e8 at 10 TB of Common Crawl (B ~ 1e4, P ~ 1.4e4), more than a driver holds. Above ONE_LEVEL_REFS
+(2.5e5: tests and the demo stay one level) a shuffle has two levels: level 1 splits each block into
+S = ceil(sqrt(P)) super-partitions (B x S refs); level 2 takes S blocks at a time and splits each of their
+super-partitions into its P / S partitions (ceil(B / S) x P refs). That is O(B x sqrt(P) + P) refs in all
+(`shuffle_refs`): at 10 TB ~2.4e6 for the buckets and ~3.3e6 per components shuffle (1.96e8 with one level), for
+~2B + P tasks instead of B + P. Both levels cut with a stable sort and keep block order, so reduce task p receives
+the same rows in the same order and the result is the same bit for bit.
+Memory per task stays as with one level: a reduce task holds one partition (rows / P), a map task one block (a
+signature block, or in the later shuffles one partition of the previous one: rows / P), a level-2 task S pieces of
+~1/S block each (rows are hashed evenly over the super-partitions), i.e. about one block.
+Every intermediate lives in the object store, owned by the driver: a driver that dies restarts the step from its
+signatures (curate reruns the global step; the chunks before it are reused).
+
 Cross-dataset dedup: `save_index(sigs, dropped, path)` stores one row per (bucket, survivor node) and the ids of
 the kept documents; `fuzzy_duplicates(..., index=path)` adds the indexed rows with nodes below every new node (new
 nodes are offset by 2**63), so a new document sharing a bucket with an indexed one joins a component whose
 smallest node is the indexed document: the new document is dropped, indexed documents are never reported.
 
-Length (~460 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
+Length (~530 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
 the same (bucket, node) rows, sharing curate's shuffle helpers; split, each piece would be read without the
 invariants stated above. The signatures live apart in minhash.py.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -92,14 +107,52 @@ def signature_table(docs, params: MinhashParams, with_shingles: bool = False):
 # ---------------------------------------------------------------------------------------------------------------
 # a shuffle made of Ray tasks: map tasks split blocks by key % P, reduce task p combines piece p of every block
 
+ONE_LEVEL_REFS = 250_000  # blocks x partitions up to which a shuffle splits every block into P pieces directly
 
-def _split(block, to_rows, partitions: int, kwargs: dict):
+
+def _two_level(blocks: int, partitions: int) -> tuple[int, int] | None:
+    """None for a one-level shuffle, else (width, supers): S = ceil(sqrt(P)) super-partitions of `width`
+    consecutive partitions (the last may be narrower), `supers` of them."""
+    if blocks * partitions <= ONE_LEVEL_REFS or partitions < 4:
+        return None
+    width = -(-partitions // (math.isqrt(partitions - 1) + 1))
+    return width, -(-partitions // width)
+
+
+def shuffle_refs(blocks: list[int], partitions: int) -> int:
+    """Object refs the driver creates in one shuffle of sources of `blocks` blocks each over `partitions`:
+    one level B*P + 2P; two levels B*S + sum(ceil(B_i / S)) * P + 2P, i.e. O(B*sqrt(P) + P)."""
+    levels = _two_level(sum(blocks), partitions)
+    if levels is None:
+        return sum(blocks) * partitions + 2 * partitions
+    supers = levels[1]
+    return sum(b * supers + -(-b // supers) * partitions for b in blocks) + 2 * partitions
+
+
+def _cut(cols: dict, piece: np.ndarray, n: int):
+    """Rows -> n pieces by piece index, each piece's rows in their input order (a stable sort)."""
+    order = np.argsort(piece, kind="stable")
+    bounds = np.searchsorted(piece[order], np.arange(n + 1, dtype=piece.dtype))
+    pieces = [{k: v[order[a:b]] for k, v in cols.items()} for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return pieces if n > 1 else pieces[0]
+
+
+def _split(block, to_rows, partitions: int, kwargs: dict, width: int = 1):
+    """Map: a block -> ceil(P / width) pieces, piece i the rows of partitions [i * width, (i + 1) * width).
+    width > 1 (level 1 of two) keeps each row's partition in a column `_part` for level 2."""
     cols, key = to_rows(block, **kwargs)
     part = key % np.uint64(partitions)
-    order = np.argsort(part, kind="stable")
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1, dtype=np.uint64))
-    pieces = [{k: v[order[a:b]] for k, v in cols.items()} for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return pieces if partitions > 1 else pieces[0]
+    if width > 1:
+        cols = {**cols, "_part": part.astype(np.uint32)}
+    return _cut(cols, part // np.uint64(width), -(-partitions // width))
+
+
+def _regroup(lo: int, n: int, *pieces):
+    """Level 2: one super-partition's level-1 pieces of a group of blocks, in block order -> n pieces, one per
+    partition lo .. lo + n - 1, rows in block order (so reduce task p gets the rows of one level, in its order)."""
+    cols = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+    part = cols.pop("_part")
+    return _cut(cols, part - np.uint32(lo), n)
 
 
 def _combine(reduce_fn, counts: list[int], kwargs: dict, *pieces):
@@ -114,19 +167,49 @@ def _combine(reduce_fn, counts: list[int], kwargs: dict, *pieces):
     return out, int(np.count_nonzero(changed))
 
 
-def _shuffle(sources: list[tuple[list, object, dict]], reduce_fn, partitions: int, **kwargs) -> tuple[list, int]:
-    """sources: (block refs, to_rows(block) -> (columns, uint64 key), kwargs). Returns (refs of P blocks, changed)."""
+def _listed(refs, n: int) -> list:
+    return refs if n > 1 else [refs]
+
+
+def _pieces(blocks: list, to_rows, rows_kwargs: dict, partitions: int, levels: tuple[int, int] | None) -> list:
+    """One source's blocks -> rows of P piece refs (row r, piece p: the rows of partition p), in block order.
+
+    One level: a row per block (B*P refs). Two levels: level 1 splits every block into S super-partitions
+    (B*S refs); level 2 takes S blocks at a time and splits each super-partition's pieces of them into its
+    partitions, a row per group (ceil(B/S) * P refs). A level-2 task holds ~one block (S pieces of ~1/S block)."""
     import ray
 
-    split = ray.remote(_split).options(num_returns=partitions)
+    if levels is None:
+        split = ray.remote(_split).options(num_returns=partitions)
+        return [_listed(split.remote(b, to_rows, partitions, rows_kwargs), partitions) for b in blocks]
+    width, supers = levels
+    split = ray.remote(_split).options(num_returns=supers)
+    level1 = [_listed(split.remote(b, to_rows, partitions, rows_kwargs, width), supers) for b in blocks]
+    regroup, rows = ray.remote(_regroup), []
+    for g in range(0, len(level1), supers):
+        row = []
+        for s in range(supers):
+            n = min(width, partitions - s * width)
+            refs = regroup.options(num_returns=n).remote(s * width, n, *[p[s] for p in level1[g : g + supers]])
+            row += _listed(refs, n)
+        rows.append(row)
+    return rows
+
+
+def _shuffle(sources: list[tuple[list, object, dict]], reduce_fn, partitions: int, **kwargs) -> tuple[list, int]:
+    """sources: (block refs, to_rows(block) -> (columns, uint64 key), kwargs). Returns (refs of P blocks, changed).
+
+    Reduce task p gets, per source, the rows of partition p in block order whatever the levels, so the result is
+    the same bit for bit; the driver creates `shuffle_refs` object refs (two levels above ONE_LEVEL_REFS)."""
+    import ray
+
+    levels = _two_level(sum(len(blocks) for blocks, _, _ in sources), partitions)
     combine = ray.remote(_combine).options(num_returns=2)
-    pieces, counts = [], []
-    for blocks, to_rows, rows_kwargs in sources:
-        split_refs = [split.remote(b, to_rows, partitions, rows_kwargs) for b in blocks]
-        pieces.append([refs if partitions > 1 else [refs] for refs in split_refs])
-        counts.append(len(blocks))
+    pieces = [_pieces(blocks, to_rows, rows_kwargs, partitions, levels) for blocks, to_rows, rows_kwargs in sources]
+    counts = [len(rows) for rows in pieces]
     outs = [
-        combine.remote(reduce_fn, counts, kwargs, *[s[p] for src in pieces for s in src]) for p in range(partitions)
+        combine.remote(reduce_fn, counts, kwargs, *[row[p] for rows in pieces for row in rows])
+        for p in range(partitions)
     ]
     return [o[0] for o in outs], sum(ray.get([o[1] for o in outs]))
 

@@ -206,6 +206,88 @@ def test_connected_components_match_union_find(ray_local):
     assert got == expected
 
 
+class _Counted:
+    """ray.remote(fn) that adds each task's num_returns (the object refs the driver creates) to `created`."""
+
+    def __init__(self, remote_fn, created: list[int], returns: int = 1):
+        self.remote_fn, self.created, self.returns = remote_fn, created, returns
+
+    def options(self, **options):
+        return _Counted(self.remote_fn.options(**options), self.created, options.get("num_returns", 1))
+
+    def remote(self, *args, **kwargs):
+        self.created.append(self.returns)
+        return self.remote_fn.remote(*args, **kwargs)
+
+
+def test_two_level_shuffle_bounds_the_driver_refs_and_gives_the_same_rows(ray_local, monkeypatch):
+    """20 document blocks + 4 moved blocks over 40 partitions: one level creates B*P + 2P = 1040 refs, two levels
+    (S = 7 super-partitions) 408, within 2*B*S + 4P; every reduce task gets the same rows in the same order
+    (`_survivor_of` keeps its input order). At 10 TB (B ~ 1e4, P ~ 1.4e4) two levels need < 2.5e6 refs, not 1.4e8."""
+    import ray
+
+    from pipelines.dedup import fuzzy
+
+    rng = np.random.default_rng(0)
+    nodes = rng.permutation(np.arange(6000, dtype=np.uint64)) | fuzzy.NEW
+    docs = [ray.put(pa.table({"node": n, "id": [f"d{x}" for x in n]})) for n in np.array_split(nodes, 20)]
+    indexed = rng.random(800) < 0.2  # documents dropped for an older index: left out
+    moved = [
+        ray.put(pa.table({"node": n, "cluster": n // np.uint64(3), "indexed": i}))
+        for n, i in zip(np.array_split(nodes[:800] & ~fuzzy.NEW, 4), np.array_split(indexed, 4), strict=True)
+    ]
+    sources = [(docs, fuzzy._keyed, {"key": "node", "cols": ("node", "id")}), (moved, fuzzy._moved_rows, {})]
+
+    created: list[int] = []
+    remote = ray.remote
+    monkeypatch.setattr(ray, "remote", lambda fn: _Counted(remote(fn), created))
+    one, _ = fuzzy._shuffle(sources, fuzzy._survivor_of, 40)
+    assert sum(created) == fuzzy.shuffle_refs([20, 4], 40) == 24 * 40 + 2 * 40
+    created.clear()
+    monkeypatch.setattr(fuzzy, "ONE_LEVEL_REFS", 0)
+    two, _ = fuzzy._shuffle(sources, fuzzy._survivor_of, 40)
+    assert sum(created) == fuzzy.shuffle_refs([20, 4], 40) == 408 <= 2 * 24 * 7 + 4 * 40
+    monkeypatch.undo()
+
+    for a, b in zip(ray.get(one), ray.get(two), strict=True):
+        assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+    assert sum(len(ray.get(r)["node"]) for r in two) == 6000 - indexed.sum()
+    assert fuzzy.shuffle_refs([10_000], 14_000) < 2.5e6  # one level: 1.4e8
+
+
+def test_two_level_shuffle_same_dedup_and_index(ray_local, planted, monkeypatch, tmp_path):
+    """Forced to two levels (10 partitions: 4 super-partitions of 3, 3, 3, 1; 7 blocks: groups of 4 and 3), fuzzy
+    dedup with and without the Jaccard check, save_index and dedup against the index give the same tables and
+    the same index files, byte for byte, as one level."""
+    from pipelines.dedup import fuzzy
+
+    texts, cluster_of, n_originals = planted
+    texts = texts[:150] + [t for t, c in zip(texts[n_originals:], cluster_of[n_originals:], strict=True) if c < 150]
+    params = parse_spec("fineweb")
+    new = texts[140:] + [texts[i] for i in range(0, 40, 3)]
+
+    def run(folder) -> list[pa.Table]:
+        sigs = signature_table(_dataset(texts, blocks=7), params)
+        dropped = fuzzy_duplicates(None, params, sigs=sigs, num_partitions=10).materialize()
+        save_index(sigs, dropped, tmp_path / folder, num_partitions=10)
+        ds = _dataset(new, blocks=7, ids=[f"new-{i}" for i in range(len(new))])
+        return [
+            _arrow(dropped),
+            _arrow(fuzzy_duplicates(_dataset(texts, blocks=7), params, jaccard=0.8, num_partitions=10)),
+            _arrow(fuzzy_duplicates(ds, params, index=tmp_path / folder, num_partitions=10)),
+        ]
+
+    one = run("one")
+    monkeypatch.setattr(fuzzy, "ONE_LEVEL_REFS", 0)
+    two = run("two")
+    assert all(a.equals(b) for a, b in zip(one, two, strict=True))
+    assert len(one[0]) > 20 and len(one[2]) >= 10  # near-duplicates and copies of indexed documents found
+    files = sorted(f.relative_to(tmp_path / "one") for f in (tmp_path / "one").rglob("*.parquet"))
+    assert len(files) == 20
+    assert files == sorted(f.relative_to(tmp_path / "two") for f in (tmp_path / "two").rglob("*.parquet"))
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
+
+
 def test_hashed_nodes_are_stable_and_below_2_63():
     nodes = hashed_nodes(["a", "b", "a", "ü"])
     assert nodes[0] == nodes[2] and nodes[0] != nodes[1] and (nodes < np.uint64(1 << 63)).all()
