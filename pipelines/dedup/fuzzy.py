@@ -416,7 +416,8 @@ def save_index(sigs, dropped, path: str | Path, num_partitions: int | None = Non
     import ray
 
     path = str(path)
-    parts = _partitions(0, num_partitions)
+    bands = sigs.schema().base_schema.field("keys").type.list_size
+    parts = _partitions(sigs.count() * bands, num_partitions)  # ~2M (bucket, node) rows a task, as in the dedup
     sigs, moved = sigs.to_arrow_refs(), dropped.to_arrow_refs()
     roots, _ = _shuffle(
         [(sigs, _keyed, {"key": "node", "cols": ("node", "id")}), (moved, _moved_rows, {})], _survivor_of, parts
