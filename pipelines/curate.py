@@ -229,11 +229,20 @@ def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
     )
 
 
-def exact_duplicates(chunk_files: list[str], cfg: CurateConfig):
-    """Global step: candidates grouped by text hash; all but the first in input order are `exact_duplicate`."""
+EXACT_DEDUP_IN_DRIVER = 1_000_000  # up to this many candidates, the driver groups the hashes (~200 MB at most)
+
+
+def exact_duplicates(chunk_files: list[str], cfg: CurateConfig, in_driver: int = EXACT_DEDUP_IN_DRIVER):
+    """Global step: candidates grouped by text hash; all but the first in input order are `exact_duplicate`.
+
+    Up to `in_driver` candidates the driver reads the hashes and returns the rejections as a table (a Ray groupby
+    costs seconds of start-up and a shuffle for what a dict does in a fraction of that); above, a Ray Data groupby
+    with ~1M hashes per partition. Same rejections either way (tests/pipelines/test_curate.py)."""
     import ray
     from ray.data.expressions import col
 
+    if chunks.count_candidates(chunk_files) <= in_driver:
+        return chunks.exact_duplicates_here(chunk_files)
     ds = ray.data.read_parquet(chunk_files).select_columns(["chunk", "row", "id", "hash", "status"])
     ds = ds.filter(expr=col("status") == "kept")
     partitions = max(1, min(64, chunks.count_candidates(chunk_files) // 1_000_000 + 1))  # ~1M hashes per partition

@@ -163,6 +163,28 @@ def mark_duplicates(group: pa.Table) -> pa.Table:
     )
 
 
+def exact_duplicates_here(chunk_files: list[str]) -> pa.Table:
+    """`mark_duplicates` over every candidate, in this process: the same rejections as the Ray groupby, without its
+    shuffle. The checkpoints are read in input order (sorted chunk ids, rows in order), so the first row seen with
+    a hash is the one the groupby would keep. Holds one dict entry per distinct hash (~200 bytes each)."""
+    first: dict[str, str] = {}
+    out: dict[str, list] = {"chunk": [], "row": [], "duplicate_of": []}
+    for f in chunk_files:
+        table = storage.read_table(f, columns=["chunk", "row", "id", "hash", "status"])
+        table = table.filter(pa.compute.equal(table["status"], "kept"))
+        columns = (table[c].to_pylist() for c in ("chunk", "row", "id", "hash"))
+        for chunk, row, doc_id, text_hash in zip(*columns, strict=True):
+            if text_hash not in first:
+                first[text_hash] = doc_id
+                continue
+            out["chunk"].append(chunk)
+            out["row"].append(row)
+            out["duplicate_of"].append(first[text_hash])
+    n = len(out["chunk"])
+    columns = {**out, "stage": ["exact_dedup"] * n, "reason": ["exact_duplicate"] * n}
+    return pa.table([columns[name] for name in REJECTION_COLUMNS.names], schema=REJECTION_COLUMNS)
+
+
 def with_shard(batch: pa.Table, shard_of: dict[str, int]) -> pa.Table:
     """Ray Data UDF: add the output shard of each rejection's chunk (`shard_of`: the plan, one entry per chunk)."""
     return batch.append_column("shard", pa.array([shard_of[c] for c in batch["chunk"].to_pylist()], pa.int32()))
@@ -170,7 +192,15 @@ def with_shard(batch: pa.Table, shard_of: dict[str, int]) -> pa.Table:
 
 def write_rejections(ds, target: str, shard_of: dict[str, int], num_shards: int) -> None:
     """A global step's rejections -> `target/shard=<k>/` with one file per output shard: hash-partitioned by shard
-    first, so the files grow with the output, never with Ray blocks x chunks."""
+    first, so the files grow with the output, never with Ray blocks x chunks. `ds`: a Ray Dataset, or a table of
+    `REJECTION_COLUMNS` that a step computed in the driver (written from here, one file per shard)."""
+    if isinstance(ds, pa.Table):
+        table = with_shard(ds, shard_of)
+        for shard in sorted(set(table["shard"].to_pylist())):
+            rows = table.filter(pa.compute.equal(table["shard"], shard)).drop_columns(["shard"])
+            storage.makedirs(storage.join(target, f"shard={shard}"))
+            write_parquet_atomic(rows, storage.join(target, f"shard={shard}", "part-00000.parquet"))
+        return
     ds = ds.map_batches(with_shard, batch_format="pyarrow", fn_kwargs={"shard_of": shard_of})
     ds.repartition(max(1, min(num_shards, 64)), keys=["shard"]).write_parquet(target, partition_cols=["shard"])
 

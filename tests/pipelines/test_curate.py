@@ -315,3 +315,55 @@ def test_evaluation_sets_lsh_index_and_lid_model_are_hashed_inputs(tmp_path):
     after_eval = artifact_hash()
     (tmp_path / "lsh_index" / "buckets" / "b1.parquet").write_bytes(b"1")
     assert len({before, after_eval, artifact_hash()}) == 3
+
+
+def test_exact_dedup_in_driver_matches_ray_groupby(ray_local, tmp_path):
+    """Up to EXACT_DEDUP_IN_DRIVER candidates the driver groups the hashes itself; the rejections it writes, per
+    output shard, are the Ray groupby's: duplicates within a chunk and across chunks, the first in input order
+    survives, rows that are not kept never count (even with a hash)."""
+    from pipelines.curation import chunks
+
+    rows = {  # chunk -> [(status, text hash)]; ids are "<chunk>/<row>"
+        "a-00000": [("kept", "h1"), ("kept", "h2"), ("kept", "h1"), ("rejected", None), ("kept", "h3")],
+        "a-00001": [("kept", "h2"), ("rejected", "h4"), ("kept", "h4"), ("kept", "h1")],
+        "b-00000": [("kept", "h4"), ("kept", "h5"), ("quarantined", None), ("kept", "h3"), ("kept", "h5")],
+    }
+    (tmp_path / "chunks").mkdir()
+    for chunk, items in rows.items():
+        table = pa.table(
+            {
+                "chunk": [chunk] * len(items),
+                "row": pa.array(range(len(items)), pa.int32()),
+                "status": [s for s, _ in items],
+                "id": [f"{chunk}/{i}" for i in range(len(items))],
+                "hash": [h for _, h in items],
+            }
+        )
+        meta = {"candidates": sum(s == "kept" for s, _ in items), "candidate_bytes": 0}
+        table = table.replace_schema_metadata({"nanoforge": json.dumps(meta)})
+        pq.write_table(table, tmp_path / "chunks" / f"{chunk}.parquet")
+    files = chunks.chunk_files(str(tmp_path))
+    shard_of = {"a-00000": 0, "a-00001": 0, "b-00000": 1}
+    cfg = curate.parse_args(["--input_paths", str(tmp_path)])
+    found = {}
+    for name, in_driver in (("driver", curate.EXACT_DEDUP_IN_DRIVER), ("ray", 0)):
+        target = str(tmp_path / name)
+        chunks.write_rejections(curate.exact_duplicates(files, cfg, in_driver=in_driver), target, shard_of, 2)
+        found[name] = [chunks.read_rejections(target, shard) for shard in (0, 1)]
+    dup = ("exact_dedup", "exact_duplicate")
+    assert (
+        found["driver"]
+        == found["ray"]
+        == [
+            {
+                ("a-00000", 2): (*dup, "a-00000/0"),
+                ("a-00001", 0): (*dup, "a-00000/1"),
+                ("a-00001", 3): (*dup, "a-00000/0"),
+            },
+            {
+                ("b-00000", 0): (*dup, "a-00001/2"),
+                ("b-00000", 3): (*dup, "a-00000/4"),
+                ("b-00000", 4): (*dup, "b-00000/1"),
+            },
+        ]
+    )
