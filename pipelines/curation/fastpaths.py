@@ -2,7 +2,9 @@
 
   share_word_tokens     datatrove's spaCy word and sentence splitting from a per-process cache of chunk tokens
   fix_text              ftfy.fix_text that skips lines ftfy cannot change (printable ASCII without "&")
-  GopherRepetition      datatrove's GopherRepetitionFilter with its n-gram counts done by C-level builtins
+  GopherRepetition      datatrove's GopherRepetitionFilter: top n-grams counted by C-level builtins, duplicated
+                        n-grams found by numpy hashes of the characters (strings built only for repeated ones)
+  GopherQuality         datatrove's GopherQualityFilter with its per-word character tests cached per word
 
 tests/pipelines/curation/test_fastpaths.py compares each with the original on real web text.
 """
@@ -13,7 +15,8 @@ import functools
 import re
 from collections import Counter
 
-from datatrove.pipeline.filters import GopherRepetitionFilter
+import numpy as np
+from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
 
 # --- spaCy words and sentences --------------------------------------------------------------------------------
 
@@ -200,6 +203,81 @@ def _all_duplicate(words: list[str], n: int, grams: list[str] | None = None) -> 
     return repeated_chars
 
 
+_MODULI = (2_147_483_647, 2_147_483_629)  # two primes below 2**31: a product of two residues fits in uint64
+_BASE = 1_000_003
+
+
+@functools.lru_cache(maxsize=8)
+def _powers(size: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(B**k mod p, B**-k mod p) for k < size, per modulus p (size: a power of two, so few sizes are ever built)."""
+    out = []
+    for p in _MODULI:
+        pw, inv = np.ones(size, np.uint64), np.ones(size, np.uint64)
+        b, b_inv = _BASE % p, pow(_BASE, p - 2, p)
+        m = 1
+        while m < size:  # doubling: pw[m:2m] = pw[:m] * B**m
+            pw[m : 2 * m] = pw[: min(m, size - m)] * np.uint64(pow(b, m, p)) % np.uint64(p)
+            inv[m : 2 * m] = inv[: min(m, size - m)] * np.uint64(pow(b_inv, m, p)) % np.uint64(p)
+            m *= 2
+        out.append((pw, inv))
+    return tuple(out)
+
+
+class _GramHashes:
+    """Polynomial hashes (two moduli, 62 bits together) of every "".join n-gram of `words`, from one prefix sum
+    over the characters. A substring's hash depends only on its characters, so equal n-gram strings have equal
+    hashes; unequal ones could collide, which `all_duplicate` checks with the strings before it trusts a hash."""
+
+    def __init__(self, words: list[str]):
+        self.words = words
+        text = "".join(words)
+        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.uint64)
+        self.ends = np.zeros(len(words) + 1, np.int64)  # word k is text[ends[k]:ends[k + 1]]
+        np.cumsum(np.fromiter(map(len, words), np.int64, len(words)), out=self.ends[1:])
+        size = 1 << max(10, (len(codes) + 1).bit_length())
+        self.prefix, self.powers = [], []
+        for p, (pw, inv) in zip(_MODULI, _powers(size), strict=True):
+            # prefix[i] = sum_{j < i} c_j * B**-j mod p, so hash(text[a:b]) = B**(b-1) * (prefix[b] - prefix[a])
+            prefix = np.zeros(len(codes) + 1, np.uint64)
+            np.cumsum(codes * inv[: len(codes)] % np.uint64(p), out=prefix[1:])  # < 2**31 * 2**32: no overflow
+            self.prefix.append(prefix % np.uint64(p))
+            self.powers.append(pw)
+
+    def all_duplicate(self, n: int) -> int | None:
+        """`_all_duplicate(words, n)`, or None when two different n-grams share a hash (the caller counts with
+        strings). Only n-grams that occur more than once can be "seen before", so the loop visits just those:
+        a hit at i adds its characters and makes the next visited position i + n, as datatrove's loop does."""
+        count = len(self.ends) - n  # n-grams: len(words) - n + 1
+        if count < 2:
+            return 0
+        starts, ends = self.ends[:count], self.ends[n:]
+        key = np.zeros(count, np.uint64)
+        for p, prefix, pw in zip(_MODULI, self.prefix, self.powers, strict=True):
+            p = np.uint64(p)
+            diff = (prefix[ends] + p - prefix[starts]) % p
+            key = (key << np.uint64(31)) | (diff * pw[np.maximum(ends - 1, 0)] % p)
+        _, group, counts = np.unique(key, return_inverse=True, return_counts=True)
+        repeated = np.flatnonzero(counts[group] > 1)
+        if not len(repeated):
+            return 0
+        words, strings = self.words, {}
+        for i, g in zip(repeated.tolist(), group[repeated].tolist(), strict=True):
+            if strings.setdefault(g, "".join(words[i : i + n])) != "".join(words[i : i + n]):
+                return None  # a hash collision: not the same string
+        lengths = (ends - starts)[repeated].tolist()
+        seen: set[int] = set()
+        repeated_chars, next_visit = 0, 0
+        for i, g, length in zip(repeated.tolist(), group[repeated].tolist(), lengths, strict=True):
+            if i < next_visit:
+                continue
+            if g in seen:
+                repeated_chars += length
+                next_visit = i + n
+            else:
+                seen.add(g)
+        return repeated_chars
+
+
 class GopherRepetition(GopherRepetitionFilter):
     """GopherRepetitionFilter, same decisions; only the n-gram helpers differ (see above)."""
 
@@ -234,12 +312,85 @@ class GopherRepetition(GopherRepetitionFilter):
             if _top_duplicate(n_grams) / len(text) > n_frac:
                 return False, f"top_{n}_gram"
 
-        grams, size = None, 0
+        hashes = _GramHashes(words) if self.dup_n_grams else None
         for n, n_frac in self.dup_n_grams:
-            # the (n+1)-grams are the n-grams with the next word appended: one concatenation each, not n + 1
-            grams = list(map(str.__add__, grams, words[size:])) if grams is not None and n == size + 1 else None
-            grams, size = grams if grams is not None else _n_grams(words, n, ""), n
-            if _all_duplicate(words, n, grams) / len(text) > n_frac:
+            duplicated = hashes.all_duplicate(n)
+            duplicated = _all_duplicate(words, n) if duplicated is None else duplicated
+            if duplicated / len(text) > n_frac:
                 return False, f"duplicated_{n}_n_grams"
+
+        return True
+
+
+# --- GopherQuality ---------------------------------------------------------------------------------------------
+
+
+class GopherQuality(GopherQualityFilter):
+    """GopherQualityFilter, same decisions; its two per-word character tests (has a non-punctuation character,
+    has a letter) are looked up in a per-process dict of word -> flags instead of run on every occurrence."""
+
+    MAX_WORDS = 1 << 20  # cleared when full
+
+    def _word_flags(self, words: list[str]) -> list[tuple[bool, bool]]:
+        from datatrove.utils.text import PUNCTUATION_SET
+
+        flags: dict[str, tuple[bool, bool]] = self.__dict__.setdefault("_flags", {})  # no __init__: same signature
+        new = [w for w in set(words) if w not in flags]
+        if len(flags) + len(new) > self.MAX_WORDS:
+            flags.clear()
+            new = list(set(words))
+        for w in new:
+            flags[w] = (any(ch not in PUNCTUATION_SET for ch in w), any(c.isalpha() for c in w))
+        return [flags[w] for w in words]
+
+    def filter(self, doc) -> bool | tuple[bool, str]:
+        from datatrove.utils.text import split_into_words
+
+        text = doc.text
+        words = split_into_words(text, self.language)
+        n_words = len(words)
+        flags = self._word_flags(words)
+
+        non_symbol_words = [w for w, (non_symbol, _) in zip(words, flags, strict=True) if non_symbol]
+        n_non_symbol_words_words = len(non_symbol_words)
+
+        if self.min_doc_words and n_non_symbol_words_words < self.min_doc_words:
+            return False, "gopher_short_doc"
+        if self.max_doc_words and n_non_symbol_words_words > self.max_doc_words:
+            return False, "gopher_long_doc"
+
+        avg_n_words = np.mean([len(w) for w in non_symbol_words])
+        if self.min_avg_word_length and avg_n_words < self.min_avg_word_length:
+            return False, "gopher_below_avg_threshold"
+        if self.max_avg_word_length and avg_n_words > self.max_avg_word_length:
+            return False, "gopher_above_avg_threshold"
+
+        if self.max_symbol_word_ratio and text.count("#") / n_words > self.max_symbol_word_ratio:
+            return False, "gopher_too_many_hashes"
+        if self.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > self.max_symbol_word_ratio:
+            return False, "gopher_too_many_ellipsis"
+
+        lines = text.splitlines()
+        if (
+            self.max_bullet_lines_ratio
+            and sum(s.lstrip().startswith("•") or s.lstrip().startswith("-") for s in lines) / len(lines)
+            > self.max_bullet_lines_ratio
+        ):
+            return False, "gopher_too_many_bullets"
+        if (
+            self.max_ellipsis_lines_ratio
+            and sum(s.rstrip().endswith("...") or s.rstrip().endswith("…") for s in lines) / len(lines)
+            > self.max_ellipsis_lines_ratio
+        ):
+            return False, "gopher_too_many_end_ellipsis"
+
+        if (
+            self.max_non_alpha_words_ratio
+            and sum(has_alpha for _, has_alpha in flags) / n_words < self.max_non_alpha_words_ratio
+        ):
+            return False, "gopher_below_alpha_threshold"
+
+        if self.min_stop_words and len(self.stop_words.intersection(set(words))) < self.min_stop_words:
+            return False, "gopher_enough_stop_words"
 
         return True

@@ -55,17 +55,14 @@ CHECKPOINT_SCHEMA = pa.schema(
 
 
 def _filter_classes() -> dict[str, type]:
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherQualityFilter,
-    )
+    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter
 
-    from pipelines.curation.fastpaths import GopherRepetition  # GopherRepetitionFilter, same decisions, faster
+    # datatrove's GopherRepetitionFilter and GopherQualityFilter, same decisions, faster
+    from pipelines.curation.fastpaths import GopherQuality, GopherRepetition
 
     return {
         "gopher_repetition": GopherRepetition,
-        "gopher_quality": GopherQualityFilter,
+        "gopher_quality": GopherQuality,
         "c4_quality": C4QualityFilter,
         "fineweb_quality": FineWebQualityFilter,
     }

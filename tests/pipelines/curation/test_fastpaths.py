@@ -79,6 +79,7 @@ def test_gopher_repetition_helpers_equal_datatrove():
             if grams:
                 assert fastpaths._top_duplicate(grams) == g.find_top_duplicate(grams)
             assert fastpaths._all_duplicate(words, n) == g.find_all_duplicate(words, n)
+            assert fastpaths._GramHashes(words).all_duplicate(n) == g.find_all_duplicate(words, n)
     repeated = "one two three four five six seven eight nine ten eleven twelve. " * 2  # 5- to 10-grams repeat
     filtered = fastpaths.GopherRepetition(top_n_grams=(), dup_line_frac=None, dup_line_char_frac=None)
     reference = g.GopherRepetitionFilter(top_n_grams=(), dup_line_frac=None, dup_line_char_frac=None)
@@ -100,3 +101,33 @@ def test_gopher_repetition_decisions_equal_datatrove(pages):
     theirs = [reference.filter(Document(text=t, id="x")) for t in texts]
     assert ours == theirs
     assert sum(d is True for d in theirs) > 20 and sum(d is not True for d in theirs) > 5
+
+
+def test_gram_hashes_on_real_text(pages):
+    """On real pages the hashed count of duplicated n-gram characters is datatrove's, for every n (no collision)."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+    from datatrove.utils.text import split_into_words
+
+    repeats = 0
+    for text in pages:
+        words = split_into_words(text, "eng")
+        hashes = fastpaths._GramHashes(words)
+        for n in range(5, 11):
+            expected = find_all_duplicate(words, n)
+            assert hashes.all_duplicate(n) == expected, (text[:100], n)
+            repeats += expected > 0
+    assert repeats > 50
+
+
+def test_gopher_quality_decisions_equal_datatrove(pages):
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import GopherQualityFilter
+
+    reference, fast = GopherQualityFilter(), fastpaths.GopherQuality()
+    odd = ["", "... ... ...", "# # # hash tags # #", "- a\n- b\n- c", "123 456 789 " * 30, "the and of " * 40]
+    texts = pages + odd
+    for _ in range(2):  # the second pass reads the word cache
+        ours = [fast.filter(Document(text=t, id="x")) for t in texts]
+        theirs = [reference.filter(Document(text=t, id="x")) for t in texts]
+        assert ours == theirs
+    assert sum(d is True for d in theirs) > 20 and len({d for d in theirs if d is not True}) > 3
