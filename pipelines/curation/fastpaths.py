@@ -109,13 +109,18 @@ def share_word_tokens(tokenizer) -> None:
     tokens = _ChunkTokens(nlp)
     slow_words, slow_spans = tokenizer.word_tokenize, tokenizer.span_tokenize
 
+    last: list = [None, []]  # the last text and its words: three filters in a row split the same document's text
+
     def word_tokenize(text: str) -> list[str]:
+        if text is last[0]:
+            return list(last[1])
         if "IS_ALPHA" in text:  # the one string that breaks spaCy: datatrove's own fallback
             return slow_words(text)
         chunks = text.split()
         with nlp.memory_zone():
             tokens.add(chunks)
-        return [word for chunk in chunks for word in tokens[chunk][0]]
+        last[:] = text, [word for chunk in chunks for word in tokens[chunk][0]]
+        return list(last[1])
 
     def span_tokenize(text: str) -> list[tuple[int, int]]:
         if "IS_ALPHA" in text:
