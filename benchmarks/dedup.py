@@ -482,10 +482,13 @@ def part_e2e(input_dir: Path, info: dict, cores: int) -> tuple[list[str], set[st
     return lines, ours2["removed"]
 
 
+PARTS = ("signature", "decont", "e2e", "scurve")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target_mb", type=int, default=200, help="MB of text in the input")
-    parser.add_argument("--parts", nargs="*", default=["signature", "decont", "e2e", "scurve"])
+    parser.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS)
     parser.add_argument("--sample_docs", type=int, default=2000, help="documents for the in-process parts")
     parser.add_argument("--ours_child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--datatrove_child", nargs=3, help=argparse.SUPPRESS)
@@ -528,6 +531,9 @@ def main() -> int:
             lines += part_scurve(input_dir, docs, removed) + [""]
     table = "\n".join(lines)
     print(table)
+    if sorted(args.parts) != sorted(PARTS):  # a partial run must not replace the full results
+        print(f"partial run ({', '.join(args.parts)}): benchmarks/results/dedup.md left as it was")
+        return 0
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "dedup.md").write_text(table)
     return 0

@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def measure(cmd: list[str], env: dict, cwd: Path = REPO) -> dict:
     """Wall seconds, CPU seconds and peak RSS (bytes) of the process tree, the peak RSS of its largest single
-    process (`proc_rss`: a worker's memory, or Ray's raylet/GCS when they are larger), and the return code."""
+    process (`proc_rss`: a worker's memory, or Ray's raylet/GCS when they are larger), and the return code.
+
+    CPU seconds are each process's own user + system time at its last sample (every 0.2 s), summed: a process that
+    lives less than 0.2 s, and the last 0.2 s of each, are missed (a slight undercount, never a double count)."""
     import psutil
 
     start = time.monotonic()
@@ -32,7 +35,9 @@ def measure(cmd: list[str], env: dict, cwd: Path = REPO) -> dict:
                         rss += p_rss
                         proc_peak[p.pid] = max(proc_peak.get(p.pid, 0), p_rss)
                         t = p.cpu_times()
-                        cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                        # a process's own time only: children_* holds the reaped children that this loop also
+                        # sampled while they ran (counting both counted them twice)
+                        cpu[p.pid] = t.user + t.system
                 peak = max(peak, rss)
             except psutil.Error:
                 pass
