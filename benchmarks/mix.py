@@ -77,7 +77,8 @@ def write_artifacts(root: Path, texts: dict[str, list[str]], copies: int, files:
 @contextmanager
 def peak_rss(peaks: dict):
     """Fills `peaks` with the peak RSS (bytes) of this process ("driver") and of the largest worker process in its
-    tree ("worker": a Ray worker, or a process started inside the block that is not Ray's), sampled every 0.1 s."""
+    tree ("worker": a Ray worker, or a process started inside the block that is not Ray's own: raylet, GCS,
+    agents), sampled every 0.1 s."""
     import psutil
 
     me, done = psutil.Process(), threading.Event()
@@ -89,9 +90,9 @@ def peak_rss(peaks: dict):
             peaks["driver"] = max(peaks["driver"], me.memory_info().rss)
             for p in me.children(recursive=True):
                 try:
-                    line = " ".join(p.cmdline())
-                    ray_worker = "default_worker.py" in line or p.name().startswith("ray::")
-                    if ray_worker or (p.pid not in before and "/ray/" not in line):
+                    name, line = p.name(), " ".join(p.cmdline())  # a Ray worker's title: ray::IDLE, ray::<task>
+                    ray_worker = (name.startswith("ray::") and not name.endswith("Agent")) or "default_worker" in line
+                    if ray_worker or (p.pid not in before and "/ray/" not in line and name != "raylet"):
                         peaks["worker"] = max(peaks["worker"], p.memory_info().rss)
                 except psutil.Error:
                     pass
@@ -259,8 +260,9 @@ def main() -> int:
         f"--sampling_docs {args.sampling_docs}"
     )
     runs = "; ".join(
-        f"run {i + 1}: datatrove {d['s']:.1f} s, mix {n['s']:.1f} s ({d['s'] / n['s']:.2f}x; load average "
-        f"{d['load']:.1f} / {n['load']:.1f})"
+        f"run {i + 1}: datatrove {d['s']:.1f} s, mix {n['s']:.1f} s ({d['s'] / n['s']:.2f}x; mix passes "
+        + " / ".join(f"{v:.1f}" for v in n["passes"].values())
+        + f"; load average {d['load']:.1f} / {n['load']:.1f})"
         for i, (d, n) in enumerate(zip(dt_runs, nf_runs, strict=True))
     )
     lines = [
@@ -283,8 +285,8 @@ def main() -> int:
         "",
         "mix passes (s): " + ", ".join(f"{k} {v:.1f}" for k, v in passes.items()) + ". A blend reads its sources "
         "twice (tokenize and count, then route the picks) and rewrites them once more in shuffled order; datatrove "
-        "tokenizes in input order and does not sample, shuffle or write the Parquet shards. Each run (the first "
-        f"starts Ray's workers): {runs}.",
+        "tokenizes in input order and does not sample, shuffle or write the Parquet shards. Each run (mix passes "
+        f"prepare / plan / route / shards; the first run starts Ray's workers): {runs}.",
         "",
         f"Sampling alone ({sample_rows[0]['docs']:,} of {args.sampling_docs:,} synthetic documents, 3 sources with "
         "very different lengths, target token shares 50/30/20%):",
