@@ -158,9 +158,10 @@ def check(cfg: MixConfig) -> tuple[list[dict], list[Phase]]:
     return sources, phases
 
 
-def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -> None:
+def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -> dict[str, list[int]]:
     """Pass 1: every source's documents (its bucket subset), with a hash key and token counts (and ids): a Ray task
-    per input file, of every source at once (a union of per-source passes ran the sources one after the other)."""
+    per input file, of every source at once (a union of per-source passes ran the sources one after the other).
+    Returns each source's [documents, tokens], summed from the tasks' counts (the plan's first question)."""
     import ray
 
     files = [(f, s) for s in sources for f in storage.glob(storage.join(s["path"], "documents", "*.parquet"))]
@@ -170,7 +171,7 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -
     kwargs = {"batch_size": cfg.batch_size, "text_column": cfg.text_column, "tokenizer": cfg.tokenizer}
     task = ray.remote(prepare_file)
     storage.makedirs(out)
-    ray.get(
+    counts = ray.get(
         [
             task.remote(
                 f,
@@ -182,13 +183,22 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -
             for i, (f, s) in enumerate(files)
         ]
     )
+    sums = {s["name"]: [0, 0] for s in sources}
+    for (_, s), c in zip(files, counts, strict=True):
+        sums[s["name"]][0] += c["docs"]
+        sums[s["name"]][1] += c["tokens"]
+    return sums
 
 
-def plan(cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str) -> tuple[dict, dict, dict]:
+def plan(
+    cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str, sums: dict | None = None
+) -> tuple[dict, dict, dict]:
     """(the router's plan, stats, search log) from sums and histograms that workers compute: nothing per document
-    reaches the driver beyond GATHER_DOCS rows per cut (pipelines/blending/search.py)."""
+    reaches the driver beyond GATHER_DOCS rows per cut (pipelines/blending/search.py). `sums`: each source's
+    [documents, tokens] as prepare counted them; None: a pass over the prepared files sums them."""
     log = {"rounds": 0, "max_rows": 0}
-    sums = totals(prepared, cfg.seed, [s["name"] for s in sources], log)
+    if sums is None:
+        sums = totals(prepared, cfg.seed, [s["name"] for s in sources], log)
     epochs = {s["name"]: s["max_epochs"] for s in sources}
     resolve = resolve_on_workers(prepared, cfg.seed, {s: n for s, (n, _) in sums.items()}, log)
     try:
@@ -265,13 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         work = storage.join(tmp, ".work")
         prepared, staged = storage.join(work, "prepared"), storage.join(work, "staged")
         clock = [("start", time.perf_counter())]
-        if not storage.exists(storage.join(work, "prepared.done")):
+        done = storage.join(work, "prepared.done")  # holds the sums: a resumed run plans without a pass for them
+        if not storage.exists(done):
             storage.remove(prepared)
-            prepare(cfg, sources, eos_id, prepared)
-            storage.makedirs(prepared)  # Ray Data writes no folder for zero rows
-            storage.write_text("", storage.join(work, "prepared.done"))
+            storage.write_text(json.dumps(prepare(cfg, sources, eos_id, prepared)), done)
         clock.append(("prepare", time.perf_counter()))
-        route_plan, stats, search_log = plan(cfg, sources, phases, prepared)
+        route_plan, stats, search_log = plan(
+            cfg, sources, phases, prepared, json.loads(storage.read_text(done) or "null")
+        )
         clock.append(("plan", time.perf_counter()))
         if not storage.exists(storage.join(work, "staged.done")):
             storage.remove(staged)

@@ -113,6 +113,12 @@ def prepare_batch(
     return table.append_column("key", pa.array(doc_keys(table["id"]), pa.uint64()))
 
 
+def work_compression(path: str) -> str:
+    """Parquet compression of mix's own .work files: none on a local disk (snappy took ~2x the write and ~3x the
+    read of 50 MB of prepared text and ids here), snappy on an object store (a third fewer bytes to move)."""
+    return "snappy" if storage.is_remote(path) else "none"
+
+
 def prepare_file(path: str, out: str, source: dict, batch_size: int, **kwargs) -> dict[str, int]:
     """A Ray task: `prepare_batch` on one input file's record batches, streamed into one prepared Parquet file
     `out`; returns the file's {docs, tokens}.
@@ -130,7 +136,7 @@ def prepare_file(path: str, out: str, source: dict, batch_size: int, **kwargs) -
             if not len(table):
                 continue
             if writer is None:
-                writer = pq.ParquetWriter(out_path, table.schema, filesystem=out_fs)
+                writer = pq.ParquetWriter(out_path, table.schema, filesystem=out_fs, compression=work_compression(out))
             writer.write_table(table)
             docs, tokens = docs + len(table), tokens + int(pc.sum(table["num_tokens"]).as_py())
     if writer is not None:  # no rows of this source's subset in the file: no file, as Ray Data wrote none
@@ -244,7 +250,8 @@ def route_file(path: str, staged: str, **route_plan) -> int:
         folder = storage.join(staged, f"phase={phase[start]}", f"bucket={bucket[start]}")
         storage.makedirs(folder)
         fs, p = storage.filesystem(storage.join(folder, name))
-        pq.write_table(routed.slice(start, end - start).drop_columns(["phase", "bucket"]), p, filesystem=fs)
+        part = routed.slice(start, end - start).drop_columns(["phase", "bucket"])
+        pq.write_table(part, p, filesystem=fs, compression=work_compression(staged))
     return len(routed)
 
 
