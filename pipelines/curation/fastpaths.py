@@ -36,16 +36,21 @@ class _ChunkTokens(dict):
         self.punct_chars = nlp.get_pipe("sentencizer").punct_chars
 
     def add(self, chunks: list[str]) -> None:
-        """Tokenize the chunks not seen yet in one spaCy call; the caller holds spaCy's memory zone.
+        """Tokenize the chunks not seen yet in one spaCy call, inside spaCy's memory zone (as datatrove does).
 
         The chunks are joined by "\\n", a token of its own that no multi-token special case (":)", "''") contains,
         so each chunk comes out as it would alone (joined by " ", a special case could match across two chunks and
-        hide one that matches inside a chunk)."""
-        missing = [c for c in dict.fromkeys(chunks) if c not in self]
+        hide one that matches inside a chunk); their order does not matter."""
+        missing = list(set(chunks).difference(self))
         if not missing:
             return
         if len(self) + len(missing) > self.MAX_SIZE:
             self.clear()
+            missing = list(set(chunks))  # the text's cached chunks went too
+        with self.nlp.memory_zone():
+            self._tokenize(missing)
+
+    def _tokenize(self, missing: list[str]) -> None:
         text = "\n".join(missing)
         self.nlp.max_length = max(self.nlp.max_length, len(text) + 10)
         words, flags, k = [], [], 0
@@ -117,16 +122,14 @@ def share_word_tokens(tokenizer) -> None:
         if "IS_ALPHA" in text:  # the one string that breaks spaCy: datatrove's own fallback
             return slow_words(text)
         chunks = text.split()
-        with nlp.memory_zone():
-            tokens.add(chunks)
+        tokens.add(chunks)
         last[:] = text, [word for chunk in chunks for word in tokens[chunk][0]]
         return list(last[1])
 
     def span_tokenize(text: str) -> list[tuple[int, int]]:
         if "IS_ALPHA" in text:
             return slow_spans(text)
-        with nlp.memory_zone():
-            tokens.add(text.split())
+        tokens.add(text.split())
         return _sentence_spans(text, tokens)
 
     tokenizer.word_tokenize = word_tokenize

@@ -133,3 +133,15 @@ def test_gopher_quality_decisions_equal_datatrove(pages):
         theirs = [reference.filter(Document(text=t, id="x")) for t in texts]
         assert ours == theirs
     assert sum(d is True for d in theirs) > 20 and len({d for d in theirs if d is not True}) > 3
+
+
+def test_words_stay_right_when_the_chunk_cache_fills(pages, monkeypatch):
+    """A full cache is cleared in the middle of a text: the text's chunks that were cached are tokenized again."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    monkeypatch.setattr(fastpaths._ChunkTokens, "MAX_SIZE", 300)
+    reference, fast = SpaCyTokenizer("en"), SpaCyTokenizer("en")
+    fastpaths.share_word_tokens(fast)
+    for text in pages[:40]:
+        assert fast.word_tokenize(text) == reference.word_tokenize(text), text[:200]
+        assert fast.span_tokenize(text) == reference.span_tokenize(text), text[:200]
