@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -230,3 +231,45 @@ def test_synth_and_select_are_byte_identical_when_run_twice(ray_local, prompts, 
         runs.append((artifact_bytes(traces), artifact_bytes(selected)))
     assert len([p for p in runs[0][0] if p.startswith("traces/")]) == 4  # 60 samples in shards of 16
     assert runs[0] == runs[1]
+
+
+# Recorded from the stage as it was before it streamed its prompts (test_written_traces_keep_their_order_...).
+GOLDEN_TRACES = [
+    (["384a5e4f8231218d:0", "7800749170c26b90:0"], "27ecb9df279c6c94"),
+    (["9ab8e719bf6f5c5c:0", "2bea67342b4d1f9f:0", "c898bd98e3a32df7:0", "ffc55f91b81bc6a0:0"], "00007975c5226755"),
+    (["bd9f87093f32c386:0", "7847175775458f9b:0", "42385a964b2de23b:0", "e3f5a63b2cd21d69:0"], "672e45b8af5d64e8"),
+]
+GOLDEN_REJECTED = [
+    {"prompt_id": "bd9f87093f32c386", "reason": "duplicate_prompt", "detail": "row 8"},
+    {"prompt_id": "row:9", "reason": "unusable_row", "detail": "field 'question' is missing or empty"},
+    {"prompt_id": "c9d3a6c1b99b353e", "reason": "contaminated:b", "detail": None},
+]
+
+
+def trace_digest(out):
+    """The traces as written, shard by shard (ordered by first id): (ids of the shard, sha256 of its rows as canonical JSON);
+    and the rejected rows in file order. Independent of Parquet's bytes (pyarrow's version is in them)."""
+    shards = [pq.read_table(f).to_pylist() for f in (out / "traces").glob("*.parquet")]
+    shards.sort(key=lambda rows: rows[0]["id"] if rows else "")
+    digest = [
+        ([r["id"] for r in rows], hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16])
+        for rows in shards
+    ]
+    return digest, pq.read_table(out / "rejected").to_pylist()
+
+
+def test_written_traces_keep_their_order_and_content(ray_local, prompts, tmp_path):
+    """A golden of what synth writes for a small input (12 rows: a duplicate, an unusable row, a contaminated one;
+    mixed reasoning; shards of 4): the streamed plan must give the same shards, in the same order, with the same
+    rows, and the same rejected file, as the stage wrote before it streamed (recorded from that version)."""
+    lines = prompts.read_text().splitlines()
+    small = tmp_path / "small.jsonl"
+    small.write_text("\n".join([*lines[:8], lines[0], lines[-1], lines[301], *lines[8:10]]) + "\n")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(lines[3] + "\n")
+    argv = ["--prompts_path", str(small), "--backend", "replay", "--reasoning", "mixed", "--shard_rows", "4"]
+    argv += ["--decontaminate_against", f"b={bench}:question", "--seed", "7", "--output_dir", str(tmp_path / "t")]
+    out = synthesize(parse_args(argv))
+    digest, rejected = trace_digest(out)
+    assert digest == GOLDEN_TRACES
+    assert rejected == GOLDEN_REJECTED
