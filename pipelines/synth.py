@@ -3,36 +3,43 @@
 Local:    nanoforge synth --config pipelines/configs/synth_demo.yaml
 Cluster:  RAY_ADDRESS=ray://head:10001 nanoforge synth --config pipelines/configs/synth_nano2.yaml
 
-Plan: read prompts (local JSONL/Parquet or a Hub dataset) -> map to `messages` + gold `answer` by `prompt_format`
-(reasoning/prompt_formats.py) -> drop duplicates and eval-set contamination (reasons recorded) -> one row per sample
-(`id = "{prompt_id}:{k}"`, reasoning mode and sampling parameters per row) -> backend (reasoning/backends.py) -> verify
-(reasoning/verify.py) -> Parquet shards. Prompts and sample rows (prompt + parameters, no completions) are built on the
-driver, ~1 KB each; completions stream through Ray Data and are written as they arrive. Prompts may be read from,
-and the traces artifact written to, a URL (s3://, gs://; pipelines/core/storage.py).
+Plan, one Ray Data stream: read prompts (local JSONL/Parquet or a Hub dataset, in file order) -> `SamplePlanner`, one
+actor fed in order: map to `messages` + gold `answer` by `prompt_format` (reasoning/prompt_formats.py), drop
+duplicates and eval-set contamination (reasons recorded), one row per sample (`id = "{prompt_id}:{k}"`, reasoning mode
+and sampling parameters per row, `seq` = its place in the run) -> backend (reasoning/backends.py) -> verify
+(reasoning/verify.py) -> `TraceWriter` (reasoning/traces.py), a Ray actor that writes each shard of `shard_rows`
+consecutive samples once it is complete and keeps the counts. The driver holds neither prompts nor samples: it
+starts the stream, reads one small row per batch (shards written so far), and asks the writer for the last shard
+and the counts at the end. Same config and seed, same shards, byte for byte. Prompts may be read from, and the
+traces artifact written to, a URL (s3://, gs://; pipelines/core/storage.py).
 
 Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
-same config and inputs reads the ids already there and generates only the missing samples (we do not rely on Ray
+same config and inputs skips the ids already there and generates only the missing samples (we do not rely on Ray
 Data checkpointing, which needs a read -> ... -> write plan). Rows that fail are written with `error`, not fatal,
-counted in the manifest, and generated again when an interrupted run resumes.
+counted in the manifest, and generated again when an interrupted run resumes. The counts are cross-checked before
+the manifest is written: prompts read = kept + rejected, samples planned = written, samples = kept x samples.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import logging
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
+
+import pyarrow as pa
 
 from pipelines.core import storage
 from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.core.config import ConfigError, check_pinned, parse, to_dict
 from pipelines.core.datasets import find_broken_line
 from pipelines.reasoning.prompt_formats import PromptError, fields_for, to_prompt
-from pipelines.reasoning.traces import REJECTED_SCHEMA, drop_failed, read_shards, sample_rows, to_trace, write_shard
+from pipelines.reasoning.traces import SAMPLE_SCHEMA, TraceWriter, read_shards, sample_rows, to_trace
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +114,19 @@ IGNORED = NON_SEMANTIC_FIELDS | {
 }
 
 
-def read_prompts(cfg: SynthConfig) -> list[dict]:
-    """Source rows as dicts, in file order (Ray Data reads; prompts are small enough to collect)."""
+def prompt_rows(cfg: SynthConfig):
+    """Source rows as a Ray dataset, in file order once executed with `preserve_order` (`ordered`); and the files."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
     files = prompt_files(cfg.prompts_path)
     if files:
         parquet = all(f.endswith(".parquet") for f in files)
         lines = all(".jsonl" in f for f in files)
-        ds = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=lines)
+        # No CPU reserved: the model actors may hold every CPU while the prompts stream in (a reader waiting for
+        # one would wait forever); reading prompts is light.
+        ds = (
+            ray.data.read_parquet(files, num_cpus=0) if parquet else ray.data.read_json(files, lines=lines, num_cpus=0)
+        )
     elif "/" in cfg.prompts_path and not storage.is_remote(cfg.prompts_path) and not Path(cfg.prompts_path).exists():
         import datasets
 
@@ -126,17 +135,34 @@ def read_prompts(cfg: SynthConfig) -> list[dict]:
     else:
         raise ConfigError(f"prompts_path: no JSONL/Parquet files at '{cfg.prompts_path}' (nor a Hub dataset id)")
     if cfg.max_prompts:
-        ds = ds.limit(cfg.max_prompts)
+        ds = ds.limit(cfg.max_prompts)  # in file order: max_prompts picks the same prompts on every (re)run
+    return ds, files
+
+
+@contextlib.contextmanager
+def ordered(files: list[str]):
+    """Execute Ray Data in plan order (the same samples in the same shards on every run), and name the file and
+    line of a prompt row that cannot be read (Arrow's JSON errors name neither)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
     try:
-        rows = ds.take_all()  # in file order: max_prompts must pick the same prompts on every (re)run
+        yield
     except Exception as e:
-        where = find_broken_line(files)  # Arrow's JSON errors name neither the file nor the line
+        where = find_broken_line(files)
         if where:
             raise ConfigError(f"prompts_path: a row cannot be read: {where}; fix or remove it") from e
         raise
     finally:
         ctx.execution_options.preserve_order = keep_order
-    return rows
+
+
+def read_prompts(cfg: SynthConfig) -> list[dict]:
+    """Every source row as a dict, in file order (tests and benchmarks; the stage streams them)."""
+    ds, files = prompt_rows(cfg)
+    with ordered(files):
+        return ds.take_all()
 
 
 def prompt_files(path: str) -> list[str]:
@@ -153,34 +179,70 @@ def prompt_files(path: str) -> list[str]:
     return [str(f) for f in files if f.suffix in (".jsonl", ".json", ".parquet") or f.name.endswith(".jsonl.gz")]
 
 
+class SamplePlanner:
+    """Source rows -> sample rows, on one Ray Data actor fed in file order: row numbers, the prompt ids seen (first
+    one kept) and `seq` are its state, so nothing per prompt is held by the driver. Each batch maps rows to prompts,
+    rejects unusable rows, duplicates and contaminated prompts (reasons to the writer), expands the rest to samples
+    (`traces.sample_rows`) and skips those a resumed run already has."""
+
+    def __init__(self, cfg: SynthConfig, num_samples: int, writer=None, done_dir: str | None = None):
+        from pipelines.dedup.decontaminate import build_index
+
+        self.cfg, self.num_samples, self.writer = cfg, num_samples, writer
+        overrides = dict(prompt=cfg.prompt_field, answer=cfg.answer_field, solution=cfg.solution_field)
+        self.fields = fields_for(cfg.prompt_format, overrides)
+        self.index = (
+            build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram) if cfg.decontaminate_against else None
+        )
+        self.row, self.seq, self.seen, self.done = 0, 0, set(), set()
+        if writer is not None:  # the writer drops the failed rows of an interrupted run first (generated again)
+            import ray
+
+            if ray.get(writer.start_planner.remote()):  # a restart would number from zero again: it refuses
+                self.done = set(read_shards(done_dir, ["id"]).column("id").to_pylist())
+
+    def prompts(self, rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+        """The next rows (in file order) -> (kept prompts, unusable and duplicate rows, contaminated prompts)."""
+        kept, rejected = [], []
+        for i, row in enumerate(rows, self.row):
+            try:
+                prompt = to_prompt(row, self.cfg.prompt_format, self.fields, self.cfg.id_field)
+            except (PromptError, KeyError, TypeError) as e:
+                rejected.append({"prompt_id": f"row:{i}", "reason": "unusable_row", "detail": str(e)})
+                continue
+            if prompt["prompt_id"] in self.seen:
+                rejected.append({"prompt_id": prompt["prompt_id"], "reason": "duplicate_prompt", "detail": f"row {i}"})
+                continue
+            self.seen.add(prompt["prompt_id"])
+            kept.append(prompt)
+        self.row += len(rows)
+        if self.index is None:
+            return kept, rejected, []
+        kept, contaminated = decontaminate_prompts(kept, self.index)
+        return kept, rejected, contaminated
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
+        kept, rejected, contaminated = self.prompts(batch.to_pylist())
+        samples = [s for p in kept for s in sample_rows(p, self.cfg, self.num_samples) if s["id"] not in self.done]
+        for s in samples:
+            s["seq"], self.seq = self.seq, self.seq + 1
+        ray.get(self.writer.add_prompts.remote(batch.num_rows, len(kept), rejected, contaminated, len(samples)))
+        return pa.Table.from_pylist(samples, schema=SAMPLE_SCHEMA)
+
+
 def prepare_prompts(rows: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
-    """Map rows to prompts; reject unusable rows, duplicate prompts and contaminated ones, each with a reason."""
-    fields = fields_for(
-        cfg.prompt_format, dict(prompt=cfg.prompt_field, answer=cfg.answer_field, solution=cfg.solution_field)
-    )
-    kept, rejected, seen = [], [], set()
-    for i, row in enumerate(rows):
-        try:
-            prompt = to_prompt(row, cfg.prompt_format, fields, cfg.id_field)
-        except (PromptError, KeyError, TypeError) as e:
-            rejected.append({"prompt_id": f"row:{i}", "reason": "unusable_row", "detail": str(e)})
-            continue
-        if prompt["prompt_id"] in seen:
-            rejected.append({"prompt_id": prompt["prompt_id"], "reason": "duplicate_prompt", "detail": f"row {i}"})
-            continue
-        seen.add(prompt["prompt_id"])
-        kept.append(prompt)
-    if cfg.decontaminate_against:
-        kept, contaminated = decontaminate_prompts(kept, cfg)
-        rejected += contaminated
-    return kept, rejected
+    """Map rows to prompts; reject unusable rows, duplicate prompts and contaminated ones, each with a reason (the
+    stage's own plan, on a list: for benchmarks that feed the same prompts to another engine)."""
+    kept, rejected, contaminated = SamplePlanner(cfg, 0).prompts(rows)
+    return kept, rejected + contaminated
 
 
-def decontaminate_prompts(prompts: list[dict], cfg: SynthConfig) -> tuple[list[dict], list[dict]]:
+def decontaminate_prompts(prompts: list[dict], index) -> tuple[list[dict], list[dict]]:
     """Drop prompts sharing a word n-gram with an eval set (dedup/decontaminate.py); reason `contaminated:<name>`."""
-    from pipelines.dedup.decontaminate import build_index, contamination_reasons
+    from pipelines.dedup.decontaminate import contamination_reasons
 
-    index = build_index(cfg.decontaminate_against, n=cfg.decontaminate_ngram)
     texts = ["\n".join(m["content"] for m in p["messages"] if m["role"] != "system") for p in prompts]
     reasons = contamination_reasons(texts, index)
     kept = [p for p, r in zip(prompts, reasons, strict=True) if r is None]
@@ -193,9 +255,10 @@ def decontaminate_prompts(prompts: list[dict], cfg: SynthConfig) -> tuple[list[d
 def synthesize(cfg: SynthConfig) -> Path:
     """Run the stage for a parsed config; returns the traces artifact path."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from pipelines.core.runtime import ray_session
-    from pipelines.reasoning.backends import BACKENDS
+    from pipelines.reasoning.backends import BACKENDS, import_in_background
 
     if not cfg.source:  # ".../gsm8k/train.jsonl" (a path or a URL) -> "gsm8k/train"; a Hub id as it is
         local = Path(storage.local_path(cfg.prompts_path.split("*")[0].rstrip("/")).split("://")[-1])
@@ -209,58 +272,60 @@ def synthesize(cfg: SynthConfig) -> Path:
         print(art.skip_message())
         return art.path
     t0 = time.perf_counter()
+    imports = import_in_background(cfg.backend)  # while Ray starts
     with art.writing() as tmp, ray_session(cfg.address):
         traces_dir, rejected_dir = storage.join(tmp, "traces"), storage.join(tmp, "rejected")
         log.info(f"[synth] Ray ready after {time.perf_counter() - t0:.1f} s")
-        prompts, rejected = prepare_prompts(read_prompts(cfg), cfg)
-        log.info(f"[synth] {len(prompts)} prompts read and prepared after {time.perf_counter() - t0:.1f} s")
-        retry = drop_failed(traces_dir)  # failed samples of an interrupted run are generated again
-        done = set(read_shards(traces_dir, ["id"]).column("id").to_pylist())
-        if retry:
-            log.info(f"[synth] resuming: {retry} failed samples will be retried")
-        pending = [s for p in prompts for s in sample_rows(p, cfg, num_samples) if s["id"] not in done]
-        log.info(
-            f"[synth] {len(prompts)} prompts x {num_samples}: {len(done)} samples done, {len(pending)} to generate"
+        # The planner and the writer run on this node: a local output (or eval set) is on this node's disk.
+        node = ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(node, soft=False)
+        writer = (
+            ray.remote(TraceWriter)
+            .options(num_cpus=0, scheduling_strategy=here)
+            .remote(str(traces_dir), str(rejected_dir), cfg.shard_rows)
         )
-        if pending:
-            generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
-            ds = ray.data.from_items(pending, override_num_blocks=max(1, min(1000, len(pending) // cfg.batch_size)))
-            ds = BACKENDS[cfg.backend](ds, cfg).map(lambda row: to_trace(row, generator))
+        generator = {"model": cfg.model_name_or_path, "revision": cfg.model_revision, "backend": cfg.backend}
+        ds, files = prompt_rows(cfg)
+        with ordered(files):  # samples in plan order: the same shards (and bytes) on every run with the same seed
+            ds = ds.map_batches(
+                SamplePlanner,
+                fn_constructor_kwargs=dict(cfg=cfg, num_samples=num_samples, writer=writer, done_dir=str(traces_dir)),
+                batch_format="pyarrow",
+                # ~batch_size samples out per call: the backend's tasks, and so the shards, finish a batch at a time
+                batch_size=max(1, cfg.batch_size // num_samples),
+                compute=ray.data.ActorPoolStrategy(size=1),  # one, fed in order: it numbers rows and samples
+                num_cpus=0,  # light; never in the way of the model actors
+                label_selector={"ray.io/node-id": node},
+            )
+            if imports:
+                imports.join()
+            ds = BACKENDS[cfg.backend](ds, cfg).map_batches(
+                functools.partial(write_traces, writer=writer, generator=generator),
+                batch_format="pyarrow",
+                num_cpus=0,  # as the reader: paced by generation, and the model actors may hold every CPU
+            )
             log.info(f"[synth] {cfg.backend} pipeline built after {time.perf_counter() - t0:.1f} s")
-            ctx = ray.data.DataContext.get_current()
-            keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-            try:  # samples in plan order: the same shards (and bytes) on every run with the same seed
-                for i, batch in enumerate(ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow")):
-                    write_shard(traces_dir, batch.to_pylist())
-                    if i == 0:
-                        log.info(f"[synth] first shard written after {time.perf_counter() - t0:.1f} s")
-            finally:
-                ctx.execution_options.preserve_order = keep_order
-        if not storage.glob(storage.join(traces_dir, "*.parquet")):  # no prompts: still a file with the schema
-            write_shard(traces_dir, [])
-        write_shard(rejected_dir, rejected, REJECTED_SCHEMA)
-        columns = ["reasoning", "verified", "error", "truncated"]
-        art.counts = count(read_shards(traces_dir, columns), len(prompts) + len(rejected), rejected, len(done))
-        if art.counts["samples"] != len(prompts) * num_samples:
-            raise RuntimeError(f"[synth] expected {len(prompts) * num_samples} traces, have {art.counts['samples']}")
+            shards = 0
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                if not shards and max(batch["shards"].to_pylist(), default=0):
+                    log.info(f"[synth] first shard written after {time.perf_counter() - t0:.1f} s")
+                shards = max([shards, *batch["shards"].to_pylist()])
+        art.counts = ray.get(writer.finish.remote(num_samples))
+        resumed = art.counts["samples_resumed"]
+        log.info(
+            f"[synth] {art.counts['prompts_kept']} prompts x {num_samples}: {resumed} samples resumed, "
+            f"{art.counts['samples'] - resumed} generated after {time.perf_counter() - t0:.1f} s"
+        )
     print(f"[synth] wrote {art.path}: {art.counts}")
     return art.path
 
 
-def count(traces, prompts_input: int, rejected: list[dict], resumed: int) -> dict:
-    t = traces.select(["reasoning", "verified", "error", "truncated"]).to_pydict()
-    verified = Counter({True: "true", False: "false", None: "null"}[v] for v in t["verified"])
-    return {
-        "prompts_input": prompts_input,
-        "prompts_kept": prompts_input - len(rejected),
-        "prompts_rejected": dict(Counter(r["reason"] for r in rejected)),
-        "samples": traces.num_rows,
-        "samples_resumed": resumed,
-        "errors": sum(e is not None for e in t["error"]),
-        "truncated": sum(t["truncated"]),
-        "verified": {k: verified.get(k, 0) for k in ("true", "false", "null")},
-        "reasoning": dict(Counter(t["reasoning"])),
-    }
+def write_traces(batch: pa.Table, writer, generator: dict) -> pa.Table:
+    """Generated sample rows -> verified traces, sent with their `seq` to the writer; returns the shards written."""
+    import ray
+
+    rows = [(row.pop("seq"), to_trace(row, generator)) for row in batch.to_pylist()]
+    return pa.table({"shards": [ray.get(writer.add_traces.remote(rows))]})
 
 
 def _inputs(cfg: SynthConfig) -> list[str]:

@@ -2,12 +2,17 @@
 
 A traces artifact is a directory with `manifest.json`, `traces/*.parquet` (TRACE_SCHEMA, one row per sample,
 `id = "{prompt_id}:{k}"`) and `rejected/prompts.parquet` (prompts not sampled, with a reason).
+
+Sample rows travel through Ray Data with `seq`, their place among the samples a run generates; `TraceWriter` (a Ray
+actor) cuts shards of `shard_rows` consecutive `seq` and keeps the stage's ledger, so the driver holds no rows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,22 @@ TRACE_SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
+SAMPLING = TRACE_SCHEMA.field("sampling_params").type
+SAMPLE_SCHEMA = pa.schema(  # what `sample_rows` builds, plus `seq`; fixed, so that no block's types are guessed
+    [
+        ("id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("messages", MESSAGES),  # the prompt, reasoning flag in the system turn
+        ("answer", pa.string()),
+        ("verifier", pa.string()),
+        ("solution", pa.string()),  # replay only
+        ("reasoning", pa.string()),
+        ("source", pa.string()),
+        ("sampling", SAMPLING),
+        ("seq", pa.int64()),  # 0, 1, ... over the samples this run generates, in plan order: shard = seq // shard_rows
+    ]
+)
+log = logging.getLogger(__name__)
 REJECTED_SCHEMA = pa.schema([("prompt_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
@@ -162,3 +183,103 @@ def read_shards(folder: str | Path, columns: list[str] | None = None) -> pa.Tabl
     if not files:
         return TRACE_SCHEMA.empty_table().select(columns) if columns else TRACE_SCHEMA.empty_table()
     return pa.concat_tables(storage.read_table(f, columns=columns) for f in files)
+
+
+class TraceWriter:
+    """The stage's writer and ledger, run as a Ray actor whose handle the driver holds: the planner reports each
+    batch of prompts (rows read, kept, rejected rows), the stream sends traces with their `seq`, and every shard
+    of `shard_rows` consecutive samples is written as soon as it is complete, whatever order rows arrive in (the
+    same shards, byte for byte, as cutting the plan in order). `finish` writes the last shard and the rejected
+    rows and returns the counts; a shard still incomplete then is an error, never a balanced manifest."""
+
+    def __init__(self, traces_dir: str, rejected_dir: str, shard_rows: int):
+        self.traces_dir, self.rejected_dir, self.shard_rows = traces_dir, rejected_dir, shard_rows
+        self.pending: dict[int, dict[int, dict]] = {}  # shard number -> seq -> trace row
+        self.read = self.kept = self.planned = self.written = self.shards = 0
+        self.rejected: list[dict] = []  # unusable rows and duplicates, in row order
+        self.contaminated: list[dict] = []  # then prompts dropped by decontamination, in prompt order
+        self.planner_started, self.resumed, self.retried = False, 0, 0
+
+    def start_planner(self) -> int:
+        """Once per run, before the planner reads the ids done: drop the failed rows of an interrupted run (they
+        are generated again); returns the samples kept from it."""
+        if self.planner_started:
+            raise RuntimeError("[synth] the sample planner restarted: its numbering would start over; run again")
+        self.planner_started = True
+        self.retried = drop_failed(self.traces_dir)
+        files = storage.glob(storage.join(self.traces_dir, "*.parquet"))
+        self.resumed = sum(storage.read_table(f, columns=["id"]).num_rows for f in files)
+        if self.resumed or self.retried:
+            log.info(f"[synth] resuming: {self.resumed} samples done, {self.retried} failed samples will be retried")
+        return self.resumed
+
+    def add_prompts(self, read: int, kept: int, rejected: list[dict], contaminated: list[dict], planned: int) -> None:
+        self.read, self.kept, self.planned = self.read + read, self.kept + kept, self.planned + planned
+        self.rejected += rejected
+        self.contaminated += contaminated
+
+    def add_traces(self, rows: list[tuple[int, dict]]) -> int:
+        """Take (seq, trace) pairs; write the shards they complete. Returns the shards written so far."""
+        for seq, row in rows:
+            self.pending.setdefault(seq // self.shard_rows, {})[seq] = row
+        for shard in [s for s, got in self.pending.items() if len(got) == self.shard_rows]:
+            self._write(shard)
+        return self.shards
+
+    def _write(self, shard: int) -> None:
+        rows = self.pending.pop(shard)
+        write_shard(self.traces_dir, [rows[seq] for seq in sorted(rows)])
+        self.written, self.shards = self.written + len(rows), self.shards + 1
+
+    def finish(self, num_samples: int) -> dict:
+        """Write what is left (the plan's last shard), an empty shard when there are no traces at all, and the
+        rejected rows; returns the manifest's counts once they agree with the plan: prompts read = kept +
+        rejected, samples planned = written, samples in shards = resumed + written = kept x num_samples."""
+        for shard in sorted(self.pending):
+            expected = min(self.shard_rows, self.planned - shard * self.shard_rows)
+            if len(self.pending[shard]) != expected:  # rows lost on the way: refuse to commit
+                raise RuntimeError(f"[synth] shard {shard} got {len(self.pending[shard])} of its {expected} samples")
+            self._write(shard)
+        if not storage.glob(storage.join(self.traces_dir, "*.parquet")):  # no prompts: a file with the schema
+            write_shard(self.traces_dir, [])
+        rejected = self.rejected + self.contaminated
+        write_shard(self.rejected_dir, rejected, REJECTED_SCHEMA)
+        traces, resumed = count_traces(self.traces_dir), self.resumed
+        counts = {
+            "prompts_input": self.read,
+            "prompts_kept": self.read - len(rejected),
+            "prompts_rejected": dict(Counter(r["reason"] for r in rejected)),
+            "samples": traces.pop("samples"),
+            "samples_resumed": resumed,
+            **traces,
+        }
+        expected = {
+            "prompts kept": (counts["prompts_kept"], self.kept),
+            "samples written": (self.written, self.planned),
+            "samples": (counts["samples"], self.kept * num_samples),
+            "samples resumed + written": (resumed + self.written, counts["samples"]),
+        }
+        wrong = [f"{name}: {got} != {want}" for name, (got, want) in expected.items() if got != want]
+        if wrong:
+            raise RuntimeError(f"[synth] the traces do not match the plan ({'; '.join(wrong)})")
+        return counts
+
+
+def count_traces(folder: str | Path) -> dict:
+    """Samples, errors, truncations, verification and reasoning modes over a folder's shards, one shard at a time."""
+    samples = errors = truncated = 0
+    verified, reasoning = Counter(), Counter()
+    for f in storage.glob(storage.join(folder, "*.parquet")):
+        t = storage.read_table(f, columns=["reasoning", "verified", "error", "truncated"]).to_pydict()
+        samples += len(t["reasoning"])
+        errors += sum(e is not None for e in t["error"])
+        truncated += sum(t["truncated"])
+        verified.update({True: "true", False: "false", None: "null"}[v] for v in t["verified"])
+        reasoning.update(t["reasoning"])
+    return {
+        "samples": samples,
+        "errors": errors,
+        "truncated": truncated,
+        "verified": {k: verified.get(k, 0) for k in ("true", "false", "null")},
+        "reasoning": dict(reasoning),
+    }

@@ -247,8 +247,9 @@ GOLDEN_REJECTED = [
 
 
 def trace_digest(out):
-    """The traces as written, shard by shard (ordered by first id): (ids of the shard, sha256 of its rows as canonical JSON);
-    and the rejected rows in file order. Independent of Parquet's bytes (pyarrow's version is in them)."""
+    """The traces as written, shard by shard (ordered by first id): (ids of the shard, sha256 of its rows as
+    canonical JSON); and the rejected rows in file order. Independent of Parquet's bytes (pyarrow's version is in
+    them)."""
     shards = [pq.read_table(f).to_pylist() for f in (out / "traces").glob("*.parquet")]
     shards.sort(key=lambda rows: rows[0]["id"] if rows else "")
     digest = [

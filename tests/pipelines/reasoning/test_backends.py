@@ -99,6 +99,17 @@ def test_more_model_actors_than_a_local_ray_can_place_is_an_error_not_a_hang(ray
     assert time.monotonic() - started < 60 and not (tmp_path / "traces").exists()
 
 
+@pytest.mark.timeout(120)
+def test_model_actors_holding_every_cpu_still_get_their_prompts(ray_local, tiny_base, tmp_path):
+    """Prompts stream in while the model actors run: the reader and the trace writer reserve no CPU, so one actor
+    with both CPUs of the local Ray is fed (a reader waiting for a free CPU would wait forever)."""
+    prompts, _ = gsm8k_prompts(tmp_path, 3)
+    argv = ["--prompts_path", str(prompts), "--backend", "transformers", "--model_name_or_path", str(tiny_base)]
+    argv += ["--num_cpus_per_worker", "2", "--num_samples", "1", "--max_new_tokens", "2"]
+    out = synthesize(parse_args([*argv, "--output_dir", str(tmp_path / "traces")]))
+    assert read_manifest(out)["counts"]["samples"] == 3
+
+
 class ChatServer(BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible /v1/chat/completions server; what it answers depends on the question."""
 
