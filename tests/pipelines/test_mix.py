@@ -330,7 +330,7 @@ def test_a_document_id_twice_in_a_source_is_an_error(tmp_path):
 # --- the passes as Ray tasks write what the Ray Data passes wrote --------------------------------------------------
 
 
-def ray_data_blend(config: Path, out: Path) -> None:
+def ray_data_blend(config: Path, out: Path) -> tuple[dict, list[dict], dict]:
     """The shards as mix wrote them with Ray Data passes (before issue 18): map_batches + write_parquet to prepare,
     a partitioned write_parquet to route, flat_map over buckets to write, on the same operators and plan."""
     import ray
@@ -368,6 +368,7 @@ def ray_data_blend(config: Path, out: Path) -> None:
     kwargs = {"staged": staged, "out": str(out), "phases": route_plan["phases"], "docs_per_shard": cfg.docs_per_shard}
     kwargs |= {"token_format": cfg.token_format, "dtype": token_dtype(tok.get_vocab_size()).__name__}
     ray.data.from_items(buckets).flat_map(ops.write_bucket, fn_kwargs=kwargs).take_all()
+    return route_plan, buckets, kwargs
 
 
 def test_mix_tasks_write_the_shards_the_ray_data_passes_wrote(ray_local, tmp_path, corpora, tiny_base):
@@ -375,7 +376,7 @@ def test_mix_tasks_write_the_shards_the_ray_data_passes_wrote(ray_local, tmp_pat
     as the Ray Data passes wrote, so the blend for a seed and its tokens did not change with the task passes."""
     config = mix_yaml(tmp_path / "mix.yaml", corpora, tiny_base)
     assert mix.main(["--config", str(config), "--output_dir", str(tmp_path / "tasks")]) == 0
-    ray_data_blend(config, tmp_path / "ray_data")
+    route_plan, buckets, kwargs = ray_data_blend(config, tmp_path / "ray_data")
 
     def shards(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("phase*/*")) if p.is_file()}
@@ -383,3 +384,14 @@ def test_mix_tasks_write_the_shards_the_ray_data_passes_wrote(ray_local, tmp_pat
     ours, theirs = shards(tmp_path / "tasks"), shards(tmp_path / "ray_data")
     assert len(ours) > 6 and {k for k in ours if k.endswith(".bin")}  # Parquet + .bin/.idx, both phases
     assert ours == theirs
+
+    # routed in chunks of 50 documents (a staged file per chunk and bucket), in this process: the same shards
+    from pipelines.blending.ops import route_file, write_bucket
+
+    chunks = tmp_path / "chunks"
+    for f in sorted((tmp_path / "ray_data" / "prepared").glob("*.parquet")):
+        assert route_file(str(f), str(chunks / "staged"), rows=50, **route_plan) > 0
+    assert len(list((chunks / "staged").rglob("*.parquet"))) > 2 * len(theirs)
+    for b in buckets:
+        write_bucket(b, **{**kwargs, "staged": str(chunks / "staged"), "out": str(chunks)})
+    assert shards(chunks) == ours
