@@ -41,7 +41,7 @@ class _ChunkTokens(dict):
         The chunks are joined by "\\n", a token of its own that no multi-token special case (":)", "''") contains,
         so each chunk comes out as it would alone (joined by " ", a special case could match across two chunks and
         hide one that matches inside a chunk); their order does not matter."""
-        missing = list(set(chunks).difference(self))
+        missing = [c for c in set(chunks) if c not in self]  # (set.difference(self) would iterate the whole cache)
         if not missing:
             return
         if len(self) + len(missing) > self.MAX_SIZE:
