@@ -258,8 +258,8 @@ def _is_nemotron_h(model: str) -> bool:
 
 def import_in_background(backend: str) -> threading.Thread | None:
     """vllm: import in a thread what `build_processor` imports in the driver (torch, transformers, ray.data.llm's
-    stages: 3.6 s of the 6.4 s it took on a 2-core CPU machine, most of the ~14 s the H200 host spent between
-    reading the prompts and starting the stream), so that it overlaps Ray's start. None for other backends."""
+    stages: 3.6 s of its 6.4 s on a 2-core CPU machine without vLLM; with vLLM, the bulk of the ~14 s the H200 log
+    showed between the prompt read and the stream's start), so that it overlaps Ray's start. None otherwise."""
     if backend != "vllm":
         return None
 
