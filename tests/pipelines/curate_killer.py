@@ -7,7 +7,8 @@ KILLS, comma separated:
                marks it): Ray must retry the task elsewhere and the run goes on
   exact_dedup | decontaminate | fuzzy_dedup | shards
                when that global step's first output block (or the first written shard) reaches the plan, a Ray
-               task SIGKILLs the driver's whole process group (driver, raylet, workers), as `kill -9` of a job would
+               task SIGKILLs the driver's whole process group (driver, raylet, workers), as `kill -9` of a job would;
+               a step the driver computed itself (a table) is killed before its rejections are written
 The wrappers are defined here, in __main__, so Ray ships them to the workers by value.
 """
 
@@ -33,14 +34,17 @@ def main() -> None:
     die = {"fn_kwargs": {"pgid": os.getpgid(0)}}
     steps, shard_pass, filter_chunks = curate.global_steps, curate.shard_pass, chunks.filter_chunks
 
+    def killing(fn):
+        def step(files, cfg):
+            out = fn(files, cfg)
+            if not hasattr(out, "map_batches"):  # a table the driver computed (exact dedup of a small input)
+                kill_driver(None, pgid=die["fn_kwargs"]["pgid"])
+            return out.map_batches(kill_driver, **die)
+
+        return step
+
     def global_steps(cfg):
-        return [
-            (
-                name,
-                (lambda files, cfg, _fn=fn: _fn(files, cfg).map_batches(kill_driver, **die)) if name in kills else fn,
-            )
-            for name, fn in steps(cfg)
-        ]
+        return [(name, killing(fn) if name in kills else fn) for name, fn in steps(cfg)]
 
     def filter_or_die(batch, *, settings):
         if not (flags / "worker").exists():
