@@ -99,7 +99,7 @@ def inner(args) -> int:
     import importlib
 
     import ray
-    from pipelines.runtime import init_ray
+    from pipelines.core.runtime import init_ray
     from ray.cluster_utils import Cluster
 
     nodes = args.nodes[0]
