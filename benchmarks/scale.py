@@ -99,8 +99,9 @@ def inner(args) -> int:
     import importlib
 
     import ray
-    from pipelines.core.runtime import init_ray
     from ray.cluster_utils import Cluster
+
+    from pipelines.core.runtime import init_ray
 
     nodes = args.nodes[0]
     node = {"num_cpus": args.cpus // nodes, "temp_dir": tempfile.mkdtemp(prefix="nfs-", dir="/tmp")}  # not /tmp/ray
