@@ -4,6 +4,9 @@ and MFU against the measured bf16 matmul rate, ours against TRL's defaults on th
     python -m benchmarks.gpu.training sft --model hybrid --variant ours          # bf16 autocast, fp32 master, packing
     python -m benchmarks.gpu.training sft --model hybrid --variant trl_default   # what TRL does unconfigured
     python -m benchmarks.gpu.training grpo --model hybrid --vllm colocate
+
+Length (~400 lines): SFT and GRPO share the data writers, the FLOP count and the step timers; split, each lease
+plan would import two harnesses for one measurement.
 """
 
 from __future__ import annotations
