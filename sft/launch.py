@@ -52,11 +52,30 @@ def pop_launch_args(argv: list[str]) -> tuple[int, str, list[str]]:
 
 def launch(module: str, argv: list[str], num_processes: int = 1, launcher: str = "accelerate") -> int:
     """Run `module.main(argv)` here (one process, or already inside a launched rank) or on `num_processes` ranks."""
-    if num_processes == 1 or "WORLD_SIZE" in os.environ:
+    if "WORLD_SIZE" in os.environ or (num_processes == 1 and not wants_fsdp(argv)):
         return importlib.import_module(module).main(argv) or 0
     if launcher == "ray":
         return ray_train(module, argv, num_processes)
     return accelerate_launch(module, argv, num_processes)
+
+
+def wants_fsdp(argv: list[str]) -> bool:
+    """Whether the stage will shard with FSDP (`--fsdp` on the command line, else `fsdp:` in its `--config`): the
+    Trainer refuses FSDP outside a process group, so even one rank then goes through the launcher."""
+    import yaml
+
+    def value(name: str):
+        for i, arg in enumerate(argv):
+            key, eq, inline = arg.partition("=")
+            if key == f"--{name}":
+                return inline if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true")
+        return None
+
+    fsdp = value("fsdp")
+    if fsdp is None and (config := value("config")) and os.path.isfile(config):
+        with open(config) as f:
+            fsdp = (yaml.safe_load(f) or {}).get("fsdp")
+    return str(fsdp).strip().lower() not in ("", "none", "null", "false", "0", "no")
 
 
 def accelerate_launch(module: str, argv: list[str], num_processes: int) -> int:

@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|recipes-grpo|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -85,20 +85,27 @@ train6) # the hybrid with TRL's defaults, for the ours / TRL-defaults ratio
   models
   step sft-hybrid-trl_default 200 $T sft --model hybrid --variant trl_default --steps 10
   ;;
-recipes) # issue 17 item 5: each *_nano2_12b recipe as written, with the 1B hybrid in place of the 12B model; only paths,
-  # step counts and what one GPU cannot hold (vLLM tensor parallel 2 -> 1) are overridden
+recipes | recipes-grpo) # issue 17 items 5-6: `pytest -m gpu`, then each *_nano2_12b recipe as written, with the 1B
+  # hybrid in place of the 12B model; only paths, step counts and what one GPU cannot hold (vLLM tensor parallel 2 -> 1)
+  # are overridden. FSDP2 on one rank goes through torchrun (sft/launch.py). Two calls: sft + dpo, then grpo.
   models
-  python3 -c 'from benchmarks.gpu.training import write_sft_data, write_dpo_data; write_sft_data(2000); write_dpo_data(256)'
-  python3 -c 'from benchmarks.gpu.generation import write_prompts; write_prompts(512)'
+  [[ -f $W/data/dpo.jsonl ]] || python3 -c 'from benchmarks.gpu.training import write_sft_data, write_dpo_data; write_sft_data(2000); write_dpo_data(256)'
+  [[ -f $W/data/prompts.jsonl ]] || python3 -c 'from benchmarks.gpu.generation import write_prompts; write_prompts(512)'
   N="python3 -m pipelines.cli"
   O="--max_steps 3 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
   O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1"
-  step recipe-sft 150 $N sft --config sft/configs/sft_nano2_12b.yaml $O --model_name_or_path $W/models/hybrid \
-    --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
-  step recipe-dpo 150 $N dpo --config rl/configs/dpo_nano2_12b.yaml $O --model_name_or_path $W/recipes/sft \
-    --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
-  step recipe-grpo 200 $N grpo --config rl/configs/grpo_nano2_12b.yaml $O --model_name_or_path $W/recipes/sft \
-    --dataset_name $W/data/prompts.jsonl --output_dir $W/recipes/grpo --vllm_tensor_parallel_size 1
+  if [[ $plan == recipes ]]; then
+    step pytest-gpu 110 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
+    step recipe-sft 170 $N sft --config sft/configs/sft_nano2_12b.yaml $O --model_name_or_path $W/models/hybrid \
+      --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
+    step recipe-dpo 170 $N dpo --config rl/configs/dpo_nano2_12b.yaml $O --model_name_or_path $W/recipes/sft \
+      --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
+  else
+    base=$W/recipes/sft
+    [[ -f $base/manifest.json ]] || base=$W/models/hybrid
+    step recipe-grpo 400 $N grpo --config rl/configs/grpo_nano2_12b.yaml $O --model_name_or_path $base \
+      --dataset_name $W/data/prompts.jsonl --output_dir $W/recipes/grpo --vllm_tensor_parallel_size 1
+  fi
   nvidia-smi --query-gpu=memory.used --format=csv >>"$W/logs/steps.txt"
   ;;
 gen)
