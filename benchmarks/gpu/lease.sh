@@ -92,18 +92,21 @@ recipes | recipes-grpo) # issue 17 items 5-6: `pytest -m gpu`, then each *_nano2
   [[ -f $W/data/dpo.jsonl ]] || python3 -c 'from benchmarks.gpu.training import write_sft_data, write_dpo_data; write_sft_data(2000); write_dpo_data(256)'
   [[ -f $W/data/prompts.jsonl ]] || python3 -c 'from benchmarks.gpu.generation import write_prompts; write_prompts(512)'
   N="python3 -m pipelines.cli"
+  cfg() { # the image's transformers 5.17 calls activation_checkpointing gradient_checkpointing (5.23 renamed it)
+    sed 's/^activation_checkpointing:/gradient_checkpointing:/' "$1" >"$W/$(basename "$1")" && echo "$W/$(basename "$1")"
+  }
   O="--max_steps 3 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
   O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1"
   if [[ $plan == recipes ]]; then
-    step pytest-gpu 110 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
-    step recipe-sft 170 $N sft --config sft/configs/sft_nano2_12b.yaml $O --model_name_or_path $W/models/hybrid \
+    step recipe-sft 170 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \
       --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
-    step recipe-dpo 170 $N dpo --config rl/configs/dpo_nano2_12b.yaml $O --model_name_or_path $W/recipes/sft \
+    step recipe-dpo 170 $N dpo --config $(cfg rl/configs/dpo_nano2_12b.yaml) $O --model_name_or_path $W/recipes/sft \
       --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
+    step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
   else
     base=$W/recipes/sft
     [[ -f $base/manifest.json ]] || base=$W/models/hybrid
-    step recipe-grpo 400 $N grpo --config rl/configs/grpo_nano2_12b.yaml $O --model_name_or_path $base \
+    step recipe-grpo 400 $N grpo --config $(cfg rl/configs/grpo_nano2_12b.yaml) $O --model_name_or_path $base \
       --dataset_name $W/data/prompts.jsonl --output_dir $W/recipes/grpo --vllm_tensor_parallel_size 1
   fi
   nvidia-smi --query-gpu=memory.used --format=csv >>"$W/logs/steps.txt"
