@@ -186,10 +186,47 @@ def test_vllm_asks_for_a_share_of_the_free_gpu_memory():
         evaluate.vllm_memory_fraction(2 * gib, 140 * gib)
 
 
+def memorized_model(base, data, out, device: str, steps: int = 120):
+    """A copy of `base` trained until its greedy completion of every eval prompt, in both modes, is a fixed answer:
+    right for all problems but the last (one more than the answer). The random tiny model's logits are near ties,
+    which bf16 kernels break differently; a confident model must give two correct backends the same tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.reasoning.prompt_formats import with_reasoning_flag
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    problems = evaluate.load_problems(evaluate.EvalConfig(model=str(base), dataset=str(data)))
+    rows = []
+    for i, p in enumerate(problems):
+        answer = int(p["answer"].split("####")[-1]) + (i == len(problems) - 1)
+        for reasoning in evaluate.MODES.values():
+            messages = with_reasoning_flag(p["messages"], reasoning)
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            target = ("done\n</think>\n" if reasoning == "on" else "") + f"The answer is \\boxed{{{answer}}}."
+            a = tok(prompt, add_special_tokens=False)["input_ids"]
+            b = [*tok(target, add_special_tokens=False)["input_ids"], tok.eos_token_id]
+            rows.append((a + b, [-100] * len(a) + b))
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r, _ in rows], device=device)
+    labels = torch.tensor([r + [-100] * (width - len(r)) for _, r in rows], device=device)
+    mask = (ids != tok.pad_token_id) | (torch.arange(width, device=device) < 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        model(input_ids=ids, attention_mask=mask.long(), labels=labels, use_cache=False).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.mark.gpu
 @pytest.mark.timeout(600)
 def test_vllm_and_transformers_greedy_evals_agree(tiny_base, tmp_path):
-    """Same model, problems and verifier: greedy completions from vLLM and transformers give the same scores."""
+    """Same model, problems and verifier: greedy completions from vLLM and transformers are the same texts and give
+    the same scores (7 of 8 right in each mode: the model was taught one wrong answer)."""
     pytest.importorskip("vllm")
     import torch
 
@@ -199,12 +236,18 @@ def test_vllm_and_transformers_greedy_evals_agree(tiny_base, tmp_path):
     data.write_text(
         "".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(8))
     )
-    results = {}
+    model = memorized_model(tiny_base, data, tmp_path / "memorized", "cuda")
+    results, completions = {}, {}
     for backend in ("true", "false"):
         out = tmp_path / f"eval-{backend}.json"
-        argv = ["--model", str(tiny_base), "--dataset", str(data), "--num_samples", "1", "--temperature", "0"]
-        assert evaluate.main([*argv, "--max_new_tokens", "16", "--use_vllm", backend, "--output", str(out)]) == 0
+        argv = ["--model", str(model), "--dataset", str(data), "--num_samples", "1", "--temperature", "0"]
+        assert evaluate.main([*argv, "--max_new_tokens", "24", "--use_vllm", backend, "--output", str(out)]) == 0
         results[backend] = json.loads(out.read_text())
+        samples = [
+            json.loads(line) for line in out.with_name(f"eval-{backend}_samples.jsonl").read_text().splitlines()
+        ]
+        completions[backend] = [(s["mode"], s["prompt_id"], s["completion"], s["correct"]) for s in samples]
     assert results["true"]["config"]["use_vllm"] is True
+    assert completions["true"] == completions["false"]
     for mode in evaluate.MODES:
-        assert results["true"]["modes"][mode]["pass@1"] == results["false"]["modes"][mode]["pass@1"]
+        assert results["true"]["modes"][mode]["pass@1"] == results["false"]["modes"][mode]["pass@1"] == 7 / 8

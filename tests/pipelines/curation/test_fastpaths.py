@@ -10,7 +10,10 @@ import random
 import pytest
 from datapaths import shared_data
 
-from pipelines.curation import fastpaths
+pytest.importorskip(
+    "datatrove", reason="the fast paths are datatrove's filters sped up (the GPU image has no datatrove)"
+)
+from pipelines.curation import fastpaths  # noqa: E402
 
 
 @pytest.fixture(scope="module")
