@@ -68,7 +68,10 @@ def wants_fsdp(argv: list[str]) -> bool:
         for i, arg in enumerate(argv):
             key, eq, inline = arg.partition("=")
             if key == f"--{name}":
-                return inline if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true")
+                if eq:
+                    return inline
+                given = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+                return argv[i + 1] if given else "true"
         return None
 
     fsdp = value("fsdp")

@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|recipes-grpo|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -85,9 +85,9 @@ train6) # the hybrid with TRL's defaults, for the ours / TRL-defaults ratio
   models
   step sft-hybrid-trl_default 200 $T sft --model hybrid --variant trl_default --steps 10
   ;;
-recipes | recipes-grpo) # issue 17 items 5-6: `pytest -m gpu`, then each *_nano2_12b recipe as written, with the 1B
-  # hybrid in place of the 12B model; only paths, step counts and what one GPU cannot hold (vLLM tensor parallel 2 -> 1)
-  # are overridden. FSDP2 on one rank goes through torchrun (sft/launch.py). Two calls: sft + dpo, then grpo.
+recipes | recipes-dpo | recipes-grpo) # issue 17 items 5-6: each *_nano2_12b recipe as written (and `pytest -m gpu`),
+  # with the 1B hybrid in place of the 12B model; only paths, step counts and what one GPU cannot hold (vLLM tensor parallel 2 -> 1)
+  # are overridden. FSDP2 on one rank goes through torchrun (sft/launch.py). One call per recipe.
   models
   [[ -f $W/data/dpo.jsonl ]] || python3 -c 'from benchmarks.gpu.training import write_sft_data, write_dpo_data; write_sft_data(2000); write_dpo_data(256)'
   [[ -f $W/data/prompts.jsonl ]] || python3 -c 'from benchmarks.gpu.generation import write_prompts; write_prompts(512)'
@@ -95,20 +95,29 @@ recipes | recipes-grpo) # issue 17 items 5-6: `pytest -m gpu`, then each *_nano2
   cfg() { # the image's transformers 5.17 calls activation_checkpointing gradient_checkpointing (5.23 renamed it)
     sed 's/^activation_checkpointing:/gradient_checkpointing:/' "$1" >"$W/$(basename "$1")" && echo "$W/$(basename "$1")"
   }
-  O="--max_steps 3 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
+  O="--max_steps 2 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
   O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1"
-  if [[ $plan == recipes ]]; then
-    step recipe-sft 170 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \
+  # 2026-12-02: recipe-sft passed the packing check and was still in its first step (16 x 16k-token rows, Triton
+  # autotuning) at its 170 s limit: each recipe now has a call of its own, and two optimizer steps
+  case $plan in
+  recipes)
+    step recipe-sft 400 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \
       --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
-    step recipe-dpo 170 $N dpo --config $(cfg rl/configs/dpo_nano2_12b.yaml) $O --model_name_or_path $W/recipes/sft \
-      --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
     step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
-  else
+    ;;
+  recipes-dpo)
     base=$W/recipes/sft
     [[ -f $base/manifest.json ]] || base=$W/models/hybrid
-    step recipe-grpo 400 $N grpo --config $(cfg rl/configs/grpo_nano2_12b.yaml) $O --model_name_or_path $base \
+    step recipe-dpo 500 $N dpo --config $(cfg rl/configs/dpo_nano2_12b.yaml) $O --model_name_or_path $base \
+      --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
+    ;;
+  recipes-grpo)
+    base=$W/recipes/sft
+    [[ -f $base/manifest.json ]] || base=$W/models/hybrid
+    step recipe-grpo 500 $N grpo --config $(cfg rl/configs/grpo_nano2_12b.yaml) $O --model_name_or_path $base \
       --dataset_name $W/data/prompts.jsonl --output_dir $W/recipes/grpo --vllm_tensor_parallel_size 1
-  fi
+    ;;
+  esac
   nvidia-smi --query-gpu=memory.used --format=csv >>"$W/logs/steps.txt"
   ;;
 gen)
@@ -155,12 +164,13 @@ window-hybrid-autotune) # the hybrid's decode step is ~2x its roofline at 519 se
   VLLM_TRITON_FORCE_FIRST_CONFIG=0 step $plan 540 python3 -m benchmarks.gpu.windows --model hybrid --label $plan \
     --contexts 1024,8192 --engine "$eng"
   ;;
-synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 1,024 prompts x 4 samples x up to 1,536
-  # tokens (~6M generated), raw vLLM then the stage on the same rows, one call per model (~4 + 5 minutes)
+synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 prompts x 4 samples x up to 1,024
+  # tokens (~2M generated), raw vLLM then the stage on the same rows, one call per model. 1,024 x 4 x 1,536 did not
+  # fit (2026-12-02): the stage on the hybrid had written 1,536 of 4,096 samples at its 292 s limit (~9k tok/s)
   models
   m=${plan#synth-big-}
-  step synth_raw-$m 250 $G synth_raw --model $m --prompts 1024 --samples 4 --max_new 1536 --label synth_raw-big-$m
-  step synth-$m 300 $G synth --model $m --prompts 1024 --samples 4 --max_new 1536 --batch_size 64 --label synth-big-$m
+  step synth_raw-$m 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --label synth_raw-big-$m
+  step synth-$m 300 $G synth --model $m --prompts 512 --samples 4 --max_new 1024 --batch_size 64 --label synth-big-$m
   ;;
 synth)
   models

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from pipelines.core.artifacts import read_manifest
-from sft.launch import pop_launch_args
+from sft.launch import pop_launch_args, wants_fsdp
 from tests.sft.test_train import conversations, sft_argv, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +31,15 @@ def test_launch_flags_are_taken_out_of_the_stage_arguments():
         pop_launch_args(["--num_processes", "two"])
     with pytest.raises(ValueError, match="--launcher must be one of accelerate, ray"):
         pop_launch_args(["--launcher", "slurm"])
+
+
+def test_fsdp_is_read_from_the_command_line_or_the_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("fsdp: true\nfsdp_config: {version: 2}\n")
+    assert wants_fsdp(["--config", str(config)])
+    assert not wants_fsdp(["--config", str(config), "--fsdp", "false"])  # the command line wins
+    assert wants_fsdp(["--fsdp=full_shard"]) and wants_fsdp(["--fsdp"])
+    assert not wants_fsdp(["--config", "sft/configs/sft_demo.yaml"]) and not wants_fsdp([])
 
 
 def nanoforge_sft(argv: list[str], *launch: str) -> None:
@@ -69,3 +78,14 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(one_process, 
     manifest = read_manifest(out)  # one artifact, written by rank 0 alone
     assert manifest["status"] == "complete" and manifest["counts"]["steps"] == 4
     assert not list(tmp.glob(f".{launcher}.*"))  # no partial directory or lock left behind
+
+
+def test_fsdp_on_one_process_runs_in_a_process_group(one_process, tiny_base):
+    """The Trainer refuses FSDP outside a process group ("Using fsdp only works in distributed training"), which is
+    how a *_nano2_12b recipe runs on one GPU: one rank goes through torchrun (gloo here) and trains."""
+    tmp, data, common = one_process
+    config = tmp / "fsdp.yaml"
+    config.write_text("fsdp: true\nfsdp_config: {version: 2, state_dict_type: FULL_STATE_DICT}\n")
+    out = tmp / "fsdp"
+    nanoforge_sft(["--config", str(config), *sft_argv(tiny_base, data, out, per_device_train_batch_size=8, **common)])
+    assert read_manifest(out)["counts"]["steps"] == 4 and len(losses(out)) == 4

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from pipelines.core.artifacts import read_manifest
 from pipelines.core.config import ConfigError
 from sft import train
-from sft.common import last_checkpoint, packing_leak
+from sft.common import architecture_probe, last_checkpoint, packing_leak
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -191,6 +191,20 @@ def test_packed_samples_leak_on_cpu_and_packing_is_refused(tiny_base, tmp_path):
         train.main(sft_argv(tiny_base, data, tmp_path / "wrapped", packing=True, packing_strategy="wrapped"))
 
 
+def test_the_packing_check_runs_on_a_small_copy_of_the_architecture_when_the_weights_wait_on_the_cpu(tiny_base):
+    """Under FSDP the weights stay on the CPU (or meta) until training starts; the check then runs a random copy with
+    one layer of each kind and a small vocabulary on the GPU: the same code path, so the same verdict."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    model.config.layers_block_type = model.config.layers_block_type * 2  # a deeper stack of the same kinds
+    probe = architecture_probe(model, "cpu")
+    assert type(probe) is type(model) and probe.config.vocab_size <= 4096
+    assert probe.config.layers_block_type == list(dict.fromkeys(model.config.layers_block_type))
+    assert probe.config._attn_implementation == model.config._attn_implementation
+    assert packing_leak(probe) is not None  # on the CPU (no kernels) the copy leaks as the model does
+
+
 def test_dataset_name_reads_an_artifact_folder_but_not_its_rejected_rows(tmp_path):
     from pipelines.core.artifacts import Artifact
     from pipelines.core.datasets import load_split
@@ -239,6 +253,10 @@ def test_packing_keeps_samples_apart_with_mamba_kernels(tiny_base):
         pytest.skip("needs a CUDA GPU")
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
     assert packing_leak(model) is None  # inference and training (fused mamba_split_conv1d_scan_combined) paths
+    on_cpu = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32, attn_implementation="sdpa")
+    assert (
+        packing_leak(on_cpu) is None
+    )  # weights on the CPU, as FSDP holds them before sharding: a GPU copy is checked
 
 
 @pytest.mark.slow
