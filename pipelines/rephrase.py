@@ -203,7 +203,7 @@ def generate(
     ctx.execution_options.preserve_order = keep_order or bool(cfg.max_documents)  # the same first N on a rerun
     generated = 0
     try:
-        ds = ray.data.read_parquet(files, columns=columns)
+        ds = ray.data.read_parquet(files).select_columns(columns)
         ds = ds.limit(cfg.max_documents) if cfg.max_documents else ds
         ds = BACKENDS[cfg.backend](ds.flat_map(doc_pieces, fn_kwargs=kwargs), cfg)
         for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):

@@ -239,5 +239,5 @@ def curate_step(chunk_files: list[str], cfg):
     if not chunk_files:
         return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
     index = build_index(list(cfg.decontaminate_against))
-    docs = ray.data.read_parquet(list(chunk_files), columns=["chunk", "row", "text", "status"])
+    docs = ray.data.read_parquet(list(chunk_files)).select_columns(["chunk", "row", "text", "status"])
     return docs.map_batches(_curate_rejections, batch_format="pyarrow", fn_kwargs={"index": index})

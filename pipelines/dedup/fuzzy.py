@@ -529,7 +529,7 @@ def curate_step(chunk_files: list[str], cfg):
         return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
     params = parse_spec(cfg.fuzzy_dedup)
     names = [storage.basename(f).removesuffix(".parquet") for f in chunk_files]
-    docs = ray.data.read_parquet(list(chunk_files), columns=["chunk", "row", "id", "text", "status"])
+    docs = ray.data.read_parquet(list(chunk_files)).select_columns(["chunk", "row", "id", "text", "status"])
     docs = docs.map_batches(
         _curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": {c: i for i, c in enumerate(names)}}
     )
