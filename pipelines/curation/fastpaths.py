@@ -1,13 +1,14 @@
 """Exact fast paths under curate's filters: same outputs as datatrove's and ftfy's code, less work per document.
 
   share_word_tokens     datatrove's spaCy word and sentence splitting from a per-process cache of chunk tokens
-  fix_text              ftfy.fix_text that skips lines ftfy cannot change (printable ASCII without "&")
+  fix_text              ftfy.fix_text that skips lines ftfy cannot change (none of the characters its fixers need)
   GopherRepetition      datatrove's GopherRepetitionFilter: top n-grams counted by C-level builtins, duplicated
                         n-grams found by numpy hashes of the characters (strings built only for repeated ones)
   GopherQuality         datatrove's GopherQualityFilter with its per-word character tests cached per word
+  C4Quality             datatrove's C4QualityFilter, counting sentences only until the page has enough
 
 tests/pipelines/curation/test_fastpaths.py compares each with the original on real web text.
-Length (~410 lines): the four paths share the per-process caches (chunk tokens, a text's word split) that make
+Length (~510 lines): the five paths share the per-process caches (chunk tokens, a text's word split) that make
 them fast; split, each module would keep its own copy of the same text's words.
 """
 
@@ -18,7 +19,7 @@ import re
 from collections import Counter
 
 import numpy as np
-from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
 # --- spaCy words and sentences --------------------------------------------------------------------------------
 
@@ -104,6 +105,32 @@ def _sentence_spans(text: str, tokens: _ChunkTokens) -> list[tuple[int, int]]:
     return spans
 
 
+def _sentence_count(text: str, tokens: _ChunkTokens, at_most: int) -> int:
+    """`len(_sentence_spans(text, tokens))` when it is below `at_most`; else a number from `at_most` up to it (the
+    count stops there). The same walk, without building spans."""
+    count, seen_period, any_token = 0, False, False  # count: sentences closed so far; one more is open after a break
+    for m in _RUNS.finditer(text):
+        s, e = m.span()
+        if text[s].isspace():
+            if s and text[s] == " " and e - s == 1:
+                continue
+            if seen_period:
+                count, seen_period = count + 1, False
+                if count + 1 >= at_most:
+                    return count + 1
+            any_token = True
+            continue
+        any_token = True
+        for flag in tokens[m.group()][1]:
+            if seen_period and not flag:
+                count, seen_period = count + 1, False
+                if count + 1 >= at_most:
+                    return count + 1
+            elif flag == 2:
+                seen_period = True
+    return count + any_token
+
+
 def share_word_tokens(tokenizer) -> None:
     """Make datatrove's spaCy `word_tokenize` and `span_tokenize` read a per-process cache of chunk tokens.
 
@@ -134,8 +161,16 @@ def share_word_tokens(tokenizer) -> None:
         tokens.add(text.split())
         return _sentence_spans(text, tokens)
 
+    def count_sentences(text: str, at_most: int) -> int:
+        """`len(split_into_sentences(text))` (at least 1) when it is below `at_most`, else at least `at_most`."""
+        if "IS_ALPHA" in text:
+            return max(1, len(slow_spans(text)))
+        tokens.add(text.split())
+        return max(1, _sentence_count(text, tokens, at_most))
+
     tokenizer.word_tokenize = word_tokenize
     tokenizer.span_tokenize = span_tokenize
+    tokenizer.count_sentences = count_sentences  # for C4Quality
 
 
 # --- ftfy ----------------------------------------------------------------------------------------------------
@@ -156,16 +191,65 @@ def _ftfy_config():
     )
 
 
-# What ftfy might change under `_ftfy_config`: anything but printable ASCII and \t \n \f \r, or "&" (HTML entities)
-_FTFY_WORK = re.compile(r"[^\t\n\x0c\r\x20-\x25\x27-\x7e]")
+def _required_chars(pattern: re.Pattern) -> set[str] | None:
+    """Characters one of which every match of `pattern` contains, or None when that cannot be read off it.
+
+    `pattern` must be one alternation (ftfy's BADNESS_RE is 37 alternatives); from each alternative, one item
+    that every match of it contains (a literal, a class of literals and ranges, or a repeat of one at least once),
+    the one with the fewest ASCII characters, then the smallest."""
+    import re._constants as c
+    import re._parser
+
+    def accepted(op, av) -> set[str] | None:
+        if op is c.LITERAL:
+            return {chr(av)}
+        if op is c.IN and all(o in (c.LITERAL, c.RANGE) for o, _ in av):
+            return {ch for o, a in av for ch in ([chr(a)] if o is c.LITERAL else map(chr, range(a[0], a[1] + 1)))}
+        return None
+
+    tree = re._parser.parse(pattern.pattern, pattern.flags)
+    if len(tree.data) != 1 or tree.data[0][0] is not c.BRANCH:
+        return None
+    chars: set[str] = set()
+    for alternative in tree.data[0][1][1]:
+        options = []
+        for op, av in alternative.data:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1 and len(av[2].data) == 1:
+                op, av = av[2].data[0]
+            if (found := accepted(op, av)) is not None:
+                options.append(found)
+        if not options:
+            return None
+        chars |= min(options, key=lambda s: (sum(ch < "\x80" for ch in s), len(s)))
+    return chars
+
+
+@functools.lru_cache(maxsize=1)
+def _ftfy_work() -> re.Pattern:
+    """A character without which ftfy (under `_ftfy_config`) returns a segment unchanged.
+
+    Each fixer ftfy runs there needs one: unescape_html "&" (its entities start with it), fix_encoding a match of
+    BADNESS_RE (it returns ASCII or not-bad text as it is; `_required_chars` reads what every match contains:
+    mojibake characters such as "Ã" or "€", ~300 of them, none ASCII), fix_c1_controls U+0080-U+009F,
+    fix_surrogates a surrogate, remove_terminal_escapes ESC, remove_control_chars its table. A segment without
+    any is its own output: ftfy's loop stops after the first round changed nothing. Half of the segments with
+    non-ASCII text in web pages (curly apostrophes, dashes, most accented letters) need no ftfy call."""
+    from ftfy import chardata
+    from ftfy.badness import BADNESS_RE
+
+    mojibake = _required_chars(BADNESS_RE)
+    if mojibake is None:  # another ftfy's pattern: anything but printable ASCII goes through ftfy
+        return re.compile(r"[^\t\n\x0c\r\x20-\x25\x27-\x7e]")
+    chars = mojibake | {chr(c) for c in range(0x80, 0xA0)} | {chr(c) for c in chardata.CONTROL_CHARS} | {"&", "\x1b"}
+    return re.compile("[" + "".join(map(re.escape, sorted(chars))) + "\ud800-\udfff]")
 
 
 def fix_text(text: str) -> str:
     """`ftfy.fix_text(text, config=_ftfy_config())`, same output: the same segments (lines), the same "<" rule for
-    HTML, but a segment with nothing ftfy could change (printable ASCII without "&") skips ftfy's fixers."""
+    HTML, but a segment with nothing ftfy could change (no character of `_ftfy_work`) skips ftfy's fixers."""
     from ftfy import fix_and_explain
 
-    config = _ftfy_config()
+    config, work = _ftfy_config(), _ftfy_work()
     out, pos = [], 0
     while pos < len(text):
         end = text.find("\n", pos) + 1 or len(text)
@@ -173,7 +257,7 @@ def fix_text(text: str) -> str:
         segment = text[pos:end]
         if config.unescape_html == "auto" and "<" in segment:
             config = config._replace(unescape_html=False)
-        out.append(fix_and_explain(segment, config)[0] if _FTFY_WORK.search(segment) else segment)
+        out.append(fix_and_explain(segment, config)[0] if work.search(segment) else segment)
         pos = end
     return "".join(out)
 
@@ -403,4 +487,64 @@ class GopherQuality(GopherQualityFilter):
         if self.min_stop_words and len(self.stop_words.intersection(set(words))) < self.min_stop_words:
             return False, "gopher_enough_stop_words"
 
+        return True
+
+
+# --- C4Quality -------------------------------------------------------------------------------------------------
+
+
+class C4Quality(C4QualityFilter):
+    """C4QualityFilter, same decisions and the same rewritten text; it stops counting sentences once the page has
+    `min_num_sentences` (the count only ever grows, and only `count < min_num_sentences` is used), so spaCy's
+    sentence rule runs on a page's first few kept lines instead of all of them, and on a long line only until
+    it has the sentences still missing (`count_sentences` of `share_word_tokens`, when installed)."""
+
+    def filter(self, doc) -> bool | tuple[bool, str]:
+        from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
+        from datatrove.utils.text import split_into_sentences
+        from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+        tokenizer = load_word_tokenizer(self.language)
+        count = getattr(tokenizer, "count_sentences", None)  # from share_word_tokens
+        if count is None:
+            count = lambda line, _: len(split_into_sentences(line, self.language))  # noqa: E731
+        lines = doc.text.splitlines() if self.split_paragraph else split_into_sentences(doc.text, self.language)
+
+        num_sentences = 0
+        kept_lines = []
+
+        for line in lines:
+            line = line.strip()
+            words = line.split()
+            self.stat_update("line-total")
+            if self.max_word_length != -1 and any(len(word) > self.max_word_length for word in words):
+                self.stat_update("line-filter-too_long_word")
+                continue
+            if self.remove_citations:
+                line = CITATION_REGEX.sub("", line)
+            if self.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                self.stat_update("line-filter-no_terminal_punc")
+                continue
+            if len(words) < self.min_words_per_line:
+                self.stat_update("line-filter-too_few_words")
+                continue
+            line_l = line.lower()
+            if self.filter_lorem_ipsum and "lorem ipsum" in line_l:
+                return False, "lorem_ipsum"
+            if self.filter_javascript and "javascript" in line_l:
+                self.stat_update("line-filter-javascript")
+                continue
+            if self.filter_curly_bracket and "{" in line:
+                return False, "curly_bracket"
+            if self.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
+                self.stat_update("line-filter-policy")
+                continue
+            if self.min_num_sentences != -1 and num_sentences < self.min_num_sentences:  # the one change
+                num_sentences += count(line, self.min_num_sentences - num_sentences) if self.split_paragraph else 1
+            kept_lines.append(line)
+            self.stat_update("line-kept")
+        if num_sentences < self.min_num_sentences:
+            return False, "too_few_sentences"
+
+        doc.text = ("\n" if self.split_paragraph else " ").join(kept_lines).strip()
         return True

@@ -55,15 +55,15 @@ CHECKPOINT_SCHEMA = pa.schema(
 
 
 def _filter_classes() -> dict[str, type]:
-    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter
+    from datatrove.pipeline.filters import FineWebQualityFilter
 
-    # datatrove's GopherRepetitionFilter and GopherQualityFilter, same decisions, faster
-    from pipelines.curation.fastpaths import GopherQuality, GopherRepetition
+    # datatrove's GopherRepetitionFilter, GopherQualityFilter and C4QualityFilter, same decisions, faster
+    from pipelines.curation.fastpaths import C4Quality, GopherQuality, GopherRepetition
 
     return {
         "gopher_repetition": GopherRepetition,
         "gopher_quality": GopherQuality,
-        "c4_quality": C4QualityFilter,
+        "c4_quality": C4Quality,
         "fineweb_quality": FineWebQualityFilter,
     }
 

@@ -22,6 +22,12 @@ PHONE = re.compile(
     r"(?<![\w+])(?:(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
     r"|\+(?:[2-9]\d{0,2})(?:[ .-]?\(?\d{1,4}\)?){2,4}[ .-]?\d{2,4})(?!\w)"
 )
+# Strings that every match of a pattern contains: a text without one cannot match, so the pattern's scan (slow: each
+# starts with a character class) is skipped; a text with one is scanned as before. Each hint starts with a literal,
+# which the regex engine finds fast: 5x less time on web text, same output (curation/test_fastpaths.py).
+EMAIL_HINT = "@"
+IPV4_HINT = re.compile(r"\.\d{1,3}\.\d{1,3}\.\d")  # the dots of octets 2, 3 and 4
+PHONE_HINTS = (re.compile(r"\+[2-9]"), re.compile(r"\d{3}[ .-]\d{4}"))  # international start; North American end
 PII_PLACEHOLDERS = {
     "email": "|||EMAIL_ADDRESS|||",
     "ip_address": "|||IP_ADDRESS|||",
@@ -50,7 +56,10 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
 
         return replace
 
-    text = EMAIL.sub(sub("email"), text)
-    text = IPV4.sub(sub("ip_address", _public_ip), text)
-    text = PHONE.sub(sub("phone_number"), text)
+    if EMAIL_HINT in text:
+        text = EMAIL.sub(sub("email"), text)
+    if IPV4_HINT.search(text):
+        text = IPV4.sub(sub("ip_address", _public_ip), text)
+    if any(hint.search(text) for hint in PHONE_HINTS):
+        text = PHONE.sub(sub("phone_number"), text)
     return text, counts

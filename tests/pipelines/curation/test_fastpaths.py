@@ -54,20 +54,52 @@ def test_words_and_sentence_spans_equal_datatrove(pages):
     assert len(lines) > 2000
     for line in lines:
         assert fast.span_tokenize(line) == reference.span_tokenize(line), line[:200]
+    for text in lines + texts:  # C4Quality's count: exact below the limit, at least the limit otherwise
+        expected = max(1, len(reference.span_tokenize(text)))  # datatrove's split_into_sentences: >= 1 part
+        for at_most in (1, 2, 5):
+            assert min(fast.count_sentences(text, at_most), at_most) == min(expected, at_most), (text[:200], at_most)
 
 
 def test_fix_text_equals_ftfy(pages):
     import ftfy
 
-    texts = pages + [
-        "a &amp; b <p>x &lt; y</p>\n&amp; after the tag",
-        "ctrl\x00chars\x1b[31mred\n\x7fdel",
-        "caf\u00c3\u00a9 &eacute;\r\nline\x0cfeed",
-        "<b>\n&amp;\n&amp;",
-        "plain ascii\nonly",
-    ]
+    raw = []
+    for name in ("CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz", "cc_en_head-0174.jsonl.gz"):
+        with gzip.open(shared_data("dolma_tests", name), "rt") as f:
+            raw += [json.loads(line)["text"] for line in f][:400]  # before normalize: mojibake and entities left
+    texts = (
+        pages
+        + raw
+        + [
+            "a &amp; b <p>x &lt; y</p>\n&amp; after the tag",
+            "ctrl\x00chars\x1b[31mred\n\x7fdel",
+            "caf\u00c3\u00a9 &eacute;\r\nline\x0cfeed",
+            "<b>\n&amp;\n&amp;",
+            "plain ascii\nonly",
+            "it\u2019s \u2014 caf\u00e9 \u00e2\u20ac\u2122s \u00c3 \nsmart \u201cquotes\u201d\u2026\u0080c1\ufeffbom",
+        ]
+    )
+    changed = 0
     for text in texts:
-        assert fastpaths.fix_text(text) == ftfy.fix_text(text, config=fastpaths._ftfy_config())
+        expected = ftfy.fix_text(text, config=fastpaths._ftfy_config())
+        assert fastpaths.fix_text(text) == expected, text[:200]
+        changed += expected != text
+    assert changed > 5
+
+
+def test_ftfy_leaves_text_without_its_characters_alone():
+    """The characters `_ftfy_work` looks for are read off ftfy's own patterns: text made of any others (random
+    mixes of ASCII and non-ASCII letters, punctuation and symbols) comes out of ftfy unchanged."""
+    import ftfy
+
+    work = fastpaths._ftfy_work()
+    assert work.search("\u00c3\u00a9") and work.search("&amp;") and work.search("\x80") and not work.search("\u2019")
+    pool = [chr(c) for c in [*range(0x20, 0x7F), *range(0xA0, 0x3000)] if not work.search(chr(c))]
+    assert len(pool) > 10_000
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 12)))
+        assert ftfy.fix_text(text, config=fastpaths._ftfy_config()) == text, ascii(text)
 
 
 def test_gopher_repetition_helpers_equal_datatrove():
@@ -148,3 +180,55 @@ def test_words_stay_right_when_the_chunk_cache_fills(pages, monkeypatch):
     for text in pages[:40]:
         assert fast.word_tokenize(text) == reference.word_tokenize(text), text[:200]
         assert fast.span_tokenize(text) == reference.span_tokenize(text), text[:200]
+
+
+def test_c4_quality_decisions_and_text_equal_datatrove(pages):
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import C4QualityFilter
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    from pipelines.curation.filters import warm_tokenizer
+
+    warm_tokenizer([])  # as curate's workers do: C4Quality counts sentences with the cached chunk tokens
+    assert hasattr(load_word_tokenizer("eng"), "count_sentences")
+
+    odd = [
+        "One. Two. Three. Four.",  # four sentences: too few
+        "One. Two. Three. Four. Five.",
+        "Only three words.\nA line with lorem ipsum dolor.\n" + "Enough words here. " * 6,
+        "Enough words here, a sentence. " * 6 + "\nthen a {curly} bracket late in the page.",
+        "Use of cookies here, it says.\nJavaScript is off, it says.\n" + "A b c. " * 3,
+    ]
+    for kwargs in ({}, {"filter_no_terminal_punct": False}, {"min_num_sentences": -1}, {"split_paragraph": False}):
+        reference, fast = C4QualityFilter(**kwargs), fastpaths.C4Quality(**kwargs)
+        results = []
+        for text in pages + odd:
+            theirs, ours = Document(text=text, id="x"), Document(text=text, id="x")
+            results.append(reference.filter(theirs))
+            assert fast.filter(ours) == results[-1], text[:200]
+            assert ours.text == theirs.text, text[:200]
+        assert sum(r is True for r in results) > 20 and len({r for r in results if r is not True}) > 1, kwargs
+
+
+def test_pii_hints_skip_only_texts_without_a_match(pages):
+    """redact_pii scans a pattern only when the text has its hint: same text and counts as scanning every text."""
+    from pipelines.curation import pii
+
+    def every_pattern(text: str) -> tuple[str, dict[str, int]]:
+        counts = {"email": 0, "ip_address": 0, "phone_number": 0}
+        for kind, pattern in (("email", pii.EMAIL), ("ip_address", pii.IPV4), ("phone_number", pii.PHONE)):
+            for m in reversed(list(pattern.finditer(text))):
+                if kind != "ip_address" or pii._public_ip(m):
+                    counts[kind] += 1
+                    text = text[: m.start()] + pii.PII_PLACEHOLDERS[kind] + text[m.end() :]
+        return text, counts
+
+    planted = [
+        "Mail ann.lee@example.org, call (555) 010-0199 or +44 20 7946 0958, from 93.184.216.34 or 10.0.0.1.",
+        "+1 212 555 0199 and 1.2.3.4 and 1.2.3 and a@b.co and 555-0199 and +1-800-555-0199",
+    ]
+    found = 0
+    for text in pages + planted:
+        assert pii.redact_pii(text) == every_pattern(text), text[:200]
+        found += sum(every_pattern(text)[1].values())
+    assert found > 10
