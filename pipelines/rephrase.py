@@ -196,6 +196,7 @@ def generate(
     `pieces/` (~5k units a bucket, from the plan, so the same on a rerun). Returns how many were generated."""
     import ray
 
+    from pipelines.core.runtime import read_files
     from pipelines.reasoning.backends import BACKENDS
 
     ctx = ray.data.DataContext.get_current()
@@ -203,9 +204,10 @@ def generate(
     ctx.execution_options.preserve_order = keep_order or bool(cfg.max_documents)  # the same first N on a rerun
     generated = 0
     try:
-        ds = ray.data.read_parquet(files).select_columns(columns)
+        # No CPU reserved for reading and splitting: the model actors may hold every CPU (runtime.read_files)
+        ds = read_files(files, columns)
         ds = ds.limit(cfg.max_documents) if cfg.max_documents else ds
-        ds = BACKENDS[cfg.backend](ds.flat_map(doc_pieces, fn_kwargs=kwargs), cfg)
+        ds = BACKENDS[cfg.backend](ds.flat_map(doc_pieces, fn_kwargs=kwargs, num_cpus=0), cfg)
         for batch in ds.iter_batches(batch_size=cfg.shard_rows, batch_format="pyarrow"):
             bucket = pa.array([zlib.crc32(u.encode()) % buckets for u in batch["prompt_id"].to_pylist()])
             for k in pc.unique(bucket).to_pylist():

@@ -38,6 +38,7 @@ from pipelines.core import storage
 from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.core.config import ConfigError, check_pinned, parse, to_dict
 from pipelines.core.datasets import find_broken_line
+from pipelines.core.runtime import read_files
 from pipelines.reasoning.prompt_formats import PromptError, fields_for, to_prompt
 from pipelines.reasoning.traces import SAMPLE_SCHEMA, TraceWriter, read_shards, sample_rows, to_trace
 
@@ -123,10 +124,8 @@ def prompt_rows(cfg: SynthConfig):
         parquet = all(f.endswith(".parquet") for f in files)
         lines = all(".jsonl" in f for f in files)
         # No CPU reserved: the model actors may hold every CPU while the prompts stream in (a reader waiting for
-        # one would wait forever); reading prompts is light.
-        ds = (
-            ray.data.read_parquet(files, num_cpus=0) if parquet else ray.data.read_json(files, lines=lines, num_cpus=0)
-        )
+        # one would wait forever; runtime.read_files); reading prompts is light.
+        ds = read_files(files) if parquet or lines else ray.data.read_json(files, num_cpus=0)
     elif "/" in cfg.prompts_path and not storage.is_remote(cfg.prompts_path) and not Path(cfg.prompts_path).exists():
         import datasets
 

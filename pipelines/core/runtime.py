@@ -95,3 +95,32 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     finally:
         if started:
             ray.shutdown()
+
+
+def read_files(files: list[str], columns: list[str] | None = None):
+    """The rows of Parquet or JSON-lines `files` (local or object storage), file by file in the order given, as a Ray
+    dataset read by zero-CPU tasks, one file each.
+
+    For stages whose model actors may hold every CPU: Ray Data's own readers start with a one-CPU ListFiles task,
+    which then waits forever (2 workers x 1 CPU on a 2-CPU node hung before reading a row). Reading is light and
+    paced by generation. A file that cannot be read is named in the error."""
+    import pyarrow as pa
+    import ray
+
+    from pipelines.core import storage
+
+    def read(batch: pa.Table) -> pa.Table:
+        path = batch["path"][0].as_py()
+        try:
+            if path.endswith(".parquet"):
+                return storage.read_table(path, columns)
+            table = storage.read_json_lines(path)
+            return table.select(columns) if columns else table
+        except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+            from pipelines.core.datasets import find_broken_line
+
+            where = find_broken_line([path]) or f"{path}: {e}"
+            raise ConfigError(f"cannot read {storage.redact(where)}") from e
+
+    items = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, len(files)))
+    return items.map_batches(read, batch_size=1, batch_format="pyarrow", num_cpus=0)

@@ -125,6 +125,27 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(p, columns=columns, filesystem=fs)
 
 
+def read_json_lines(path: str | Path) -> pa.Table:
+    """A JSON-lines file (`.gz`, `.zst`... by its extension) as a table, as Ray Data's reader reads it: Arrow with the
+    whole file as one block (no line straddles a block), pandas where Arrow refuses the text (a lone surrogate escape,
+    which pandas drops)."""
+    import io
+
+    import pyarrow.json as pj
+
+    fs, p = filesystem(path)
+    with fs.open(p, "rb", compression="infer") as f:
+        data = f.read()
+    if not data.strip():
+        return pa.table({})
+    try:
+        return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=len(data) + 1))
+    except pa.ArrowInvalid:
+        import pandas as pd
+
+        return pa.Table.from_pandas(pd.read_json(io.BytesIO(data), lines=True), preserve_index=False)
+
+
 def parquet_metadata(path: str | Path) -> pq.FileMetaData:
     """The footer of one Parquet file (row count, key-value metadata) without reading its data."""
     fs, p = filesystem(path)

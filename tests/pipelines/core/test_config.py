@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +17,27 @@ from pipelines.core.config import ConfigError, parse
 from sft.launch import TRAINING_STAGES, pop_launch_args
 
 REPO = Path(__file__).resolve().parents[3]
-YAMLS = sorted(
-    p
-    for p in REPO.rglob("*.yaml")
-    if not any(part.startswith(".") or part in {"runs", "node_modules"} for part in p.relative_to(REPO).parts)
-)
+
+
+def shipped_yamls() -> list[Path]:
+    """The YAML files git would ship (tracked or not ignored): a benchmark's scratch configs under ignored folders
+    are not ours to check."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.yaml"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout
+        listed = [str(p.relative_to(REPO)) for p in REPO.rglob("*.yaml")]
+    return sorted(
+        REPO / p for p in listed if (REPO / p).is_file() and not any(part.startswith(".") for part in Path(p).parts)
+    )
+
+
+YAMLS = shipped_yamls()
 
 
 @dataclass
