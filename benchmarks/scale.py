@@ -11,7 +11,8 @@ tests run the same stages with artifacts on an S3 server). The quality classifie
 
 Measured per run: wall seconds per stage and in all, MB/s per core (input text MB / wall / CPUs), the DRIVER's
 peak RSS (the measured Python process alone: what must stay flat as the corpus grows) and the whole process
-tree's, and the files each artifact holds. Results go to benchmarks/results/scale-<MB>mb.json.
+tree's, the files each artifact holds and the temporary files each stage wrote and removed (staging, checkpoints).
+Results go to benchmarks/results/scale-<MB>mb.json.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def inner(args) -> int:
     import ray
     from ray.cluster_utils import Cluster
 
+    from pipelines.core import storage
     from pipelines.core.runtime import init_ray
 
     nodes = args.nodes[0]
@@ -110,16 +112,29 @@ def inner(args) -> int:
         cluster.add_node(**node)
     cluster.wait_for_nodes()
     init_ray(cluster.address)
-    seconds = {}
+    # Temporary files (staging, checkpoints) are gone when a stage ends: count what the driver removes from a
+    # partial directory, the stages' only way to delete their work files.
+    temporary, remove = {"n": 0}, storage.remove
+
+    def counting_remove(path):
+        if ".partial" in str(path):
+            temporary["n"] += storage.count_files(path)
+        remove(path)
+
+    storage.remove = counting_remove
+    seconds, temporary_files = {}, {}
     try:
         for name, module, argv in stages(Path(args.input), Path(args.out), Path(args.classifier), args.total_tokens):
-            start = time.monotonic()
+            start, temporary["n"] = time.monotonic(), 0
             importlib.import_module(module).main(argv)
             seconds[name] = round(time.monotonic() - start, 1)
+            temporary_files[name] = temporary["n"]
     finally:
+        storage.remove = remove
         ray.shutdown()
         cluster.shutdown()
     Path(args.out, "seconds.json").write_text(json.dumps(seconds))
+    Path(args.out, "temporary_files.json").write_text(json.dumps(temporary_files))
     return 0
 
 
@@ -237,6 +252,7 @@ def main() -> int:
             row["seconds"] = json.loads((out / "seconds.json").read_text())
             row["mb_per_s_per_core"] = round(text_mb / m["wall"] / args.cpus, 4)
             row["files"] = {name: count_files(out / name) for name in ("curate", "quality", "mix")}
+            row["temporary_files"] = json.loads((out / "temporary_files.json").read_text())
         results.append(row)
         print(json.dumps(row), flush=True)
     (HERE / "results").mkdir(exist_ok=True)

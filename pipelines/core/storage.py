@@ -77,6 +77,12 @@ def remove(path: str | Path) -> None:
         fs.rm(p, recursive=True)
 
 
+def count_files(path: str | Path) -> int:
+    """Files (objects) under a directory or prefix; 0 for a missing path."""
+    fs, p = filesystem(path)
+    return len(fs.find(p)) if fs.exists(p) else 0
+
+
 def read_text(path: str | Path) -> str:
     with fsspec.open(str(path), "r") as f:
         return f.read()
