@@ -24,11 +24,13 @@ resumable from `.work/` in the partial directory, and a plan between them:
      GATHER_DOCS documents, read whole (pipelines/blending/search.py): a few passes over (source, key, tokens),
      rows on the driver bounded by the number of cuts (sources x phases), not by the corpus;
   2. route: a task per prepared file writes every document, once per pick (decided from the cuts by the document
-     alone), into `.work/staged/phase=P/bucket=B/` with its shuffle key (a hash); a phase has ~docs_per_shard x 7/8
-     picks a bucket;
-  3. shards: one task per bucket sorts its rows by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and
-     `.bin/.idx`), split in equal files where it holds more than docs_per_shard, so the output is
-     byte-identical for a seed however the work was split.
+     alone), with its phase P, output bucket B and shuffle key (a hash), into one `.work/staged/` file per prepared
+     file, a row group per (chunk of route_rows, P, B); a phase has ~docs_per_shard x 7/8 picks a bucket;
+  3. shards: one task per bucket reads its row groups of every staged file (by their statistics), sorts its rows
+     by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and `.bin/.idx`), split in equal files where it
+     holds more than docs_per_shard, so the output is byte-identical for a seed however the work was split.
+Files written: prepared and staged one per input file, then the output shards; never a file per chunk or per (input
+file, bucket) (tests/pipelines/test_mix.py counts them).
 Output: the shards, `blend.json` (per phase and source: weight, target and achieved tokens, epochs; Megatron
 `--data-path` strings), `report.md` with `mixture.png` (target vs achieved), manifest.
 """
@@ -41,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.blending.ops import default_eos, load_tokenizer, prepare_file, route_file, write_bucket
+from pipelines.blending.ops import ROUTE_ROWS, default_eos, load_tokenizer, prepare_file, route_file, write_bucket
 from pipelines.blending.plan import Phase, ShortfallError, plan_cuts, token_dtype, write_report
 from pipelines.blending.search import resolve_on_workers, totals
 from pipelines.core import storage
@@ -87,6 +89,9 @@ class MixConfig:
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
     batch_size: int = field(default=1000, metadata={"help": "Documents per Ray Data batch."})
+    route_rows: int = field(
+        default=ROUTE_ROWS, metadata={"help": "Prepared documents a route task holds at once (bounds its memory)."}
+    )
     output_dir: str = field(default="runs/mix", metadata={"help": "Artifact directory to write."})
     force: bool = field(default=False, metadata={"help": "Rerun even if the artifact is up to date."})
     address: str | None = field(default=None, metadata={"help": "Ray address (default: embedded local Ray)."})
@@ -215,13 +220,14 @@ def plan(
     return route_plan, stats, log
 
 
-def route(prepared: str, staged: str, route_plan: dict) -> None:
-    """Pass 2: every prepared document, once per pick, into staged/phase=P/bucket=B/ with its shuffle key: a Ray
-    task per prepared file."""
+def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS) -> None:
+    """Pass 2: every prepared document, once per pick, with its phase, bucket and shuffle key, into one staged file
+    per prepared file: a Ray task per prepared file, `rows` documents at a time."""
     import ray
 
     task = ray.remote(route_file)
-    ray.get([task.remote(f, staged, **route_plan) for f in storage.glob(storage.join(prepared, "*.parquet"))])
+    files = storage.glob(storage.join(prepared, "*.parquet"))
+    ray.get([task.remote(f, staged, rows=rows, **route_plan) for f in files])
 
 
 def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokenizer) -> list:
@@ -286,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         clock.append(("plan", time.perf_counter()))
         if not storage.exists(storage.join(work, "staged.done")):
             storage.remove(staged)
-            route(prepared, staged, route_plan)
+            route(prepared, staged, route_plan, cfg.route_rows)
             storage.makedirs(staged)
             storage.write_text("", storage.join(work, "staged.done"))
         clock.append(("route", time.perf_counter()))

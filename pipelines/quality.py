@@ -42,10 +42,8 @@ from pipelines.core.runtime import ray_session
 from pipelines.curation.filters import FILTER_NAMES, check_filters
 from pipelines.scoring.buckets import LABELS, PERCENTILES, bucket_labels, weighted_percentiles
 from pipelines.scoring.ops import (
-    SHARD,
     WEIGHT,
     EnsembleScorer,
-    add_shard,
     add_weight,
     bucket_batch,
     bucket_histogram,
@@ -54,6 +52,7 @@ from pipelines.scoring.ops import (
     kept_rows,
     rejected_rows,
     sample_batch,
+    stage_block,
     write_part,
 )
 
@@ -198,18 +197,17 @@ def histogram(scores, thresholds: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def write_sharded(ds, num_shards: int, staged: str, out: str, text_column: str) -> None:
     """Write `ds` as `out/part-KKKKK.parquet`, a document's shard chosen by a hash of its id and its rows sorted by
-    id: the same files, byte for byte, however Ray split the work (its own file names are uuids). Rows go through
-    `staged/_shard=K/` on disk, then one task per shard sorts and writes it; nothing is gathered on the driver."""
+    id: the same files, byte for byte, however Ray split the work (its own file names are uuids). Each block goes to
+    one file under `staged/` with a row group per shard (`stage_block`), then one task per shard reads its row
+    groups, sorts and writes them: staged files grow with the blocks, not blocks x shards; nothing is gathered on
+    the driver."""
     import ray
 
     storage.remove(staged), storage.remove(out)  # a resumed run starts this pass over: no rows twice
-    ds.map_batches(add_shard, fn_kwargs={"num_shards": num_shards}, batch_format="pyarrow").write_parquet(
-        staged, partition_cols=[SHARD]
-    )
-    shards = sorted(int(p.rsplit("=", 1)[1]) for p in storage.glob(storage.join(staged, f"{SHARD}=*")))
-    if shards:  # Ray Data writes nothing for zero rows
-        kwargs = {"staged": str(staged), "out": str(out), "text_column": text_column}
-        ray.data.from_items([{"shard": k} for k in shards]).map(write_part, fn_kwargs=kwargs).take_all()
+    kwargs = {"staged": str(staged), "num_shards": num_shards}
+    ds.map_batches(stage_block, fn_kwargs=kwargs, batch_size=None, batch_format="pyarrow").materialize()
+    kwargs = {"staged": str(staged), "out": str(out), "text_column": text_column}
+    ray.data.from_items([{"shard": k} for k in range(num_shards)]).map(write_part, fn_kwargs=kwargs).take_all()
     storage.remove(staged)
 
 

@@ -237,30 +237,28 @@ ROUTE_ROWS = 16_384  # prepared documents routed at once (~50 MB of web text and
 
 
 def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, **route_plan) -> int:
-    """A Ray task: `route_batch` on one prepared file, its picks written to `staged/phase=P/bucket=B/` (a file per
-    bucket each `rows` documents reach, named after the prepared file and the chunk, without the phase and
-    bucket columns); returns the picks.
+    """A Ray task: `route_batch` on one prepared file, `rows` documents at a time, its picks written to one staged
+    file named after the prepared file: each chunk's picks sorted by (phase, bucket), a row group per (chunk, phase,
+    bucket) run (`storage.write_runs`), so a bucket's writer reads only its own row groups; returns the picks.
 
-    Large vectorized chunks and one write per (chunk, bucket), where a Ray Data pass with a partitioned write took
-    ~40x the routing time here; the chunk bounds a task's memory whatever the size of its file."""
+    One file per prepared file, however many chunks and buckets (a file per chunk and bucket was millions of small
+    files at 10 TB); plain vectorized chunks, where a Ray Data pass with a partitioned write took ~40x the routing
+    time here; the chunk bounds a task's memory whatever the size of its file."""
     fs, p = storage.filesystem(path)
-    name = path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
-    picks = 0
+    out_fs, out = storage.filesystem(storage.join(staged, storage.basename(path)))
+    writer, picks = None, 0
     with fs.open(p, "rb") as f:
-        for chunk, records in enumerate(pq.ParquetFile(f).iter_batches(batch_size=rows)):
+        for records in pq.ParquetFile(f).iter_batches(batch_size=rows):
             routed = route_batch(pa.Table.from_batches([records]), **route_plan)
             if not len(routed):
                 continue
-            routed = routed.take(pc.sort_indices(routed, [("phase", "ascending"), ("bucket", "ascending")]))
-            phase, bucket = routed["phase"].to_numpy(), routed["bucket"].to_numpy()
-            starts = np.flatnonzero(np.r_[True, (phase[1:] != phase[:-1]) | (bucket[1:] != bucket[:-1])])
-            for start, end in zip(starts, [*starts[1:], len(routed)], strict=True):
-                folder = storage.join(staged, f"phase={phase[start]}", f"bucket={bucket[start]}")
-                storage.makedirs(folder)
-                out_fs, out = storage.filesystem(storage.join(folder, f"{name}-{chunk:05d}.parquet"))
-                part = routed.slice(start, end - start).drop_columns(["phase", "bucket"])
-                pq.write_table(part, out, filesystem=out_fs, compression=work_compression(staged))
+            if writer is None:
+                storage.makedirs(staged)
+                writer = pq.ParquetWriter(out, routed.schema, filesystem=out_fs, compression=work_compression(staged))
+            storage.write_runs(writer, routed, ["phase", "bucket"])
             picks += len(routed)
+    if writer is not None:  # no picks in this file: no staged file
+        writer.close()
     return picks
 
 
@@ -270,10 +268,9 @@ def write_bucket(
     """Sort one bucket's staged rows by their shuffle key; write `<phase>/part-BBBBB-JJ.parquet` (+ `.bin/.idx`):
     one file, or as many as keep every file within docs_per_shard documents."""
     phase, bucket = int(row["phase"]), int(row["bucket"])
-    folder = storage.join(staged, f"phase={phase}", f"bucket={bucket}")
-    if not storage.exists(folder):  # no pick fell in this range
+    table = storage.read_equal(staged, phase=phase, bucket=bucket)
+    if not len(table):  # no pick fell in this range
         return []
-    table = storage.read_table(folder)
     table = table.take(pc.sort_indices(table, [(c, "ascending") for c in ("order", "blend_source", "key", "epoch")]))
     same = [pc.equal(table[c][1:], table[c][:-1]) for c in ("blend_source", "key", "epoch")] if len(table) > 1 else []
     if same and pc.any(pc.and_(pc.and_(same[0], same[1]), same[2])).as_py():

@@ -16,14 +16,18 @@ manifest last as the commit marker.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
@@ -150,6 +154,34 @@ def read_json_lines(path: str | Path) -> pa.Table:
         import pandas as pd
 
         return pa.Table.from_pandas(pd.read_json(io.BytesIO(data), lines=True), preserve_index=False)
+
+
+def write_runs(writer: pq.ParquetWriter, table: pa.Table, by: list[str]) -> None:
+    """`table` sorted by the (integer) columns `by`, a row group per run of equal values, so that a reader of one
+    value (`read_equal`) reads only its row groups. One file per writer thus stands for the folder per value of a
+    partitioned write, whose files multiply as writers x values (x chunks, where a writer writes in chunks)."""
+    table = table.take(pc.sort_indices(table, [(c, "ascending") for c in by]))
+    change = np.zeros(max(len(table) - 1, 0), bool)
+    for c in by:
+        values = table[c].to_numpy()
+        change |= values[1:] != values[:-1]
+    starts = [0, *(np.flatnonzero(change) + 1)]
+    for start, end in zip(starts, [*starts[1:], len(table)], strict=True):
+        writer.write_table(table.slice(start, end - start), row_group_size=end - start)
+
+
+def read_equal(root: str | Path, **equal: int) -> pa.Table:
+    """The rows whose columns equal `equal` (e.g. phase=1, bucket=3) from every Parquet file under `root`, reading
+    only the row groups whose statistics may hold them (files written by `write_runs`). A column may also come from
+    hive folders (`phase=1/bucket=3/`, a partitioned write's layout). An empty table when none match."""
+    import pyarrow.dataset as ds
+
+    fs, p = filesystem(root)
+    if not fs.exists(p):
+        return pa.table({})
+    where = [ds.field(k) == v for k, v in equal.items()]
+    data = ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive")
+    return data.to_table(filter=functools.reduce(operator.and_, where))
 
 
 def parquet_metadata(path: str | Path) -> pq.FileMetaData:

@@ -12,6 +12,7 @@ Actors load the model once and score whole batches (GPU when the actor was given
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -266,12 +267,30 @@ def add_shard(batch: pa.Table, num_shards: int) -> pa.Table:
     return batch.append_column(SHARD, pa.array((id_hash(batch["id"]) % num_shards).astype(np.int64)))
 
 
+def stage_block(batch: pa.Table, staged: str, num_shards: int) -> pa.Table:
+    """Ray Data UDF over whole blocks: the block's rows with their shard (`add_shard`) into one staged file, a row
+    group per shard (`storage.write_runs`), named by a hash of the block's ids (a retried task rewrites the same
+    file); returns its row count. One file per block, where a partitioned write wrote one per block and shard."""
+    if not len(batch):
+        return pa.table({"rows": [0]})
+    table = add_shard(batch, num_shards)
+    storage.makedirs(staged)
+    name = hashlib.sha1(id_hash(table["id"]).tobytes()).hexdigest()[:24]
+    fs, path = storage.filesystem(storage.join(staged, f"{name}.parquet"))
+    with pq.ParquetWriter(path, table.schema, filesystem=fs) as writer:
+        storage.write_runs(writer, table, [SHARD])
+    return pa.table({"rows": [len(table)]})
+
+
 def write_part(row: dict, staged: str, out: str, text_column: str) -> dict:
-    """Sort one shard's staged rows by id (then text); write `part-KKKKK.parquet`. The bytes depend on the rows
-    alone, not on how Ray split them into blocks and files."""
+    """Sort one shard's staged rows (its row groups of every staged file) by id (then text); write
+    `part-KKKKK.parquet`, or nothing for a shard without rows. The bytes depend on the rows alone, not on how Ray
+    split them into blocks and files."""
     shard = int(row["shard"])
-    table = storage.read_table(storage.join(staged, f"{SHARD}={shard}"))
-    table = table.drop_columns([c for c in table.column_names if c == SHARD])
+    table = storage.read_equal(staged, **{SHARD: shard})
+    if not len(table):
+        return {"shard": shard, "docs": 0}
+    table = table.drop_columns([SHARD])
     keys = [(c, "ascending") for c in ("id", text_column) if c in table.column_names]
     table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
     storage.makedirs(out)

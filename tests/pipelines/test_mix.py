@@ -1,4 +1,7 @@
-"""mix: token fractions per phase, epoch caps, shortfalls, determinism, Megatron .bin/.idx read back into tokens."""
+"""mix: token fractions per phase, epoch caps, shortfalls, determinism, Megatron .bin/.idx read back into tokens.
+
+Length (~450 lines): the plan in memory and on workers, the end-to-end stage and the files it writes share the real
+corpora fixtures of this one file."""
 
 from __future__ import annotations
 
@@ -385,13 +388,67 @@ def test_mix_tasks_write_the_shards_the_ray_data_passes_wrote(ray_local, tmp_pat
     assert len(ours) > 6 and {k for k in ours if k.endswith(".bin")}  # Parquet + .bin/.idx, both phases
     assert ours == theirs
 
-    # routed in chunks of 50 documents (a staged file per chunk and bucket), in this process: the same shards
+    # routed in chunks of 50 documents (a staged file per prepared file, a row group per chunk and bucket), in this
+    # process: the same shards
     from pipelines.blending.ops import route_file, write_bucket
 
     chunks = tmp_path / "chunks"
-    for f in sorted((tmp_path / "ray_data" / "prepared").glob("*.parquet")):
+    prepared = sorted((tmp_path / "ray_data" / "prepared").glob("*.parquet"))
+    for f in prepared:
         assert route_file(str(f), str(chunks / "staged"), rows=50, **route_plan) > 0
-    assert len(list((chunks / "staged").rglob("*.parquet"))) > 2 * len(theirs)
+    staged = list((chunks / "staged").rglob("*.parquet"))
+    assert len(staged) == len(prepared)
+    assert sum(pq.ParquetFile(f).num_row_groups for f in staged) > 2 * len(theirs)
     for b in buckets:
         write_bucket(b, **{**kwargs, "staged": str(chunks / "staged"), "out": str(chunks)})
     assert shards(chunks) == ours
+
+
+# --- files written: O(input files + output shards), never a file per route chunk -----------------------------------
+
+
+def test_mix_writes_files_per_input_file_and_output_shard_not_per_chunk(ray_local, tmp_path, monkeypatch):
+    """Issue 14: 4 input files routed 10 documents at a time (8 chunks each) into 2 phases of ~9 buckets each. A
+    staged file per (chunk, bucket) made hundreds of files here (millions at 10 TB); now every pass writes a file per
+    input file (prepared, staged) or per output shard, and the blend is the same bytes as routed in one chunk."""
+    from pipelines.core import storage
+
+    (tmp_path / "web" / "documents").mkdir(parents=True)
+    rows = [{"id": f"d-{i}", "text": "word " * (20 + i * 7 % 50), "source": "web"} for i in range(320)]
+    for k in range(4):
+        pq.write_table(pa.Table.from_pylist(rows[k * 80 : (k + 1) * 80]), tmp_path / "web/documents" / f"{k}.parquet")
+    config = {
+        "input_paths": [str(tmp_path / "web")],
+        "sources": [{"name": "web", "input": 0}],
+        "phases": [{"name": p, "fraction": 0.5, "weights": {"web": 1}} for p in ("p1", "p2")],
+        "total_tokens": 25_000,  # ~1.4 epochs of the ~18k estimated tokens
+        "docs_per_shard": 30,
+    }
+    (tmp_path / "mix.yaml").write_text(json.dumps(config))
+    work, remove = {}, storage.remove
+
+    def counting_remove(path):  # the driver removes .work/ when the shards are written: count it first
+        if storage.basename(path) == ".work":
+            for step in ("prepared", "staged"):
+                files = sorted(Path(path, step).rglob("*.parquet"))
+                work[step] = (len(files), sum(pq.ParquetFile(f).num_row_groups for f in files))
+        remove(path)
+
+    monkeypatch.setattr(storage, "remove", counting_remove)
+    argv = ["--config", str(tmp_path / "mix.yaml")]
+    assert mix.main([*argv, "--output_dir", str(tmp_path / "chunked"), "--route_rows", "10"]) == 0
+    chunked = work.copy()
+    assert mix.main([*argv, "--output_dir", str(tmp_path / "whole")]) == 0
+
+    blend = json.loads((tmp_path / "chunked" / "blend.json").read_text())
+    shards = [f for phase in blend["phases"].values() for f in phase["shards"]]
+    files = sorted(p.relative_to(tmp_path / "chunked").as_posix() for p in (tmp_path / "chunked").rglob("*"))
+    files = [f for f in files if (tmp_path / "chunked" / f).is_file()]
+    assert len(shards) >= 12  # several buckets in each phase
+    assert files == sorted([*shards, "blend.json", "manifest.json", "README.md", "report.md", "mixture.png"])
+    assert chunked["prepared"][0] == 4 and chunked["staged"][0] <= 4  # a file per input file, whatever the chunks
+    assert chunked["staged"][1] > 4 * 8  # routed in chunks of 10: a row group per (chunk, phase, bucket)
+    assert work["staged"][0] == chunked["staged"][0] and work["staged"][1] < chunked["staged"][1]
+    assert len(files) + sum(n for n, _ in chunked.values()) <= 2 * 4 + len(shards) + 5  # O(input + output files)
+    for f in [*shards, "blend.json", "report.md"]:  # the same blend, routed in chunks or whole
+        assert (tmp_path / "chunked" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f

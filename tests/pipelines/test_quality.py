@@ -341,3 +341,23 @@ def test_quality_and_mix_are_byte_identical_when_run_twice(ray_local, tmp_path, 
     assert json.loads(runs[0][0]["thresholds.json"])["sample_docs"] < 60
     assert any(p.startswith("p1/part-") for p in runs[0][1])
     assert runs[0] == runs[1]
+
+
+def test_quality_stages_a_file_per_block_not_per_block_and_shard(tmp_path):
+    """Issue 14: each Ray block goes to one staged file with a row group per shard (a partitioned write made a file
+    per block and shard); a shard's writer reads its row groups of every file and writes its rows sorted by id, and
+    a shard without rows writes nothing."""
+    from pipelines.scoring.ops import stage_block, write_part
+
+    rows = [{"id": f"doc-{i}", "text": f"text {i}"} for i in range(200)]
+    staged, out = str(tmp_path / "staged"), str(tmp_path / "out")
+    for b in range(5):  # 5 blocks, each spread over every shard
+        assert stage_block(pa.Table.from_pylist(rows[b::5]), staged, num_shards=4)["rows"].to_pylist() == [40]
+    files = sorted((tmp_path / "staged").rglob("*.parquet"))
+    assert len(files) == 5 and [pq.ParquetFile(f).num_row_groups for f in files] == [4] * 5
+    written = [write_part({"shard": k}, staged, out, "text") for k in range(5)]
+    assert sum(w["docs"] for w in written) == 200 and written[4]["docs"] == 0
+    parts = sorted((tmp_path / "out").glob("*.parquet"))
+    assert [p.name for p in parts] == [f"part-{k:05d}.parquet" for k in range(4)]
+    ids = [pq.read_table(p)["id"].to_pylist() for p in parts]
+    assert all(mine == sorted(mine) for mine in ids) and sorted(sum(ids, [])) == sorted(r["id"] for r in rows)
