@@ -8,8 +8,9 @@ Plan: read one or more traces artifacts -> group by `prompt_id` (Ray Data groupb
 the same prompts join, e.g. replayed references with model samples) -> `selection.select_prompt` per prompt ->
 write `sft/` (TRL `messages`), `preference/` (`prompt`/`chosen`/`rejected`), `rl_prompts/` (`prompt`/`answer`),
 each an artifact with its own manifest; samples and prompts not used go to `<set>/rejected/` with the reason.
-Nothing per record reaches the driver: the records go to `.staged/kind=K/shard=S/` (S a hash of the prompt id,
-one shard per ROWS_PER_SHARD samples), then one Ray task per (kind, shard) sorts its records and writes the
+Nothing per record reaches the driver: each Ray block of records goes to one `.staged/` file with a row group per
+(kind, shard) (S a hash of the prompt id, one shard per ROWS_PER_SHARD samples; the driver gets the (kind, shard)
+pairs each block holds), then one Ray task per (kind, shard) reads its row groups, sorts its records and writes the
 file (named by its content) and returns its counts and histogram bins, which the driver sums. Every path may be
 local or a URL (`s3://`, `gs://`; pipelines/core/storage.py).
 With `decontaminate_against`, a trace whose prompt + completion shares an n-gram with an evaluation set is dropped
@@ -20,6 +21,7 @@ Accounting: samples == sft kept + Σ sft rejected[reason]; prompts == rl kept + 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sys
 import zlib
@@ -27,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.core import storage
 from pipelines.core.artifacts import Artifact, read_manifest
@@ -181,11 +184,26 @@ def build(cfg: SelectConfig, num_shards: int = 1):
     return ds.groupby("prompt_id", num_partitions=partitions).map_groups(per_prompt, batch_format="pyarrow")
 
 
+def stage_records(batch: pa.Table, staged: str) -> pa.Table:
+    """Ray Data UDF over whole blocks: the block's records into one staged file named by their hash (a retried task
+    rewrites the same file), a row group per (kind, shard) (`storage.write_runs`); returns the (kind, shard) pairs
+    it holds. One file per block, where a partitioned write wrote one per block, kind and shard."""
+    if not len(batch):
+        return pa.table({"kind": pa.array([], pa.string()), "shard": pa.array([], pa.int64())})
+    name = hashlib.sha1("\n".join(batch["record"].to_pylist()).encode()).hexdigest()[:24]
+    fs, path = storage.filesystem(storage.join(staged, f"{name}.parquet"))
+    storage.makedirs(staged)
+    with pq.ParquetWriter(path, batch.schema, filesystem=fs) as writer:
+        storage.write_runs(writer, batch, ["kind", "shard"])
+    pairs = batch.group_by(["kind", "shard"], use_threads=False).aggregate([])
+    return pa.table({"kind": pairs["kind"], "shard": pairs["shard"].cast(pa.int64())})
+
+
 def write_kind(row: dict, staged: str, folders: dict[str, str | None]) -> dict:
     """One (kind, shard) of select's records: sorted (groups arrive in any order, the files must not) and written
     as one file where the kind has a folder; returns its counts and histogram bins for the driver to sum."""
     kind, shard = row["kind"], int(row["shard"])
-    table = storage.read_table(storage.join(staged, f"kind={kind}", f"shard={shard}"), columns=["record"])
+    table = storage.read_equal(staged, kind=kind, shard=shard)
     records = sorted((json.loads(r) for r in table["record"].to_pylist()), key=lambda r: json.dumps(r, sort_keys=True))
     if folders.get(kind) is not None and records:
         write_shard(folders[kind], records, SCHEMAS[kind])
@@ -226,12 +244,11 @@ def select(cfg: SelectConfig) -> str:
         staged = storage.join(str(tmp), ".staged")
         summaries = []
         if samples:  # no samples at all: nothing to group (Ray cannot group an empty table)
-            build(cfg, samples // ROWS_PER_SHARD + 1).write_parquet(staged, partition_cols=["kind", "shard"])
-            parts = [
-                {"kind": k.rsplit("=", 1)[1], "shard": int(s.rsplit("=", 1)[1])}
-                for k in storage.glob(storage.join(staged, "kind=*"))
-                for s in storage.glob(storage.join(k, "shard=*"))
-            ]
+            records = build(cfg, samples // ROWS_PER_SHARD + 1)
+            kwargs = {"fn_kwargs": {"staged": staged}, "batch_size": None, "batch_format": "pyarrow"}
+            held = records.map_batches(stage_records, **kwargs).iter_batches(batch_format="pyarrow")
+            pairs = {(r["kind"], int(r["shard"])) for batch in held for r in batch.to_pylist()}  # blocks x parts
+            parts = [{"kind": k, "shard": s} for k, s in sorted(pairs)]
             kwargs = {"staged": staged, "folders": folders}
             written = ray.data.from_items(parts).map(write_kind, fn_kwargs=kwargs).take_all()  # one per shard
             summaries = [json.loads(w["summary"]) for w in written]

@@ -157,9 +157,10 @@ def read_json_lines(path: str | Path) -> pa.Table:
 
 
 def write_runs(writer: pq.ParquetWriter, table: pa.Table, by: list[str]) -> None:
-    """`table` sorted by the (integer) columns `by`, a row group per run of equal values, so that a reader of one
-    value (`read_equal`) reads only its row groups. One file per writer thus stands for the folder per value of a
-    partitioned write, whose files multiply as writers x values (x chunks, where a writer writes in chunks)."""
+    """`table` sorted by the (integer or string) columns `by`, a row group per run of equal values, so that a
+    reader of one value (`read_equal`) reads only its row groups. One file per writer thus stands for the folder per
+    value of a partitioned write, whose files multiply as writers x values (x chunks, where a writer writes in
+    chunks)."""
     table = table.take(pc.sort_indices(table, [(c, "ascending") for c in by]))
     change = np.zeros(max(len(table) - 1, 0), bool)
     for c in by:
@@ -170,7 +171,7 @@ def write_runs(writer: pq.ParquetWriter, table: pa.Table, by: list[str]) -> None
         writer.write_table(table.slice(start, end - start), row_group_size=end - start)
 
 
-def read_equal(root: str | Path, **equal: int) -> pa.Table:
+def read_equal(root: str | Path, **equal: int | str) -> pa.Table:
     """The rows whose columns equal `equal` (e.g. phase=1, bucket=3) from every Parquet file under `root`, reading
     only the row groups whose statistics may hold them (files written by `write_runs`). A column may also come from
     hive folders (`phase=1/bucket=3/`, a partitioned write's layout). An empty table when none match."""

@@ -264,3 +264,25 @@ def test_shards_are_named_by_their_content(tmp_path):
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
     assert write_shard(tmp_path / "a", [rows[0] | {"answer": "3"}], SCHEMAS["rl"]).name != a.name
     assert not [p for p in (tmp_path / "a").iterdir() if not p.name.endswith(".parquet")]  # no temporary files left
+
+
+def test_records_are_staged_a_file_per_block_not_per_block_kind_and_shard(tmp_path):
+    """Issue 14: a Ray block of records goes to one staged file with a row group per (kind, shard) (a partitioned
+    write made a file per block, kind and shard); a writer reads back exactly its (kind, shard)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.core import storage
+    from pipelines.select import stage_records
+
+    kinds = ["sft", "pair", "rl"]
+    table = pa.Table.from_pylist(
+        [{"kind": kinds[i % 3], "record": json.dumps({"i": i}), "shard": i % 4} for i in range(60)]
+    )
+    staged = str(tmp_path / "staged")
+    held = [stage_records(table.slice(b * 30, 30), staged) for b in range(2)]
+    assert [len(h) for h in held] == [12, 12]  # every (kind, shard) pair in each block
+    files = sorted((tmp_path / "staged").glob("*.parquet"))
+    assert len(files) == 2 and [pq.ParquetFile(f).num_row_groups for f in files] == [12, 12]
+    mine = storage.read_equal(staged, kind="pair", shard=1)
+    assert sorted(json.loads(r)["i"] for r in mine["record"].to_pylist()) == [1, 13, 25, 37, 49]
