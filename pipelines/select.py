@@ -29,7 +29,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.core import storage
 from pipelines.core.artifacts import Artifact, read_manifest
@@ -191,9 +190,8 @@ def stage_records(batch: pa.Table, staged: str) -> pa.Table:
     if not len(batch):
         return pa.table({"kind": pa.array([], pa.string()), "shard": pa.array([], pa.int64())})
     name = hashlib.sha1("\n".join(batch["record"].to_pylist()).encode()).hexdigest()[:24]
-    fs, path = storage.filesystem(storage.join(staged, f"{name}.parquet"))
     storage.makedirs(staged)
-    with pq.ParquetWriter(path, batch.schema, filesystem=fs) as writer:
+    with storage.runs_writer(storage.join(staged, f"{name}.parquet"), batch.schema, ["kind", "shard"]) as writer:
         storage.write_runs(writer, batch, ["kind", "shard"])
     pairs = batch.group_by(["kind", "shard"], use_threads=False).aggregate([])
     return pa.table({"kind": pairs["kind"], "shard": pairs["shard"].cast(pa.int64())})

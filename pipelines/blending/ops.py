@@ -245,7 +245,7 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, **route_plan) -> 
     files at 10 TB); plain vectorized chunks, where a Ray Data pass with a partitioned write took ~40x the routing
     time here; the chunk bounds a task's memory whatever the size of its file."""
     fs, p = storage.filesystem(path)
-    out_fs, out = storage.filesystem(storage.join(staged, storage.basename(path)))
+    out, by = storage.join(staged, storage.basename(path)), ["phase", "bucket"]
     writer, picks = None, 0
     with fs.open(p, "rb") as f:
         for records in pq.ParquetFile(f).iter_batches(batch_size=rows):
@@ -254,8 +254,8 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, **route_plan) -> 
                 continue
             if writer is None:
                 storage.makedirs(staged)
-                writer = pq.ParquetWriter(out, routed.schema, filesystem=out_fs, compression=work_compression(staged))
-            storage.write_runs(writer, routed, ["phase", "bucket"])
+                writer = storage.runs_writer(out, routed.schema, by, compression=work_compression(staged))
+            storage.write_runs(writer, routed, by)
             picks += len(routed)
     if writer is not None:  # no picks in this file: no staged file
         writer.close()

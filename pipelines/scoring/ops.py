@@ -276,8 +276,7 @@ def stage_block(batch: pa.Table, staged: str, num_shards: int) -> pa.Table:
     table = add_shard(batch, num_shards)
     storage.makedirs(staged)
     name = hashlib.sha1(id_hash(table["id"]).tobytes()).hexdigest()[:24]
-    fs, path = storage.filesystem(storage.join(staged, f"{name}.parquet"))
-    with pq.ParquetWriter(path, table.schema, filesystem=fs) as writer:
+    with storage.runs_writer(storage.join(staged, f"{name}.parquet"), table.schema, [SHARD]) as writer:
         storage.write_runs(writer, table, [SHARD])
     return pa.table({"rows": [len(table)]})
 
