@@ -22,13 +22,16 @@ resumable from `.work/` in the partial directory, and a plan between them:
      them into cuts of each source's hash-ordered stream (pipelines/blending/plan.py) and finds each cut by
      asking workers for token histograms of a narrowing range of that order until the range holds at most
      GATHER_DOCS documents, read whole (pipelines/blending/search.py): a few passes over (source, key, tokens),
-     rows on the driver bounded by the number of cuts (sources x phases), not by the corpus;
+     rows on the driver bounded by the number of cuts (sources x phases), not by the corpus; a cut at an end of an
+     epoch (an integer max_epochs' cap, a source taken whole) needs no pass where every document ends with an EOS;
   2. route: a task per prepared file writes every document, once per pick (decided from the cuts by the document
      alone), with its phase P, output bucket B and shuffle key (a hash), into one `.work/staged/` file per prepared
      file, a row group per (chunk of route_rows, P, B); a phase has ~docs_per_shard x 7/8 picks a bucket;
   3. shards: one task per bucket reads its row groups of every staged file (by their statistics), sorts its rows
      by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and `.bin/.idx`), split in equal files where it
-     holds more than docs_per_shard, so the output is byte-identical for a seed however the work was split.
+     holds more than docs_per_shard, so the output is byte-identical for a seed however the work was split. Where
+     the picks fit in a quarter of Ray's object store, route also hands each bucket's rows to its writer in memory
+     (`picks_fit`): the writers read no staged file (those stay for a resumed run), the same output.
 Files written: prepared and staged one per input file, then the output shards; never a file per chunk or per (input
 file, bucket) (tests/pipelines/test_mix.py counts them).
 Output: the shards, `blend.json` (per phase and source: weight, target and achieved tokens, epochs; Megatron
@@ -41,9 +44,18 @@ import json
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pipelines.blending.ops import ROUTE_ROWS, default_eos, load_tokenizer, prepare_file, route_file, write_bucket
+from pipelines.blending.ops import (
+    ROUTE_ROWS,
+    default_eos,
+    load_tokenizer,
+    prepare_file,
+    route_file,
+    write_bucket,
+    write_kept,
+)
 from pipelines.blending.plan import Phase, ShortfallError, plan_cuts, token_dtype, write_report
 from pipelines.blending.search import resolve_on_workers, totals
 from pipelines.core import storage
@@ -196,16 +208,23 @@ def prepare(cfg: MixConfig, sources: list[dict], eos_id: int | None, out: str) -
 
 
 def plan(
-    cfg: MixConfig, sources: list[dict], phases: list[Phase], prepared: str, sums: dict | None = None
+    cfg: MixConfig,
+    sources: list[dict],
+    phases: list[Phase],
+    prepared: str,
+    sums: dict | None = None,
+    eos: bool = False,
 ) -> tuple[dict, dict, dict]:
     """(the router's plan, stats, search log) from sums and histograms that workers compute: nothing per document
     reaches the driver beyond GATHER_DOCS rows per cut (pipelines/blending/search.py). `sums`: each source's
-    [documents, tokens] as prepare counted them; None: a pass over the prepared files sums them."""
+    [documents, tokens] as prepare counted them; None: a pass over the prepared files sums them. `eos`: every
+    document ends with an EOS token (so holds one at least: a cut at an end of an epoch needs no pass)."""
     log = {"rounds": 0, "max_rows": 0}
     if sums is None:
         sums = totals(prepared, cfg.seed, [s["name"] for s in sources], log)
     epochs = {s["name"]: s["max_epochs"] for s in sources}
-    resolve = resolve_on_workers(prepared, cfg.seed, {s: n for s, (n, _) in sums.items()}, log)
+    tokens = {s: t for s, (_, t) in sums.items()} if eos else None
+    resolve = resolve_on_workers(prepared, cfg.seed, {s: n for s, (n, _) in sums.items()}, log, tokens)
     try:
         cuts, stats = plan_cuts(sums, phases, cfg.total_tokens, epochs, resolve, cfg.on_shortfall)
     except ShortfallError as e:
@@ -220,26 +239,62 @@ def plan(
     return route_plan, stats, log
 
 
-def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS) -> None:
+def picks_fit(prepared: str, stats: dict, files: int, buckets: int) -> bool:
+    """Whether the blend's picks (estimated from the prepared files' bytes) fit in a quarter of Ray's object store,
+    in at most KEPT_OBJECTS tables (one per prepared file and output bucket): then route hands them to the shard
+    writers from memory (`route(keep=True)`) rather than the writers reading them back from the staged files."""
+    import ray
+
+    fs, path = storage.filesystem(prepared)
+    docs = sum(r["available_docs"] for r in stats["sources"].values())
+    picks = sum(r["docs"] for phase in stats["phases"].values() for r in phase["sources"].values())
+    estimate = fs.du(path) * picks / max(docs, 1)
+    room = ray.cluster_resources().get("object_store_memory", 0) / 4
+    return 0 < files * buckets <= KEPT_OBJECTS and estimate <= room
+
+
+KEPT_OBJECTS = 100_000  # most tables route hands to the shard writers in memory (Ray tracks each object)
+
+
+def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS, keep: bool = False) -> list | None:
     """Pass 2: every prepared document, once per pick, with its phase, bucket and shuffle key, into one staged file
-    per prepared file: a Ray task per prepared file, `rows` documents at a time."""
+    per prepared file: a Ray task per prepared file, `rows` documents at a time. `keep`: returns, per prepared file,
+    references to its picks of every (phase, bucket), for `write_shards` (the staged files stay for a resumed run:
+    one write of the picks, no read)."""
     import ray
 
     task = ray.remote(route_file)
     files = storage.glob(storage.join(prepared, "*.parquet"))
-    ray.get([task.remote(f, staged, rows=rows, **route_plan) for f in files])
+    if not keep:
+        ray.get([task.remote(f, staged, rows=rows, **route_plan) for f in files])
+        return None
+    returns = 1 + sum(route_plan["buckets"])
+    refs = [task.options(num_returns=returns).remote(f, staged, rows=rows, keep=True, **route_plan) for f in files]
+    ray.get([r[0] for r in refs])  # the shard writers start as soon as their inputs are ready, not after this
+    return [r[1:] for r in refs]
 
 
-def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokenizer) -> list:
-    """Pass 3: a Ray task per (phase, bucket) writes its files in shuffled order; returns what each wrote."""
+def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokenizer, kept: list | None = None) -> list:
+    """Pass 3: a Ray task per (phase, bucket) writes its files in shuffled order; returns what each wrote. `kept`:
+    `route(keep=True)`'s references, the buckets' picks in memory, instead of reading the staged files."""
     import ray
 
     kwargs = {"staged": str(staged), "out": str(out), "phases": route_plan["phases"]}
     kwargs |= {"docs_per_shard": cfg.docs_per_shard, "token_format": cfg.token_format if tokenizer else None}
     kwargs["dtype"] = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
-    task = ray.remote(write_bucket)
     buckets = [{"phase": p, "bucket": b} for p, n in enumerate(route_plan["buckets"]) for b in range(n)]
-    return [w for written in ray.get([task.remote(b, **kwargs) for b in buckets]) for w in written]
+    if kept is None:
+        task = ray.remote(write_bucket)
+        refs = [task.remote(b, **kwargs) for b in buckets]
+    else:
+        task = ray.remote(write_kept)
+        refs = [task.remote(b, *(mine[k] for mine in kept), **kwargs) for k, b in enumerate(buckets)]
+    return [w for written in ray.get(refs) for w in written]
+
+
+def tokens_note(cfg: MixConfig, eos: str | None) -> str:
+    """How the blend counts tokens, for blend.json and the report."""
+    return f"tokenizer {cfg.tokenizer}, eos {eos!r} appended" if cfg.tokenizer else "estimated: UTF-8 bytes / 4"
 
 
 def blend_json(cfg: MixConfig, sources: list[dict], phases: list[Phase], stats: dict, written: list, eos) -> dict:
@@ -247,7 +302,7 @@ def blend_json(cfg: MixConfig, sources: list[dict], phases: list[Phase], stats: 
     blend = {
         "seed": cfg.seed,
         "total_tokens": cfg.total_tokens,
-        "tokens": f"tokenizer {cfg.tokenizer}, eos {eos!r} appended" if tokenized else "estimated: UTF-8 bytes / 4",
+        "tokens": tokens_note(cfg, eos),
         "token_format": cfg.token_format if tokenized else None,
         "sources": {s["name"]: {**s, **stats["sources"][s["name"]]} for s in sources},
         "phases": stats["phases"],
@@ -287,32 +342,33 @@ def main(argv: list[str] | None = None) -> int:
             storage.write_text(json.dumps(prepare(cfg, sources, eos_id, prepared)), done)
         clock.append(("prepare", time.perf_counter()))
         route_plan, stats, search_log = plan(
-            cfg, sources, phases, prepared, json.loads(storage.read_text(done) or "null")
+            cfg, sources, phases, prepared, json.loads(storage.read_text(done) or "null"), eos=eos_id is not None
         )
         clock.append(("plan", time.perf_counter()))
+        # the report needs the plan alone: drawn while the workers route and write (the driver waits on them)
+        header = [f"# Blend: {cfg.total_tokens:,} tokens in {len(phases)} phases (seed {cfg.seed})", ""]
+        drawing = ThreadPoolExecutor(1)
+        report = drawing.submit(write_report, tmp, stats, [*header, f"Tokens: {tokens_note(cfg, eos)}."])
+        kept = None
         if not storage.exists(storage.join(work, "staged.done")):
             storage.remove(staged)
-            route(prepared, staged, route_plan, cfg.route_rows)
+            files = len(storage.glob(storage.join(prepared, "*.parquet")))
+            keep = picks_fit(prepared, stats, files, sum(route_plan["buckets"]))
+            kept = route(prepared, staged, route_plan, cfg.route_rows, keep=keep)
             storage.makedirs(staged)
             storage.write_text("", storage.join(work, "staged.done"))
         clock.append(("route", time.perf_counter()))
-        written = write_shards(cfg, route_plan, staged, tmp, tokenizer)
+        written = write_shards(cfg, route_plan, staged, tmp, tokenizer, kept)
+        del kept  # the picks' objects in Ray's store go with their references
         clock.append(("shards", time.perf_counter()))
         storage.remove(work)
         art.extra["plan_search"] = {"passes": search_log["rounds"], "max_rows_to_driver": search_log["max_rows"]}
         art.extra["seconds"] = {name: round(t - clock[i][1], 2) for i, (name, t) in enumerate(clock[1:])}
 
+        report.result()  # before blend_json adds the shards to the stats it reads
+        drawing.shutdown()
         blend = blend_json(cfg, sources, phases, stats, written, eos)
         storage.write_text(json.dumps(blend, indent=2) + "\n", storage.join(tmp, "blend.json"))
-        write_report(
-            tmp,
-            stats,
-            [
-                f"# Blend: {cfg.total_tokens:,} tokens in {len(phases)} phases (seed {cfg.seed})",
-                "",
-                f"Tokens: {blend['tokens']}.",
-            ],
-        )
         phase_counts = {
             n: {
                 "docs": sum(r["docs"] for r in ph["sources"].values()),

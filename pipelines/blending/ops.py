@@ -113,10 +113,12 @@ def prepare_batch(
     return table.append_column("key", pa.array(doc_keys(table["id"]), pa.uint64()))
 
 
-def work_compression(path: str) -> str:
-    """Parquet compression of mix's own .work files: none on a local disk (snappy took ~2x the write and ~3x the
-    read of 50 MB of prepared text and ids here), snappy on an object store (a third fewer bytes to move)."""
-    return "snappy" if storage.is_remote(path) else "none"
+def work_options(path: str) -> dict:
+    """Parquet options of mix's own .work files: no compression on a local disk (snappy took ~2x the write and ~3x
+    the read of 50 MB of prepared text and ids here), snappy on an object store (a third fewer bytes to move); no
+    dictionary encoding (text and token ids rarely repeat within a page: it halved the write and read CPU of the
+    prepared files of benchmarks/mix.py for 40% more bytes)."""
+    return {"compression": "snappy" if storage.is_remote(path) else "none", "use_dictionary": False}
 
 
 def prepare_file(path: str, out: str, source: dict, batch_size: int, **kwargs) -> dict[str, int]:
@@ -136,7 +138,7 @@ def prepare_file(path: str, out: str, source: dict, batch_size: int, **kwargs) -
             if not len(table):
                 continue
             if writer is None:
-                writer = pq.ParquetWriter(out_path, table.schema, filesystem=out_fs, compression=work_compression(out))
+                writer = pq.ParquetWriter(out_path, table.schema, filesystem=out_fs, **work_options(out))
             writer.write_table(table)
             docs, tokens = docs + len(table), tokens + int(pc.sum(table["num_tokens"]).as_py())
     if writer is not None:  # no rows of this source's subset in the file: no file, as Ray Data wrote none
@@ -236,17 +238,20 @@ def route_batch(batch: pa.Table, seed: int, phases: list[str], buckets: list[int
 ROUTE_ROWS = 16_384  # prepared documents routed at once (~50 MB of web text and ids here, times their copies)
 
 
-def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, **route_plan) -> int:
+def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = False, **route_plan) -> int | list:
     """A Ray task: `route_batch` on one prepared file, `rows` documents at a time, its picks written to one staged
     file named after the prepared file: each chunk's picks sorted by (phase, bucket), a row group per (chunk, phase,
     bucket) run (`storage.write_runs`), so a bucket's writer reads only its own row groups; returns the picks.
+    `keep`: returns [picks, then the file's picks of every (phase, bucket) in order, a table each] instead, for a
+    writer that takes them from Ray's object store rather than reading them back (the staged file stays for a
+    resumed run).
 
     One file per prepared file, however many chunks and buckets (a file per chunk and bucket was millions of small
     files at 10 TB); plain vectorized chunks, where a Ray Data pass with a partitioned write took ~40x the routing
-    time here; the chunk bounds a task's memory whatever the size of its file."""
+    time here; the chunk bounds a task's memory whatever the size of its file (unless it keeps its picks)."""
     fs, p = storage.filesystem(path)
     out, by = storage.join(staged, storage.basename(path)), ["phase", "bucket"]
-    writer, picks = None, 0
+    writer, picks, kept = None, 0, []
     with fs.open(p, "rb") as f:
         for records in pq.ParquetFile(f).iter_batches(batch_size=rows):
             routed = route_batch(pa.Table.from_batches([records]), **route_plan)
@@ -254,12 +259,28 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, **route_plan) -> 
                 continue
             if writer is None:
                 storage.makedirs(staged)
-                writer = storage.runs_writer(out, routed.schema, by, compression=work_compression(staged))
+                writer = storage.runs_writer(out, routed.schema, by, **work_options(staged))
             storage.write_runs(writer, routed, by)
             picks += len(routed)
+            if keep:
+                kept.append(routed)
     if writer is not None:  # no picks in this file: no staged file
         writer.close()
-    return picks
+    if not keep:
+        return picks
+    return [picks, *split_buckets(pa.concat_tables(kept) if kept else None, route_plan["buckets"])]
+
+
+def split_buckets(routed: pa.Table | None, buckets: list[int]) -> list[pa.Table | None]:
+    """`routed` picks as a table per (phase, bucket), phase by phase (None where it holds none)."""
+    first = np.concatenate([[0], np.cumsum(buckets)])
+    if routed is None:
+        return [None] * int(first[-1])
+    flat = first[routed["phase"].to_numpy()] + routed["bucket"].to_numpy()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(first[-1] + 1))
+    # a table of its own each (take, not a slice of one: a pickled slice carries its whole buffers)
+    return [routed.take(order[lo:hi]) if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def write_bucket(
@@ -269,6 +290,29 @@ def write_bucket(
     one file, or as many as keep every file within docs_per_shard documents."""
     phase, bucket = int(row["phase"]), int(row["bucket"])
     table = storage.read_equal(staged, phase=phase, bucket=bucket)
+    return write_sorted(table, phase, bucket, out, phases, docs_per_shard, token_format, dtype)
+
+
+def write_kept(row: dict, *parts: pa.Table | None, **kwargs) -> list[dict]:
+    """`write_bucket` of the bucket's picks as `route_file(keep=True)` returned them (Ray resolves the references
+    to tables in its object store), not read back from the staged files: the same files."""
+    mine = [t for t in parts if t is not None]
+    table = pa.concat_tables(mine) if mine else pa.table({})
+    kwargs.pop("staged", None)
+    return write_sorted(table, int(row["phase"]), int(row["bucket"]), **kwargs)
+
+
+def write_sorted(
+    table: pa.Table,
+    phase: int,
+    bucket: int,
+    out: str,
+    phases: list[str],
+    docs_per_shard: int,
+    token_format: str | None,
+    dtype: str,
+) -> list[dict]:
+    """One bucket's rows, sorted by their shuffle key, as its output files (`write_bucket`)."""
     if not len(table):  # no pick fell in this range
         return []
     table = table.take(pc.sort_indices(table, [(c, "ascending") for c in ("order", "blend_source", "key", "epoch")]))

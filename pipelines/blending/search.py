@@ -50,13 +50,27 @@ def totals(prepared: str, seed: int, sources: list[str], log: dict) -> dict[str,
     return {s: found.get(q, (0, 0)) for q, s in enumerate(sources)}
 
 
-def resolve_on_workers(prepared: str, seed: int, docs: dict[str, int], log: dict) -> Resolve:
+def resolve_on_workers(
+    prepared: str, seed: int, docs: dict[str, int], log: dict, tokens: dict[str, int] | None = None
+) -> Resolve:
     """Finds the plan's cuts with passes over the prepared data: each query's range of the stream order narrows
-    to the histogram bin holding its cut, until it holds at most GATHER_DOCS documents, which are read whole."""
+    to the histogram bin holding its cut, until it holds at most GATHER_DOCS documents, which are read whole.
+    `tokens`: each source's tokens, given where every document holds at least one (an EOS is appended): then a cut
+    at an end of an epoch (none of it, or all of it: an integer max_epochs, a phase taking a source whole) needs no
+    pass, as `cut_in` would find it before the first document or after the last."""
+
+    def at_end(q: dict) -> Cut | None:
+        if tokens is None:
+            return None
+        if q["rule"] == "floor" and q["r"] <= 0:  # no document fits in 0 tokens: the cut before the first one
+            return Cut(q["epoch"], 0, 0, 0, 0)
+        if q["rule"] == "nearest" and q["r"] >= tokens[q["source"]]:  # the last document ends exactly at r
+            return Cut(q["epoch"], docs[q["source"]], tokens[q["source"]], None, 0)
+        return None
 
     def resolve(queries: list[dict]) -> list[Cut]:
         state = [{"lo": 0, "bits": FULL, "base": (0, 0), "docs": docs[q["source"]]} for q in queries]
-        found: list[Cut | None] = [None] * len(queries)
+        found: list[Cut | None] = [at_end(q) for q in queries]
         while any(f is None for f in found):
             asked = [i for i, f in enumerate(found) if f is None]
             requests = []

@@ -452,3 +452,68 @@ def test_mix_writes_files_per_input_file_and_output_shard_not_per_chunk(ray_loca
     assert len(files) + sum(n for n, _ in chunked.values()) <= 2 * 4 + len(shards) + 5  # O(input + output files)
     for f in [*shards, "blend.json", "report.md"]:  # the same blend, routed in chunks or whole
         assert (tmp_path / "chunked" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
+# --- issue 18: cuts at an epoch's ends need no pass; picks handed to the shard writers in memory ------------------
+
+
+def test_cuts_at_the_ends_of_an_epoch_need_no_pass(ray_local, tmp_path):
+    """With every document holding a token (EOS appended), a cut before the first document (a cap at an integer
+    max_epochs) or after the last (a phase taking a source whole) is known without a pass over the prepared files,
+    and routes the same documents as the cut the search finds."""
+    from pipelines.blending import search
+    from pipelines.blending.plan import before, resolve_in_memory, stream_priority
+
+    tokens = synthetic_sources()
+    keys = {s: np.random.default_rng(1).integers(0, 2**64, len(t), dtype=np.uint64) for s, t in tokens.items()}
+    (tmp_path / "prepared").mkdir()
+    rows = {"blend_source": [s for s in tokens for _ in tokens[s]], "key": np.concatenate(list(keys.values()))}
+    rows["num_tokens"] = np.concatenate(list(tokens.values())).astype(np.int64)
+    pq.write_table(pa.table(rows), tmp_path / "prepared" / "0.parquet")
+    queries = [{"source": "web", "epoch": 2, "r": 0, "rule": "floor"}]
+    queries += [{"source": s, "epoch": 1, "r": int(t.sum()), "rule": "nearest"} for s, t in tokens.items()]
+    docs, sums = {s: len(t) for s, t in tokens.items()}, {s: int(t.sum()) for s, t in tokens.items()}
+    log = {"rounds": 0, "max_rows": 0}
+    ours = search.resolve_on_workers(str(tmp_path / "prepared"), 7, docs, log, sums)(queries)
+    theirs = resolve_in_memory(keys, tokens, 7)(queries)
+    assert log["rounds"] == 0
+    for q, a, b in zip(queries, ours, theirs, strict=True):
+        priority = stream_priority(keys[q["source"]], 7, q["source"], q["epoch"])
+        assert (a.epoch, a.count, a.tokens) == (b.epoch, b.count, b.tokens)
+        assert np.array_equal(before(priority, keys[q["source"]], a), before(priority, keys[q["source"]], b))
+    partial = [{"source": "math", "epoch": 0, "r": 1000, "rule": "nearest"}]  # inside the epoch: searched
+    assert search.resolve_on_workers(str(tmp_path / "prepared"), 7, docs, log, sums)(partial) == (
+        resolve_in_memory(keys, tokens, 7)(partial)
+    )
+    assert log["rounds"] == 1
+
+
+def test_picks_from_memory_write_the_shards_the_staged_files_write(ray_local, tmp_path, monkeypatch):
+    """Where the picks fit in Ray's object store, route hands them to the shard writers in memory instead of their
+    reading the staged files back: the same blend, byte for byte (two phases, a second epoch, several buckets)."""
+    (tmp_path / "web" / "documents").mkdir(parents=True)
+    rows = [{"id": f"d-{i}", "text": "word " * (20 + i * 7 % 50), "source": "web"} for i in range(200)]
+    for k in range(2):
+        part = pa.Table.from_pylist(rows[k * 100 : (k + 1) * 100])
+        pq.write_table(part, tmp_path / "web" / "documents" / f"{k}.parquet")
+    config = {
+        "input_paths": [str(tmp_path / "web")],
+        "sources": [{"name": "web", "input": 0}],
+        "phases": [{"name": p, "fraction": 0.5, "weights": {"web": 1}} for p in ("p1", "p2")],
+        "total_tokens": 15_000,
+        "docs_per_shard": 40,
+    }
+    (tmp_path / "mix.yaml").write_text(json.dumps(config))
+    kept = []
+    real = mix.route
+    monkeypatch.setattr(mix, "route", lambda *a, **k: kept.append(k["keep"]) or real(*a, **k))
+    argv = ["--config", str(tmp_path / "mix.yaml")]
+    assert mix.main([*argv, "--output_dir", str(tmp_path / "memory")]) == 0
+    monkeypatch.setattr(mix, "picks_fit", lambda *a: False)
+    assert mix.main([*argv, "--output_dir", str(tmp_path / "staged")]) == 0
+    assert kept == [True, False]
+    files = sorted(p.relative_to(tmp_path / "memory") for p in (tmp_path / "memory").rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix == ".parquet"]) > 4
+    for f in files:
+        if f.name not in ("manifest.json", "README.md"):
+            assert (tmp_path / "memory" / f).read_bytes() == (tmp_path / "staged" / f).read_bytes(), f
