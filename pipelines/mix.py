@@ -30,8 +30,8 @@ resumable from `.work/` in the partial directory, and a plan between them:
   3. shards: one task per bucket reads its row groups of every staged file (by their statistics), sorts its rows
      by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and `.bin/.idx`), split in equal files where it
      holds more than docs_per_shard, so the output is byte-identical for a seed however the work was split. Where
-     the picks fit in a quarter of Ray's object store, route also hands each bucket's rows to its writer in memory
-     (`picks_fit`): the writers read no staged file (those stay for a resumed run), the same output.
+     the picks fit in a quarter of Ray's object store (`picks_fit`), route also hands them to the writers in memory,
+     sorted by bucket: the writers read no staged file (those stay for a resumed run), the same output.
 Files written: prepared and staged one per input file, then the output shards; never a file per chunk or per (input
 file, bucket) (tests/pipelines/test_mix.py counts them).
 Output: the shards, `blend.json` (per phase and source: weight, target and achieved tokens, epochs; Megatron
@@ -241,7 +241,7 @@ def plan(
 
 def picks_fit(prepared: str, stats: dict, files: int, buckets: int) -> bool:
     """Whether the blend's picks (estimated from the prepared files' bytes) fit in a quarter of Ray's object store,
-    in at most KEPT_OBJECTS tables (one per prepared file and output bucket): then route hands them to the shard
+    and the (prepared file, output bucket) slices number at most KEPT_OBJECTS: then route hands them to the shard
     writers from memory (`route(keep=True)`) rather than the writers reading them back from the staged files."""
     import ray
 
@@ -253,14 +253,15 @@ def picks_fit(prepared: str, stats: dict, files: int, buckets: int) -> bool:
     return 0 < files * buckets <= KEPT_OBJECTS and estimate <= room
 
 
-KEPT_OBJECTS = 100_000  # most tables route hands to the shard writers in memory (Ray tracks each object)
+KEPT_OBJECTS = 100_000  # most (file, bucket) slices handed over in memory: each writer maps every file's picks
 
 
 def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS, keep: bool = False) -> list | None:
     """Pass 2: every prepared document, once per pick, with its phase, bucket and shuffle key, into one staged file
-    per prepared file: a Ray task per prepared file, `rows` documents at a time. `keep`: returns, per prepared file,
-    references to its picks of every (phase, bucket), for `write_shards` (the staged files stay for a resumed run:
-    one write of the picks, no read)."""
+    per prepared file: a Ray task per prepared file, `rows` documents at a time. `keep`: returns, per prepared file, a
+    reference to its picks sorted by (phase, bucket), for `write_shards` (the staged files stay for a resumed run:
+    one write of the picks, no read). One object per file: an object per (file, bucket) cost more to put than the
+    staged files' read; every writer maps them all (shared memory on a node) and slices its bucket."""
     import ray
 
     task = ray.remote(route_file)
@@ -268,10 +269,9 @@ def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS, 
     if not keep:
         ray.get([task.remote(f, staged, rows=rows, **route_plan) for f in files])
         return None
-    returns = 1 + sum(route_plan["buckets"])
-    refs = [task.options(num_returns=returns).remote(f, staged, rows=rows, keep=True, **route_plan) for f in files]
+    refs = [task.options(num_returns=2).remote(f, staged, rows=rows, keep=True, **route_plan) for f in files]
     ray.get([r[0] for r in refs])  # the shard writers start as soon as their inputs are ready, not after this
-    return [r[1:] for r in refs]
+    return [r[1] for r in refs]
 
 
 def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokenizer, kept: list | None = None) -> list:
@@ -288,7 +288,7 @@ def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokeni
         refs = [task.remote(b, **kwargs) for b in buckets]
     else:
         task = ray.remote(write_kept)
-        refs = [task.remote(b, *(mine[k] for mine in kept), **kwargs) for k, b in enumerate(buckets)]
+        refs = [task.remote(b, k, *kept, **kwargs) for k, b in enumerate(buckets)]
     return [w for written in ray.get(refs) for w in written]
 
 

@@ -242,7 +242,7 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = Fals
     """A Ray task: `route_batch` on one prepared file, `rows` documents at a time, its picks written to one staged
     file named after the prepared file: each chunk's picks sorted by (phase, bucket), a row group per (chunk, phase,
     bucket) run (`storage.write_runs`), so a bucket's writer reads only its own row groups; returns the picks.
-    `keep`: returns [picks, then the file's picks of every (phase, bucket) in order, a table each] instead, for a
+    `keep`: returns [picks, `by_bucket` of its picks] instead, for a
     writer that takes them from Ray's object store rather than reading them back (the staged file stays for a
     resumed run).
 
@@ -268,19 +268,17 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = Fals
         writer.close()
     if not keep:
         return picks
-    return [picks, *split_buckets(pa.concat_tables(kept) if kept else None, route_plan["buckets"])]
+    return [picks, by_bucket(pa.concat_tables(kept) if kept else None, route_plan["buckets"])]
 
 
-def split_buckets(routed: pa.Table | None, buckets: list[int]) -> list[pa.Table | None]:
-    """`routed` picks as a table per (phase, bucket), phase by phase (None where it holds none)."""
-    first = np.concatenate([[0], np.cumsum(buckets)])
+def by_bucket(routed: pa.Table | None, buckets: list[int]) -> tuple[pa.Table, np.ndarray] | None:
+    """`routed` picks sorted by (phase, bucket), and where each (phase, bucket), phase by phase, starts in it."""
     if routed is None:
-        return [None] * int(first[-1])
+        return None
+    first = np.concatenate([[0], np.cumsum(buckets)])
     flat = first[routed["phase"].to_numpy()] + routed["bucket"].to_numpy()
     order = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[order], np.arange(first[-1] + 1))
-    # a table of its own each (take, not a slice of one: a pickled slice carries its whole buffers)
-    return [routed.take(order[lo:hi]) if hi > lo else None for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return routed.take(order), np.searchsorted(flat[order], np.arange(first[-1] + 1))
 
 
 def write_bucket(
@@ -293,10 +291,10 @@ def write_bucket(
     return write_sorted(table, phase, bucket, out, phases, docs_per_shard, token_format, dtype)
 
 
-def write_kept(row: dict, *parts: pa.Table | None, **kwargs) -> list[dict]:
-    """`write_bucket` of the bucket's picks as `route_file(keep=True)` returned them (Ray resolves the references
-    to tables in its object store), not read back from the staged files: the same files."""
-    mine = [t for t in parts if t is not None]
+def write_kept(row: dict, k: int, *parts: tuple[pa.Table, np.ndarray] | None, **kwargs) -> list[dict]:
+    """`write_bucket` of the k-th (phase, bucket) of the picks as `route_file(keep=True)` returned them (Ray maps
+    the tables from its object store), not read back from the staged files: the same files."""
+    mine = [t.slice(at[k], at[k + 1] - at[k]) for t, at in (p for p in parts if p is not None) if at[k + 1] > at[k]]
     table = pa.concat_tables(mine) if mine else pa.table({})
     kwargs.pop("staged", None)
     return write_sorted(table, int(row["phase"]), int(row["bucket"]), **kwargs)
