@@ -1,6 +1,6 @@
 """mix: token fractions per phase, epoch caps, shortfalls, determinism, Megatron .bin/.idx read back into tokens.
 
-Length (~450 lines): the plan in memory and on workers, the end-to-end stage and the files it writes share the real
+Length (~520 lines): the plan in memory and on workers, the end-to-end stage and the files it writes share the real
 corpora fixtures of this one file."""
 
 from __future__ import annotations
