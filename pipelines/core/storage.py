@@ -16,6 +16,7 @@ manifest last as the commit marker.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import operator
@@ -132,7 +133,20 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     fs, p = filesystem(path)
-    return pq.read_table(p, columns=columns, filesystem=fs)
+    with _naming(path):
+        return pq.read_table(p, columns=columns, filesystem=fs)
+
+
+@contextlib.contextmanager
+def _naming(path: str | Path):
+    """Arrow's errors on a file that is not Parquet (or is cut short) name no file: a ConfigError (a ValueError, as
+    ArrowInvalid is, so handlers of either still catch it) that names it."""
+    from pipelines.core.config import ConfigError
+
+    try:
+        yield
+    except pa.ArrowInvalid as e:
+        raise ConfigError(f"{redact(path)}: not a readable Parquet file ({e})") from e
 
 
 def read_json_lines(path: str | Path) -> pa.Table:
@@ -195,7 +209,7 @@ def read_equal(root: str | Path, **equal: int | str) -> pa.Table:
 def parquet_metadata(path: str | Path) -> pq.FileMetaData:
     """The footer of one Parquet file (row count, key-value metadata) without reading its data."""
     fs, p = filesystem(path)
-    with fs.open(p, "rb") as f:
+    with fs.open(p, "rb") as f, _naming(path):
         return pq.read_metadata(f)
 
 

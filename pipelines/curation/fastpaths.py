@@ -8,7 +8,7 @@
   C4Quality             datatrove's C4QualityFilter, counting sentences only until the page has enough
 
 tests/pipelines/curation/test_fastpaths.py compares each with the original on real web text.
-Length (~510 lines): the five paths share the per-process caches (chunk tokens, a text's word split) that make
+Length (~550 lines): the five paths share the per-process caches (chunk tokens, a text's word split) that make
 them fast; split, each module would keep its own copy of the same text's words.
 """
 

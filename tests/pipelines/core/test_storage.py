@@ -83,3 +83,27 @@ def test_credentials_from_the_environment_never_reach_the_manifest(s3_prefix):
         pass
     text = storage.read_text(storage.join(s3_prefix, "down", "manifest.json"))
     assert secret not in text and "nanoforge-test-key" not in text
+
+
+def test_a_file_that_is_not_parquet_is_an_error_naming_it(tmp_path):
+    from pipelines.core.config import ConfigError
+
+    bad = tmp_path / "part-00000.parquet"
+    bad.write_text("not parquet\n")
+    for read in (storage.read_table, storage.parquet_metadata):
+        with pytest.raises(ConfigError, match=f"{bad}: not a readable Parquet file"):
+            read(str(bad))
+    with pytest.raises(ValueError):  # still a ValueError, as Arrow's own error was, for handlers that catch those
+        storage.read_table(str(bad))
+
+
+def test_json_lines_read_as_ray_data_reads_them(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    long = "x" * (3 << 20)  # one line longer than Arrow's default 1 MB block: read whole, no straddling error
+    path.write_text(f'{{"q": "a", "n": 1}}\n{{"q": "{long}", "n": 2}}\n')
+    table = storage.read_json_lines(str(path))
+    assert table["n"].to_pylist() == [1, 2] and len(table["q"][1].as_py()) == len(long)
+    path.write_text('{"q": "lone \\ud83d surrogate", "n": 1}\n')  # Arrow refuses it; pandas reads the row
+    assert storage.read_json_lines(str(path))["n"].to_pylist() == [1]
+    path.write_text("")
+    assert storage.read_json_lines(str(path)).num_rows == 0
