@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
+plan=${1:?plan: train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -85,7 +85,7 @@ train6) # the hybrid with TRL's defaults, for the ours / TRL-defaults ratio
   models
   step sft-hybrid-trl_default 200 $T sft --model hybrid --variant trl_default --steps 10
   ;;
-recipes | recipes-dpo | recipes-grpo) # issue 17 items 5-6: each *_nano2_12b recipe as written (and `pytest -m gpu`),
+recipes | recipes-dpo | recipes-grpo | recipes-rl) # issue 17 items 5-6: each *_nano2_12b recipe as written (and `pytest -m gpu`),
   # with the 1B hybrid in place of the 12B model; only paths, step counts and what one GPU cannot hold (vLLM tensor parallel 2 -> 1)
   # are overridden. FSDP2 on one rank goes through torchrun (sft/launch.py). One call per recipe.
   models
@@ -96,7 +96,7 @@ recipes | recipes-dpo | recipes-grpo) # issue 17 items 5-6: each *_nano2_12b rec
     sed 's/^activation_checkpointing:/gradient_checkpointing:/' "$1" >"$W/$(basename "$1")" && echo "$W/$(basename "$1")"
   }
   O="--max_steps 2 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
-  O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1"
+  O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1 --logging_steps 1"
   # 2026-12-02: recipe-sft passed the packing check and was still in its first step (16 x 16k-token rows, Triton
   # autotuning) at its 170 s limit: each recipe now has a call of its own, and two optimizer steps
   case $plan in
@@ -104,6 +104,14 @@ recipes | recipes-dpo | recipes-grpo) # issue 17 items 5-6: each *_nano2_12b rec
     step recipe-sft 400 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \
       --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
     step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
+    ;;
+  recipes-rl) # DPO then GRPO in one call, each from the SFT recipe's checkpoint when the call before made it
+    base=$W/recipes/sft
+    [[ -f $base/manifest.json ]] || base=$W/models/hybrid
+    step recipe-dpo ${DPO_S:-200} $N dpo --config $(cfg rl/configs/dpo_nano2_12b.yaml) $O --model_name_or_path $base \
+      --dataset_name $W/data/dpo.jsonl --output_dir $W/recipes/dpo
+    step recipe-grpo 500 $N grpo --config $(cfg rl/configs/grpo_nano2_12b.yaml) $O --model_name_or_path $base \
+      --dataset_name $W/data/prompts.jsonl --output_dir $W/recipes/grpo --vllm_tensor_parallel_size 1
     ;;
   recipes-dpo)
     base=$W/recipes/sft

@@ -180,6 +180,9 @@ def parse(*dataclass_types: type, argv: Sequence[str] | None = None) -> Any:
         check_keys(config, dataclass_types, path)
         check_types(config, dataclass_types, path)
     parser = TrlParser(dataclass_types)
+    for action in parser._actions:  # argparse %-formats help: a literal '%' in a field's help broke `--help`
+        if action.help and "%" in action.help and "%(" not in action.help and "%%" not in action.help:
+            action.help = action.help.replace("%", "%%")
     try:
         out = parser.parse_args_and_config(args)
     except ValueError as e:

@@ -226,3 +226,15 @@ def test_curate_languages_scalar_is_an_error_not_a_set_of_letters(tmp_path):
         ConfigError, match=r"curate\.yaml: field 'languages' expects list\[str\], got str 'en' \(a list: write \[en\]"
     ):
         curate.parse_args(["--config", str(cfg), "--input_paths", str(cfg)])
+
+
+@pytest.mark.timeout(300)
+def test_every_command_prints_its_help(capsys):
+    """`nanoforge <command> --help` lists the command's fields and exits 0 (a '%' in one help text once made
+    argparse fail for a whole stage)."""
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            cli_main([name, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0, f"{name} --help: exit {exit_.value.code}"
+        assert out.startswith("usage: nanoforge " + name) and "--" in out, f"{name} --help printed {out[:200]!r}"
