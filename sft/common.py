@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,6 @@ from pipelines.core.artifacts import Artifact
 from pipelines.core.config import ConfigError, check_pinned, to_dict
 from pipelines.core.datasets import looks_local, source_id
 from sft import attention
-from sft.evaluate import EvalConfig, evaluate
 
 attention.register()  # attn_implementation "varlen", in every process that loads a model through these stages
 # The mamba-ssm Triton kernels autotune in the first training step of every process (65-107 s for the 1B hybrid on
@@ -291,6 +293,51 @@ def checkpoint_writing(art: Artifact) -> Iterator[Path]:
         yield art.partial
 
 
+# What torchrun / accelerate tell a rank about its process group; the eval's process must not see them.
+DISTRIBUTED_ENV = {
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+}
+DISTRIBUTED_ENV |= {"ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
+
+
+def eval_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The eval process's environment: the trainer's, less its process group, with `sft` importable."""
+    env = {k: v for k, v in environ.items() if k not in DISTRIBUTED_ENV and not k.startswith("TORCHELASTIC_")}
+    root = str(Path(__file__).resolve().parents[1])  # the checkout (or site-packages) that holds `sft`
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def end_of_stage_eval(model: Path, script_args, bf16: bool = False) -> dict:
+    """`nanoforge eval` of the saved checkpoint in a process of its own, outside the trainer's process group: the
+    vLLM engine it starts hung joining torchrun's rendezvous (sft, dpo) and aborted the process in CUDA-graph
+    capture beside GRPO's colocated engine (H200, 2026-12-02). Returns eval.json; an eval that fails fails the stage
+    (nothing is committed) with the command to rerun it."""
+    cmd = [sys.executable, "-m", "sft.evaluate", "--model", str(model), "--dataset", script_args.math_eval_dataset]
+    cmd += ["--num_samples", str(script_args.math_eval_num_samples)]
+    cmd += ["--max_new_tokens", str(script_args.math_eval_max_new_tokens)]
+    if script_args.math_eval_limit is not None:
+        cmd += ["--limit", str(script_args.math_eval_limit)]
+    if bf16:  # the model was trained under bf16 matmuls; its float32 master weights are evaluated the same way
+        cmd += ["--dtype", "bfloat16"]
+    env = eval_environment(os.environ)
+    with contextlib.suppress(ImportError):  # the trainer's cached blocks are free for the eval's engine
+        import torch
+
+        torch.cuda.empty_cache()
+    print(f"[eval] {shlex.join(cmd)}", flush=True)
+    done = subprocess.run(cmd, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the end-of-stage eval failed (exit {done.returncode}); rerun it with: {shlex.join(cmd)}")
+    return json.loads((model / "eval.json").read_text())
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete `checkpoint-N` folder left by an interrupted run in the partial directory, if any.
 
@@ -345,15 +392,7 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
     art.counts = {"train_rows": num_rows, "steps": trainer.state.global_step}
     art.extra["final_loss"] = losses[-1] if losses else None
     if script_args.math_eval_dataset:
-        result = evaluate(
-            EvalConfig(
-                model=str(tmp),
-                dataset=script_args.math_eval_dataset,
-                limit=script_args.math_eval_limit,
-                num_samples=script_args.math_eval_num_samples,
-                max_new_tokens=script_args.math_eval_max_new_tokens,
-            )
-        )
+        result = end_of_stage_eval(tmp, script_args, bf16=bool(trainer.args.bf16))
         art.extra["eval"] = {mode: r["pass@1"] for mode, r in result["modes"].items()}
     if trainer.args.push_to_hub:
         trainer.push_to_hub()

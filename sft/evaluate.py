@@ -77,6 +77,13 @@ class EvalConfig:
         },
     )
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto (the checkpoint's), bfloat16, float32."})
+    vllm_engine_kwargs: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Extra `vllm.LLM` kwargs (YAML only), e.g. enforce_eager. Prefix caching is off unless set here: "
+            "for Mamba layers vLLM calls it experimental, and the eval's prompts share long prefixes."
+        },
+    )
     output: str | None = field(default=None, metadata={"help": "Where to write eval.json; default <model>/eval.json."})
 
 
@@ -241,18 +248,38 @@ def vllm_memory_fraction(free: int, total: int, headroom: float = 0.9) -> float:
     return round(fraction, 3)
 
 
+def checkpoint_dtype(cfg: EvalConfig) -> str:
+    """`dtype`, with auto read from the checkpoint's config as transformers reads it: vLLM's own auto runs a
+    float32 checkpoint in bfloat16, and the two backends would then score different models."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    config = Path(cfg.model or "") / "config.json"
+    found = json.loads(config.read_text()) if config.is_file() else {}
+    return str(found.get("dtype") or found.get("torch_dtype") or "auto")
+
+
+def prompt_token_ids(tokenizer, texts: list[str]) -> list[dict]:
+    """vLLM prompts as the token ids transformers generates from. A text prompt would be tokenized by vLLM with
+    the tokenizer's special tokens added: a second BOS after the chat template's own, and other completions than
+    transformers gives for the same model (the GPU test caught it, 2026-12-02)."""
+    return [{"prompt_token_ids": ids} for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
 def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
     import torch
+    from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     free, total = torch.cuda.mem_get_info()
     # Nemotron-H keeps its Mamba state in float32 (a bf16 state drifts over long generations).
+    kwargs = dict(mamba_ssm_cache_dtype="float32", enable_prefix_caching=False) | cfg.vllm_engine_kwargs
     llm = LLM(
         model=cfg.model,
-        dtype=cfg.dtype,
+        dtype=checkpoint_dtype(cfg),
         seed=cfg.seed,
-        mamba_ssm_cache_dtype="float32",
         gpu_memory_utilization=vllm_memory_fraction(free, total),
+        **kwargs,
     )
     params = SamplingParams(
         n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, seed=cfg.seed
@@ -261,7 +288,7 @@ def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
     def generate(texts: list[str]) -> list[list[dict]]:
         return [
             [{"text": o.text, "tokens": len(o.token_ids), "truncated": o.finish_reason == "length"} for o in r.outputs]
-            for r in llm.generate(texts, params)
+            for r in llm.generate(prompt_token_ids(tokenizer, texts), params)
         ]
 
     return generate

@@ -97,6 +97,14 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def process_seconds() -> float:
+    """Seconds since this process started, its imports included (Linux /proc): the clock both sides of a stage vs
+    raw comparison are read on, so neither leaves out its own start-up."""
+    start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line[:5] == "btime")
+    return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def save(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))

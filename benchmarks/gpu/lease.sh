@@ -98,7 +98,9 @@ recipes | recipes-dpo | recipes-grpo | recipes-rl) # issue 17 items 5-6: each *_
   O="--max_steps 2 --save_steps 1000 --math_eval_dataset $W/data/prompts.jsonl --math_eval_limit 8"
   O="$O --math_eval_num_samples 1 --math_eval_max_new_tokens 256 --num_processes 1 --logging_steps 1"
   # 2026-12-02: recipe-sft passed the packing check and was still in its first step (16 x 16k-token rows, Triton
-  # autotuning) at its 170 s limit: each recipe now has a call of its own, and two optimizer steps
+  # autotuning) at its 170 s limit: each recipe now has a call of its own, and two optimizer steps. Fifth lease: all
+  # three trained 2 steps and saved (sft 148 s, dpo 81 s, grpo 186 s of training), then hung or aborted in the
+  # end-of-stage eval run inside the training process; the eval now runs in a process of its own
   case $plan in
   recipes)
     step recipe-sft 400 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \

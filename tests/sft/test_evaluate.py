@@ -3,6 +3,7 @@ checkpoint; GSM8K, MATH and prompts-artifact formats are read with synth's field
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import itertools
 import json
@@ -223,11 +224,16 @@ def memorized_model(base, data, out, device: str, steps: int = 120):
 
 
 @pytest.mark.gpu
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_vllm_and_transformers_greedy_evals_agree(tiny_base, tmp_path):
     """Same model, problems and verifier: greedy completions from vLLM and transformers are the same texts and give
-    the same scores (7 of 8 right in each mode: the model was taught one wrong answer)."""
+    the same scores (7 of 8 right in each mode: the model was taught one wrong answer), in the checkpoint's dtype and
+    in bfloat16. vLLM with its own defaults (float32 run as bfloat16, hybrid prefix caching on) scored 0/8 and 1/8
+    against transformers' 7/8 on the H200 (2026-12-02); each suspect is a case here, so a failure names the one that
+    still disagrees."""
     pytest.importorskip("vllm")
+    import gc
+
     import torch
 
     if not torch.cuda.is_available():
@@ -237,17 +243,42 @@ def test_vllm_and_transformers_greedy_evals_agree(tiny_base, tmp_path):
         "".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(8))
     )
     model = memorized_model(tiny_base, data, tmp_path / "memorized", "cuda")
-    results, completions = {}, {}
-    for backend in ("true", "false"):
-        out = tmp_path / f"eval-{backend}.json"
-        argv = ["--model", str(model), "--dataset", str(data), "--num_samples", "1", "--temperature", "0"]
-        assert evaluate.main([*argv, "--max_new_tokens", "24", "--use_vllm", backend, "--output", str(out)]) == 0
-        results[backend] = json.loads(out.read_text())
-        samples = [
-            json.loads(line) for line in out.with_name(f"eval-{backend}_samples.jsonl").read_text().splitlines()
-        ]
-        completions[backend] = [(s["mode"], s["prompt_id"], s["completion"], s["correct"]) for s in samples]
-    assert results["true"]["config"]["use_vllm"] is True
-    assert completions["true"] == completions["false"]
-    for mode in evaluate.MODES:
-        assert results["true"]["modes"][mode]["pass@1"] == results["false"]["modes"][mode]["pass@1"] == 7 / 8
+
+    def run(name: str, **kwargs) -> tuple[list, dict]:
+        out = tmp_path / f"eval-{name}.json"
+        cfg = evaluate.EvalConfig(
+            model=str(model), dataset=str(data), num_samples=1, temperature=0.0, max_new_tokens=24, output=str(out)
+        )
+        result = evaluate.evaluate(dataclasses.replace(cfg, **kwargs))
+        gc.collect()  # the vLLM engine of this case leaves the GPU before the next starts
+        torch.cuda.empty_cache()
+        samples = [json.loads(line) for line in out.with_name(f"{out.stem}_samples.jsonl").read_text().splitlines()]
+        return [(s["mode"], s["prompt_id"], s["completion"], s["correct"]) for s in samples], result
+
+    disagree = {}
+    for dtype in ("auto", "bfloat16"):
+        expected, result = run(f"transformers-{dtype}", use_vllm=False, dtype=dtype)
+        assert all(result["modes"][mode]["pass@1"] == 7 / 8 for mode in evaluate.MODES), result["modes"]
+        for caching in (False, True):
+            name = f"vllm-{dtype}-prefix_caching_{caching}"
+            got, result = run(name, use_vllm=True, dtype=dtype, vllm_engine_kwargs={"enable_prefix_caching": caching})
+            if got != expected:
+                disagree[name] = [(e, g) for e, g in zip(expected, got, strict=True) if e != g][:2]
+    default = [name for name in disagree if "prefix_caching_False" in name]
+    assert not default, f"vLLM disagrees with transformers: {disagree}"
+    assert not disagree, f"only with prefix caching on (the eval keeps it off): {disagree}"
+
+
+def test_vllm_gets_the_checkpoints_dtype_and_the_token_ids_transformers_gets(tiny_base):
+    """vLLM's own `auto` would run a float32 checkpoint in bfloat16, and a text prompt would get the tokenizer's
+    special tokens added: the eval resolves both as the transformers backend does."""
+    from transformers import AutoTokenizer
+
+    assert json.loads((tiny_base / "config.json").read_text())["dtype"] == "float32"
+    assert evaluate.checkpoint_dtype(evaluate.EvalConfig(model=str(tiny_base))) == "float32"
+    assert evaluate.checkpoint_dtype(evaluate.EvalConfig(model=str(tiny_base), dtype="bfloat16")) == "bfloat16"
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    tok.add_bos_token = True  # a tokenizer that adds BOS (Llama-style); the chat template already starts the text
+    text = tok.apply_chat_template([{"role": "user", "content": "What is 1 plus 1?"}], tokenize=False)
+    ids = evaluate.prompt_token_ids(tok, [text])[0]["prompt_token_ids"]
+    assert ids == tok(text, add_special_tokens=False)["input_ids"] and ids[0] != tok.bos_token_id

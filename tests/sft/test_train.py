@@ -351,3 +351,16 @@ def test_residual_stream_is_bf16_under_autocast_unless_fp32_residual(tiny_base, 
     assert seen == [torch.float32 if fp32_residual else torch.bfloat16, torch.float32]
     grad = model.get_input_embeddings().weight.grad
     assert grad.dtype == torch.float32 and grad.abs().sum() > 0  # float32 master weights still learn through it
+
+
+def test_the_end_of_stage_eval_runs_outside_the_trainers_process_group():
+    """The eval starts vLLM in a process of its own: torchrun's rank and rendezvous variables stay behind (vLLM
+    hung joining them), the rest of the environment and an importable `sft` go with it."""
+    from sft.common import eval_environment
+
+    trainer_env = {"RANK": "0", "WORLD_SIZE": "8", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    trainer_env |= {"TORCHELASTIC_RUN_ID": "x", "CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/hf", "PYTHONPATH": "/mine"}
+    env = eval_environment(trainer_env)
+    assert env.keys() == {"CUDA_VISIBLE_DEVICES", "HF_HOME", "PYTHONPATH"}
+    root = str(Path(__file__).resolve().parents[2])
+    assert env["PYTHONPATH"] == f"{root}:/mine" and env["CUDA_VISIBLE_DEVICES"] == "0,1"
