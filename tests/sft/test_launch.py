@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from pipelines.core.artifacts import read_manifest
 from sft.launch import pop_launch_args, wants_fsdp
-from tests.sft.test_train import conversations, sft_argv, write_jsonl
+from tests.sft.test_train import conversations, gsm8k_style, sft_argv, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # several processes, each loading torch + TRL
@@ -82,10 +82,17 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(one_process, 
 
 def test_fsdp_on_one_process_runs_in_a_process_group(one_process, tiny_base):
     """The Trainer refuses FSDP outside a process group ("Using fsdp only works in distributed training"), which is
-    how a *_nano2_12b recipe runs on one GPU: one rank goes through torchrun (gloo here) and trains."""
+    how a *_nano2_12b recipe runs on one GPU: one rank goes through torchrun (gloo here) and trains. Its end-of-stage
+    eval then runs from inside the torchrun rank, as the recipes' did on the H200 (where vLLM hung in-process)."""
     tmp, data, common = one_process
     config = tmp / "fsdp.yaml"
     config.write_text("fsdp: true\nfsdp_config: {version: 2, state_dict_type: FULL_STATE_DICT}\n")
     out = tmp / "fsdp"
-    nanoforge_sft(["--config", str(config), *sft_argv(tiny_base, data, out, per_device_train_batch_size=8, **common)])
-    assert read_manifest(out)["counts"]["steps"] == 4 and len(losses(out)) == 4
+    evals = dict(math_eval_dataset=gsm8k_style(tmp / "test.jsonl"), math_eval_limit=2, math_eval_max_new_tokens=4)
+    argv = sft_argv(tiny_base, data, out, per_device_train_batch_size=8, **common, **evals)
+    nanoforge_sft(["--config", str(config), *argv])
+    manifest = read_manifest(out)
+    assert manifest["counts"]["steps"] == 4 and len(losses(out)) == 4
+    assert (
+        set(manifest["eval"]) == {"think", "no_think"} and json.loads((out / "eval.json").read_text())["problems"] == 2
+    )
