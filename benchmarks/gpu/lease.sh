@@ -103,9 +103,10 @@ recipes | recipes-dpo | recipes-grpo | recipes-rl) # issue 17 items 5-6: each *_
   # end-of-stage eval run inside the training process; the eval now runs in a process of its own
   case $plan in
   recipes)
-    step recipe-sft 400 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \
+    # ~85 s to the first step, 150 s of training (first-step autotuning), ~100 s of eval (its own vLLM start)
+    step recipe-sft 370 $N sft --config $(cfg sft/configs/sft_nano2_12b.yaml) $O --model_name_or_path $W/models/hybrid \
       --dataset_name $W/data/sft.jsonl --output_dir $W/recipes/sft
-    step pytest-gpu 200 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
+    step pytest-gpu 260 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests
     ;;
   recipes-rl) # DPO then GRPO in one call, each from the SFT recipe's checkpoint when the call before made it
     base=$W/recipes/sft
