@@ -294,16 +294,14 @@ def checkpoint_writing(art: Artifact) -> Iterator[Path]:
 
 
 # What torchrun / accelerate tell a rank about its process group; the eval's process must not see them.
-DISTRIBUTED_ENV = {
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "GROUP_WORLD_SIZE",
-    "ROLE_RANK",
-}
-DISTRIBUTED_ENV |= {"ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
+DISTRIBUTED_ENV = frozenset(
+    "RANK LOCAL_RANK WORLD_SIZE LOCAL_WORLD_SIZE GROUP_RANK GROUP_WORLD_SIZE ROLE_RANK ROLE_NAME ROLE_WORLD_SIZE "
+    "MASTER_ADDR MASTER_PORT TORCH_NCCL_ASYNC_ERROR_HANDLING".split()
+)
+
+
+class EvalFailed(RuntimeError):
+    """The end-of-stage eval exited with an error; the message holds the command that reruns it."""
 
 
 def eval_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -317,24 +315,26 @@ def eval_environment(environ: Mapping[str, str]) -> dict[str, str]:
 def end_of_stage_eval(model: Path, script_args, bf16: bool = False) -> dict:
     """`nanoforge eval` of the saved checkpoint in a process of its own, outside the trainer's process group: the
     vLLM engine it starts hung joining torchrun's rendezvous (sft, dpo) and aborted the process in CUDA-graph
-    capture beside GRPO's colocated engine (H200, 2026-12-02). Returns eval.json; an eval that fails fails the stage
-    (nothing is committed) with the command to rerun it."""
-    cmd = [sys.executable, "-m", "sft.evaluate", "--model", str(model), "--dataset", script_args.math_eval_dataset]
-    cmd += ["--num_samples", str(script_args.math_eval_num_samples)]
-    cmd += ["--max_new_tokens", str(script_args.math_eval_max_new_tokens)]
+    capture beside GRPO's colocated engine (H200, 2026-12-02). Returns eval.json, or raises `EvalFailed` with the
+    command that reruns it."""
+    args = ["--model", str(model), "--dataset", str(script_args.math_eval_dataset)]
+    args += ["--num_samples", str(script_args.math_eval_num_samples)]
+    args += ["--max_new_tokens", str(script_args.math_eval_max_new_tokens)]
     if script_args.math_eval_limit is not None:
-        cmd += ["--limit", str(script_args.math_eval_limit)]
+        args += ["--limit", str(script_args.math_eval_limit)]
     if bf16:  # the model was trained under bf16 matmuls; its float32 master weights are evaluated the same way
-        cmd += ["--dtype", "bfloat16"]
+        args += ["--dtype", "bfloat16"]
+    cmd = [sys.executable, "-m", "pipelines.cli", "eval", *args]  # the CLI: a bad eval file is one clear line
     env = eval_environment(os.environ)
     with contextlib.suppress(ImportError):  # the trainer's cached blocks are free for the eval's engine
         import torch
 
         torch.cuda.empty_cache()
-    print(f"[eval] {shlex.join(cmd)}", flush=True)
+    print(f"[eval] nanoforge eval {shlex.join(args)}", flush=True)
     done = subprocess.run(cmd, env=env, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"the end-of-stage eval failed (exit {done.returncode}); rerun it with: {shlex.join(cmd)}")
+        rerun = f"nanoforge eval {shlex.join(args)}"
+        raise EvalFailed(f"the end-of-stage eval failed (exit {done.returncode}); rerun it with: {rerun}")
     return json.loads((model / "eval.json").read_text())
 
 
@@ -392,7 +392,14 @@ def save_checkpoint(trainer, tmp: Path, art: Artifact, script_args, num_rows: in
     art.counts = {"train_rows": num_rows, "steps": trainer.state.global_step}
     art.extra["final_loss"] = losses[-1] if losses else None
     if script_args.math_eval_dataset:
-        result = end_of_stage_eval(tmp, script_args, bf16=bool(trainer.args.bf16))
-        art.extra["eval"] = {mode: r["pass@1"] for mode, r in result["modes"].items()}
+        # The trained model is the costly product: an eval that fails (an engine out of memory, a broken eval file)
+        # is recorded in the manifest and the checkpoint is committed; the message says how to evaluate it later
+        try:
+            result = end_of_stage_eval(tmp, script_args, bf16=bool(trainer.args.bf16))
+            art.extra["eval"] = {mode: r["pass@1"] for mode, r in result["modes"].items()}
+        except EvalFailed as e:
+            message = str(e).replace(str(tmp), str(art.path))  # the command names where the checkpoint will be
+            art.extra["eval_error"] = message
+            print(f"[eval] WARNING: {message}. The checkpoint is kept without eval.json.", flush=True)
     if trainer.args.push_to_hub:
         trainer.push_to_hub()

@@ -188,6 +188,7 @@ def write_run_report(root: str | Path, stages: list[tuple[str, str, str]], title
             f"nanoforge {html.escape(manifest['stage'])}</small></h2>",
             "<p>" + " · ".join(f"<a href='{_rel(path / f, root)}'>{f}</a>" for f in links) + "</p>",
             _table(counts.items(), ["count", "value"]) if counts else "",
+            f"<p><b>Eval failed</b>: {html.escape(manifest['eval_error'])}</p>" if manifest.get("eval_error") else "",
         ]
         for caption, png in [*((p.stem, p) for p in own), *plots]:
             src = _rel(png, root)

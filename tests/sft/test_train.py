@@ -364,3 +364,19 @@ def test_the_end_of_stage_eval_runs_outside_the_trainers_process_group():
     assert env.keys() == {"CUDA_VISIBLE_DEVICES", "HF_HOME", "PYTHONPATH"}
     root = str(Path(__file__).resolve().parents[2])
     assert env["PYTHONPATH"] == f"{root}:/mine" and env["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_an_eval_that_fails_keeps_the_trained_checkpoint(tiny_base, tmp_path, capsys):
+    """The eval runs after training: a broken eval file (found only when the eval reads it) is recorded in the
+    manifest with the command that reruns the eval, and the checkpoint is committed, not lost."""
+    data = write_jsonl(tmp_path / "sft.jsonl", conversations(16))
+    evalset = gsm8k_style(tmp_path / "test.jsonl")
+    evalset.write_text(evalset.read_text() + "{not json\n")
+    out = tmp_path / "out"
+    assert train.main(sft_argv(tiny_base, data, out, max_steps=2, math_eval_dataset=evalset)) == 0
+    manifest = read_manifest(out)
+    assert manifest["status"] == "complete" and manifest["counts"]["steps"] == 2 and "eval" not in manifest
+    assert "end-of-stage eval failed (exit" in manifest["eval_error"]
+    assert f"rerun it with: nanoforge eval --model {out} --dataset {evalset}" in manifest["eval_error"]
+    assert (out / "model.safetensors").is_file() and not (out / "eval.json").exists()
+    assert "The checkpoint is kept without eval.json" in capsys.readouterr().out
