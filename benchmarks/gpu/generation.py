@@ -227,7 +227,7 @@ def bench_synth_raw(a) -> None:
     llm = LLM(model=cfg.model_name_or_path, seed=0, **ENGINE)
     result["engine_start_s"] = time.perf_counter() - t0
     llm.generate([tokens_prompt(i) for i in ids[:8]], SamplingParams(max_tokens=16), use_tqdm=False)
-    for seeded in (True, False):
+    for seeded in (True, False) if a.unseeded else (True,):
         params = [
             SamplingParams(
                 temperature=s["sampling"]["temperature"],
@@ -256,8 +256,7 @@ def bench_synth(a) -> None:
     import pipelines.synth as synth
 
     label = a.label or f"synth-{a.model}-bs{a.batch_size}"
-    if not (DATA / "prompts.jsonl").exists():  # on a fresh machine synth can run before synth_raw (phase F1 did)
-        write_prompts(a.prompts)
+    write_prompts(a.prompts)  # the same rows synth_raw wrote for --prompts N (seeded), whichever ran first
     out_dir = str(WORK / f"synth_out-bs{a.batch_size}")
     cfg = synth.parse_args(["--config", str(synth_config(a, out_dir))])
     t0 = time.time()
@@ -318,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--max_new", type=int, default=512)
         s.add_argument("--batch_size", type=int, default=64)
         s.add_argument("--label", default="")
+    sub.choices["synth_raw"].add_argument(
+        "--unseeded", type=lambda x: x.lower() == "true", default=True, help="also time an unseeded run (raw only)"
+    )
     a = p.parse_args(argv)
     {"vllm_gen": bench_vllm_gen, "hf_gen": bench_hf_gen, "synth_raw": bench_synth_raw, "synth": bench_synth}[a.cmd](a)
     return 0
