@@ -285,7 +285,9 @@ def with_staged_files(buckets: list[dict], index: dict[str, list] | None, staged
     """`buckets` ({phase, bucket} rows for `write_bucket`), each with the list of staged files holding it, from the
     (phase, bucket) pairs `route_file` returned per staged file (`index`: {name: pairs}; None, staged by a run before
     the index: no lists, each writer reads every staged file). A writer thus opens only its own files: every writer
-    opening every staged file's footer was files x buckets reads."""
+    opening every staged file's footer was files x buckets reads. A bucket that every file holds (within a phase, the
+    usual case once a file has many more picks than the phase has buckets) gets no list either: the folder holds the
+    same files, and its task is not shipped a list of them all."""
     if index is None:
         return buckets
     files = {}
@@ -293,7 +295,8 @@ def with_staged_files(buckets: list[dict], index: dict[str, list] | None, staged
         path = storage.join(staged, name)
         for phase, bucket in pairs:
             files.setdefault((phase, bucket), []).append(path)
-    return [b | {"files": files.get((b["phase"], b["bucket"]), [])} for b in buckets]
+    mine = [files.get((b["phase"], b["bucket"]), []) for b in buckets]
+    return [b | {"files": f} if len(f) < len(index) else b for b, f in zip(buckets, mine, strict=True)]
 
 
 def write_bucket(

@@ -526,6 +526,9 @@ def test_each_shard_writer_opens_only_the_staged_files_holding_its_bucket(ray_lo
             reads[name].append(len(opened))
     print(f"staged file opens by {len(buckets)} bucket writers: {sum(reads['before'])} -> {sum(reads['after'])}")
     assert sum(reads["after"]) < sum(reads["before"])  # footer opens (a writer's first file twice: its schema)
+    rows, both = [{"phase": 0, "bucket": 0}, {"phase": 1, "bucket": 0}], {"a": [[0, 0]], "b": [[0, 0], [1, 0]]}
+    mine = ops.with_staged_files(rows, both, "s")  # a bucket every staged file holds: the folder, no list to ship
+    assert mine == [rows[0], rows[1] | {"files": [storage.join("s", "b")]}]
 
     blend = json.loads((tmp_path / "out" / "blend.json").read_text())
     shards = [f for phase in blend["phases"].values() for f in phase["shards"]]
