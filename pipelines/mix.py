@@ -27,12 +27,11 @@ resumable from `.work/` in the partial directory, and a plan between them:
   2. route: a task per prepared file writes every document, once per pick (decided from the cuts by the document
      alone), with its phase P, output bucket B and shuffle key (a hash), into one `.work/staged/` file per prepared
      file, a row group per (chunk of route_rows, P, B); a phase has ~docs_per_shard x 7/8 picks a bucket;
-  3. shards: one task per bucket reads its row groups (by their statistics) of the staged files holding it (route's
-     index of the (P, B) each got: `.work/staged.done`), sorts its rows by shuffle key and writes
-     `<phase>/part-BBBBB-JJ.parquet` (and `.bin/.idx`), split in equal files where it holds more than docs_per_shard,
-     so the output is byte-identical for a seed however the work was split. Where the picks fit in a quarter of Ray's
-     object store (`picks_fit`), route also hands them to the writers in memory, sorted by bucket: the writers read no
-     staged file (kept for a resumed run), the same output.
+  3. shards: one task per bucket reads its row groups of every staged file (by their statistics), sorts its rows
+     by shuffle key and writes `<phase>/part-BBBBB-JJ.parquet` (and `.bin/.idx`), split in equal files where it
+     holds more than docs_per_shard, so the output is byte-identical for a seed however the work was split. Where
+     the picks fit in a quarter of Ray's object store (`picks_fit`), route also hands them to the writers in memory,
+     sorted by bucket: the writers read no staged file (those stay for a resumed run), the same output.
 Files written: prepared and staged one per input file, then the output shards; never a file per chunk or per (input
 file, bucket) (tests/pipelines/test_mix.py counts them).
 Output: the shards, `blend.json` (per phase and source: weight, target and achieved tokens, epochs; Megatron
@@ -54,7 +53,6 @@ from pipelines.blending.ops import (
     load_tokenizer,
     prepare_file,
     route_file,
-    with_staged_files,
     write_bucket,
     write_kept,
 )
@@ -258,10 +256,9 @@ def picks_fit(prepared: str, stats: dict, files: int, buckets: int) -> bool:
 KEPT_OBJECTS = 100_000  # most (file, bucket) slices handed over in memory: each writer maps every file's picks
 
 
-def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS, keep: bool = False) -> tuple:
+def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS, keep: bool = False) -> list | None:
     """Pass 2: every prepared document, once per pick, with its phase, bucket and shuffle key, into one staged file
-    per prepared file: a Ray task per prepared file, `rows` documents at a time. Returns route's index {staged file
-    name: the (phase, bucket) pairs it holds} (O(files x buckets a file holds)) and, with `keep`, per prepared file a
+    per prepared file: a Ray task per prepared file, `rows` documents at a time. `keep`: returns, per prepared file, a
     reference to its picks sorted by (phase, bucket), for `write_shards` (the staged files stay for a resumed run:
     one write of the picks, no read). One object per file: an object per (file, bucket) cost more to put than the
     staged files' read; every writer maps them all (shared memory on a node) and slices its bucket."""
@@ -269,27 +266,24 @@ def route(prepared: str, staged: str, route_plan: dict, rows: int = ROUTE_ROWS, 
 
     task = ray.remote(route_file)
     files = storage.glob(storage.join(prepared, "*.parquet"))
-    if keep:
-        refs = [task.options(num_returns=2).remote(f, staged, rows=rows, keep=True, **route_plan) for f in files]
-        held, kept = ray.get([r[0] for r in refs]), [r[1] for r in refs]  # the writers start as their inputs are ready
-    else:
-        held, kept = ray.get([task.remote(f, staged, rows=rows, **route_plan) for f in files]), None
-    return {storage.basename(f): pairs for f, pairs in zip(files, held, strict=True) if pairs}, kept
+    if not keep:
+        ray.get([task.remote(f, staged, rows=rows, **route_plan) for f in files])
+        return None
+    refs = [task.options(num_returns=2).remote(f, staged, rows=rows, keep=True, **route_plan) for f in files]
+    ray.get([r[0] for r in refs])  # the shard writers start as soon as their inputs are ready, not after this
+    return [r[1] for r in refs]
 
 
-def write_shards(cfg: MixConfig, route_plan: dict, work: str, out: str, tokenizer, kept: list | None = None) -> list:
+def write_shards(cfg: MixConfig, route_plan: dict, staged: str, out: str, tokenizer, kept: list | None = None) -> list:
     """Pass 3: a Ray task per (phase, bucket) writes its files in shuffled order; returns what each wrote. `kept`:
-    `route(keep=True)`'s references, the buckets' picks in memory, instead of reading the staged files; else each
-    writer reads the staged files that hold its bucket (route's index, in `work`/staged.done)."""
+    `route(keep=True)`'s references, the buckets' picks in memory, instead of reading the staged files."""
     import ray
 
-    kwargs = {"staged": storage.join(work, "staged"), "out": str(out), "phases": route_plan["phases"]}
+    kwargs = {"staged": str(staged), "out": str(out), "phases": route_plan["phases"]}
     kwargs |= {"docs_per_shard": cfg.docs_per_shard, "token_format": cfg.token_format if tokenizer else None}
     kwargs["dtype"] = token_dtype(tokenizer.get_vocab_size()).__name__ if tokenizer else None
     buckets = [{"phase": p, "bucket": b} for p, n in enumerate(route_plan["buckets"]) for b in range(n)]
     if kept is None:
-        index = json.loads(storage.read_text(storage.join(work, "staged.done")) or "null")
-        buckets = with_staged_files(buckets, index, kwargs["staged"])
         task = ray.remote(write_bucket)
         refs = [task.remote(b, **kwargs) for b in buckets]
     else:
@@ -360,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             storage.remove(staged)
             files = len(storage.glob(storage.join(prepared, "*.parquet")))
             keep = picks_fit(prepared, stats, files, sum(route_plan["buckets"]))
-            index, kept = route(prepared, staged, route_plan, cfg.route_rows, keep=keep)
+            kept = route(prepared, staged, route_plan, cfg.route_rows, keep=keep)
             storage.makedirs(staged)
-            storage.write_text(json.dumps(index), storage.join(work, "staged.done"))  # a resumed run reads it
+            storage.write_text("", storage.join(work, "staged.done"))
         clock.append(("route", time.perf_counter()))
-        written = write_shards(cfg, route_plan, work, tmp, tokenizer, kept)
+        written = write_shards(cfg, route_plan, staged, tmp, tokenizer, kept)
         del kept  # the picks' objects in Ray's store go with their references
         clock.append(("shards", time.perf_counter()))
         storage.remove(work)

@@ -238,12 +238,11 @@ def route_batch(batch: pa.Table, seed: int, phases: list[str], buckets: list[int
 ROUTE_ROWS = 16_384  # prepared documents routed at once (~50 MB of web text and ids here, times their copies)
 
 
-def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = False, **route_plan) -> list:
+def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = False, **route_plan) -> int | list:
     """A Ray task: `route_batch` on one prepared file, `rows` documents at a time, its picks written to one staged
     file named after the prepared file: each chunk's picks sorted by (phase, bucket), a row group per (chunk, phase,
-    bucket) run (`storage.write_runs`), so a bucket's writer reads only its own row groups; returns the (phase,
-    bucket) pairs the staged file holds (sorted), so that a bucket's writer opens only the files holding it.
-    `keep`: returns [pairs, `by_bucket` of its picks] instead, for a
+    bucket) run (`storage.write_runs`), so a bucket's writer reads only its own row groups; returns the picks.
+    `keep`: returns [picks, `by_bucket` of its picks] instead, for a
     writer that takes them from Ray's object store rather than reading them back (the staged file stays for a
     resumed run).
 
@@ -252,7 +251,7 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = Fals
     time here; the chunk bounds a task's memory whatever the size of its file (unless it keeps its picks)."""
     fs, p = storage.filesystem(path)
     out, by = storage.join(staged, storage.basename(path)), ["phase", "bucket"]
-    writer, held, kept = None, set(), []
+    writer, picks, kept = None, 0, []
     with fs.open(p, "rb") as f:
         for records in pq.ParquetFile(f).iter_batches(batch_size=rows):
             routed = route_batch(pa.Table.from_batches([records]), **route_plan)
@@ -261,14 +260,15 @@ def route_file(path: str, staged: str, rows: int = ROUTE_ROWS, keep: bool = Fals
             if writer is None:
                 storage.makedirs(staged)
                 writer = storage.runs_writer(out, routed.schema, by, **work_options(staged))
-            held.update(storage.write_runs(writer, routed, by))
+            storage.write_runs(writer, routed, by)
+            picks += len(routed)
             if keep:
                 kept.append(routed)
     if writer is not None:  # no picks in this file: no staged file
         writer.close()
     if not keep:
-        return sorted(held)
-    return [sorted(held), by_bucket(pa.concat_tables(kept) if kept else None, route_plan["buckets"])]
+        return picks
+    return [picks, by_bucket(pa.concat_tables(kept) if kept else None, route_plan["buckets"])]
 
 
 def by_bucket(routed: pa.Table | None, buckets: list[int]) -> tuple[pa.Table, np.ndarray] | None:
@@ -281,32 +281,13 @@ def by_bucket(routed: pa.Table | None, buckets: list[int]) -> tuple[pa.Table, np
     return routed.take(order), np.searchsorted(flat[order], np.arange(first[-1] + 1))
 
 
-def with_staged_files(buckets: list[dict], index: dict[str, list] | None, staged: str) -> list[dict]:
-    """`buckets` ({phase, bucket} rows for `write_bucket`), each with the list of staged files holding it, from the
-    (phase, bucket) pairs `route_file` returned per staged file (`index`: {name: pairs}; None, staged by a run before
-    the index: no lists, each writer reads every staged file). A writer thus opens only its own files: every writer
-    opening every staged file's footer was files x buckets reads. A bucket that every file holds (within a phase, the
-    usual case once a file has many more picks than the phase has buckets) gets no list either: the folder holds the
-    same files, and its task is not shipped a list of them all."""
-    if index is None:
-        return buckets
-    files = {}
-    for name, pairs in index.items():
-        path = storage.join(staged, name)
-        for phase, bucket in pairs:
-            files.setdefault((phase, bucket), []).append(path)
-    mine = [files.get((b["phase"], b["bucket"]), []) for b in buckets]
-    return [b | {"files": f} if len(f) < len(index) else b for b, f in zip(buckets, mine, strict=True)]
-
-
 def write_bucket(
     row: dict, staged: str, out: str, phases: list[str], docs_per_shard: int, token_format: str | None, dtype: str
 ) -> list[dict]:
     """Sort one bucket's staged rows by their shuffle key; write `<phase>/part-BBBBB-JJ.parquet` (+ `.bin/.idx`):
-    one file, or as many as keep every file within docs_per_shard documents. Reads the staged files `row["files"]`
-    lists (those holding the bucket), or without that list every file under `staged`."""
+    one file, or as many as keep every file within docs_per_shard documents."""
     phase, bucket = int(row["phase"]), int(row["bucket"])
-    table = storage.read_equal(row.get("files", staged), phase=phase, bucket=bucket)
+    table = storage.read_equal(staged, phase=phase, bucket=bucket)
     return write_sorted(table, phase, bucket, out, phases, docs_per_shard, token_format, dtype)
 
 

@@ -177,11 +177,11 @@ def runs_writer(path: str | Path, schema: pa.Schema, by: list[str], **options: A
     return pq.ParquetWriter(p, schema, filesystem=fs, write_statistics=list(by), **options)
 
 
-def write_runs(writer: pq.ParquetWriter, table: pa.Table, by: list[str]) -> list[tuple]:
+def write_runs(writer: pq.ParquetWriter, table: pa.Table, by: list[str]) -> None:
     """`table` sorted by the (integer or string) columns `by`, a row group per run of equal values, so that a
-    reader of one value (`read_equal`) reads only its row groups; returns the runs' values (a tuple of `by` per row
-    group written, in order). One file per writer thus stands for the folder per value of a partitioned write, whose
-    files multiply as writers x values (x chunks, where a writer writes in chunks)."""
+    reader of one value (`read_equal`) reads only its row groups. One file per writer thus stands for the folder per
+    value of a partitioned write, whose files multiply as writers x values (x chunks, where a writer writes in
+    chunks)."""
     table = table.take(pc.sort_indices(table, [(c, "ascending") for c in by]))
     change = np.zeros(max(len(table) - 1, 0), bool)
     for c in by:
@@ -190,28 +190,20 @@ def write_runs(writer: pq.ParquetWriter, table: pa.Table, by: list[str]) -> list
     starts = [0, *(np.flatnonzero(change) + 1)]
     for start, end in zip(starts, [*starts[1:], len(table)], strict=True):
         writer.write_table(table.slice(start, end - start), row_group_size=end - start)
-    firsts = table.select(by).take(pa.array(starts[: len(table)], pa.int64()))  # none for an empty table
-    return [tuple(row.values()) for row in firsts.to_pylist()]
 
 
-def read_equal(root: str | Path | list[str], **equal: int | str) -> pa.Table:
-    """The rows whose columns equal `equal` (e.g. phase=1, bucket=3) from every Parquet file under `root`, or from
-    the files `root` lists (no other file is opened), reading only the row groups whose statistics may hold them
-    (files written by `write_runs`). A column may also come from hive folders under a `root` folder
-    (`phase=1/bucket=3/`, a partitioned write's layout). An empty table when none match."""
+def read_equal(root: str | Path, **equal: int | str) -> pa.Table:
+    """The rows whose columns equal `equal` (e.g. phase=1, bucket=3) from every Parquet file under `root`, reading
+    only the row groups whose statistics may hold them (files written by `write_runs`). A column may also come from
+    hive folders (`phase=1/bucket=3/`, a partitioned write's layout). An empty table when none match."""
     import pyarrow.dataset as ds
 
-    where = functools.reduce(operator.and_, [ds.field(k) == v for k, v in equal.items()])
-    if isinstance(root, list):
-        if not root:
-            return pa.table({})
-        data = ds.dataset([filesystem(f)[1] for f in root], filesystem=filesystem(root[0])[0], format="parquet")
-    else:
-        fs, p = filesystem(root)
-        if not fs.exists(p):
-            return pa.table({})
-        data = ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive")
-    return data.to_table(filter=where)
+    fs, p = filesystem(root)
+    if not fs.exists(p):
+        return pa.table({})
+    where = [ds.field(k) == v for k, v in equal.items()]
+    data = ds.dataset(p, filesystem=fs, format="parquet", partitioning="hive")
+    return data.to_table(filter=functools.reduce(operator.and_, where))
 
 
 def parquet_metadata(path: str | Path) -> pq.FileMetaData:

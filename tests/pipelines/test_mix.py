@@ -1,6 +1,6 @@
 """mix: token fractions per phase, epoch caps, shortfalls, determinism, Megatron .bin/.idx read back into tokens.
 
-Length (~600 lines): the plan in memory and on workers, the end-to-end stage and the files it writes share the real
+Length (~520 lines): the plan in memory and on workers, the end-to-end stage and the files it writes share the real
 corpora fixtures of this one file."""
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ def test_mix_tasks_write_the_shards_the_ray_data_passes_wrote(ray_local, tmp_pat
     chunks = tmp_path / "chunks"
     prepared = sorted((tmp_path / "ray_data" / "prepared").glob("*.parquet"))
     for f in prepared:
-        assert route_file(str(f), str(chunks / "staged"), rows=50, **route_plan)  # the (phase, bucket) pairs it holds
+        assert route_file(str(f), str(chunks / "staged"), rows=50, **route_plan) > 0
     staged = list((chunks / "staged").rglob("*.parquet"))
     assert len(staged) == len(prepared)
     assert sum(pq.ParquetFile(f).num_row_groups for f in staged) > 2 * len(theirs)
@@ -452,93 +452,6 @@ def test_mix_writes_files_per_input_file_and_output_shard_not_per_chunk(ray_loca
     assert len(files) + sum(n for n, _ in chunked.values()) <= 2 * 4 + len(shards) + 5  # O(input + output files)
     for f in [*shards, "blend.json", "report.md"]:  # the same blend, routed in chunks or whole
         assert (tmp_path / "chunked" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
-
-
-def test_each_shard_writer_opens_only_the_staged_files_holding_its_bucket(ray_local, tmp_path, monkeypatch):
-    """Issue 14 follow-up: web in phase p1 only, math in p2 only, two input files each, so a staged file holds one
-    phase's buckets. Route returns the (phase, bucket) pairs of each staged file (kept in .work/staged.done); each
-    bucket's writer opens only the files holding it (2 of 4 here), where every writer opened every staged file: the
-    same shards. A run killed after route resumes from the staged files and their index: the same blend."""
-    import shutil
-
-    from fsspec.implementations.local import LocalFileSystem
-
-    from pipelines.blending import ops
-    from pipelines.core import storage
-
-    for name in ("web", "math"):
-        rows = [{"id": f"{name}-{i}", "text": "word " * (20 + i * 7 % 50), "source": name} for i in range(160)]
-        (tmp_path / name / "documents").mkdir(parents=True)
-        for k in range(2):
-            part = pa.Table.from_pylist(rows[k * 80 : (k + 1) * 80])
-            pq.write_table(part, tmp_path / name / "documents" / f"{k}.parquet")
-    config = {
-        "input_paths": [str(tmp_path / "web"), str(tmp_path / "math")],
-        "sources": [{"name": "web", "input": 0}, {"name": "math", "input": 1}],
-        "phases": [
-            {"name": "p1", "fraction": 0.5, "weights": {"web": 1}},
-            {"name": "p2", "fraction": 0.5, "weights": {"math": 1}},
-        ],
-        "total_tokens": 16_000,  # ~0.9 of each source's ~9k estimated tokens
-        "docs_per_shard": 30,
-    }
-    (tmp_path / "mix.yaml").write_text(json.dumps(config))
-    real = mix.write_shards
-
-    def killed(cfg, route_plan, work, *args):  # after route: keep its work aside, then die as a lost driver would
-        shutil.copytree(work, tmp_path / "work")
-        raise RuntimeError("killed")
-
-    monkeypatch.setattr(mix, "write_shards", killed)
-    argv = ["--config", str(tmp_path / "mix.yaml"), "--output_dir", str(tmp_path / "out")]
-    with pytest.raises(RuntimeError, match="killed"):
-        mix.main(argv)
-    monkeypatch.setattr(mix, "write_shards", real)
-    monkeypatch.setattr(mix, "route", lambda *a, **k: pytest.fail("route redone"))
-    assert mix.main(argv) == 0  # resumed: the staged files and their index are read back
-
-    staged, index = tmp_path / "work" / "staged", json.loads((tmp_path / "work" / "staged.done").read_text())
-    files = sorted(staged.glob("*.parquet"))
-    assert len(files) == 4 and sorted(index) == [f.name for f in files]
-    for f in files:  # the index is what each file holds
-        held = pq.read_table(f, columns=["phase", "bucket"]).group_by(["phase", "bucket"]).aggregate([])
-        assert sorted([r["phase"], r["bucket"]] for r in held.to_pylist()) == index[f.name]
-        assert len({phase for phase, _ in index[f.name]}) == 1  # one phase's buckets: a source is in one phase
-    print(f"index: {len(json.dumps(index))} bytes, {sum(map(len, index.values()))} (file, phase, bucket) entries")
-
-    class CountingFS(LocalFileSystem):  # not named LocalFileSystem: Arrow reads it through fsspec, so opens count
-        def _open(self, path, mode="rb", *args, **kwargs):
-            if mode == "rb" and path.endswith(".parquet"):
-                opened.append(storage.basename(path))
-            return super()._open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(storage, "filesystem", lambda path: (CountingFS(), LocalFileSystem._strip_protocol(str(path))))
-    buckets = sorted({(phase, bucket) for pairs in index.values() for phase, bucket in pairs})
-    kwargs = {"phases": ["p1", "p2"], "docs_per_shard": 30, "token_format": None, "dtype": None}
-    reads = {}
-    for name, known in (("before", None), ("after", index)):  # every staged file, or those the index names
-        reads[name] = []
-        for row in ops.with_staged_files([{"phase": p, "bucket": b} for p, b in buckets], known, str(staged)):
-            opened = []
-            ops.write_bucket(row, staged=str(staged), out=str(tmp_path / name), **kwargs)
-            holding = {n for n, pairs in index.items() if [row["phase"], row["bucket"]] in pairs}
-            assert len(holding) < len(files) and set(opened) == (holding if known else {f.name for f in files})
-            reads[name].append(len(opened))
-    print(f"staged file opens by {len(buckets)} bucket writers: {sum(reads['before'])} -> {sum(reads['after'])}")
-    assert sum(reads["after"]) < sum(reads["before"])  # footer opens (a writer's first file twice: its schema)
-    rows, both = [{"phase": 0, "bucket": 0}, {"phase": 1, "bucket": 0}], {"a": [[0, 0]], "b": [[0, 0], [1, 0]]}
-    mine = ops.with_staged_files(rows, both, "s")  # a bucket every staged file holds: the folder, no list to ship
-    assert mine == [rows[0], rows[1] | {"files": [storage.join("s", "b")]}]
-
-    blend = json.loads((tmp_path / "out" / "blend.json").read_text())
-    shards = [f for phase in blend["phases"].values() for f in phase["shards"]]
-    assert len(shards) >= 8 and blend["phases"]["p2"]["sources"]["math"]["docs"] > 0
-    for f in shards:  # the resumed run, the writers that read every staged file and those that read their own
-        assert (
-            (tmp_path / "out" / f).read_bytes()
-            == (tmp_path / "before" / f).read_bytes()
-            == (tmp_path / "after" / f).read_bytes()
-        ), f
 
 
 # --- issue 18: cuts at an epoch's ends need no pass; picks handed to the shard writers in memory ------------------

@@ -233,21 +233,3 @@ def test_rephrase_on_s3_gives_the_same_documents_as_local_disk(ray_local, s3_pre
     assert read_manifest(remote_out)["counts"] == read_manifest(local)["counts"]
     assert any(k.startswith("prompts/") for k in on_s3) and "README.md" in on_s3
     assert not any(k.startswith(".work/") for k in on_s3)
-
-
-def test_runs_read_back_from_a_folder_or_a_list_of_its_files_on_s3(s3_prefix):
-    """mix's shard writers read their (phase, bucket) runs from the staged files route says hold them, by URL: the
-    same rows as from the whole folder, and the runs each file holds are what `write_runs` returned."""
-    runs = {}
-    for name, phases, buckets in (("a", [1, 0, 0], [0, 3, 3]), ("b", [2, 1, 2], [0, 0, 0])):
-        table = pa.table({"phase": phases, "bucket": buckets, "text": [f"{name}{i}" for i in range(3)]})
-        with storage.runs_writer(storage.join(s3_prefix, f"{name}.parquet"), table.schema, ["phase", "bucket"]) as w:
-            runs[name] = storage.write_runs(w, table, ["phase", "bucket"])
-    assert runs == {"a": [(0, 3), (1, 0)], "b": [(1, 0), (2, 0)]}
-    for phase, bucket, holding in ((1, 0, ["a", "b"]), (2, 0, ["b"]), (0, 3, ["a"])):
-        listed = storage.read_equal(
-            [storage.join(s3_prefix, f"{n}.parquet") for n in holding], phase=phase, bucket=bucket
-        )
-        whole = storage.read_equal(s3_prefix, phase=phase, bucket=bucket)
-        assert listed.to_pylist() == whole.to_pylist() and len(whole) > 0
-    assert len(storage.read_equal([], phase=0, bucket=0)) == 0
