@@ -20,6 +20,7 @@ when its `math_eval_dataset` is set. Per-sample results go to `eval_samples.json
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -291,6 +292,11 @@ def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
             for r in llm.generate(prompt_token_ids(tokenizer, texts), params)
         ]
 
+    def close() -> None:  # the engine's process and GPU memory go now, not whenever the collector finds the LLM
+        with contextlib.suppress(Exception):
+            llm.llm_engine.engine_core.shutdown()
+
+    generate.close = close
     return generate
 
 
@@ -326,6 +332,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             lines += [json.dumps({"benchmark": name, **s}) for s in samples]
             shown = ", ".join(f"{k} {v:.3f}" for k, v in stats.items() if "@" in k and v is not None)
             print(f"[eval] {name} {mode}: {shown} over {len(problems)} problems x {cfg.num_samples} samples")
+    getattr(generate, "close", lambda: None)()
     first = next(iter(result["benchmarks"].values()))
     result |= {"problems": first["problems"], "modes": first["modes"]}
     output.parent.mkdir(parents=True, exist_ok=True)
