@@ -10,8 +10,8 @@ and sampling parameters per row, `seq` = its place in the run) -> backend (reaso
 (reasoning/verify.py) -> `TraceWriter` (reasoning/traces.py), a Ray actor that writes each shard of `shard_rows`
 consecutive samples once it is complete and keeps the counts. The driver holds neither prompts nor samples: it
 starts the stream, reads one small row per batch (shards written so far), and asks the writer for the last shard
-and the counts at the end. Same config and seed, same shards, byte for byte. Prompts may be read from, and the
-traces artifact written to, a URL (s3://, gs://; pipelines/core/storage.py).
+and the counts at the end. Same config and seed, same shards, byte for byte (unless `seeded: false`). Prompts may
+be read from, and the traces artifact written to, a URL (s3://, gs://; pipelines/core/storage.py).
 
 Resume: shards are written atomically into the artifact's partial directory as results arrive; a rerun with the
 same config and inputs skips the ids already there and generates only the missing samples (we do not rely on Ray
@@ -79,6 +79,14 @@ class SynthConfig:
     no_think_temperature: float = field(default=0.0, metadata={"help": "Temperature, reasoning off (0 = greedy)."})
     no_think_top_p: float = field(default=1.0, metadata={"help": "top_p, reasoning off."})
     seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from it and its id."})
+    seeded: bool = field(
+        default=True,
+        metadata={
+            "help": "vllm: send each sample's seed to the engine, so that a rerun writes the same samples. False "
+            "generates faster (an H200 with a 1B model: 52k against 37k tokens/s) but a rerun or resume samples "
+            "anew, and `sampling.seed` is null. Other backends always seed."
+        },
+    )
     decontaminate_against: list[str] = field(
         default_factory=list, metadata={"help": "Eval sets to drop prompts against: NAME=PATH:FIELD."}
     )
@@ -349,6 +357,8 @@ def parse_args(argv: list[str] | None = None) -> SynthConfig:
         raise ConfigError("prompts_path is required (a JSONL/Parquet file, folder or glob, or a Hub dataset id)")
     if cfg.backend != "replay" and not cfg.model_name_or_path:
         raise ConfigError(f"backend '{cfg.backend}' needs model_name_or_path")
+    if not cfg.seeded and cfg.backend != "vllm":
+        raise ConfigError(f"seeded: false is for the vllm backend; backend '{cfg.backend}' always seeds its samples")
     check_pinned(cfg.model_name_or_path, cfg.model_revision, bool(cfg.engine_kwargs.get("trust_remote_code")))
     return cfg
 

@@ -101,7 +101,9 @@ def sample_rows(prompt: dict[str, Any], cfg, num_samples: int) -> list[dict[str,
                     "temperature": float(cfg.temperature if on else cfg.no_think_temperature),
                     "top_p": float(cfg.top_p if on else cfg.no_think_top_p),
                     "max_new_tokens": int(cfg.max_new_tokens),
-                    "seed": (cfg.seed * 1_000_003 + zlib.crc32(sample_id.encode())) % 2**31,
+                    "seed": (cfg.seed * 1_000_003 + zlib.crc32(sample_id.encode())) % 2**31
+                    if getattr(cfg, "seeded", True)
+                    else None,
                 },
             }
         )

@@ -356,3 +356,28 @@ def test_transformers_sample_depends_on_its_own_seed_not_on_its_batch(tiny_base)
     assert completions([*others, target])[-1] == alone  # another row's seed first in the batch
     assert completions([target, *others])[0] == alone
     assert completions([target | {"sampling": target["sampling"] | {"seed": 8}}])[0] != alone
+
+
+def test_unseeded_vllm_requests_carry_no_seed_and_other_backends_refuse_them(tmp_path):
+    """`seeded: false` (vllm only): the sample rows record no seed and the engine gets none, so vLLM samples in
+    one batched pass instead of a generator per request (~1.4x its tokens/s); seeded rows keep theirs."""
+    from types import SimpleNamespace
+
+    from pipelines.core.config import ConfigError
+    from pipelines.reasoning.backends import vllm_request
+    from pipelines.reasoning.traces import sample_rows
+    from pipelines.synth import parse_args
+
+    prompt = {"prompt_id": "p", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2", "solution": None}
+    base = dict(reasoning="on", temperature=0.6, top_p=0.95, max_new_tokens=8, seed=0, backend="vllm", source="t")
+    seeded, unseeded = (sample_rows(prompt, SimpleNamespace(**base, seeded=s), 2) for s in (True, False))
+    assert [r["sampling"]["seed"] for r in unseeded] == [None, None]
+    assert len({r["sampling"]["seed"] for r in seeded}) == 2 and None not in {r["sampling"]["seed"] for r in seeded}
+    params = vllm_request(seeded[0])["sampling_params"]
+    assert params == {"temperature": 0.6, "top_p": 0.95, "max_tokens": 8, "seed": seeded[0]["sampling"]["seed"]}
+    assert "seed" not in vllm_request(unseeded[0])["sampling_params"]
+    (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    argv = ["--prompts_path", str(tmp_path / "p.jsonl"), "--model_name_or_path", "m", "--seeded", "false"]
+    assert parse_args([*argv, "--backend", "vllm"]).seeded is False
+    with pytest.raises(ConfigError, match="seeded: false is for the vllm backend"):
+        parse_args([*argv, "--backend", "transformers"])
