@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from pipelines.core.artifacts import read_manifest
 from pipelines.core.config import ConfigError
+from pipelines.core.run_report import write_run_report
 from sft import train
 from sft.common import architecture_probe, last_checkpoint, packing_leak
 
@@ -380,3 +381,5 @@ def test_an_eval_that_fails_keeps_the_trained_checkpoint(tiny_base, tmp_path, ca
     assert f"rerun it with: nanoforge eval --model {out} --dataset {evalset}" in manifest["eval_error"]
     assert (out / "model.safetensors").is_file() and not (out / "eval.json").exists()
     assert "The checkpoint is kept without eval.json" in capsys.readouterr().out
+    html = write_run_report(tmp_path, [("sft", str(out), "done")]).read_text()
+    assert "<b>Eval failed</b>: the end-of-stage eval failed" in html  # the run's report says so too
