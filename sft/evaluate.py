@@ -260,9 +260,9 @@ def checkpoint_dtype(cfg: EvalConfig) -> str:
 
 
 def prompt_token_ids(tokenizer, texts: list[str]) -> list[dict]:
-    """vLLM prompts as the token ids transformers generates from. A text prompt would be tokenized by vLLM with
-    the tokenizer's special tokens added: a second BOS after the chat template's own, and other completions than
-    transformers gives for the same model (the GPU test caught it, 2026-12-02)."""
+    """vLLM prompts as the token ids transformers generates from. vLLM tokenizes a text prompt with the tokenizer's
+    special tokens added: with a tokenizer that adds BOS, a second one after the chat template's own, and other
+    completions than transformers gives for the same model."""
     return [{"prompt_token_ids": ids} for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
