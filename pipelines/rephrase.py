@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from pipelines.core import storage
 from pipelines.core.artifacts import NON_SEMANTIC_FIELDS, Artifact
 from pipelines.core.config import ConfigError, parse, to_dict
-from pipelines.reasoning.traces import drop_failed, write_shard
+from pipelines.reasoning.traces import SEEDED_HELP, check_seeded, drop_failed, write_shard
 from pipelines.rephrasing.filters import finish_bucket
 from pipelines.rephrasing.ops import (
     NEMOTRON_CC_TASKS,
@@ -74,6 +74,7 @@ class RephraseConfig:
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus top_p."})
     seed: int = field(default=0, metadata={"help": "Base seed; each piece's seed derives from it and its id."})
+    seeded: bool = field(default=True, metadata={"help": SEEDED_HELP})
     replay_path: str | None = field(
         default=None,
         metadata={"help": "replay: rows {source_id, task, text} (JSONL/Parquet, or a rephrase artifact)."},
@@ -296,6 +297,7 @@ def parse_args(argv: list[str] | None = None) -> RephraseConfig:
         raise ConfigError(f"backend '{cfg.backend}' needs model_name_or_path")
     if not cfg.tasks:
         raise ConfigError("tasks is empty: map at least one task to a prompt file and quality labels")
+    check_seeded(cfg)
     return cfg
 
 

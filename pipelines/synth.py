@@ -40,7 +40,15 @@ from pipelines.core.config import ConfigError, check_pinned, parse, to_dict
 from pipelines.core.datasets import find_broken_line
 from pipelines.core.runtime import read_files
 from pipelines.reasoning.prompt_formats import PromptError, fields_for, to_prompt
-from pipelines.reasoning.traces import SAMPLE_SCHEMA, TraceWriter, read_shards, sample_rows, to_trace
+from pipelines.reasoning.traces import (
+    SAMPLE_SCHEMA,
+    SEEDED_HELP,
+    TraceWriter,
+    check_seeded,
+    read_shards,
+    sample_rows,
+    to_trace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +87,7 @@ class SynthConfig:
     no_think_temperature: float = field(default=0.0, metadata={"help": "Temperature, reasoning off (0 = greedy)."})
     no_think_top_p: float = field(default=1.0, metadata={"help": "top_p, reasoning off."})
     seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from it and its id."})
-    seeded: bool = field(
-        default=True,
-        metadata={
-            "help": "vllm: send each sample's seed to the engine, so that a rerun writes the same samples. False "
-            "generates faster (an H200 with a 1B model: 52k against 37k tokens/s) but a rerun or resume samples "
-            "anew, and `sampling.seed` is null. Other backends always seed."
-        },
-    )
+    seeded: bool = field(default=True, metadata={"help": SEEDED_HELP})
     decontaminate_against: list[str] = field(
         default_factory=list, metadata={"help": "Eval sets to drop prompts against: NAME=PATH:FIELD."}
     )
@@ -357,8 +358,7 @@ def parse_args(argv: list[str] | None = None) -> SynthConfig:
         raise ConfigError("prompts_path is required (a JSONL/Parquet file, folder or glob, or a Hub dataset id)")
     if cfg.backend != "replay" and not cfg.model_name_or_path:
         raise ConfigError(f"backend '{cfg.backend}' needs model_name_or_path")
-    if not cfg.seeded and cfg.backend != "vllm":
-        raise ConfigError(f"seeded: false is for the vllm backend; backend '{cfg.backend}' always seeds its samples")
+    check_seeded(cfg)
     check_pinned(cfg.model_name_or_path, cfg.model_revision, bool(cfg.engine_kwargs.get("trust_remote_code")))
     return cfg
 

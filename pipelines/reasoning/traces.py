@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core import storage
+from pipelines.core.config import ConfigError
 from pipelines.reasoning.prompt_formats import assistant_content, with_reasoning_flag
 from pipelines.reasoning.verifiers import extract_choice, final_text, score
 from pipelines.reasoning.verify import extract_answer
@@ -77,6 +78,27 @@ def unit(key: str) -> float:
     return zlib.crc32(key.encode()) / 2**32
 
 
+SEEDED_HELP = (
+    "vllm: send each sample's seed to the engine, so that a rerun writes the same samples. False generates faster "
+    "(an H200 with a 1B model: 52k against 37k tokens/s) but a rerun or resume samples anew, and `sampling.seed` is "
+    "null. Other backends always seed."
+)
+
+
+def sample_seed(cfg, sample_id: str) -> int | None:
+    """A sample's seed, from the run's base seed and the sample's id; None with `seeded: false` (vllm only: per
+    request seeds cost vLLM 0.26 ~28% of its tokens/s)."""
+    if not getattr(cfg, "seeded", True):
+        return None
+    return (cfg.seed * 1_000_003 + zlib.crc32(sample_id.encode())) % 2**31
+
+
+def check_seeded(cfg) -> None:
+    """`seeded: false` only where the backend can sample without seeds (vllm); the others always seed."""
+    if not cfg.seeded and cfg.backend != "vllm":
+        raise ConfigError(f"seeded: false is for the vllm backend; backend '{cfg.backend}' always seeds its samples")
+
+
 def sample_rows(prompt: dict[str, Any], cfg, num_samples: int) -> list[dict[str, Any]]:
     """Expand one prompt into `num_samples` rows with their reasoning mode and sampling parameters."""
     rows = []
@@ -101,9 +123,7 @@ def sample_rows(prompt: dict[str, Any], cfg, num_samples: int) -> list[dict[str,
                     "temperature": float(cfg.temperature if on else cfg.no_think_temperature),
                     "top_p": float(cfg.top_p if on else cfg.no_think_top_p),
                     "max_new_tokens": int(cfg.max_new_tokens),
-                    "seed": (cfg.seed * 1_000_003 + zlib.crc32(sample_id.encode())) % 2**31
-                    if getattr(cfg, "seeded", True)
-                    else None,
+                    "seed": sample_seed(cfg, sample_id),
                 },
             }
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core import storage
 from pipelines.core.config import ConfigError
+from pipelines.reasoning.traces import sample_seed
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 # Nemotron-CC (arXiv 2412.02595, section 3.2): low-quality documents are rephrased in Wikipedia style (their
@@ -181,7 +181,7 @@ def doc_pieces(row: dict, cfg, tasks: dict, by_label: dict, done: set, budget: i
                         "temperature": float(cfg.temperature),
                         "top_p": float(cfg.top_p),
                         "max_new_tokens": int(cfg.max_new_tokens),
-                        "seed": (cfg.seed * 1_000_003 + zlib.crc32(piece_id.encode())) % 2**31,
+                        "seed": sample_seed(cfg, piece_id),
                     },
                     "piece": {
                         "source_id": doc_id,

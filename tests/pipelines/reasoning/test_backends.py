@@ -381,3 +381,9 @@ def test_unseeded_vllm_requests_carry_no_seed_and_other_backends_refuse_them(tmp
     assert parse_args([*argv, "--backend", "vllm"]).seeded is False
     with pytest.raises(ConfigError, match="seeded: false is for the vllm backend"):
         parse_args([*argv, "--backend", "transformers"])
+    from pipelines.rephrase import parse_args as rephrase_args  # rephrase, the largest generation job, too
+
+    argv = ["--input_path", "docs", "--model_name_or_path", "m", "--seeded", "false"]
+    assert rephrase_args([*argv, "--backend", "vllm"]).seeded is False
+    with pytest.raises(ConfigError, match="seeded: false is for the vllm backend"):
+        rephrase_args([*argv, "--backend", "openai"])
