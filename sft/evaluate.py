@@ -259,6 +259,25 @@ def checkpoint_dtype(cfg: EvalConfig) -> str:
     return str(found.get("dtype") or found.get("torch_dtype") or "auto")
 
 
+def vllm_dtype(cfg: EvalConfig) -> str:
+    """The dtype vLLM runs: the checkpoint's (`checkpoint_dtype`), except that `auto` runs a float32 hybrid in
+    bfloat16. vLLM 0.26 serves float32 only through FlexAttention, which needs a power-of-two KV block, and on a
+    hybrid the block is sized to hold one sequence's Mamba state: the engine did not start (block 48, tiny model
+    on the H200). Training stages save float32 master weights, so without this `nanoforge eval` of their output
+    would fail on a GPU; `--dtype float32` asks for float32 anyway, and `--use_vllm false` evaluates it in float32."""
+    from sft.common import is_hybrid
+
+    dtype = checkpoint_dtype(cfg)
+    if cfg.dtype == "auto" and dtype == "float32" and cfg.model and is_hybrid(cfg.model):
+        print(
+            "[eval] float32 hybrid checkpoint: vLLM runs it in bfloat16 (it serves float32 hybrids only through "
+            "FlexAttention, which refuses their KV block size); --use_vllm false evaluates it in float32",
+            file=sys.stderr,
+        )
+        return "bfloat16"
+    return dtype
+
+
 def prompt_token_ids(tokenizer, texts: list[str]) -> list[dict]:
     """vLLM prompts as the token ids transformers generates from. vLLM tokenizes a text prompt with the tokenizer's
     special tokens added: with a tokenizer that adds BOS, a second one after the chat template's own, and other
@@ -275,13 +294,18 @@ def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
     free, total = torch.cuda.mem_get_info()
     # Nemotron-H keeps its Mamba state in float32 (a bf16 state drifts over long generations).
     kwargs = dict(mamba_ssm_cache_dtype="float32", enable_prefix_caching=False) | cfg.vllm_engine_kwargs
-    llm = LLM(
-        model=cfg.model,
-        dtype=checkpoint_dtype(cfg),
-        seed=cfg.seed,
-        gpu_memory_utilization=vllm_memory_fraction(free, total),
-        **kwargs,
-    )
+    dtype = vllm_dtype(cfg)
+    try:
+        llm = LLM(
+            model=cfg.model,
+            dtype=dtype,
+            seed=cfg.seed,
+            gpu_memory_utilization=vllm_memory_fraction(free, total),
+            **kwargs,
+        )
+    except RuntimeError as e:  # vLLM's engine process failed to start; its own error is in the log above
+        hint = " (float32: try --dtype bfloat16, or --use_vllm false)" if dtype == "float32" else ""
+        raise RuntimeError(f"vLLM could not start for {cfg.model} in {dtype}{hint}: {e}") from e
     params = SamplingParams(
         n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, seed=cfg.seed
     )
