@@ -16,6 +16,16 @@ export TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0 VLLM_NO_USAGE_STAT
 export VLLM_USE_FLASHINFER_SAMPLER=0     # its top-p/top-k kernels JIT-compile with nvcc at first use (minutes)
 export VLLM_USE_BREAKABLE_CUDAGRAPH=1    # piecewise CUDA graphs without torch.compile (33 s start vs > 6 min)
 export VLLM_TRITON_FORCE_FIRST_CONFIG=${VLLM_TRITON_FORCE_FIRST_CONFIG:-1}  # Mamba SSD autotuning: 80 s of start
+# Triton autotuning results travel between leases: a fresh machine's first hybrid training step spent 116-118 s
+# autotuning the mamba-ssm kernels (fifth and sixth leases). Each call leaves them in $OUT/triton-autotune.tgz; put
+# that file beside a staged chunk (.gpu/p09/) and the next lease starts with them (the stages set
+# TRITON_CACHE_AUTOTUNING=1, so Triton reads them). Processes that import vLLM skip autotuning under
+# VLLM_TRITON_FORCE_FIRST_CONFIG=1 above, the trainer's kernels in GRPO included.
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+if [[ -f /root/carry/triton-autotune.tgz && ! -f $TRITON_CACHE_DIR/.carried ]]; then
+  mkdir -p "$TRITON_CACHE_DIR" && tar xzf /root/carry/triton-autotune.tgz -C "$TRITON_CACHE_DIR" && touch "$TRITON_CACHE_DIR/.carried"
+  echo "triton autotune results carried in: $(find "$TRITON_CACHE_DIR" -name '*.autotune.json' | wc -l)"
+fi
 export NF_WORK=${NF_WORK:-/tmp/nfbench}
 W=$NF_WORK
 mkdir -p "$W/logs" "$W/results"
@@ -208,5 +218,6 @@ esac
 python3 -m benchmarks.gpu.report "$W/results" | tee "$W/logs/report-$plan.md"
 if [[ -n ${OUT:-} ]]; then
   tar czf "$OUT/$plan.tgz" -C "$W" results logs
+  (cd "$TRITON_CACHE_DIR" 2>/dev/null && find . -name '*.autotune.json' | tar czf "$OUT/triton-autotune.tgz" -T -)
   ls -la "$OUT"
 fi
