@@ -196,13 +196,19 @@ synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 p
   step synth_raw-$m 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --label synth_raw-big-$m
   step synth-$m 300 $G synth --model $m --prompts 512 --samples 4 --max_new 1024 --batch_size 64 --label synth-big-$m
   ;;
-synth-2k-raw-dense | synth-2k-dense) # item 1 at ~4 minutes of generation per side, one call each: 2,048 prompts x 4
+synth-2k-raw-dense | synth-2k-dense) # item 1 at ~4 minutes of generation per side, one call each (ATTACH=1: a third,
+  # the stage on a Ray already up): 2,048 prompts x 4
   # samples x up to 1,024 tokens (~8.4M tokens, ~225 s seeded at the fifth lease's 37k tok/s); the issue's 4,096 x 4 x
   # 2,048 (~15 min of generation per side) fits no 10-minute call. Fifth lease at 512 prompts: 0.90x from process start
   models
   if [[ $plan == synth-2k-raw-dense ]]; then
     step synth_raw-dense 560 $G synth_raw --model dense --prompts 2048 --samples 4 --max_new 1024 --unseeded false \
       --label synth_raw-2k-dense
+  elif [[ ${ATTACH:-0} == 1 ]]; then # the stage joins a Ray started before it, as a job does on a cluster: Ray's own
+    # start (8-17 s on the H200s) leaves the stage's clock, which still starts at its process start
+    step synth-dense-attached 560 bash -c 'python3 -m ray.scripts.scripts start --head --num-gpus 1 \
+      --include-dashboard false --disable-usage-stats >/dev/null && RAY_ADDRESS=auto exec "$@"' _ \
+      $G synth --model dense --prompts 2048 --samples 4 --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
   else
     step synth-dense 560 $G synth --model dense --prompts 2048 --samples 4 --max_new 1024 --batch_size 64 \
       --label synth-2k-dense

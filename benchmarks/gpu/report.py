@@ -76,7 +76,8 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             lines.append(f"| {name} | | {r.get('status')}{got} {cell(r.get('error', ''), 200)} |")
     elif name.startswith("synth"):
         if r.get("status") == "ok":
-            raw = (res or {}).get(name.replace("synth-", "synth_raw-", 1).removesuffix(f"-bs{r['batch_size']}"), {})
+            paired = name.replace("synth-", "synth_raw-", 1).removesuffix("-attached")  # raw has no Ray to join
+            raw = (res or {}).get(paired.removesuffix(f"-bs{r['batch_size']}"), {})
             raw = raw or (res or {}).get(f"synth_raw-{r['model']}", {})
             ratio = ""
             if raw.get("process_s") and r.get("process_s"):  # both from process start; raw is seeded like the stage
