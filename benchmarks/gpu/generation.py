@@ -254,7 +254,9 @@ def bench_synth(a) -> None:
     timestamped (file modification times); the engine's readiness is read off its log line, so the generation
     phase can be timed apart."""
     import pipelines.synth as synth
+    from pipelines.cli import setup_logging
 
+    setup_logging("INFO")  # the stage's own clock in the log: Ray ready, pipeline built, first shard written
     label = a.label or f"synth-{a.model}-bs{a.batch_size}"
     write_prompts(a.prompts)  # the same rows synth_raw wrote for --prompts N (seeded), whichever ran first
     out_dir = str(WORK / f"synth_out-bs{a.batch_size}")
