@@ -37,3 +37,29 @@ def test_every_name_the_benchmarks_import_from_our_modules_exists():
             except ModuleNotFoundError:
                 missing.append(f"{where}: {module}.{name}")
     assert not missing, "\n".join(missing)
+
+
+@pytest.mark.timeout(60)
+def test_gpu_report_pairs_each_synth_run_with_its_raw_vllm_run():
+    """The ratio the issue asks for (stage / raw vLLM, both from process start) pairs a stage run with the raw run
+    of its size; the attached run (the stage on a Ray already up) pairs with the same raw run, as raw has no Ray."""
+    from benchmarks.gpu.report import report_lines
+
+    res = {
+        "synth_raw-dense": {"process_s": 100.0},
+        "synth_raw-2k-dense": {"process_s": 380.0},
+    }
+    stage = {"status": "ok", "batch_size": 64, "model": "dense", "gen_tokens": 8_000_000, "wall_s": 390.0}
+    res["synth-2k-dense"] = stage | {"process_s": 400.0}
+    res["synth-2k-dense-attached"] = stage | {"process_s": 390.0}
+    assert "stage at 0.95x raw's speed" in report_lines("synth-2k-dense", res["synth-2k-dense"], res)[0]
+    assert (
+        "stage at 0.97x raw's speed" in report_lines("synth-2k-dense-attached", res["synth-2k-dense-attached"], res)[0]
+    )
+
+
+@pytest.mark.timeout(60)
+def test_the_lease_script_parses():
+    import subprocess
+
+    subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu" / "lease.sh")], check=True)
