@@ -13,9 +13,11 @@ Three Ray Data passes, each resumable from the partial directory (`.<output>.par
   1. chunks: reader tasks stream every file and cut it into chunks of ~chunk_bytes (pipelines/curation/readers.py);
      each chunk is one Ray block that a free worker runs through the per-document blocks
      (pipelines/curation/filters.py) and checkpoints as `.work/chunks/<chunk>.parquet`. A rerun skips chunks that have
-     a checkpoint.
+     a checkpoint. With fuzzy dedup on, the checkpoint also holds each kept candidate's MinHash LSH band keys, so
+     this pass is the only one over the text for it (done once, kept across a crash).
   2. global steps over the kept candidates of all chunks: exact dedup groups them by text hash (Ray Data groupby);
-     the first in input order survives, the others are rejected as `exact_duplicate` with `duplicate_of`.
+     the first in input order survives, the others are rejected as `exact_duplicate` with `duplicate_of`;
+     decontamination; fuzzy dedup (pipelines/dedup/fuzzy.py) from the band keys of pass 1.
      Each step writes rejections `(chunk, row, stage, reason, duplicate_of)` to `.work/rejects/<step>/`, one file
      per output shard (the shard plan comes from the checkpoints' footers before the steps run).
   3. shards: consecutive chunks are grouped into output shards of ~shard_bytes; one writer task per shard applies
@@ -204,18 +206,21 @@ def worker_settings(cfg: CurateConfig, out: str) -> dict:
     )
     filters = json.dumps([(name, cfg.filter_args.get(name, {})) for name in cfg.filters])
     steps = [name for name, _ in global_steps(cfg)]
+    params = parse_spec(cfg.fuzzy_dedup)
     out = out if storage.is_remote(out) else str(Path(out).resolve())
     return {
         **{k: getattr(cfg, k) for k in keys},
         "filters": filters,
         "steps": steps,
+        "minhash": asdict(params) if params else None,  # pass 1 stores the LSH band keys of this spec
         "out": out,
         "work": storage.join(out, ".work"),
     }
 
 
 def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
-    """Pass 1: reader tasks cut units into chunks (one Ray block each); workers filter and checkpoint each chunk."""
+    """Pass 1: reader tasks cut units into chunks (one Ray block each); workers filter and checkpoint each chunk
+    (with fuzzy dedup on, with the kept candidates' LSH band keys: `fuzzy.chunk_bands`)."""
     import ray
 
     ds = ray.data.from_items([{"unit": json.dumps(asdict(u))} for u in units])
@@ -224,9 +229,8 @@ def chunk_pass(cfg: CurateConfig, units: list, settings: dict, done: set[str]):
         chunks.read_chunks, batch_size=1, num_cpus=0.25, fn_kwargs={"settings": settings, "done": frozenset(done)}
     )
     ds = ds.repartition(target_num_rows_per_block=1)  # one chunk per block, so a file's chunks spread over workers
-    return ds.map_batches(
-        chunks.filter_chunks, batch_size=1, concurrency=cfg.num_workers, fn_kwargs={"settings": settings}
-    )
+    fn_kwargs = {"settings": settings, "bands": fuzzy.chunk_bands if settings.get("minhash") else None}
+    return ds.map_batches(chunks.filter_chunks, batch_size=1, concurrency=cfg.num_workers, fn_kwargs=fn_kwargs)
 
 
 EXACT_DEDUP_IN_DRIVER = 1_000_000  # up to this many candidates, the driver groups the hashes (~200 MB at most)

@@ -2,7 +2,8 @@
 
 Work directory (`<partial>/.work/`, removed when the artifact is complete):
   chunks/<chunk>.parquet      pass 1: every record of one reader chunk, with status (see filters.CHECKPOINT_SCHEMA);
-                              its footer holds {"candidates": n, "candidate_bytes": b}
+                              its footer holds {"candidates": n, "candidate_bytes": b}; with fuzzy dedup on, also
+                              a column `bands` (each kept candidate's LSH band keys) and "minhash": their spec
   units/<unit>.json           pass 1: the reader finished this unit, which has `chunks` chunks
   rejects/<step>/shard=<k>/*.parquet       pass 2: rejections of one global step, one file per output shard
   rejects/<step>.done         pass 2: that step finished
@@ -23,7 +24,7 @@ from collections import Counter
 import pyarrow as pa
 
 from pipelines.core import storage
-from pipelines.curation.filters import process_chunk
+from pipelines.curation.filters import CHECKPOINT_SCHEMA, process_chunk
 from pipelines.curation.pii import redact_pii
 from pipelines.curation.readers import Unit, pack, read_unit, unpack
 
@@ -121,8 +122,13 @@ def read_chunks(batch: dict, *, settings: dict, done: frozenset[str]):
         write_json_atomic({"chunks": n}, storage.join(work, "units", f"{unit.prefix}.json"))
 
 
-def filter_chunks(batch: dict, *, settings: dict) -> dict:
-    """Ray Data UDF: run the per-document blocks over each chunk and checkpoint it; returns (chunk, rows)."""
+def filter_chunks(batch: dict, *, settings: dict, bands=None) -> dict:
+    """Ray Data UDF: run the per-document blocks over each chunk and checkpoint it; returns (chunk, rows).
+
+    With fuzzy dedup on, curate passes `bands` = `fuzzy.chunk_bands` and `settings["minhash"]` = the MinHash spec
+    (plain values): the checkpoint then also holds each kept candidate's LSH band keys (column `bands`) and its
+    footer the spec, so fuzzy dedup's global step reads the keys instead of the text, also after a crash.
+    (A function passed in: curation does not import dedup, tests/test_layout.py.)"""
     work = settings["work"]
     out = {"chunk": [], "rows": []}
     for chunk, label, path, source, payload in zip(
@@ -134,6 +140,9 @@ def filter_chunks(batch: dict, *, settings: dict) -> dict:
             "candidates": kept.num_rows,
             "candidate_bytes": int(pa.compute.sum(pa.compute.binary_length(kept["text"])).as_py() or 0),
         }
+        if bands is not None and settings.get("minhash"):
+            table = table.append_column("bands", bands(table, settings["minhash"]))
+            meta["minhash"] = settings["minhash"]
         table = table.replace_schema_metadata({"nanoforge": json.dumps(meta)})
         write_parquet_atomic(table, storage.join(work, "chunks", f"{chunk}.parquet"))
         out["chunk"].append(str(chunk))
@@ -219,26 +228,27 @@ def read_rejections(step_dir: str, shard: int) -> dict[tuple[str, int], tuple[st
 # --- pass 3: shards --------------------------------------------------------------------------------------------
 
 
-def _footers(chunk_files: list[str]) -> list[dict]:
-    """The footer of each checkpoint: its candidates and their bytes (written by `filter_chunks`) and its rows."""
+def footers(chunk_files: list[str]) -> list[dict]:
+    """The footer of each checkpoint: its candidates and their bytes (written by `filter_chunks`), the MinHash spec
+    of its `bands` column (`minhash`, absent without one) and its rows."""
     metas = storage.parquet_metadata_many(chunk_files)
     return [{**json.loads(m.metadata[b"nanoforge"]), "rows": m.num_rows} for m in metas]
 
 
 def count_candidates(chunk_files: list[str]) -> int:
-    return sum(f["candidates"] for f in _footers(chunk_files))
+    return sum(f["candidates"] for f in footers(chunk_files))
 
 
 def count_rows(chunk_files: list[str]) -> int:
     """Records in the chunk checkpoints, from their Parquet footers (no data read)."""
-    return sum(f["rows"] for f in _footers(chunk_files))
+    return sum(f["rows"] for f in footers(chunk_files))
 
 
 def plan_shards(chunk_files: list[str], shard_bytes: int) -> list[list[str]]:
     """Consecutive chunks grouped until their candidate text reaches shard_bytes (from checkpoint footers)."""
     shards: list[list[str]] = [[]]
     size = 0
-    for f, footer in zip(chunk_files, _footers(chunk_files), strict=True):
+    for f, footer in zip(chunk_files, footers(chunk_files), strict=True):
         if shards[-1] and size >= shard_bytes:
             shards.append([])
             size = 0
@@ -265,8 +275,8 @@ def write_shards(batch: dict, *, settings: dict) -> dict:
             for key, value in read_rejections(storage.join(work, "rejects", step), index).items():
                 global_rejects.setdefault(key, value)
         for chunk in json.loads(chunks_json):
-            table = storage.read_table(storage.join(work, "chunks", f"{chunk}.parquet"))
-            for r in table.to_pylist():
+            path = storage.join(work, "chunks", f"{chunk}.parquet")
+            for r in storage.read_table(path, columns=CHECKPOINT_SCHEMA.names).to_pylist():  # not `bands`
                 stats["input"] += 1
                 if r["status"] == "quarantined":
                     quarantined.append({k: r[k] for k in QUARANTINE_SCHEMA.names})

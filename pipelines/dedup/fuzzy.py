@@ -5,7 +5,9 @@
 
 No task ever holds the whole corpus, bucket table or graph:
   1. signatures: Ray Data `map_batches` over Arrow batches -> each document's `bands` LSH bucket keys
-     (pipelines/dedup/minhash.py); the only pass over the text.
+     (pipelines/dedup/minhash.py); the only pass over the text. In curate it runs in pass 1, per chunk
+     (`chunk_bands`: a `bands` column and the spec in the chunk checkpoint), and `curate_step` reads the keys back
+     without the text; checkpoints without them, or of another spec, take the pass over the text here.
   2. candidate pairs: rows (bucket, node) hash-partitioned by bucket over P reduce tasks, numpy inside; in a bucket
      every member is linked to the bucket's smallest node (a star: k-1 edges carry all the connectivity of a
      k-clique). Optionally (`jaccard=0.8`) a pair is kept only if the exact Jaccard of its shingle sets reaches it.
@@ -33,21 +35,23 @@ the same rows in the same order and the result is the same bit for bit.
 Memory per task stays as with one level: a reduce task holds one partition (rows / P), a map task one block (a
 signature block, or in the later shuffles one partition of the previous one: rows / P), a level-2 task S pieces of
 ~1/S block each (rows are hashed evenly over the super-partitions), i.e. about one block.
-Every intermediate lives in the object store, owned by the driver: a driver that dies restarts the step from its
-signatures (curate reruns the global step; the chunks before it are reused).
+Every intermediate lives in the object store, owned by the driver: a driver that dies restarts the step from the
+signatures (curate reruns the global step from the band keys in the chunk checkpoints, which are reused; the text
+is not read again).
 
 Cross-dataset dedup: `save_index(sigs, dropped, path)` stores one row per (bucket, survivor node) and the ids of
 the kept documents; `fuzzy_duplicates(..., index=path)` adds the indexed rows with nodes below every new node (new
 nodes are offset by 2**63), so a new document sharing a bucket with an indexed one joins a component whose
 smallest node is the indexed document: the new document is dropped, indexed documents are never reported.
 
-Length (~530 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
+Length (~580 lines): the shuffle, the components rounds, the survivors and the saved index are one algorithm over
 the same (bucket, node) rows, sharing curate's shuffle helpers; split, each piece would be read without the
 invariants stated above. The signatures live apart in minhash.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -488,12 +492,45 @@ def _kept_ids(block: dict) -> pa.Table:
 # curate's global step
 
 
+def chunk_bands(table: pa.Table, spec: dict) -> pa.Array:
+    """A chunk checkpoint's `bands` column (list<uint64>), computed in curate's pass 1: each kept candidate's LSH
+    band keys under `spec` (`dataclasses.asdict` of MinhashParams), exactly `_signature_batch`'s `keys` for that
+    document; null for the other rows and for a candidate without a single n-gram (it has no signature)."""
+    params = MinhashParams(**spec)
+    kept = np.flatnonzero(pc.fill_null(pc.equal(table["status"], "kept"), False).to_numpy(zero_copy_only=False))
+    sigs, valid = signatures(table["text"].take(pa.array(kept, pa.int64())).to_pylist(), params)
+    has = np.zeros(table.num_rows, bool)
+    has[kept[valid]] = True
+    keys = band_keys(sigs[valid], params).reshape(-1)
+    offsets = np.concatenate([[0], np.cumsum(has * params.bands)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys, pa.uint64()), mask=pa.array(~has))
+
+
+def _nodes(batch: pa.Table, chunk_index: dict[str, int]) -> np.ndarray:
+    """node = chunk index << 32 | row: input order."""
+    chunk = np.array([chunk_index[c] for c in batch["chunk"].to_pylist()], dtype=np.uint64)
+    return (chunk << np.uint64(32)) | batch["row"].to_numpy().astype(np.uint64)
+
+
 def _curate_nodes(batch: pa.Table, chunk_index: dict[str, int]) -> pa.Table:
     """Kept candidates -> (node, id, text) with node = chunk index << 32 | row: input order."""
     batch = batch.filter(pc.equal(batch["status"], "kept"))
-    chunk = np.array([chunk_index[c] for c in batch["chunk"].to_pylist()], dtype=np.uint64)
-    node = (chunk << np.uint64(32)) | batch["row"].to_numpy().astype(np.uint64)
+    node = _nodes(batch, chunk_index)
     return pa.table({"node": pa.array(node, pa.uint64()), "id": batch["id"], "text": batch["text"]})
+
+
+def _curate_bands(batch: pa.Table, chunk_index: dict[str, int], bands: int) -> pa.Table:
+    """Kept candidates with `bands` from pass 1 -> the rows `signature_table` makes of their text: (node + 2**63,
+    id, keys [bands]), the candidates without an n-gram (null bands) left out."""
+    batch = batch.filter(pc.and_(pc.equal(batch["status"], "kept"), pc.is_valid(batch["bands"])))
+    keys = pc.list_flatten(batch["bands"]).to_numpy().astype(np.uint64)
+    return pa.table(
+        {
+            "node": pa.array(_nodes(batch, chunk_index) | NEW, pa.uint64()),
+            "id": batch["id"],
+            "keys": pa.FixedSizeListArray.from_arrays(pa.array(keys, pa.uint64()), bands),
+        }
+    )
 
 
 def _curate_rejections(batch: pa.Table, chunk_names: list[str]) -> pa.Table:
@@ -522,19 +559,23 @@ def curate_step(chunk_files: list[str], cfg):
     """
     import ray
 
-    from pipelines.curation.chunks import REJECTION_COLUMNS
+    from pipelines.curation.chunks import REJECTION_COLUMNS, footers
     from pipelines.dedup.minhash import parse_spec
 
     if not chunk_files:
         return ray.data.from_arrow(REJECTION_COLUMNS.empty_table())
     params = parse_spec(cfg.fuzzy_dedup)
     names = [storage.basename(f).removesuffix(".parquet") for f in chunk_files]
-    docs = ray.data.read_parquet(list(chunk_files)).select_columns(["chunk", "row", "id", "text", "status"])
-    docs = docs.map_batches(
-        _curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": {c: i for i, c in enumerate(names)}}
-    )
-    sigs = signature_table(docs, params)
-    dropped = fuzzy_duplicates(docs, params, sigs=sigs, index=getattr(cfg, "fuzzy_dedup_index", "") or None)
+    index = {c: i for i, c in enumerate(names)}
+    if all(f.get("minhash") == dataclasses.asdict(params) for f in footers(chunk_files)):  # pass 1 made the keys
+        docs = ray.data.read_parquet(list(chunk_files)).select_columns(["chunk", "row", "id", "status", "bands"])
+        fn_kwargs = {"chunk_index": index, "bands": params.bands}
+        sigs = docs.map_batches(_curate_bands, batch_format="pyarrow", fn_kwargs=fn_kwargs).materialize()
+    else:  # checkpoints of an older curate, or of another spec: the pass over the text
+        docs = ray.data.read_parquet(list(chunk_files)).select_columns(["chunk", "row", "id", "text", "status"])
+        docs = docs.map_batches(_curate_nodes, batch_format="pyarrow", fn_kwargs={"chunk_index": index})
+        sigs = signature_table(docs, params)
+    dropped = fuzzy_duplicates(None, params, sigs=sigs, index=getattr(cfg, "fuzzy_dedup_index", "") or None)
     dropped = dropped.materialize()
     out = str(chunk_files[0]).rsplit("/", 3)[0]  # <out>/.work/chunks/<chunk>.parquet
     save_index(sigs, dropped, storage.join(out, "lsh_index"))

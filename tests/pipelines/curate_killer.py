@@ -46,11 +46,11 @@ def main() -> None:
     def global_steps(cfg):
         return [(name, killing(fn) if name in kills else fn) for name, fn in steps(cfg)]
 
-    def filter_or_die(batch, *, settings):
+    def filter_or_die(batch, **kwargs):
         if not (flags / "worker").exists():
             (flags / "worker").touch()
             os.kill(os.getpid(), signal.SIGKILL)  # this Ray worker process dies before the chunk is written
-        return filter_chunks(batch, settings=settings)
+        return filter_chunks(batch, **kwargs)
 
     curate.global_steps = global_steps
     if "worker" in kills:

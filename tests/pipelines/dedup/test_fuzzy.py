@@ -355,3 +355,123 @@ def test_curate_drops_near_duplicates_and_contamination(ray_local, planted, tmp_
             assert reasons[f"doc-{i}"][1] == f"doc-{cluster_of[i]}" or cluster_of[i] in {
                 int(x[4:]) for x in reasons if x.startswith("doc-")
             }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# curate: the band keys are computed in pass 1 and stored in the chunk checkpoints
+
+
+def _curate_chunks(folder, fuzzy_dedup: str) -> list[str]:
+    """curate's passes 1 and 3 on the cs336 fixtures (+ a kept document without a single 5-gram), the work
+    directory left in place; returns the chunk checkpoints."""
+    from pipelines import curate
+    from pipelines.curation import chunks
+
+    root = shared_data("cs336_assignment4_fixtures")
+    extra = folder / "in" / "short.txt"
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text("Too short here.")
+    (folder / "c.yaml").write_text(
+        "# test\n# nanoforge curate --config c.yaml\nfilters: []\nlanguage_id: false\npii: false\n"
+    )
+    argv = ["--config", str(folder / "c.yaml"), "--fuzzy_dedup", fuzzy_dedup, "--output_dir", str(folder / "out")]
+    argv += [
+        "--input_paths",
+        str(root / "documents_with_fuzzy_duplicates"),
+        str(root / "documents_with_line_duplicates"),
+    ]
+    cfg = curate.parse_args([*argv, str(extra.parent)])
+    with pytest.MonkeyPatch.context() as m:  # pass 1 (and 3) only: the tests run the fuzzy step themselves
+        m.setattr(curate, "global_steps", lambda cfg: [])
+        curate.run(cfg, curate.check_config(cfg), str(folder / "out"))
+    return chunks.chunk_files(str(folder / "out" / ".work"))
+
+
+@pytest.fixture(scope="module")
+def fineweb_chunks(ray_local, tmp_path_factory) -> list[str]:
+    return _curate_chunks(tmp_path_factory.mktemp("fuzzybands"), "fineweb")
+
+
+@pytest.mark.timeout(120)
+def test_chunk_checkpoints_carry_band_keys_with_fuzzy_dedup_only(ray_local, fineweb_chunks, tmp_path):
+    """With fuzzy dedup on, pass 1 stores each kept candidate's LSH band keys (those of `signature_table`) and the
+    spec in the footer; null for a candidate without an n-gram and for rejected rows. Off: neither."""
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from pipelines.curation.chunks import footers
+
+    params = parse_spec("fineweb")
+    assert [f["minhash"] for f in footers(fineweb_chunks)] == [dataclasses.asdict(params)] * len(fineweb_chunks)
+    table = pa.concat_tables(pq.read_table(f) for f in fineweb_chunks)
+    kept = table.filter(pa.compute.equal(table["status"], "kept"))
+    sigs = _arrow(signature_table(_dataset(kept["text"].to_pylist(), blocks=1, ids=kept["id"].to_pylist()), params))
+    stored = {i: b for i, b in zip(table["id"].to_pylist(), table["bands"].to_pylist(), strict=True) if b}
+    assert stored == dict(zip(sigs["id"].to_pylist(), sigs["keys"].to_pylist(), strict=True)) and len(stored) >= 8
+    bands_of = dict(zip(table["id"].to_pylist(), table["bands"].to_pylist(), strict=True))
+    assert bands_of["short.txt:1"] is None and all(
+        bands_of[i] is None for i in table.filter(pa.compute.not_equal(table["status"], "kept"))["id"].to_pylist()
+    )
+
+    off = _curate_chunks(tmp_path, "none")
+    assert len(off) == len(fineweb_chunks)
+    assert all("bands" not in pq.read_schema(f).names for f in off)
+    assert all("minhash" not in f for f in footers(off))
+
+
+def _copy_chunks(files: list[str], folder, edit) -> list[str]:
+    """The checkpoints rewritten under `folder/.work/chunks/` by edit(table, footer dict) -> (table, footer)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    (folder / ".work" / "chunks").mkdir(parents=True)
+    out = []
+    for f in files:
+        table = pq.read_table(f)
+        table, footer = edit(table, json.loads(table.schema.metadata[b"nanoforge"]))
+        out.append(str(folder / ".work" / "chunks" / f.rsplit("/", 1)[1]))
+        pq.write_table(table.replace_schema_metadata({"nanoforge": json.dumps(footer)}), out[-1])
+    return out
+
+
+def _fuzzy_step(files: list[str], spec: str = "fineweb") -> tuple[list[tuple], dict]:
+    """fuzzy.curate_step's rejections (sorted rows) and the LSH index it saved (sorted rows)."""
+    import pyarrow.parquet as pq
+
+    from pipelines.dedup import fuzzy
+
+    cfg = type("Cfg", (), {"fuzzy_dedup": spec, "fuzzy_dedup_index": ""})()
+    rows = sorted(tuple(r.values()) for r in fuzzy.curate_step(files, cfg).take_all())
+    index = files[0].rsplit("/", 3)[0] + "/lsh_index"
+    return rows, {d: sorted(map(str, pq.read_table(f"{index}/{d}").to_pylist())) for d in ("buckets", "ids")}
+
+
+@pytest.mark.timeout(180)
+def test_fuzzy_step_same_rejections_from_band_keys_without_text(ray_local, fineweb_chunks, tmp_path, monkeypatch):
+    """The global step from the stored keys, with the text column gone from the checkpoints, rejects the same
+    documents with the same survivors and saves the same LSH index as the pass over the text (checkpoints without
+    keys, as an older curate wrote them); keys of another spec are not used."""
+    from pipelines.dedup import fuzzy
+
+    calls = []
+    monkeypatch.setattr(fuzzy, "signature_table", lambda *a, **k: calls.append(1) or signature_table(*a, **k))
+    no_text = _copy_chunks(fineweb_chunks, tmp_path / "keys", lambda t, f: (t.drop_columns(["text"]), f))
+    from_keys = _fuzzy_step(no_text)
+    assert not calls  # no pass over the text (and there is none to read)
+    old = _copy_chunks(
+        fineweb_chunks,
+        tmp_path / "old",
+        lambda t, f: (t.drop_columns(["bands"]), {k: f[k] for k in f if k != "minhash"}),
+    )
+    from_text = _fuzzy_step(old)
+    assert calls == [1]
+    assert from_keys == from_text
+    assert {r[-1] for r in from_keys[0]} == {"rails_mit_license.txt:1", "doc1.txt:1"} and len(from_keys[0]) == 2
+
+    # chunks whose keys were made with another spec: the step takes the text (a rerun with a changed spec)
+    other = _copy_chunks(
+        fineweb_chunks, tmp_path / "other", lambda t, f: (t, {**f, "minhash": {**f["minhash"], "seed": 2}})
+    )
+    assert _fuzzy_step(other) == from_text and calls == [1, 1]
