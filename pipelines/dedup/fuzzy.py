@@ -556,6 +556,8 @@ def curate_step(chunk_files: list[str], cfg):
 
     The first occurrence in input order survives, as in exact dedup. The run's LSH index is saved next to the
     documents (`<output_dir>/lsh_index`); `cfg.fuzzy_dedup_index` names an earlier run's index to dedup against.
+    The band keys come from the checkpoints (`chunk_bands`, pass 1) when every one holds them for this spec, and
+    the text is not read; otherwise (an older curate's checkpoints, another spec) from the text, the same keys.
     """
     import ray
 
