@@ -26,7 +26,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipelines.core.config import ConfigError, parse
@@ -294,7 +294,7 @@ def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
     free, total = torch.cuda.mem_get_info()
     # Nemotron-H keeps its Mamba state in float32 (a bf16 state drifts over long generations).
     kwargs = dict(mamba_ssm_cache_dtype="float32", enable_prefix_caching=False) | cfg.vllm_engine_kwargs
-    dtype = vllm_dtype(cfg)
+    dtype = checkpoint_dtype(cfg)  # `evaluate` has resolved it (`vllm_dtype`)
     try:
         llm = LLM(
             model=cfg.model,
@@ -345,8 +345,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     sets = [(name, path, load_problems(cfg, path, fmt, renames)) for name, path, fmt, renames in eval_sets(cfg)]
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     output = Path(cfg.output or Path(cfg.model) / "eval.json")
+    vllm = use_vllm(cfg)
+    run = replace(cfg, dtype=vllm_dtype(cfg)) if vllm else cfg  # what generates, where `auto` is not what runs
     result = {"model": cfg.model, "dataset": cfg.dataset, "config": asdict(cfg), "benchmarks": {}}
-    generate = (vllm_generator if use_vllm(cfg) else transformers_generator)(cfg)
+    result["generated_with"] = {"backend": "vllm" if vllm else "transformers", "dtype": checkpoint_dtype(run)}
+    generate = (vllm_generator if vllm else transformers_generator)(run)
     lines = []
     for name, path, problems in sets:
         bench = result["benchmarks"][name] = {"path": path, "problems": len(problems), "modes": {}}

@@ -43,6 +43,7 @@ def test_eval_writes_pass_at_1_per_mode(tiny_base, tmp_path):
     assert evaluate.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["problems"] == 4 and set(result["modes"]) == {"think", "no_think"}
+    assert result["generated_with"] == {"backend": "transformers", "dtype": "float32"}  # the checkpoint's, as run
     samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 4 * 3  # modes x problems x k
     for mode, stats in result["modes"].items():
