@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth}
+plan=${1:?plan: pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -213,6 +213,16 @@ synth-2k-raw-dense | synth-2k-dense) # item 1 at ~4 minutes of generation per si
     step synth-dense 560 $G synth --model dense --prompts 2048 --samples 4 --max_new 1024 --batch_size 64 \
       --label synth-2k-dense
   fi
+  ;;
+synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on a Ray started before it, 1,024
+  # prompts x 4 samples x up to 1,024 tokens (~4.1M tokens; raw 129 s of generation, the stage ~156 s with ~4 of 16
+  # batches in flight); the labels pair in the report as the 2k plans' do
+  models
+  step synth_raw-dense 250 $G synth_raw --model dense --prompts 1024 --samples 4 --max_new 1024 --unseeded false \
+    --label synth_raw-2k-dense
+  step synth-dense-attached 300 bash -c 'python3 -m ray.scripts.scripts start --head --num-gpus 1 \
+    --include-dashboard false --disable-usage-stats >/dev/null && RAY_ADDRESS=auto exec "$@"' _ \
+    $G synth --model dense --prompts 1024 --samples 4 --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
   ;;
 synth)
   models
