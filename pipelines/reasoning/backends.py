@@ -292,9 +292,24 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
         # the H100); the stage reports its own throughput
         log_engine_metrics=False,
     )
-    processor = build_processor(config, preprocess=vllm_request)
+    # The row maps around the stages are light, and as synth's writer never wait for a CPU the actors may hold; at
+    # zero CPUs they fuse with synth's write_traces, one task per batch instead of two
+    light = dict(num_cpus=0)
+    processor = build_processor(
+        config, preprocess=vllm_request, preprocess_map_kwargs=light, postprocess_map_kwargs=light
+    )
+    return processor(batch_blocks(ds, cfg.batch_size)).map(from_vllm, **light)
 
-    return processor(ds).map(from_vllm)
+
+def batch_blocks(ds: ray.data.Dataset, batch_size: int) -> ray.data.Dataset:
+    """The rows in blocks of at most `batch_size` rows, streamed (in order when the plan keeps order).
+
+    Upstream map outputs are merged into blocks of up to 128 MiB (one prompts file -> one block of every sample),
+    and each ray.data.llm stage runs one Ray Data task per input block, with at most 4 of its batches at once
+    (`RAY_DATA_DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY`) whatever `max_concurrent_batches` says, returning its
+    rows only when the whole block is done. One block per batch makes each batch its own task: the engine actor
+    runs `max_concurrent_batches` of them and their rows (and synth's shards) move on as each one finishes."""
+    return ds.repartition(target_num_rows_per_block=batch_size)
 
 
 def vllm_request(row: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -252,6 +256,34 @@ def test_enough_batches_in_flight_to_keep_the_engine_full():
     assert max_concurrent_batches({}, 16) == 32  # 2 x 256 default max_num_seqs / 16
     assert max_concurrent_batches({"max_num_seqs": 1024}, 64) == 32
     assert max_concurrent_batches({"max_num_seqs": 64}, 64) == 8  # never below ray.data.llm's default
+
+
+@pytest.mark.timeout(240)
+def test_vllm_stage_keeps_its_concurrent_batches_in_the_engine_and_streams_shards(tiny_base, tmp_path):
+    """synth's real plan and ray.data.llm's real stages, a fake engine (tests/fake_vllm.py: 64 running requests,
+    3 s each) in place of vLLM, in a subprocess with its own Ray. 64 prompts x 4 samples in batches of 8:
+    `max_concurrent_batches` asks for 16 batches (128 requests) in the engine. With the samples in one block, Ray
+    Data ran one task with at most 4 batches at once (32 requests: half the engine idle) and handed its rows on
+    only at the end, so no shard reached the driver before the last batch was done."""
+    prompts, _ = gsm8k_prompts(tmp_path, 64)
+    out = tmp_path / "traces"
+    fake = Path(__file__).resolve().parents[2] / "fake_vllm.py"
+    env = os.environ | {"PYTHONPATH": str(fake.parents[1]), "NANOFORGE_PROGRESS": "0"}
+    args = ["--batch-size", "8", "--max-num-seqs", "64", "--request-s", "3", "--shard-rows", "32", "--cpus", "8"]
+    proc = subprocess.run(
+        [sys.executable, str(fake), str(prompts), str(tiny_base), str(out), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert read_manifest(out)["counts"]["samples"] == 256 and stats["shard_files"] == 8
+    assert stats["max_batches"] >= 8 and stats["max_requests"] >= 64  # the engine full, more queued
+    assert stats["avg_batches"] >= 6  # over the engine's whole run (4 at most before)
+    engine_done = stats["engine_start_s"] + stats["engine_span_s"]
+    assert stats["first_shard_s"] < engine_done  # shards reach the driver while the engine still runs
 
 
 def test_vllm_rows_keep_the_columns_scoring_needs():
