@@ -292,12 +292,11 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
         # the H100); the stage reports its own throughput
         log_engine_metrics=False,
     )
-    # The row maps around the stages are light, and as synth's writer never wait for a CPU the actors may hold; at
-    # zero CPUs they fuse with synth's write_traces, one task per batch instead of two
+    # The row maps after the engine at zero CPUs, as synth's write_traces: the three fuse into one task per batch,
+    # which never waits for a CPU the actors hold (the map before the stages keeps its CPU: at zero, Ray Data starts
+    # a task, and so a worker process, for every batch at once)
     light = dict(num_cpus=0)
-    processor = build_processor(
-        config, preprocess=vllm_request, preprocess_map_kwargs=light, postprocess_map_kwargs=light
-    )
+    processor = build_processor(config, preprocess=vllm_request, postprocess_map_kwargs=light)
     return processor(batch_blocks(ds, cfg.batch_size)).map(from_vllm, **light)
 
 
