@@ -53,10 +53,23 @@ def run(args) -> dict:
     if args.max_tasks_in_flight:
         ray.data.DataContext.get_current().max_tasks_in_flight_per_actor = args.max_tasks_in_flight
     argv = [
-        "--prompts_path", str(prompts), "--backend", "vllm", "--model_name_or_path", str(base),
-        "--num_samples", str(args.samples), "--max_new_tokens", "16", "--batch_size", str(args.batch_size),
-        "--shard_rows", str(args.shard_rows), "--output_dir", str(work / "traces"),
-    ]  # fmt: skip
+        "--prompts_path",
+        str(prompts),
+        "--backend",
+        "vllm",
+        "--model_name_or_path",
+        str(base),
+        "--num_samples",
+        str(args.samples),
+        "--max_new_tokens",
+        "16",
+        "--batch_size",
+        str(args.batch_size),
+        "--shard_rows",
+        str(args.shard_rows),
+        "--output_dir",
+        str(work / "traces"),
+    ]
     return fake_vllm.run_synth(argv, args.max_num_seqs, args.request_s, args.cpus, str(work / "engine.json"))
 
 

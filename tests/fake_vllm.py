@@ -23,6 +23,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -131,23 +132,19 @@ class FakeEngineStage(real.vLLMEngineStage):
         return kwargs
 
 
-def install(monkeypatch=None) -> None:
-    """Make `build_processor` build `FakeEngineStage` (ray.data.llm imports the stage class when it builds)."""
-    import sys
-
+def install() -> None:
+    """Make `build_processor` build `FakeEngineStage` (ray.data.llm imports the stage class when it builds), in
+    this process: the actors get the fake's classes by value, so they need not import tests/."""
     import ray.cloudpickle
     import ray.llm._internal.batch.stages as stages
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors need not import tests/
-    if monkeypatch is not None:
-        monkeypatch.setattr(stages, "vLLMEngineStage", FakeEngineStage)
-    else:
-        stages.vLLMEngineStage = FakeEngineStage
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    stages.vLLMEngineStage = FakeEngineStage
 
 
 def in_flight_stats(stats_path: str, t_start: float | None = None) -> dict[str, float]:
     """Max and time-averaged batches and requests in flight, from the first request to the last one's end."""
-    data = json.loads(open(stats_path).read())
+    data = json.loads(Path(stats_path).read_text())
     events = data["events"]
     first, last = events[0][0], events[-1][0]
     span = max(last - first, 1e-9)
@@ -232,10 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=8)
     args = p.parse_args(argv)
     synth_argv = [
-        "--prompts_path", args.prompts, "--backend", "vllm", "--model_name_or_path", args.model,
-        "--num_samples", str(args.samples), "--max_new_tokens", "16", "--batch_size", str(args.batch_size),
-        "--shard_rows", str(args.shard_rows), "--output_dir", args.output_dir,
-    ]  # fmt: skip
+        "--prompts_path",
+        args.prompts,
+        "--backend",
+        "vllm",
+        "--model_name_or_path",
+        args.model,
+        "--num_samples",
+        str(args.samples),
+        "--max_new_tokens",
+        "16",
+        "--batch_size",
+        str(args.batch_size),
+        "--shard_rows",
+        str(args.shard_rows),
+        "--output_dir",
+        args.output_dir,
+    ]
     stats = run_synth(synth_argv, args.max_num_seqs, args.request_s, args.cpus, f"{args.output_dir}.engine.json")
     print(json.dumps(stats))
     return 0

@@ -10,12 +10,15 @@ returns it with four more columns:
     error                 str | None   why the row failed; failures are recorded, never fatal to the run
 
 - `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
-  output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason).
+  output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason);
+  fed one block per batch (`batch_blocks`), else the engine holds 4 batches, whatever `max_concurrent_batches` says.
 - `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM; each
   row samples from its own seed (`RowSeededSampler`), so its text does not depend on the batch it lands in.
 - `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`): `batch_size` requests in flight
   per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
 - `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
+
+Over 400 lines: the four backends share the row contract above and each is small; one file keeps them comparable.
 """
 
 from __future__ import annotations
