@@ -200,7 +200,7 @@ def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     if not Path(cfg.model_name_or_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(f"model not found: {cfg.model_name_or_path} (offline, and not a local folder)")
     check_actor_cpus(cfg.num_workers, cfg.num_cpus_per_worker, "num_workers x num_cpus_per_worker")
-    return ds.map_batches(
+    return batch_blocks(ds, cfg.batch_size).map_batches(  # one block: one task, so one busy actor of num_workers
         TransformersGenerator,
         fn_constructor_kwargs=dict(
             model=cfg.model_name_or_path,
@@ -311,7 +311,11 @@ def batch_blocks(ds: ray.data.Dataset, batch_size: int) -> ray.data.Dataset:
     (`RAY_DATA_DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY`) whatever `max_concurrent_batches` says, returning its
     rows only when the whole block is done. One block per batch makes each batch its own task: the engine actor
     runs `max_concurrent_batches` of them and their rows (and synth's shards) move on as each one finishes."""
-    return ds.repartition(target_num_rows_per_block=batch_size)
+    blocks = ds.repartition(target_num_rows_per_block=batch_size)
+    # Its tasks reserve no CPU, like the reader's: model actors may hold every CPU (ray 2.60's repartition takes no
+    # remote args; its logical op's dict is the one the planner reads)
+    blocks._logical_plan.dag.ray_remote_args["num_cpus"] = 0
+    return blocks
 
 
 def vllm_request(row: dict[str, Any]) -> dict[str, Any]:
@@ -455,7 +459,7 @@ def from_response(resp: dict[str, Any]) -> dict[str, Any]:
 def openai(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-    return ds.map_batches(
+    return batch_blocks(ds, cfg.batch_size).map_batches(  # one block: one task, so one busy actor of num_workers
         OpenAIChat,
         fn_constructor_kwargs=dict(
             url=cfg.api_base.rstrip("/") + "/chat/completions",

@@ -119,11 +119,26 @@ class ChatServer(BaseHTTPRequestHandler):
 
     plan: dict[str, tuple[str, str]] = {}  # question -> (behaviour, gold)
     requests: list[dict] = []
+    lock = threading.Lock()
+    open_requests = most_open_requests = 0
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
+        with ChatServer.lock:
+            ChatServer.open_requests += 1
+            ChatServer.most_open_requests = max(ChatServer.most_open_requests, ChatServer.open_requests)
+        try:
+            self.answer()
+        finally:
+            with ChatServer.lock:
+                ChatServer.open_requests -= 1
+
+    def answer(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         ChatServer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
         behaviour, gold = self.plan[body["messages"][-1]["content"]]
+        if behaviour == "paced":  # a busy server: a right answer after a moment
+            time.sleep(0.5)
+            behaviour = "correct"
         message, finish, status = {"role": "assistant"}, "stop", 200
         if behaviour == "correct":  # the template prefilled "<think>\n": the reply starts inside the thinking
             message["content"] = f"Add the numbers up.\n</think>\n\nThe answer is \\boxed{{{gold}}}."
@@ -221,6 +236,21 @@ def test_openai_backend_against_local_server(ray_local, chat_server, tmp_path, m
     counts = read_manifest(out)["counts"]
     assert counts["errors"] == 2 and counts["truncated"] == 2
     assert counts["verified"] == {"true": 4, "false": 4, "null": 2}
+
+
+@pytest.mark.timeout(120)
+def test_every_endpoint_worker_gets_requests(ray_local, chat_server, tmp_path):
+    """Two workers of `batch_size` requests each: 8 requests at the server at once. One prompts file is one Ray
+    Data block, and a block is one task for one actor: before the rows were cut into blocks of `batch_size`, the
+    second worker sat idle and the server never saw more than 4."""
+    prompts, rows = gsm8k_prompts(tmp_path, 32)
+    ChatServer.plan = {r["question"]: ("paced", r["answer"].split("####")[-1].strip()) for r in rows}
+    ChatServer.requests, ChatServer.most_open_requests = [], 0
+    argv = ["--prompts_path", str(prompts), "--backend", "openai", "--model_name_or_path", "served-model"]
+    argv += ["--api_base", chat_server, "--num_samples", "1", "--batch_size", "4", "--num_workers", "2"]
+    out = synthesize(parse_args([*argv, "--output_dir", str(tmp_path / "traces")]))
+    assert read_manifest(out)["counts"]["verified"] == {"true": 32, "false": 0, "null": 0}
+    assert ChatServer.most_open_requests == 8
 
 
 def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_a_cuda_graph(tmp_path):
