@@ -52,24 +52,7 @@ def run(args) -> dict:
         os.environ["RAY_DATA_DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY"] = str(args.async_batches)
     if args.max_tasks_in_flight:
         ray.data.DataContext.get_current().max_tasks_in_flight_per_actor = args.max_tasks_in_flight
-    argv = [
-        "--prompts_path",
-        str(prompts),
-        "--backend",
-        "vllm",
-        "--model_name_or_path",
-        str(base),
-        "--num_samples",
-        str(args.samples),
-        "--max_new_tokens",
-        "16",
-        "--batch_size",
-        str(args.batch_size),
-        "--shard_rows",
-        str(args.shard_rows),
-        "--output_dir",
-        str(work / "traces"),
-    ]
+    argv = fake_vllm.synth_argv(prompts, base, work / "traces", args.samples, args.batch_size, args.shard_rows)
     return fake_vllm.run_synth(argv, args.max_num_seqs, args.request_s, args.cpus, str(work / "engine.json"))
 
 

@@ -216,6 +216,13 @@ def run_synth(argv: list[str], max_num_seqs: int, request_s: float, cpus: int, s
     }
 
 
+def synth_argv(prompts, model, output_dir, samples: int, batch_size: int, shard_rows: int) -> list[str]:
+    """`nanoforge synth` arguments for the vllm backend with 16 new tokens per sample (the fake engine's answers)."""
+    argv = ["--prompts_path", str(prompts), "--backend", "vllm", "--model_name_or_path", str(model)]
+    argv += ["--num_samples", str(samples), "--max_new_tokens", "16", "--batch_size", str(batch_size)]
+    return [*argv, "--shard_rows", str(shard_rows), "--output_dir", str(output_dir)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prompts")
@@ -228,25 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request-s", type=float, default=2.0)
     p.add_argument("--cpus", type=int, default=8)
     args = p.parse_args(argv)
-    synth_argv = [
-        "--prompts_path",
-        args.prompts,
-        "--backend",
-        "vllm",
-        "--model_name_or_path",
-        args.model,
-        "--num_samples",
-        str(args.samples),
-        "--max_new_tokens",
-        "16",
-        "--batch_size",
-        str(args.batch_size),
-        "--shard_rows",
-        str(args.shard_rows),
-        "--output_dir",
-        args.output_dir,
-    ]
-    stats = run_synth(synth_argv, args.max_num_seqs, args.request_s, args.cpus, f"{args.output_dir}.engine.json")
+    argv = synth_argv(args.prompts, args.model, args.output_dir, args.samples, args.batch_size, args.shard_rows)
+    stats = run_synth(argv, args.max_num_seqs, args.request_s, args.cpus, f"{args.output_dir}.engine.json")
     print(json.dumps(stats))
     return 0
 
