@@ -11,14 +11,15 @@ returns it with four more columns:
 
 - `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
   output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason);
-  fed one block per batch (`batch_blocks`), else the engine holds 4 batches, whatever `max_concurrent_batches` says.
+  fed one block per batch (`batch_blocks`, as the two below), else the engine holds 4 batches, whatever
+  `max_concurrent_batches` says.
 - `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM; each
   row samples from its own seed (`RowSeededSampler`), so its text does not depend on the batch it lands in.
 - `openai`: an OpenAI-compatible `/v1/chat/completions` endpoint (e.g. `vllm serve`): `batch_size` requests in flight
   per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
 - `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
 
-Over 400 lines: the four backends share the row contract above and each is small; one file keeps them comparable.
+Length (~500 lines): the four backends share the row contract above and each is small; one file keeps them comparable.
 """
 
 from __future__ import annotations
@@ -310,7 +311,8 @@ def batch_blocks(ds: ray.data.Dataset, batch_size: int) -> ray.data.Dataset:
     and each ray.data.llm stage runs one Ray Data task per input block, with at most 4 of its batches at once
     (`RAY_DATA_DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY`) whatever `max_concurrent_batches` says, returning its
     rows only when the whole block is done. One block per batch makes each batch its own task: the engine actor
-    runs `max_concurrent_batches` of them and their rows (and synth's shards) move on as each one finishes."""
+    runs `max_concurrent_batches` of them and their rows (and synth's shards) move on as each one finishes. The
+    transformers and openai actor pools likewise give a block to one actor: one block kept `num_workers - 1` idle."""
     blocks = ds.repartition(target_num_rows_per_block=batch_size)
     # Its tasks reserve no CPU, like the reader's: model actors may hold every CPU (ray 2.60's repartition takes no
     # remote args; its logical op's dict is the one the planner reads)
