@@ -8,7 +8,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|synth}
+plan=${1:?plan: pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|parity|synth}
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -223,6 +223,10 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
   step synth-dense-attached 300 bash -c 'python3 -m ray.scripts.scripts start --head --num-gpus 1 \
     --include-dashboard false --disable-usage-stats >/dev/null && RAY_ADDRESS=auto exec "$@"' _ \
     $G synth --model dense --prompts 1024 --samples 4 --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
+  ;;
+parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught `small` hybrid, parameter by parameter
+  # and layer by layer (the eval test's teacher-forced check: vLLM's prefill argmax was one token at every position)
+  step parity 400 python3 -m benchmarks.gpu.vllm_parity
   ;;
 synth)
   models
