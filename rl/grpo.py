@@ -108,12 +108,15 @@ def rewards(script_args: GRPOScriptArgs, training_args: GRPOConfig) -> list:
 def colocated_engine_kwargs(script_args: GRPOScriptArgs, model_args: ModelConfig) -> dict:
     """Give TRL's colocated `vllm.LLM` our engine kwargs. TRL builds it with a fixed argument list, so its module's
     `LLM` name is bound to a partial; hybrids keep the Mamba state in float32 (bf16 state drifts over long
-    rollouts, and the trainer's log-probs are computed in float32 state)."""
+    rollouts, and the trainer's log-probs are computed in float32 state) and get `vllm_graphs`' CUDA graphs."""
     import trl.generation.vllm_generation as vg
+
+    from pipelines.reasoning.vllm_graphs import hybrid_engine_kwargs, no_breakable_graphs_in_this_process
 
     kwargs = dict(script_args.vllm_engine_kwargs)
     if is_hybrid(model_args.model_name_or_path):
-        kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
+        kwargs = hybrid_engine_kwargs(kwargs)
+        no_breakable_graphs_in_this_process()
     llm = getattr(vg.LLM, "func", vg.LLM)  # a second build in the same process starts from TRL's own class
     vg.LLM = functools.partial(llm, **kwargs) if kwargs else llm
     return kwargs

@@ -6,8 +6,10 @@ stage end to end against raw `vllm.LLM.generate` on exactly its sample rows.
     python -m benchmarks.gpu.generation synth_raw --model dense   # raw vLLM on the synth stage's prompts
     python -m benchmarks.gpu.generation synth --model dense       # our stage (ray.data.llm backend)
 
-CUDA graphs: vLLM's breakable graphs (`VLLM_USE_BREAKABLE_CUDAGRAPH=1`: piecewise graphs, no torch.compile; the
-full compile did not start within 6 minutes on the H100) unless `--eager true`.
+CUDA graphs as the stages get them (`pipelines/reasoning/vllm_graphs.py`), unless `--eager true`: breakable graphs for
+the dense model (`VLLM_USE_BREAKABLE_CUDAGRAPH=1`, from lease.sh: piecewise graphs, no torch.compile; the full compile
+did not start within 6 minutes on the H100), full decode-only graphs for the hybrid. Hybrid figures before
+2026-12-02 ran breakable graphs, whose prefill was wrong for its Mamba layers (decode steps ran as captured).
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]
     return [[rng.randrange(10, vocab) for _ in range(length)] for _ in range(n)]
 
 
+def with_graphs(model_dir: Path, kwargs: dict) -> dict:
+    """The stages' CUDA-graph rule for this model: a hybrid gets `hybrid_engine_kwargs` and no breakable graphs."""
+    from pipelines.reasoning.vllm_graphs import hybrid_engine_kwargs, no_breakable_graphs_in_this_process
+
+    if json.loads((Path(model_dir) / "config.json").read_text()).get("model_type") != "nemotron_h":
+        return kwargs
+    no_breakable_graphs_in_this_process()
+    return hybrid_engine_kwargs(kwargs, kwargs.get("max_num_seqs"))
+
+
 def bench_vllm_gen(a) -> None:
     from vllm import LLM, SamplingParams
 
@@ -57,6 +69,7 @@ def bench_vllm_gen(a) -> None:
         )
         | extra
     )
+    kwargs = with_graphs(MODELS / a.model, kwargs)
     result = {
         "model": a.model,
         "versions": versions(),
@@ -224,7 +237,9 @@ def bench_synth_raw(a) -> None:
         "runs": [],
     }
     t0 = time.perf_counter()
-    llm = LLM(model=cfg.model_name_or_path, seed=0, **ENGINE)
+    engine = with_graphs(Path(cfg.model_name_or_path), dict(ENGINE))
+    result["engine_kwargs"] = engine
+    llm = LLM(model=cfg.model_name_or_path, seed=0, **engine)
     result["engine_start_s"] = time.perf_counter() - t0
     llm.generate([tokens_prompt(i) for i in ids[:8]], SamplingParams(max_tokens=16), use_tqdm=False)
     for seeded in (True, False) if a.unseeded else (True,):

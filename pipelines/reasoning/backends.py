@@ -38,6 +38,7 @@ import ray
 
 from pipelines.core.runtime import check_actor_cpus
 from pipelines.reasoning.prompt_formats import replay_completion
+from pipelines.reasoning.vllm_graphs import engine_env, hybrid_engine_kwargs
 
 OUTPUT_COLUMNS = ("completion", "num_generated_tokens", "truncated", "error")
 
@@ -220,16 +221,14 @@ def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 
 
 HYBRID_MAX_NUM_SEQS = 1024  # a hybrid sequence holds a few MB of Mamba state instead of a long KV cache
-# Piecewise CUDA graphs without torch.compile: 1.6-2.0x eager decode on the H100; the full compile did not start
-# within 6 minutes there (benchmarks/results/gpu.md). An engine_kwargs `compilation_config` or env var overrides it.
-VLLM_ENV = {"VLLM_USE_BREAKABLE_CUDAGRAPH": "1"}
 
 
 def vllm_engine_kwargs(cfg) -> dict[str, Any]:
-    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe), and
-    room to use its memory advantage: up to 1,024 running sequences, each batch size captured in a CUDA graph (at
-    8k-token contexts on an H200 vLLM fits ~1,140 hybrid sequences against ~410 for a dense model of its size;
-    past vLLM's default capture size of 512 the decode steps would run eagerly)."""
+    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe), its
+    CUDA graphs (`vllm_graphs`: decode-only steps in full graphs), and room to use its memory advantage: up to 1,024
+    running sequences, each decode batch size captured (at 8k-token contexts on an H200 vLLM fits ~1,140 hybrid
+    sequences against ~410 for a dense model of its size; past vLLM's default capture size of 512 the decode steps
+    would run eagerly)."""
     revision = getattr(cfg, "model_revision", None)  # weights and tokenizer at the pinned commit
     kwargs = {
         "max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None,
@@ -238,10 +237,8 @@ def vllm_engine_kwargs(cfg) -> dict[str, Any]:
     }
     kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
     if _is_nemotron_h(cfg.model_name_or_path):
-        kwargs.setdefault("mamba_ssm_cache_dtype", "float32")
         kwargs.setdefault("max_num_seqs", HYBRID_MAX_NUM_SEQS)
-        if not kwargs.get("enforce_eager"):
-            kwargs.setdefault("compilation_config", {"max_cudagraph_capture_size": kwargs["max_num_seqs"]})
+        kwargs = hybrid_engine_kwargs(kwargs, kwargs["max_num_seqs"])
     return kwargs
 
 
@@ -286,7 +283,7 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     config = vLLMEngineProcessorConfig(
         model_source=cfg.model_name_or_path,
         engine_kwargs=engine_kwargs,
-        runtime_env={"env_vars": {k: os.environ.get(k, v) for k, v in VLLM_ENV.items()}},
+        runtime_env={"env_vars": engine_env(hybrid=_is_nemotron_h(cfg.model_name_or_path))},
         concurrency=cfg.num_workers,
         batch_size=cfg.batch_size,
         max_concurrent_batches=max_concurrent_batches(engine_kwargs, cfg.batch_size),

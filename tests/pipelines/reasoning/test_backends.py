@@ -272,7 +272,8 @@ def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_
         "max_model_len": 1536,
         "mamba_ssm_cache_dtype": "float32",
         "max_num_seqs": 1024,
-        "compilation_config": {"max_cudagraph_capture_size": 1024},
+        # decode-only steps in full graphs, the rest eager (pipelines/reasoning/vllm_graphs.py says why)
+        "compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY", "max_cudagraph_capture_size": 1024},
     }
     # the YAML wins; eager mode has no graphs to size
     assert vllm_engine_kwargs(cfg(hybrid, max_num_seqs=256, enforce_eager=True))["max_num_seqs"] == 256
