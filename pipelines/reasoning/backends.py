@@ -220,24 +220,28 @@ def transformers(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 # --- vllm -----------------------------------------------------------------------------------------------------------
 
 
-HYBRID_MAX_NUM_SEQS = 1024  # a hybrid sequence holds a few MB of Mamba state instead of a long KV cache
+# ray.data.llm builds its engine in vLLM's ENGINE_CONTEXT, whose defaults are a server's: 128 running sequences and
+# 2,048 tokens per step, where `vllm.LLM` gets 1,024 and 16,384 on a GPU of 70 GB or more (vLLM 0.26,
+# `EngineArgs.get_batch_defaults`; the H200 logs showed 2,048 against 16,384). The stage is offline batch generation,
+# as `vllm.LLM` is, so it starts from `LLM`'s defaults. A hybrid uses all 1,024: a sequence holds a few MB of Mamba
+# state instead of a long KV cache.
+OFFLINE_ENGINE_DEFAULTS = {"max_num_seqs": 1024, "max_num_batched_tokens": 16384}
 
 
 def vllm_engine_kwargs(cfg) -> dict[str, Any]:
-    """Engine kwargs from the YAML, plus what Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe), its
-    CUDA graphs (`vllm_graphs`: decode-only steps in full graphs), and room to use its memory advantage: up to 1,024
-    running sequences, each decode batch size captured (at 8k-token contexts on an H200 vLLM fits ~1,140 hybrid
-    sequences against ~410 for a dense model of its size; past vLLM's default capture size of 512 the decode steps
-    would run eagerly)."""
+    """Engine kwargs from the YAML over `vllm.LLM`'s batch defaults (`OFFLINE_ENGINE_DEFAULTS`), plus what
+    Nemotron-H needs: Mamba state cache in float32 (Nano 2 recipe), its CUDA graphs (`vllm_graphs`: decode-only
+    steps in full graphs), and every decode batch size up to its 1,024 running sequences captured (at 8k-token
+    contexts on an H200 vLLM fits ~1,140 hybrid sequences against ~410 for a dense model of its size; past vLLM's
+    default capture size of 512 the decode steps would run eagerly)."""
     revision = getattr(cfg, "model_revision", None)  # weights and tokenizer at the pinned commit
     kwargs = {
         "max_model_len": cfg.max_prompt_tokens + cfg.max_new_tokens if cfg.max_prompt_tokens else None,
         "revision": revision,
         "tokenizer_revision": revision,
     }
-    kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
+    kwargs = OFFLINE_ENGINE_DEFAULTS | {k: v for k, v in kwargs.items() if v is not None} | dict(cfg.engine_kwargs)
     if _is_nemotron_h(cfg.model_name_or_path):
-        kwargs.setdefault("max_num_seqs", HYBRID_MAX_NUM_SEQS)
         kwargs = hybrid_engine_kwargs(kwargs, kwargs["max_num_seqs"])
     return kwargs
 
@@ -246,7 +250,8 @@ def max_concurrent_batches(engine_kwargs: dict[str, Any], batch_size: int) -> in
     """Batches in flight per engine so that twice its `max_num_seqs` requests are queued: each Ray Data batch
     returns only when its slowest row finishes, and 8 batches of 16 (ray.data.llm's default) keep 128 requests in
     an engine that could run 256-1,024 (the stage ran at 0.75x raw vLLM that way)."""
-    return max(8, math.ceil(2 * engine_kwargs.get("max_num_seqs", 256) / batch_size))
+    running = engine_kwargs.get("max_num_seqs", OFFLINE_ENGINE_DEFAULTS["max_num_seqs"])
+    return max(8, math.ceil(2 * running / batch_size))
 
 
 def _is_nemotron_h(model: str) -> bool:

@@ -253,7 +253,7 @@ def test_every_endpoint_worker_gets_requests(ray_local, chat_server, tmp_path):
     assert ChatServer.most_open_requests == 8
 
 
-def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_a_cuda_graph(tmp_path):
+def test_vllm_engine_defaults_are_vllm_llms_and_a_hybrid_keeps_every_batch_size_in_a_cuda_graph(tmp_path):
     from types import SimpleNamespace
 
     from pipelines.reasoning.backends import vllm_engine_kwargs
@@ -272,19 +272,23 @@ def test_vllm_engine_defaults_use_a_hybrids_memory_and_keep_every_batch_size_in_
         "max_model_len": 1536,
         "mamba_ssm_cache_dtype": "float32",
         "max_num_seqs": 1024,
+        "max_num_batched_tokens": 16384,
         # decode-only steps in full graphs, the rest eager (pipelines/reasoning/vllm_graphs.py says why)
         "compilation_config": {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY", "max_cudagraph_capture_size": 1024},
     }
     # the YAML wins; eager mode has no graphs to size
     assert vllm_engine_kwargs(cfg(hybrid, max_num_seqs=256, enforce_eager=True))["max_num_seqs"] == 256
     assert "compilation_config" not in vllm_engine_kwargs(cfg(hybrid, enforce_eager=True))
-    assert vllm_engine_kwargs(cfg(dense)) == {"max_model_len": 1536}  # vLLM's own defaults for dense models
+    # vllm.LLM's batch defaults on a big GPU, not those of the server context ray.data.llm's engine runs in
+    offline = {"max_num_seqs": 1024, "max_num_batched_tokens": 16384}
+    assert vllm_engine_kwargs(cfg(dense)) == {"max_model_len": 1536, **offline}
+    assert vllm_engine_kwargs(cfg(dense, max_num_batched_tokens=4096))["max_num_batched_tokens"] == 4096
 
 
 def test_enough_batches_in_flight_to_keep_the_engine_full():
     from pipelines.reasoning.backends import max_concurrent_batches
 
-    assert max_concurrent_batches({}, 16) == 32  # 2 x 256 default max_num_seqs / 16
+    assert max_concurrent_batches({}, 16) == 128  # 2 x 1,024 (vllm.LLM's max_num_seqs) / 16
     assert max_concurrent_batches({"max_num_seqs": 1024}, 64) == 32
     assert max_concurrent_batches({"max_num_seqs": 64}, 64) == 8  # never below ray.data.llm's default
 
