@@ -225,8 +225,10 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
     $G synth --model dense --prompts 1024 --samples 4 --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
   ;;
 parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught `small` hybrid, parameter by parameter
-  # and layer by layer (the eval test's teacher-forced check: vLLM's prefill argmax was one token at every position)
-  step parity 400 python3 -m benchmarks.gpu.vllm_parity
+  # and layer by layer, prefill argmax and 20 greedy tokens; the stages' graphs for hybrids (full decode-only graphs),
+  # then eager (eighth lease: eager 44/44 argmax equal, breakable graphs 10/44), one taught model for both
+  step parity-ours 300 python3 -m benchmarks.gpu.vllm_parity --graphs ours
+  step parity-eager 200 python3 -m benchmarks.gpu.vllm_parity --graphs eager
   ;;
 synth)
   models
