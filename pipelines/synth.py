@@ -305,14 +305,19 @@ def synthesize(cfg: SynthConfig) -> Path:
                 num_cpus=0,  # light; never in the way of the model actors
                 label_selector={"ray.io/node-id": node},
             )
+            waited = time.perf_counter()
             if imports:
                 imports.join()
+            waited = time.perf_counter() - waited
             ds = BACKENDS[cfg.backend](ds, cfg).map_batches(
                 functools.partial(write_traces, writer=writer, generator=generator),
                 batch_format="pyarrow",
                 num_cpus=0,  # as the reader: paced by generation, and the model actors may hold every CPU
             )
-            log.info(f"[synth] {cfg.backend} pipeline built after {time.perf_counter() - t0:.1f} s")
+            log.info(
+                f"[synth] {cfg.backend} pipeline built after {time.perf_counter() - t0:.1f} s "
+                f"({waited:.1f} s of it waiting for the backend's imports)"
+            )
             shards = 0
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 if not shards and max(batch["shards"].to_pylist(), default=0):
