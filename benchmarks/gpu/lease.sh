@@ -3,12 +3,13 @@
 #   bash benchmarks/gpu/lease.sh train   # ceilings, models, `pytest -m gpu`, SFT through the stage (ours vs TRL defaults)
 #   bash benchmarks/gpu/lease.sh gen     # vLLM dense vs hybrid at long contexts, CUDA graphs, max concurrency each
 #   bash benchmarks/gpu/lease.sh synth   # the synth stage vs raw vLLM on the same sample rows; GRPO on the hybrid
+#   bash benchmarks/gpu/lease.sh parity pytest   # several plans in one call, sharing its budget
 # Wheels first: ../shared/gpu/prepare.sh stages them (its README says how). Every step runs under `timeout` inside
 # the call's budget (BUDGET seconds, default 570), so a stall costs only itself; results go to
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
-plan=${1:?plan: pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|parity|synth}
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -56,6 +57,7 @@ models() { # a fresh machine: ceilings and models first
 
 G="python3 -m benchmarks.gpu.generation"
 T="python3 -m benchmarks.gpu.training"
+for plan in "$@"; do # several plans in one call share its budget, e.g. `lease.sh parity pytest` (one round trip)
 case $plan in
 train)
   models
@@ -236,7 +238,10 @@ synth)
   step synth-dense 200 $G synth --model dense --prompts 1024 --samples 2 --batch_size 64
   step grpo-hybrid-colocate 180 $T grpo --model hybrid --vllm colocate --steps 4
   ;;
+*) echo "unknown plan: $plan" | tee -a "$W/logs/steps.txt" ;;
 esac
+done
+plan=$(IFS=+; echo "$*")
 python3 -m benchmarks.gpu.report "$W/results" | tee "$W/logs/report-$plan.md"
 if [[ -n ${OUT:-} ]]; then
   tar czf "$OUT/$plan.tgz" -C "$W" results logs
