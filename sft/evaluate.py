@@ -297,7 +297,7 @@ def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
     free, total = torch.cuda.mem_get_info()
     kwargs = dict(enable_prefix_caching=False) | cfg.vllm_engine_kwargs
     if is_hybrid(cfg.model):  # float32 Mamba state; no breakable CUDA graphs, which replay a prefill's Mamba wrong
-        kwargs = hybrid_engine_kwargs(kwargs)
+        kwargs = hybrid_engine_kwargs(kwargs, kwargs.get("max_num_seqs"))  # graphs for every decode batch size
         no_breakable_graphs_in_this_process()
     dtype = checkpoint_dtype(cfg)  # `evaluate` has resolved it (`vllm_dtype`)
     try:

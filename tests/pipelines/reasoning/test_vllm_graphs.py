@@ -105,8 +105,9 @@ def test_eval_builds_a_hybrids_engine_with_full_decode_graphs(tiny_base, monkeyp
     FakeLLM.built.clear()
     evaluate.vllm_generator(evaluate.EvalConfig(model=str(tiny_base), vllm_engine_kwargs={"max_num_seqs": 8}))
     (built,) = FakeLLM.built
-    assert built["compilation_config"] == HYBRID_COMPILATION and built["mamba_ssm_cache_dtype"] == "float32"
-    assert built["max_num_seqs"] == 8 and built["enable_prefix_caching"] is False and built["env"] == "0"
+    assert built["compilation_config"] == HYBRID_COMPILATION | {"max_cudagraph_capture_size": 8}
+    assert built["mamba_ssm_cache_dtype"] == "float32" and built["max_num_seqs"] == 8
+    assert built["enable_prefix_caching"] is False and built["env"] == "0"
 
 
 def test_grpo_colocated_rollouts_of_a_hybrid_get_full_decode_graphs(tiny_base, monkeypatch):
