@@ -9,7 +9,10 @@
   if each token were a separate one-token decode. On the H200 (2026-12-02, `python -m benchmarks.gpu.vllm_parity`,
   a taught `small` hybrid, bfloat16) vLLM's prefill argmax agreed with transformers' at 10 of 44 tokens with breakable
   graphs, 44 of 44 in eager mode, and the eval scored 0-1/8 against transformers' 7/8. Full decode graphs are the
-  mode vLLM's Mamba backend declares (`UNIFORM_BATCH`) and its own hybrid default uses for decode steps.
+  mode vLLM's Mamba backend declares (`UNIFORM_BATCH`) and its own hybrid default uses for decode steps; torchtitan's
+  RL generator settled on the same mode after breakable graphs corrupted its rollouts (pytorch/torchtitan#3685).
+  One known hole: a brand-new request whose prompt is a single token looks like a decode step and is replayed as
+  one (vllm-project/vllm#57720, open). Every prompt here is a chat template's output, never one token long.
 
 An `enforce_eager` or a `compilation_config` in the user's engine kwargs wins over these defaults, key by key.
 """
