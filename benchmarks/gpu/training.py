@@ -277,8 +277,8 @@ def bench_grpo(a) -> None:
     if not (DATA / "prompts.jsonl").exists():
         write_prompts(512)
     use_vllm = a.vllm != "none"
-    # Breakable CUDA graphs (VLLM_USE_BREAKABLE_CUDAGRAPH in lease.sh), not the full compile; hybrids get float32
-    # Mamba state from rl/grpo.py itself
+    # CUDA graphs without the full compile: breakable ones for a dense policy (VLLM_USE_BREAKABLE_CUDAGRAPH in
+    # lease.sh); a hybrid gets float32 Mamba state and full decode-only graphs from rl/grpo.py itself (vllm_graphs)
     argv = [
         "--model_name_or_path",
         str(MODELS / a.model),
