@@ -43,6 +43,8 @@ def engine_env(hybrid: bool) -> dict[str, str]:
     """The environment an engine actor gets: breakable graphs for a dense model unless the caller's environment says
     otherwise; never for a hybrid (see the module docstring)."""
     if hybrid:
+        if os.environ.get(BREAKABLE) == "1":
+            log.warning("%s=1 ignored for a hybrid: its Mamba layers would replay a captured prefill", BREAKABLE)
         return {BREAKABLE: "0"}
     return {BREAKABLE: os.environ.get(BREAKABLE, "1")}
 
@@ -50,6 +52,4 @@ def engine_env(hybrid: bool) -> dict[str, str]:
 def no_breakable_graphs_in_this_process() -> None:
     """For an engine built in this process on a hybrid (eval, GRPO's colocated rollouts): breakable graphs off, with
     a warning where the environment had asked for them."""
-    if os.environ.get(BREAKABLE) == "1":
-        log.warning("%s=1 ignored for a hybrid: its Mamba layers would replay captured prefill metadata", BREAKABLE)
-    os.environ[BREAKABLE] = "0"
+    os.environ[BREAKABLE] = engine_env(hybrid=True)[BREAKABLE]

@@ -32,14 +32,16 @@ def test_a_hybrid_gets_full_decode_graphs_float32_state_and_the_users_keys_win()
     assert "compilation_config" not in hybrid_engine_kwargs({"enforce_eager": True})  # eager: no graphs to set
 
 
-def test_engine_env_never_gives_a_hybrid_breakable_graphs(monkeypatch):
+def test_engine_env_never_gives_a_hybrid_breakable_graphs(monkeypatch, caplog):
     monkeypatch.delenv(BREAKABLE, raising=False)
     assert engine_env(hybrid=False) == {BREAKABLE: "1"}
     assert engine_env(hybrid=True) == {BREAKABLE: "0"}
     monkeypatch.setenv(BREAKABLE, "0")  # the caller's choice for a dense model
     assert engine_env(hybrid=False) == {BREAKABLE: "0"}
     monkeypatch.setenv(BREAKABLE, "1")
-    assert engine_env(hybrid=True) == {BREAKABLE: "0"}
+    with caplog.at_level(logging.WARNING, logger=vllm_graphs.__name__):
+        assert engine_env(hybrid=True) == {BREAKABLE: "0"}
+    assert f"{BREAKABLE}=1 ignored for a hybrid" in caplog.text
 
 
 def test_an_in_process_hybrid_engine_turns_breakable_graphs_off_and_says_so(monkeypatch, caplog):
