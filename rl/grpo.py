@@ -111,12 +111,11 @@ def colocated_engine_kwargs(script_args: GRPOScriptArgs, model_args: ModelConfig
     rollouts, and the trainer's log-probs are computed in float32 state) and get `vllm_graphs`' CUDA graphs."""
     import trl.generation.vllm_generation as vg
 
-    from pipelines.reasoning.vllm_graphs import hybrid_engine_kwargs, no_breakable_graphs_in_this_process
+    from pipelines.reasoning.vllm_graphs import hybrid_engine_in_this_process
 
     kwargs = dict(script_args.vllm_engine_kwargs)
     if is_hybrid(model_args.model_name_or_path):
-        kwargs = hybrid_engine_kwargs(kwargs)
-        no_breakable_graphs_in_this_process()
+        kwargs = hybrid_engine_in_this_process(kwargs)
     llm = getattr(vg.LLM, "func", vg.LLM)  # a second build in the same process starts from TRL's own class
     vg.LLM = functools.partial(llm, **kwargs) if kwargs else llm
     return kwargs

@@ -290,15 +290,14 @@ def vllm_generator(cfg: EvalConfig) -> Callable[[list[str]], list[list[dict]]]:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    from pipelines.reasoning.vllm_graphs import hybrid_engine_kwargs, no_breakable_graphs_in_this_process
+    from pipelines.reasoning.vllm_graphs import hybrid_engine_in_this_process
     from sft.common import is_hybrid
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     free, total = torch.cuda.mem_get_info()
     kwargs = dict(enable_prefix_caching=False) | cfg.vllm_engine_kwargs
     if is_hybrid(cfg.model):  # float32 Mamba state; no breakable CUDA graphs, which replay a prefill's Mamba wrong
-        kwargs = hybrid_engine_kwargs(kwargs, kwargs.get("max_num_seqs"))  # graphs for every decode batch size
-        no_breakable_graphs_in_this_process()
+        kwargs = hybrid_engine_in_this_process(kwargs, kwargs.get("max_num_seqs"))  # a graph per decode batch size
     dtype = checkpoint_dtype(cfg)  # `evaluate` has resolved it (`vllm_dtype`)
     try:
         llm = LLM(

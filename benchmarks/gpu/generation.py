@@ -43,12 +43,11 @@ def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]
 
 def with_graphs(model_dir: Path, kwargs: dict) -> dict:
     """The stages' CUDA-graph rule for this model: a hybrid gets `hybrid_engine_kwargs` and no breakable graphs."""
-    from pipelines.reasoning.vllm_graphs import hybrid_engine_kwargs, no_breakable_graphs_in_this_process
+    from pipelines.reasoning.vllm_graphs import hybrid_engine_in_this_process
 
     if json.loads((Path(model_dir) / "config.json").read_text()).get("model_type") != "nemotron_h":
         return kwargs
-    no_breakable_graphs_in_this_process()
-    return hybrid_engine_kwargs(kwargs, kwargs.get("max_num_seqs"))
+    return hybrid_engine_in_this_process(kwargs, kwargs.get("max_num_seqs"))
 
 
 def bench_vllm_gen(a) -> None:

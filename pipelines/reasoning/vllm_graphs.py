@@ -49,7 +49,9 @@ def engine_env(hybrid: bool) -> dict[str, str]:
     return {BREAKABLE: os.environ.get(BREAKABLE, "1")}
 
 
-def no_breakable_graphs_in_this_process() -> None:
-    """For an engine built in this process on a hybrid (eval, GRPO's colocated rollouts): breakable graphs off, with
-    a warning where the environment had asked for them."""
+def hybrid_engine_in_this_process(kwargs: dict, max_num_seqs: int | None = None) -> dict:
+    """For an engine built in this process on a hybrid (eval, GRPO's colocated rollouts, the GPU benchmarks):
+    `hybrid_engine_kwargs`, and breakable graphs off in this process's environment, with a warning where it had
+    asked for them."""
     os.environ[BREAKABLE] = engine_env(hybrid=True)[BREAKABLE]
+    return hybrid_engine_kwargs(kwargs, max_num_seqs)

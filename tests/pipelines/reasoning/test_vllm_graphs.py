@@ -47,8 +47,9 @@ def test_engine_env_never_gives_a_hybrid_breakable_graphs(monkeypatch, caplog):
 def test_an_in_process_hybrid_engine_turns_breakable_graphs_off_and_says_so(monkeypatch, caplog):
     monkeypatch.setenv(BREAKABLE, "1")
     with caplog.at_level(logging.WARNING, logger=vllm_graphs.__name__):
-        vllm_graphs.no_breakable_graphs_in_this_process()
+        kwargs = vllm_graphs.hybrid_engine_in_this_process({"max_num_seqs": 8}, max_num_seqs=8)
     assert vllm_graphs.os.environ[BREAKABLE] == "0"
+    assert kwargs == hybrid_engine_kwargs({"max_num_seqs": 8}, max_num_seqs=8)
     assert f"{BREAKABLE}=1 ignored for a hybrid" in caplog.text
 
 
