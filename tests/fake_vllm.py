@@ -8,19 +8,22 @@ runs `nanoforge synth --backend vllm` with it on a fresh local Ray and prints th
 
 `install()` swaps only the engine: `build_processor` still builds ray.data.llm's real ChatTemplate -> Tokenize ->
 vLLMEngine -> Detokenize stages (the engine stage with its real `udf`, `max_concurrency` and actor pool), but the
-stage's `llm` is `FakeEngine`, which runs at most `max_num_seqs` requests at once, each for `fake_request_s`
-seconds, and answers with a few of the prompt's own tokens. Its actor asks for no GPU. The engine kwargs
-`fake_request_s` and `fake_stats_path` (a JSON file the actor rewrites after each batch) configure it; the file
-holds the in-flight counts over time (`in_flight_stats` summarises them).
+stage's `llm` is `FakeEngine`, which takes at most `max_pending_requests` requests (ray.data.llm's rule: 1.1 x
+`max_num_seqs` unless the config sets it; `vLLMEngineWrapper` holds the rest back), runs at most `max_num_seqs` of
+them at once, each for `fake_request_s` seconds, and answers with a few of the prompt's own tokens. Its actor asks
+for no GPU. The engine kwargs `fake_request_s` and `fake_stats_path` (a JSON file the actor rewrites after each
+batch) configure it; the file holds the in-flight counts over time (`in_flight_stats` summarises them).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,14 +39,20 @@ DEFAULT_REQUEST_S = 0.5
 class FakeEngine:
     """`vLLMEngineWrapper`'s interface (generate_async, engine.do_log_stats, get_scheduler_config, shutdown)."""
 
-    def __init__(self, max_num_seqs: int, request_s: float, stats_path: str | None):
+    def __init__(self, max_num_seqs: int, request_s: float, stats_path: str | None, max_pending_requests=None):
         self.max_num_seqs, self.request_s, self.stats_path = max_num_seqs, request_s, stats_path
         self.running = asyncio.Semaphore(max_num_seqs)  # the engine's own limit on running sequences
-        self.max_pending_requests = -1
+        if max_pending_requests is None:  # vLLMEngineWrapper.__init__'s default (ray 2.60)
+            max_pending_requests = math.ceil(max_num_seqs * 1.1)
+        self.max_pending_requests = max_pending_requests
+        limited = max_pending_requests > 0
+        self.pending = asyncio.Semaphore(max_pending_requests) if limited else contextlib.nullcontext()
         self.request_id = 0
         self.batches = self.requests = 0
         self.t0 = time.time()
-        self.events: list[tuple[float, int, int]] = []  # (seconds since start, batches in flight, requests in flight)
+        # (seconds since start, batches in the actor, requests in the engine: past the pending limit, running or
+        # queued in it)
+        self.events: list[tuple[float, int, int]] = []
         self.batch_ends: list[float] = []
         self.engine = SimpleNamespace(do_log_stats=self._no_stats)
 
@@ -75,12 +84,13 @@ class FakeEngine:
         request.params = params
         self.request_id += 1
         t = time.perf_counter()
-        self._event(requests=1)
-        try:
-            async with self.running:
-                await asyncio.sleep(self.request_s)
-        finally:
-            self._event(requests=-1)
+        async with self.pending:  # as vLLMEngineWrapper.generate_async: the rest wait in the actor
+            self._event(requests=1)
+            try:
+                async with self.running:
+                    await asyncio.sleep(self.request_s)
+            finally:
+                self._event(requests=-1)
         out = real.vLLMOutputData(
             prompt=row.pop("prompt", "") or "",
             prompt_token_ids=tokens,
@@ -106,8 +116,9 @@ class FakeEngineUDF(real.vLLMEngineStageUDF):
             engine_kwargs.get("max_num_seqs", 256),
             float(engine_kwargs.get("fake_request_s", DEFAULT_REQUEST_S)),
             engine_kwargs.get("fake_stats_path"),
+            kw.get("max_pending_requests"),
         )
-        self.max_pending_requests = -1
+        self.max_pending_requests = self.llm.max_pending_requests
 
     async def udf(self, batch):
         self.llm._event(batches=1)

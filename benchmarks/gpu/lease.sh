@@ -241,7 +241,7 @@ synth)
 *) echo "unknown plan: $plan" | tee -a "$W/logs/steps.txt" ;;
 esac
 done
-plan=$(IFS=+; echo "$*")
+plan=$(IFS=_; echo "$*") # the device tool brings back only plain names: [A-Za-z0-9._-], no "+"
 python3 -m benchmarks.gpu.report "$W/results" | tee "$W/logs/report-$plan.md"
 if [[ -n ${OUT:-} ]]; then
   tar czf "$OUT/$plan.tgz" -C "$W" results logs

@@ -30,7 +30,7 @@ import sys
 import time
 
 from benchmarks.gpu.common import MODELS, WORK, load, roofline, save, versions
-from benchmarks.gpu.generation import tokens_prompt
+from benchmarks.gpu.generation import tokens_prompt, with_graphs
 
 CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu_memory_utilization": 0.85,
         "max_model_len": a.max_model_len,
     } | extra
+    kwargs = with_graphs(MODELS / a.model, kwargs)  # the stages' graph rule: full decode-only graphs for a hybrid
     result = {"model": a.model, "versions": versions(), "engine_kwargs": kwargs, "windows": {}, "projections": []}
     result["env"] = {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "TRITON_"))}
     t0 = time.perf_counter()

@@ -285,13 +285,19 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     engine_kwargs = vllm_engine_kwargs(cfg)
+    batches = max_concurrent_batches(engine_kwargs, cfg.batch_size)
     config = vLLMEngineProcessorConfig(
         model_source=cfg.model_name_or_path,
         engine_kwargs=engine_kwargs,
         runtime_env={"env_vars": engine_env(hybrid=_is_nemotron_h(cfg.model_name_or_path))},
         concurrency=cfg.num_workers,
         batch_size=cfg.batch_size,
-        max_concurrent_batches=max_concurrent_batches(engine_kwargs, cfg.batch_size),
+        max_concurrent_batches=batches,
+        # Every request the actor holds goes into the engine's own queue, as `vllm.LLM.generate` queues them all.
+        # ray.data.llm's default passes on 1.1 x max_num_seqs and holds the rest in the actor: on the H200 the engine
+        # had 52 waiting behind 512 running, and when a wave of sequences finished together it ran 177-300 until the
+        # actor's event loop (busy with vLLM's per-step outputs) sent more.
+        max_pending_requests=batches * cfg.batch_size,
         accelerator_type=cfg.accelerator_type,
         should_continue_on_error=True,  # failed rows come back with __inference_error__ instead of killing the run
         # vLLM 0.26's Ray metrics hook fails to import in the engine actor (RayPrometheusMetric ImportError, seen on
@@ -303,7 +309,48 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     # a task, and so a worker process, for every batch at once)
     light = dict(num_cpus=0)
     processor = build_processor(config, preprocess=vllm_request, postprocess_map_kwargs=light)
+    final_outputs_only(processor)
     return processor(batch_blocks(ds, cfg.batch_size)).map(from_vllm, **light)
+
+
+def final_outputs_only(processor) -> None:
+    """Have each engine actor's vLLM make one output per request, when it finishes (`RequestOutputKind.FINAL_ONLY`,
+    what `vllm.LLM.generate` and vLLM's non-streaming server ask for).
+
+    ray.data.llm leaves vLLM's default, CUMULATIVE: a `RequestOutput` holding the whole text so far for every running
+    request at every step (~35,000 a second for the 1B model on an H200), built on the actor's event loop, the loop
+    that also feeds the engine; ray.data.llm reads only the finished one. The rows cannot ask for FINAL_ONLY
+    themselves: `RequestOutputKind` is an Enum and rows pass through Arrow. So the engine stage's UDF gets a subclass
+    that sets it on each request's `SamplingParams` as they reach the engine."""
+    from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStage
+
+    for stage in processor.stages.values():
+        if isinstance(stage, vLLMEngineStage):
+            stage.fn = _final_only_udf(stage.fn)
+
+
+def _final_only_udf(udf: type) -> type:
+    class FinalOnly(udf):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            engine = getattr(self.llm, "engine", None)
+            if callable(getattr(engine, "generate", None)):  # vLLM's AsyncLLM (a test's fake engine has none)
+                engine.generate = final_only_generate(engine.generate)
+
+    FinalOnly.__name__ = FinalOnly.__qualname__ = f"FinalOnly{udf.__name__}"
+    return FinalOnly
+
+
+def final_only_generate(generate):
+    """`AsyncLLM.generate` with `output_kind=FINAL_ONLY` on its sampling params (ray.data.llm passes them by name)."""
+    from vllm.sampling_params import RequestOutputKind
+
+    @functools.wraps(generate)
+    def final_only(*args, sampling_params, **kwargs):
+        sampling_params.output_kind = RequestOutputKind.FINAL_ONLY
+        return generate(*args, sampling_params=sampling_params, **kwargs)
+
+    return final_only
 
 
 def batch_blocks(ds: ray.data.Dataset, batch_size: int) -> ray.data.Dataset:
