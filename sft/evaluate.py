@@ -16,6 +16,9 @@ reasoning-on sample that never closes `</think>` within `max_new_tokens` has no 
 is GSM8K-style JSONL (`question`, `answer` ending in `#### 42`), MATH-style (`problem`, `answer` or a `\\boxed{}`
 `solution`), or a prompts artifact (`prompt` or `messages`, plus `answer`). Each training stage runs this at its end
 when its `math_eval_dataset` is set. Per-sample results go to `eval_samples.jsonl` beside `eval.json`.
+
+Length (~450 lines): the metrics, the benchmark loaders and the two generators (transformers, vLLM) are one
+evaluation; split, the vLLM generator's settings would drift from the transformers one it is checked against.
 """
 
 from __future__ import annotations

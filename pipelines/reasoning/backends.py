@@ -19,7 +19,7 @@ returns it with four more columns:
   per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
 - `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
 
-Length (~500 lines): the four backends share the row contract above and each is small; one file keeps them comparable.
+Length (~550 lines): the four backends share the row contract above and each is small; one file keeps them comparable.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Fuzzy dedup on real documents with planted near-duplicates: recall, survivors, determinism, index, components."""
+"""Fuzzy dedup on real documents with planted near-duplicates: recall, survivors, determinism, index, components.
+
+Length (~480 lines): one module under test (`pipelines/dedup/fuzzy.py`), its fixtures (planted pairs, the shared
+corpus) built once here and used by every case.
+"""
 
 from __future__ import annotations
 

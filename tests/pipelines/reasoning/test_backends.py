@@ -1,4 +1,8 @@
-"""synth's model backends end to end: transformers with the tiny NemotronH base, openai against a local HTTP server."""
+"""synth's model backends end to end: transformers with the tiny NemotronH base, openai against a local HTTP server.
+
+Length (~500 lines): every backend's tests sit together, as the backends do in one module (`backends.py`), with the
+local HTTP server and the fake-engine runs they share.
+"""
 
 from __future__ import annotations
 
