@@ -9,6 +9,7 @@
 # $NF_WORK/results/*.json, logs to $NF_WORK/logs, both packed into $OUT/<plan>.tgz; `python -m
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
+shopt -s extglob # patterns such as @(a|b) below
 : "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
@@ -218,8 +219,13 @@ synth-2k-raw-dense | synth-2k-dense) # item 1 at ~4 minutes of generation per si
   ;;
 synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on a Ray started before it, 1,024
   # prompts x 4 samples x up to 1,024 tokens (~4.1M tokens; raw 129 s of generation, the stage ~156 s with ~4 of 16
-  # batches in flight); the labels pair in the report as the 2k plans' do
+  # batches in flight); the labels pair in the report as the 2k plans' do. On a machine where vLLM has not run yet, a
+  # tiny raw run first fills vLLM's caches (its model inspection, Triton kernels) and the page cache, so that raw does
+  # not start cold while the stage starts warm (eighth lease: raw 232 s cold, ninth: 201 s warm)
   models
+  if ! compgen -G "$W/logs/@(*vllm*|parity-*|synth_raw-*|warmup*)" >/dev/null; then # no vLLM run on this machine yet
+    step warmup 150 $G synth_raw --model dense --prompts 8 --samples 1 --max_new 16 --unseeded false --label warmup
+  fi
   step synth_raw-dense 250 $G synth_raw --model dense --prompts 1024 --samples 4 --max_new 1024 --unseeded false \
     --label synth_raw-2k-dense
   step synth-dense-attached 300 bash -c 'python3 -m ray.scripts.scripts start --head --num-gpus 1 \
