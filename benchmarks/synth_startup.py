@@ -1,13 +1,15 @@
 """The synth stage's time before generation (issue 16 item 1), on CPU: a fresh `nanoforge synth` process per run,
 its log lines timed from the moment the process starts.
 
-    python -m benchmarks.synth_startup [--code DIR] [--runs 3] [--prompts 64]
+    python -m benchmarks.synth_startup [--code DIR] [--runs 3] [--prompts 64] [--vllm-path DIR] [--backends vllm]
 
 Two runs per repeat, interleaved: the transformers backend (tiny NemotronH base from `sft.init_base`, 2 samples,
 8 new tokens) to the first shard written, and the vllm backend to "pipeline built" (the driver's own work before
 the stream starts: `ray.data.llm.build_processor` imports torch and transformers in the driver and waits for a
 telemetry actor; vLLM itself is not needed for that and the run is stopped there). `--code DIR` runs another
-checkout (e.g. `git archive <commit> pipelines sft | tar -x -C DIR`) to compare before and after.
+checkout (e.g. `git archive <commit> pipelines sft | tar -x -C DIR`) to compare before and after. `--vllm-path`
+puts a folder where vLLM's Python package imports (its source and pure-Python dependencies: on CPU it imports, it
+cannot run) on the path, so that the driver imports vLLM as it does on a GPU host.
 Results: benchmarks/RESULTS.md ("synth: start-up on CPU").
 """
 
@@ -35,9 +37,10 @@ MARKS = {
 }
 
 
-def timeline(code: Path, argv: list[str], stop_at: str | None) -> dict[str, float]:
+def timeline(code: Path, argv: list[str], stop_at: str | None, extra_path: str = "") -> dict[str, float]:
     """Seconds from process start to each log mark (and `end`), read off the stderr lines as they arrive."""
-    env = os.environ | {"PYTHONPATH": str(code), "NANOFORGE_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    path = os.pathsep.join(p for p in (str(code), extra_path) if p)
+    env = os.environ | {"PYTHONPATH": path, "NANOFORGE_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "synth", *argv],
@@ -65,6 +68,8 @@ def main() -> int:
     parser.add_argument("--code", type=Path, default=REPO, help="checkout to run (default: this one)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--vllm-path", default="", help="folder(s) where `import vllm` works, added to PYTHONPATH")
+    parser.add_argument("--backends", nargs="+", default=["transformers", "vllm"], choices=["transformers", "vllm"])
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from sft.init_base import build_base
@@ -75,11 +80,12 @@ def main() -> int:
     prompts.write_text("".join(GSM8K_TEST.read_text().splitlines(keepends=True)[: args.prompts]))
     common = ["--prompts_path", str(prompts), "--model_name_or_path", str(model), "--num_samples", "2"]
     common += ["--max_new_tokens", "8", "--batch_size", "8", "--shard_rows", "8"]
-    results: dict[str, list[dict]] = {"transformers": [], "vllm": []}
+    results: dict[str, list[dict]] = {backend: [] for backend in args.backends}
     for i in range(args.runs):
         for backend in results:
             out = ["--output_dir", str(work / f"out-{backend}-{i}")]
-            marks = timeline(args.code, [*common, "--backend", backend, *out], "built" if backend == "vllm" else None)
+            stop_at = "built" if backend == "vllm" else None
+            marks = timeline(args.code, [*common, "--backend", backend, *out], stop_at, args.vllm_path)
             results[backend].append(marks)
             print(backend, json.dumps({k: round(v, 1) for k, v in marks.items()}), flush=True)
     for backend, runs in results.items():
