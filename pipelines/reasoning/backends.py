@@ -274,11 +274,10 @@ def import_in_background(backend: str) -> threading.Thread | None:
             import torch  # noqa: F401
             import transformers  # noqa: F401
             from ray.data.llm import build_processor  # noqa: F401
-            from ray.llm._internal.batch.stages import ChatTemplateStage, TokenizeStage  # noqa: F401
 
             # the engine stage's module imports vLLM itself (ray.llm's error classes): 3.4 s of a CPU machine's 3.5 s
             # from Ray ready to the pipeline built, when the driver imported it while building
-            from ray.llm._internal.batch.stages import vllm_engine_stage  # noqa: F401
+            from ray.llm._internal.batch.stages import ChatTemplateStage, TokenizeStage, vllm_engine_stage  # noqa: F401
 
     thread = threading.Thread(target=warm, name="import-vllm-backend", daemon=True)
     thread.start()
