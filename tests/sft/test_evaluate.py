@@ -237,7 +237,7 @@ def test_vllm_and_transformers_greedy_evals_agree(tmp_path):
     graphs this failed on the H200 (2026-12-02): vLLM scored 0/8 and 1/8 against transformers' 7/8 and 7/8, and
     its prefill argmax agreed at 10 of 44 tokens where eager mode agreed at 44 of 44 (`benchmarks/gpu/vllm_parity`):
     the Mamba layers replayed a captured decode batch's metadata. The eval now gives hybrids full decode-only graphs
-    and an eager prefill (`pipelines/reasoning/vllm_graphs.py`); this test is what checks that on a GPU."""
+    and an eager prefill (`pipelines/reasoning/vllm_graphs.py`); with them it passed on the H200 (ninth lease)."""
     pytest.importorskip("vllm")
     import gc
 
