@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-1k-pair|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -57,6 +57,12 @@ models() { # a fresh machine: ceilings and models first
 }
 
 G="python3 -m benchmarks.gpu.generation"
+# The stage joins a Ray started before it, as a job on a cluster does; the stage is a child process, so its clock
+# (process_seconds: /proc start time) starts after Ray's start. Until the tenth lease the stage was exec'ed, and so
+# kept the shell's start time: Ray's start (~6 s) was counted against the stage.
+ATTACHED='python3 -m ray.scripts.scripts start --head --num-gpus 1 --include-dashboard false --disable-usage-stats \
+  >/dev/null && { RAY_ADDRESS=auto "$@" & trap "kill $!" TERM; wait $!; }'
+
 T="python3 -m benchmarks.gpu.training"
 for plan in "$@"; do # several plans in one call share its budget, e.g. `lease.sh parity pytest` (one round trip)
 case $plan in
@@ -201,22 +207,24 @@ synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 p
   step synth_raw-$m 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --label synth_raw-big-$m
   step synth-$m 300 $G synth --model $m --prompts 512 --samples 4 --max_new 1024 --batch_size 64 --label synth-big-$m
   ;;
-synth-2k-raw-dense | synth-2k-dense) # item 1 at ~4 minutes of generation per side, one call each (ATTACH=1: a third,
-  # the stage on a Ray already up): 2,048 prompts x 4
-  # samples x up to 1,024 tokens (~8.4M tokens, ~225 s seeded at the fifth lease's 37k tok/s); the issue's 4,096 x 4 x
-  # 2,048 (~15 min of generation per side) fits no 10-minute call. Fifth lease at 512 prompts: 0.90x from process start
+synth-2k-raw-dense | synth-2k-dense | synth-4k-raw-dense | synth-4k-dense) # item 1 at minutes of generation per
+  # side, one call each (the stage joins a Ray started before it: ATTACHED below): 2,048 or 4,096 prompts x 4 samples x
+  # up to 1,024 tokens (8.4M or 16.8M tokens; tenth lease: raw 49k tok/s seeded, so ~170 s or ~345 s of generation);
+  # the issue's 4,096 x 4 x 2,048 (~15 min per side) fits no 10-minute call. A machine new to vLLM first runs the stage
+  # on 8 prompts, which fills vLLM's caches (model inspection, Triton kernels) and the page cache for both sides
   models
-  if [[ $plan == synth-2k-raw-dense ]]; then
-    step synth_raw-dense 560 $G synth_raw --model dense --prompts 2048 --samples 4 --max_new 1024 --unseeded false \
-      --label synth_raw-2k-dense
-  elif [[ ${ATTACH:-0} == 1 ]]; then # the stage joins a Ray started before it, as a job does on a cluster: Ray's own
-    # start (8-17 s on the H200s) leaves the stage's clock, which still starts at its process start
-    step synth-dense-attached 560 bash -c 'python3 -m ray.scripts.scripts start --head --num-gpus 1 \
-      --include-dashboard false --disable-usage-stats >/dev/null && RAY_ADDRESS=auto exec "$@"' _ \
-      $G synth --model dense --prompts 2048 --samples 4 --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
+  n=${plan#synth-}
+  n=${n%%-*}
+  prompts=$((${n%k} * 1024))
+  if ! compgen -G "$W/logs/@(*vllm*|parity-*|synth_raw-*|synth-*|warmup*)" >/dev/null; then
+    step warmup-stage 150 $G synth --model dense --prompts 8 --samples 1 --max_new 16 --batch_size 8 --label warmup
+  fi
+  if [[ $plan == *-raw-dense ]]; then
+    step synth_raw-dense 560 $G synth_raw --model dense --prompts $prompts --samples 4 --max_new 1024 \
+      --unseeded false --label synth_raw-$n-dense
   else
-    step synth-dense 560 $G synth --model dense --prompts 2048 --samples 4 --max_new 1024 --batch_size 64 \
-      --label synth-2k-dense
+    step synth-dense-attached 560 bash -c "$ATTACHED" _ $G synth --model dense --prompts $prompts --samples 4 \
+      --max_new 1024 --batch_size 64 --label synth-$n-dense-attached
   fi
   ;;
 synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on a Ray started before it, 1,024
@@ -230,9 +238,8 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
   fi
   step synth_raw-dense 250 $G synth_raw --model dense --prompts 1024 --samples 4 --max_new 1024 --unseeded false \
     --label synth_raw-2k-dense
-  step synth-dense-attached 300 bash -c 'python3 -m ray.scripts.scripts start --head --num-gpus 1 \
-    --include-dashboard false --disable-usage-stats >/dev/null && RAY_ADDRESS=auto exec "$@"' _ \
-    $G synth --model dense --prompts 1024 --samples 4 --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
+  step synth-dense-attached 300 bash -c "$ATTACHED" _ $G synth --model dense --prompts 1024 --samples 4 \
+    --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
   ;;
 parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught `small` hybrid, parameter by parameter
   # and layer by layer, prefill argmax and 20 greedy tokens; the stages' graphs for hybrids (full decode-only graphs),

@@ -324,7 +324,8 @@ def final_outputs_only(processor) -> None:
     request at every step (~35,000 a second for the 1B model on an H200), built on the actor's event loop, the loop
     that also feeds the engine; ray.data.llm reads only the finished one. The rows cannot ask for FINAL_ONLY
     themselves: `RequestOutputKind` is an Enum and rows pass through Arrow. So the engine stage's UDF gets a subclass
-    that sets it on each request's `SamplingParams` as they reach the engine."""
+    that sets it on each request's `SamplingParams` as they reach the engine, and starts the engine with its
+    EngineCore forked where it can (`engine_core_forked`)."""
     from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStage
 
     for stage in processor.stages.values():
@@ -335,13 +336,42 @@ def final_outputs_only(processor) -> None:
 def _final_only_udf(udf: type) -> type:
     class FinalOnly(udf):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+            with engine_core_forked(kwargs.get("engine_kwargs") or {}):
+                super().__init__(*args, **kwargs)
             engine = getattr(self.llm, "engine", None)
             if callable(getattr(engine, "generate", None)):  # vLLM's AsyncLLM (a test's fake engine has none)
                 engine.generate = final_only_generate(engine.generate)
 
     FinalOnly.__name__ = FinalOnly.__qualname__ = f"FinalOnly{udf.__name__}"
     return FinalOnly
+
+
+@contextlib.contextmanager
+def engine_core_forked(engine_kwargs: dict):
+    """While vLLM starts a single-GPU engine in this Ray actor, let it fork its EngineCore process, as raw
+    `vllm.LLM` does, instead of spawning it.
+
+    vLLM spawns from any Ray actor (`_maybe_force_spawn`; vllm#14705: a forked child that reached Ray's GCS for its
+    placement group hung), and a spawned EngineCore imports torch and vLLM afresh: on the H200 (tenth lease) 17 s
+    between the actor's engine config and the EngineCore's first line, against 1 s forked in raw vLLM's process. An
+    engine of one GPU runs ray.data.llm's `uni` executor: model and scheduler in that one child, no placement group,
+    no Ray call; so only such an engine forks (tensor or pipeline parallel engines keep spawn, as do CUDA already
+    initialised in the actor and `VLLM_WORKER_MULTIPROC_METHOD=spawn` in the engine's environment, vLLM's checks)."""
+    single = engine_kwargs.get("tensor_parallel_size", 1) * engine_kwargs.get("pipeline_parallel_size", 1) == 1
+    if not single or engine_kwargs.get("distributed_executor_backend", "uni") != "uni":
+        yield
+        return
+    try:
+        from vllm.utils import system_utils
+    except ImportError:  # a vLLM without the check (or a test's stand-in engine)
+        yield
+        return
+    in_ray_actor = system_utils.is_in_ray_actor
+    system_utils.is_in_ray_actor = lambda: False  # the check `_maybe_force_spawn` makes; CUDA's stays
+    try:
+        yield
+    finally:
+        system_utils.is_in_ray_actor = in_ray_actor
 
 
 def final_only_generate(generate):

@@ -341,6 +341,42 @@ def test_vllm_engine_actors_ask_vllm_for_final_outputs_only(tiny_base, monkeypat
     assert sent == [("3", "p", kinds.FINAL_ONLY, 7)]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("parallel", [{}, {"tensor_parallel_size": 2}])
+def test_a_single_gpu_engine_forks_its_engine_core_in_the_actor(tiny_base, monkeypatch, parallel):
+    """vLLM spawns its EngineCore from any Ray actor (a fresh import of torch and vLLM, 17 s on the H200); the engine
+    stage lets a one-GPU engine (ray.data.llm's `uni` executor, no placement group) fork it while it starts, and
+    leaves vLLM's check as it was afterwards. A tensor-parallel engine (Ray executor, placement group) still spawns.
+    The stand-in `system_utils` decides as vLLM 0.26's `get_mp_context` does (`_maybe_force_spawn`)."""
+    import types
+
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStage, vLLMEngineStageUDF
+
+    from pipelines.reasoning.backends import final_outputs_only
+
+    system_utils = types.SimpleNamespace(is_in_ray_actor=lambda: True)
+    system_utils.get_mp_context = lambda: "spawn" if system_utils.is_in_ray_actor() else "fork"
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setitem(sys.modules, "vllm.utils", types.SimpleNamespace(system_utils=system_utils))
+    monkeypatch.setitem(sys.modules, "vllm.utils.system_utils", system_utils)
+    config = vLLMEngineProcessorConfig(model_source=str(tiny_base), engine_kwargs={"max_model_len": 64, **parallel})
+    processor = build_processor(config)
+    final_outputs_only(processor)
+    stage = next(s for s in processor.stages.values() if isinstance(s, vLLMEngineStage))
+
+    started = []
+
+    def fake_init(self, *args, engine_kwargs, **kwargs):  # the real one builds AsyncLLM, which starts the EngineCore
+        started.append((engine_kwargs["distributed_executor_backend"], system_utils.get_mp_context()))
+        self.llm = types.SimpleNamespace(engine=None, shutdown=lambda: None)
+
+    monkeypatch.setattr(vLLMEngineStageUDF, "__init__", fake_init)
+    stage.fn(**stage.fn_constructor_kwargs)
+    assert started == ([("ray", "spawn")] if parallel else [("uni", "fork")])
+    assert system_utils.get_mp_context() == "spawn"  # vLLM's check is back once the engine has started
+
+
 @pytest.mark.timeout(240)
 def test_vllm_stage_keeps_its_concurrent_batches_in_the_engine_and_streams_shards(tiny_base, tmp_path):
     """synth's real plan and ray.data.llm's real stages, a fake engine (tests/fake_vllm.py: 64 running requests,
