@@ -23,14 +23,14 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import fake_vllm  # noqa: E402  (tests/fake_vllm.py: the fake engine and its run options)
+
 DATA = Path(os.environ.get("NANOFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def run(args) -> dict:
     import ray
-
-    sys.path.insert(0, str(REPO / "tests"))
-    import fake_vllm
 
     import pipelines.reasoning.backends as backends
     import pipelines.synth as synth
@@ -59,12 +59,7 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompts", type=int, default=1024)
-    p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard-rows", type=int, default=256)
-    p.add_argument("--max-num-seqs", type=int, default=512)
-    p.add_argument("--request-s", type=float, default=2.0)
-    p.add_argument("--cpus", type=int, default=8, help="logical CPUs of the local Ray (the H200 host had 16)")
+    fake_vllm.add_run_options(p)
     p.add_argument("--files", type=int, default=1, help="prompt files (one read block each)")
     p.add_argument("--before", action="store_true", help="without backends.batch_blocks (the plan before the fix)")
     p.add_argument("--no-order", action="store_true", help="preserve_order off")

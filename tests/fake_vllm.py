@@ -234,17 +234,22 @@ def synth_argv(prompts, model, output_dir, samples: int, batch_size: int, shard_
     return [*argv, "--shard_rows", str(shard_rows), "--output_dir", str(output_dir)]
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of one fake-engine synth run (here and in benchmarks/synth_inflight.py)."""
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-rows", type=int, default=256)
+    p.add_argument("--max-num-seqs", type=int, default=512, help="requests the fake engine runs at once")
+    p.add_argument("--request-s", type=float, default=2.0, help="seconds each fake request runs")
+    p.add_argument("--cpus", type=int, default=8, help="logical CPUs of the local Ray (the H200 host had 16)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prompts")
     p.add_argument("model")
     p.add_argument("output_dir")
-    p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard-rows", type=int, default=256)
-    p.add_argument("--max-num-seqs", type=int, default=512)
-    p.add_argument("--request-s", type=float, default=2.0)
-    p.add_argument("--cpus", type=int, default=8)
+    add_run_options(p)
     args = p.parse_args(argv)
     argv = synth_argv(args.prompts, args.model, args.output_dir, args.samples, args.batch_size, args.shard_rows)
     stats = run_synth(argv, args.max_num_seqs, args.request_s, args.cpus, f"{args.output_dir}.engine.json")
