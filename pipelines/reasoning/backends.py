@@ -292,7 +292,7 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     config = vLLMEngineProcessorConfig(
         model_source=cfg.model_name_or_path,
         engine_kwargs=engine_kwargs,
-        runtime_env={"env_vars": engine_env(hybrid=_is_nemotron_h(cfg.model_name_or_path))},
+        runtime_env={"env_vars": engine_actor_env(cfg.model_name_or_path)},
         concurrency=cfg.num_workers,
         batch_size=cfg.batch_size,
         max_concurrent_batches=batches,
@@ -314,6 +314,14 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     processor = build_processor(config, preprocess=vllm_request, postprocess_map_kwargs=light)
     final_outputs_only(processor)
     return processor(batch_blocks(ds, cfg.batch_size)).map(from_vllm, **light)
+
+
+def engine_actor_env(model: str) -> dict[str, str]:
+    """The engine actors' environment: the graphs rule (`vllm_graphs.engine_env`), and vLLM's process start method
+    where the caller's environment names one (`VLLM_WORKER_MULTIPROC_METHOD=spawn` undoes `engine_core_forked`).
+    Ray workers on a cluster do not inherit the submitting process's environment, so it is passed on here."""
+    method = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD")
+    return engine_env(hybrid=_is_nemotron_h(model)) | ({"VLLM_WORKER_MULTIPROC_METHOD": method} if method else {})
 
 
 def final_outputs_only(processor) -> None:

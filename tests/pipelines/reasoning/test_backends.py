@@ -377,6 +377,19 @@ def test_a_single_gpu_engine_forks_its_engine_core_in_the_actor(tiny_base, monke
     assert system_utils.get_mp_context() == "spawn"  # vLLM's check is back once the engine has started
 
 
+def test_the_engine_actors_get_the_callers_process_start_method(tiny_base, monkeypatch):
+    """A user who wants vLLM's spawn back sets VLLM_WORKER_MULTIPROC_METHOD=spawn where they submit; Ray workers on a
+    cluster do not inherit that environment, so the stage passes it on to the engine actors."""
+    from pipelines.reasoning.backends import engine_actor_env
+    from pipelines.reasoning.vllm_graphs import BREAKABLE
+
+    monkeypatch.delenv(BREAKABLE, raising=False)
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    assert engine_actor_env(str(tiny_base)) == {BREAKABLE: "0"}  # the tiny base is a Nemotron-H
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    assert engine_actor_env(str(tiny_base)) == {BREAKABLE: "0", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+
+
 @pytest.mark.timeout(240)
 def test_vllm_stage_keeps_its_concurrent_batches_in_the_engine_and_streams_shards(tiny_base, tmp_path):
     """synth's real plan and ray.data.llm's real stages, a fake engine (tests/fake_vllm.py: 64 running requests,
