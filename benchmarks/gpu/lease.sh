@@ -59,7 +59,7 @@ models() { # a fresh machine: ceilings and models first
 G="python3 -m benchmarks.gpu.generation"
 # The stage joins a Ray started before it, as a job on a cluster does; the stage is a child process, so its clock
 # (process_seconds: /proc start time) starts after Ray's start. Until the tenth lease the stage was exec'ed, and so
-# kept the shell's start time: Ray's start (~6 s) was counted against the stage.
+# kept the shell's start time: Ray's start (~5 s, from the tenth lease's step timestamps) was counted against the stage.
 ATTACHED='python3 -m ray.scripts.scripts start --head --num-gpus 1 --include-dashboard false --disable-usage-stats \
   >/dev/null && { RAY_ADDRESS=auto "$@" & trap "kill $!" TERM; wait $!; }'
 
