@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|warmup|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -54,6 +54,24 @@ step() { # step NAME MAX_SECONDS CMD...: run within what is left of the budget; 
 models() { # a fresh machine: ceilings and models first
   [[ -f $W/results/env.json ]] || step env 60 python3 -m benchmarks.gpu.common env
   [[ -d $W/models/hybrid ]] || step build 120 python3 -m benchmarks.gpu.common build --which dense,hybrid
+}
+
+vllm_warm() { # has vLLM run to the end on this machine (its caches filled)? Results, not logs: an eleventh-lease call
+  # on a machine without the wheels left a failed warm-up's log, the next call skipped its warm-up, and raw ran cold
+  python3 - "$W/results" <<'PY'
+import json, pathlib, sys
+done = lambda r: r.get("status") == "ok" or any("tokens_per_s" in run for run in r.get("runs", []))
+names = ("warmup", "synth", "parity", "vllm")
+sys.exit(not any(done(json.loads(f.read_text())) for f in pathlib.Path(sys.argv[1]).glob("*.json") if f.name.startswith(names) or "vllm" in f.name))
+PY
+}
+
+warm_up() { # vLLM's first run on a machine fills its caches (model inspection, Triton kernels, the page cache):
+  # eleventh lease, 8 prompts through the stage on a new machine took 116 s. Raw and the stage each run once on 8
+  # prompts, so that neither side of a pair starts cold
+  vllm_warm && return 0
+  step warmup-raw 150 $G synth_raw --model dense --prompts 8 --samples 1 --max_new 16 --unseeded false --label warmup-raw
+  step warmup-stage 120 $G synth --model dense --prompts 8 --samples 1 --max_new 16 --batch_size 8 --label warmup-stage
 }
 
 G="python3 -m benchmarks.gpu.generation"
@@ -210,15 +228,13 @@ synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 p
 synth-2k-raw-dense | synth-2k-dense | synth-4k-raw-dense | synth-4k-dense) # item 1 at minutes of generation per
   # side, one call each (the stage joins a Ray started before it: ATTACHED below): 2,048 or 4,096 prompts x 4 samples x
   # up to 1,024 tokens (8.4M or 16.8M tokens; tenth lease: raw 49k tok/s seeded, so ~170 s or ~345 s of generation);
-  # the issue's 4,096 x 4 x 2,048 (~15 min per side) fits no 10-minute call. A machine new to vLLM first runs the stage
-  # on 8 prompts, which fills vLLM's caches (model inspection, Triton kernels) and the page cache for both sides
+  # the issue's 4,096 x 4 x 2,048 (~15 min per side) fits no 10-minute call. A machine new to vLLM first warms both
+  # sides up (warm_up); on a new machine run `lease.sh warmup` as a call of its own first, or raw at 4k outruns the call
   models
   n=${plan#synth-}
   n=${n%%-*}
   prompts=$((${n%k} * 1024))
-  if ! compgen -G "$W/logs/@(*vllm*|parity-*|synth_raw-*|synth-*|warmup*)" >/dev/null; then
-    step warmup-stage 150 $G synth --model dense --prompts 8 --samples 1 --max_new 16 --batch_size 8 --label warmup
-  fi
+  warm_up
   if [[ $plan == *-raw-dense ]]; then
     step synth_raw-dense 560 $G synth_raw --model dense --prompts $prompts --samples 4 --max_new 1024 \
       --unseeded false --label synth_raw-$n-dense
@@ -233,13 +249,16 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
   # tiny raw run first fills vLLM's caches (its model inspection, Triton kernels) and the page cache, so that raw does
   # not start cold while the stage starts warm (eighth lease: raw 232 s cold, ninth: 201 s warm)
   models
-  if ! compgen -G "$W/logs/@(*vllm*|parity-*|synth_raw-*|warmup*)" >/dev/null; then # no vLLM run on this machine yet
-    step warmup 150 $G synth_raw --model dense --prompts 8 --samples 1 --max_new 16 --unseeded false --label warmup
-  fi
+  warm_up
   step synth_raw-dense 250 $G synth_raw --model dense --prompts 1024 --samples 4 --max_new 1024 --unseeded false \
     --label synth_raw-2k-dense
   step synth-dense-attached 300 bash -c "$ATTACHED" _ $G synth --model dense --prompts 1024 --samples 4 \
     --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
+  ;;
+warmup) # models and both warm-ups alone (~200 s on a new machine), so that a pair's calls each fit one call's budget:
+  # the eleventh lease's first call (models, the stage's warm-up, then raw at 4k) ran out of its 585 s in raw's run
+  models
+  warm_up
   ;;
 parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught `small` hybrid, parameter by parameter
   # and layer by layer, prefill argmax and 20 greedy tokens; the stages' graphs for hybrids (full decode-only graphs),

@@ -361,8 +361,8 @@ def engine_core_forked(engine_kwargs: dict):
 
     vLLM spawns from any Ray actor (`_maybe_force_spawn`; vllm#14705: a forked child that reached Ray's GCS for its
     placement group hung), and a spawned EngineCore imports torch and vLLM afresh: on the H200 (tenth lease) 17 s
-    between the actor's engine config and the EngineCore's first line, against 1 s forked in raw vLLM's process. An
-    engine of one GPU runs ray.data.llm's `uni` executor: model and scheduler in that one child, no placement group,
+    between the actor's engine config and the EngineCore's first line; forked, 2 s (eleventh lease; raw vLLM 1 s).
+    An engine of one GPU runs ray.data.llm's `uni` executor: model and scheduler in that one child, no placement group,
     no Ray call; so only such an engine forks (tensor or pipeline parallel engines keep spawn, as do CUDA already
     initialised in the actor and `VLLM_WORKER_MULTIPROC_METHOD=spawn` in the engine's environment, vLLM's checks)."""
     single = engine_kwargs.get("tensor_parallel_size", 1) * engine_kwargs.get("pipeline_parallel_size", 1) == 1
