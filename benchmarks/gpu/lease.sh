@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|warmup|startup|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|warmup|warmup-hybrid|startup|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -56,22 +56,26 @@ models() { # a fresh machine: ceilings and models first
   [[ -d $W/models/hybrid ]] || step build 120 python3 -m benchmarks.gpu.common build --which dense,hybrid
 }
 
-vllm_warm() { # has vLLM run to the end on this machine (its caches filled)? Results, not logs: an eleventh-lease call
-  # on a machine without the wheels left a failed warm-up's log, the next call skipped its warm-up, and raw ran cold
-  python3 - "$W/results" <<'PY'
+vllm_warm() { # vllm_warm MODEL: has vLLM run MODEL to the end on this machine (its caches filled: the hybrid's Mamba
+  # kernels are its own)? Results, not logs: an eleventh-lease call on a machine without the wheels left a failed
+  # warm-up's log, the next call skipped its warm-up, and raw ran cold
+  python3 - "$W/results" "$1" <<'PY'
 import json, pathlib, sys
 done = lambda r: r.get("status") == "ok" or any("tokens_per_s" in run for run in r.get("runs", []))
-names = ("warmup", "synth", "parity", "vllm")
-sys.exit(not any(done(json.loads(f.read_text())) for f in pathlib.Path(sys.argv[1]).glob("*.json") if f.name.startswith(names) or "vllm" in f.name))
+results = [json.loads(f.read_text()) for f in pathlib.Path(sys.argv[1]).glob("*.json")]
+sys.exit(not any(r.get("model") == sys.argv[2] and "engine_kwargs" in r and done(r) for r in results))
 PY
 }
 
-warm_up() { # vLLM's first run on a machine fills its caches (model inspection, Triton kernels, the page cache):
-  # eleventh lease, 8 prompts through the stage on a new machine took 116 s. Raw and the stage each run once on 8
-  # prompts, so that neither side of a pair starts cold
-  vllm_warm && return 0
-  step warmup-raw 150 $G synth_raw --model dense --prompts 8 --samples 1 --max_new 16 --unseeded false --label warmup-raw
-  step warmup-stage 120 $G synth --model dense --prompts 8 --samples 1 --max_new 16 --batch_size 8 --label warmup-stage
+warm_up() { # warm_up [MODEL]: vLLM's first run of a model on a machine fills its caches (model inspection, Triton
+  # kernels, the page cache): eleventh lease, 8 prompts through the stage on a new machine took 116 s. Raw and the
+  # stage each run once on 8 prompts, so that neither side of a pair starts cold
+  local m=${1:-dense}
+  vllm_warm $m && return 0
+  step warmup-raw-$m 150 $G synth_raw --model $m --prompts 8 --samples 1 --max_new 16 --unseeded false \
+    --label warmup-raw-$m
+  step warmup-stage-$m 120 $G synth --model $m --prompts 8 --samples 1 --max_new 16 --batch_size 8 \
+    --label warmup-stage-$m
 }
 
 G="python3 -m benchmarks.gpu.generation"
@@ -222,6 +226,7 @@ synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 p
   # fit (2026-12-02): the stage on the hybrid had written 1,536 of 4,096 samples at its 292 s limit (~9k tok/s)
   models
   m=${plan#synth-big-}
+  warm_up $m # on a new machine, `lease.sh warmup-hybrid` first: warm-ups and both runs outrun one call
   step synth_raw-$m 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --label synth_raw-big-$m
   step synth-$m 300 $G synth --model $m --prompts 512 --samples 4 --max_new 1024 --batch_size 64 --label synth-big-$m
   ;;
@@ -259,10 +264,12 @@ startup) # where the stage's ~27 s of start-up before vLLM's engine goes: the dr
   # actor with a runtime env of its own, empty and importing the engine stage's module (~60 s)
   step startup 150 python3 -m benchmarks.gpu.startup --label startup
   ;;
-warmup) # models and both warm-ups alone (~200 s on a new machine), so that a pair's calls each fit one call's budget:
-  # the eleventh lease's first call (models, the stage's warm-up, then raw at 4k) ran out of its 585 s in raw's run
+warmup | warmup-hybrid) # models and both warm-ups alone (~200 s on a new machine), so that a pair's calls each fit
+  # one call's budget: the eleventh lease's first call (models, the stage's warm-up, then raw at 4k) ran out of its
+  # 585 s in raw's run
   models
-  warm_up
+  m=${plan#warmup}
+  warm_up ${m#-}
   ;;
 parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught `small` hybrid, parameter by parameter
   # and layer by layer, prefill argmax and 20 greedy tokens; the stages' graphs for hybrids (full decode-only graphs),
