@@ -63,3 +63,21 @@ def test_the_lease_script_parses():
     import subprocess
 
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu" / "lease.sh")], check=True)
+
+
+@pytest.mark.timeout(60)
+def test_gpu_report_shows_where_the_stage_start_up_goes():
+    """`lease.sh startup`'s result: the import that first loads vLLM is marked, a failed one says so, and the actor
+    probes show their start times."""
+    from benchmarks.gpu.report import report_lines
+
+    step = {"vllm_loaded": False, "error": None}
+    imports = [
+        step | {"step": "torch", "s": 4.0},
+        step | {"step": "ray.data.llm", "s": 9.5, "vllm_loaded": True},
+        step | {"step": "vllm AsyncLLM", "s": 0.1, "vllm_loaded": True, "error": "ImportError()"},
+    ]
+    actor = {"empty": {"ready_s": 1.5}, "engine stage module": {"ready_s": 16.0}}
+    lines = report_lines("startup", {"imports": [{"result": imports}], "actor": [{"result": actor}]})
+    assert "torch 4.0 s; ray.data.llm 9.5 s (vLLM loaded); vllm AsyncLLM 0.1 s (vLLM loaded) failed" in lines[0]
+    assert "empty: ready 1.5 s; engine stage module: ready 16.0 s" in lines[1]

@@ -63,6 +63,21 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             val += f" (roofline {rl:,.0f}, {p['tokens_per_s'] / rl:.0%})" if rl else ""
             lines.append(f"| {name} | {p['prompt']} in x {p['gen']} out | {val} |")
         return lines
+    if name.startswith("startup"):  # benchmarks/gpu/startup.py: each pass in a fresh process, the last one warm
+        for i, run in enumerate(r.get("imports", [])):
+            steps = [
+                f"{s['step']} {s['s']:.1f} s"
+                + (" (vLLM loaded)" if s["vllm_loaded"] else "")
+                + (" failed" if s["error"] else "")
+                for s in run.get("result", [])
+            ]
+            lines.append(f"| {name} | driver imports, pass {i + 1} | {cell('; '.join(steps) or run.get('error'))} |")
+        for i, run in enumerate(r.get("actor", [])):
+            ready = "; ".join(f"{k}: ready {v['ready_s']:.1f} s" for k, v in (run.get("result") or {}).items())
+            lines.append(
+                f"| {name} | actor with its own runtime env, pass {i + 1} | {cell(ready or run.get('error'))} |"
+            )
+        return lines
     if name.startswith(("vllm", "hf_gen", "synth_raw")):
         start = r.get("engine_start_s")
         for run in r.get("runs", []):
