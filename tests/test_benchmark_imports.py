@@ -77,7 +77,7 @@ def test_gpu_report_shows_where_the_stage_start_up_goes():
         step | {"step": "ray.data.llm", "s": 9.5, "vllm_loaded": True},
         step | {"step": "vllm AsyncLLM", "s": 0.1, "vllm_loaded": True, "error": "ImportError()"},
     ]
-    actor = {"empty": {"ready_s": 1.5}, "engine stage module": {"ready_s": 16.0}}
+    actor = {"empty": {"ready_s": 1.5, "init_s": 0.0}, "engine stage module": {"ready_s": 16.0, "init_s": 14.2}}
     lines = report_lines("startup", {"imports": [{"result": imports}], "actor": [{"result": actor}]})
     assert "torch 4.0 s; ray.data.llm 9.5 s (vLLM loaded); vllm AsyncLLM 0.1 s (vLLM loaded) failed" in lines[0]
-    assert "empty: ready 1.5 s; engine stage module: ready 16.0 s" in lines[1]
+    assert "empty: ready 1.5 s (__init__ 0.0 s); engine stage module: ready 16.0 s (__init__ 14.2 s)" in lines[1]

@@ -73,7 +73,10 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             ]
             lines.append(f"| {name} | driver imports, pass {i + 1} | {cell('; '.join(steps) or run.get('error'))} |")
         for i, run in enumerate(r.get("actor", [])):
-            ready = "; ".join(f"{k}: ready {v['ready_s']:.1f} s" for k, v in (run.get("result") or {}).items())
+            ready = "; ".join(
+                f"{k}: ready {v['ready_s']:.1f} s (__init__ {v.get('init_s', 0):.1f} s)"
+                for k, v in (run.get("result") or {}).items()
+            )
             lines.append(
                 f"| {name} | actor with its own runtime env, pass {i + 1} | {cell(ready or run.get('error'))} |"
             )
