@@ -238,7 +238,9 @@ def bench_synth_raw(a) -> None:
     t0 = time.perf_counter()
     engine = with_graphs(Path(cfg.model_name_or_path), dict(ENGINE))
     result["engine_kwargs"] = engine
-    llm = LLM(model=cfg.model_name_or_path, seed=0, **engine)
+    # stats on: vLLM logs running / waiting requests and tokens/s every few seconds, as the stage's engine does
+    # (eleventh lease: raw at 4k ran at half the tenth lease's pace, and its log could not say why)
+    llm = LLM(model=cfg.model_name_or_path, seed=0, disable_log_stats=False, **engine)
     result["engine_start_s"] = time.perf_counter() - t0
     llm.generate([tokens_prompt(i) for i in ids[:8]], SamplingParams(max_tokens=16), use_tqdm=False)
     for seeded in (True, False) if a.unseeded else (True,):
