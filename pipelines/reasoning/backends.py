@@ -19,16 +19,18 @@ returns it with four more columns:
   per worker, `request_timeout_s` each, retries with backoff; a row that still fails is an `error` sample.
 - `replay`: no model; the row's existing solution becomes the completion (see `prompt_formats.replay_completion`).
 
-Length (~550 lines): the four backends share the row contract above and each is small; one file keeps them comparable.
+Length (~610 lines): the four backends share the row contract above and each is small; one file keeps them comparable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import math
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -264,9 +266,8 @@ def _is_nemotron_h(model: str) -> bool:
 
 def import_in_background(backend: str) -> threading.Thread | None:
     """vllm: import in a thread what `build_processor` imports in the driver (torch, transformers, ray.data.llm's
-    stages, and vLLM itself through the engine stage's module: on a 2-core CPU machine with vLLM importable, the
-    stream then starts 0.7 s after Ray is ready instead of 3.4-3.9 s), so that it overlaps Ray's start. None
-    otherwise."""
+    stages), so that it overlaps Ray's start (on a 2-core CPU machine the stream then starts 0.7 s after Ray is ready
+    instead of 3.4-3.9 s). vLLM itself is not among them (`ray_llm_errors_without_vllm`). None otherwise."""
     if backend != "vllm":
         return None
 
@@ -274,9 +275,9 @@ def import_in_background(backend: str) -> threading.Thread | None:
         with contextlib.suppress(Exception):  # only a head start: the build imports them again and reports errors
             import torch  # noqa: F401
             import transformers  # noqa: F401
-            from ray.data.llm import build_processor  # noqa: F401
 
-            # the engine stage's module imports vLLM (ray.llm's error classes), ~190 of its modules
+            ray_llm_errors_without_vllm()
+            from ray.data.llm import build_processor  # noqa: F401
             from ray.llm._internal.batch.stages import ChatTemplateStage, TokenizeStage, vllm_engine_stage  # noqa: F401
 
     thread = threading.Thread(target=warm, name="import-vllm-backend", daemon=True)
@@ -284,7 +285,31 @@ def import_in_background(backend: str) -> threading.Thread | None:
     return thread
 
 
+RAY_LLM_ERRORS = "ray.llm._internal.common.errors"
+
+
+def ray_llm_errors_without_vllm() -> None:
+    """Import ray.llm's error module in the driver as on a node without vLLM, so that building the stage does not
+    import vLLM here.
+
+    The module is the only one of ray.data.llm's that the driver loads and that imports vLLM (for two exception
+    classes, `EngineDeadError` and `VLLMClientError`, in a try/except ImportError: a CPU head node has no vLLM). On
+    the H200 (twelfth lease) that import cost the driver 10.8-11.3 s, and the engine actors, which import vLLM again
+    for real, start only once the driver has built the plan. The classes serve the engine stage's UDF, which runs
+    in those actors, where the module is imported afresh with vLLM. Where this process has imported vLLM already,
+    or the module, nothing changes."""
+    if "vllm" in sys.modules or RAY_LLM_ERRORS in sys.modules:
+        return
+    sys.modules["vllm"] = None  # `import vllm...` raises ModuleNotFoundError while it is set
+    try:
+        importlib.import_module(RAY_LLM_ERRORS)
+    finally:
+        if sys.modules.get("vllm", False) is None:
+            del sys.modules["vllm"]
+
+
 def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
+    ray_llm_errors_without_vllm()
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     engine_kwargs = vllm_engine_kwargs(cfg)

@@ -390,6 +390,46 @@ def test_the_engine_actors_get_the_callers_process_start_method(tiny_base, monke
     assert engine_actor_env(str(tiny_base)) == {BREAKABLE: "0", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
 
 
+DRIVER_IMPORTS = """
+import sys
+from pipelines.reasoning.backends import import_in_background
+if sys.argv[1] == "vllm-first":
+    import vllm
+import_in_background("vllm").join()
+from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+from ray.llm._internal.batch.stages import vllm_engine_stage
+from ray.llm._internal.common import errors
+loaded = "vllm" in sys.modules
+import vllm.v1.engine.exceptions  # importable again once the stage's modules are in
+print(loaded, [e.__name__ for e in errors.VLLM_FATAL_ERRORS + errors.VLLM_CLIENT_ERRORS])
+"""
+
+
+@pytest.mark.timeout(90)
+def test_building_the_vllm_stage_does_not_import_vllm_in_the_driver(tmp_path):
+    """ray.data.llm's engine stage module pulls in vLLM through ray.llm's error classes (11 s of the driver's start on
+    the H200, before the engine actors, which import vLLM for real, can start). The driver imports that module as
+    on a node without vLLM: a stand-in vLLM on the path is not imported while the stage's modules load, is
+    importable after, and where the process had imported vLLM before, ray.llm gets its real classes."""
+    pkg = tmp_path / "vllm"
+    (pkg / "v1" / "engine").mkdir(parents=True)
+    for init in (pkg, pkg / "v1", pkg / "v1" / "engine"):
+        (init / "__init__.py").write_text("")
+    (pkg / "exceptions.py").write_text("class VLLMClientError(Exception): pass\n")
+    (pkg / "v1" / "engine" / "exceptions.py").write_text("class EngineDeadError(Exception): pass\n")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[3])])}
+
+    def driver(order: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", DRIVER_IMPORTS, order], env=env, capture_output=True, text=True, timeout=80
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.strip().splitlines()[-1]
+
+    assert driver("stage-only") == "False []"
+    assert driver("vllm-first") == "True ['EngineDeadError', 'VLLMClientError']"
+
+
 @pytest.mark.timeout(240)
 def test_vllm_stage_keeps_its_concurrent_batches_in_the_engine_and_streams_shards(tiny_base, tmp_path):
     """synth's real plan and ray.data.llm's real stages, a fake engine (tests/fake_vllm.py: 64 running requests,
