@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|warmup|warmup-hybrid|startup|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-2k-raw-dense|synth-2k-dense|synth-4k-raw-dense|synth-4k-dense|synth-1k-pair|warmup|warmup-hybrid|startup|startup-build|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -263,6 +263,10 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
 startup) # where the stage's ~27 s of start-up before vLLM's engine goes: the driver's imports one by one, a Ray
   # actor with a runtime env of its own, empty and importing the engine stage's module (~60 s)
   step startup 150 python3 -m benchmarks.gpu.startup --label startup
+  ;;
+startup-build) # synth's driver alone building the vLLM stage, profiled (thirteenth lease: ~10 s after its imports)
+  models
+  step startup-build 150 python3 -m benchmarks.gpu.startup --build $W/models/dense --label startup-build
   ;;
 warmup | warmup-hybrid) # models and both warm-ups alone (~200 s on a new machine), so that a pair's calls each fit
   # one call's budget: the eleventh lease's first call (models, the stage's warm-up, then raw at 4k) ran out of its

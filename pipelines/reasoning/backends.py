@@ -274,7 +274,7 @@ def import_in_background(backend: str) -> threading.Thread | None:
     def warm() -> None:
         with contextlib.suppress(Exception):  # only a head start: the build imports them again and reports errors
             import torch  # noqa: F401
-            import transformers  # noqa: F401
+            from transformers import AutoConfig, AutoTokenizer  # noqa: F401 (lazy: this loads their modules)
 
             ray_llm_errors_without_vllm()
             from ray.data.llm import build_processor  # noqa: F401
