@@ -81,3 +81,7 @@ def test_gpu_report_shows_where_the_stage_start_up_goes():
     lines = report_lines("startup", {"imports": [{"result": imports}], "actor": [{"result": actor}]})
     assert "torch 4.0 s; ray.data.llm 9.5 s (vLLM loaded); vllm AsyncLLM 0.1 s (vLLM loaded) failed" in lines[0]
     assert "empty: ready 1.5 s (__init__ 0.0 s); engine stage module: ready 16.0 s (__init__ 14.2 s)" in lines[1]
+    build = {"ray_ready_s": 5.8, "imports_joined_s": 9.1, "build_s": 1.2, "vllm_loaded": False, "profile": ""}
+    lines = report_lines("startup-build", {"build": [{"result": build}, {"error": "Traceback: boom"}]})
+    assert "Ray ready 5.8 s, imports joined 9.1 s, stages built in 1.2 s (vLLM not loaded)" in lines[0]
+    assert "Traceback: boom" in lines[1]

@@ -80,6 +80,15 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             lines.append(
                 f"| {name} | actor with its own runtime env, pass {i + 1} | {cell(ready or run.get('error'))} |"
             )
+        for i, run in enumerate(r.get("build", [])):  # startup.py --build: synth's driver building the vLLM stage
+            b = run.get("result") or {}
+            built = (
+                f"Ray ready {b['ray_ready_s']:.1f} s, imports joined {b['imports_joined_s']:.1f} s, stages built in "
+                f"{b['build_s']:.1f} s" + (" (vLLM loaded)" if b["vllm_loaded"] else " (vLLM not loaded)")
+                if b
+                else run.get("error")
+            )
+            lines.append(f"| {name} | the driver's build, pass {i + 1} | {cell(built)} |")
         return lines
     if name.startswith(("vllm", "hf_gen", "synth_raw")):
         start = r.get("engine_start_s")
