@@ -158,7 +158,7 @@ def rephrase(cfg: RephraseConfig) -> Path:
     by_label = label_tasks(tasks)
     budget, tokenizer = piece_budget(cfg, tasks)
     cfg.replay = load_replay(cfg.replay_path) if cfg.backend == "replay" else {}
-    with ray_session(cfg.address), art.writing() as tmp:
+    with ray_session(cfg.address, worker_logs=cfg.backend == "vllm"), art.writing() as tmp:
         tmp = str(tmp)  # a local folder or a URL prefix
         plan = plan_units(files, by_label, cfg.max_documents)
         storage.makedirs(storage.join(tmp, "prompts"))

@@ -281,7 +281,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         return art.path
     t0 = time.perf_counter()
     imports = import_in_background(cfg.backend)  # while Ray starts
-    with art.writing() as tmp, ray_session(cfg.address):
+    with art.writing() as tmp, ray_session(cfg.address, worker_logs=cfg.backend == "vllm"):
         traces_dir, rejected_dir = storage.join(tmp, "traces"), storage.join(tmp, "rejected")
         log.info(f"[synth] Ray ready after {time.perf_counter() - t0:.1f} s")
         # The planner and the writer run on this node: a local output (or eval set) is on this node's disk.

@@ -33,8 +33,12 @@ def progress_enabled() -> bool:
 _LOCAL_RUNTIME = False  # this process started a one-node Ray of its own: its CPUs are all there will be
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Start or attach Ray. Returns True when this call started it (and so should shut it down)."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, worker_logs: bool = False) -> bool:
+    """Start or attach Ray. Returns True when this call started it (and so should shut it down).
+
+    Attached to a cluster, the workers' output reaches this process (and the job's log); on a local Ray only with
+    `worker_logs`, which the stages ask for where a worker's log is the run's progress (a vLLM engine's start and its
+    tokens/s), and leave off elsewhere (Ray Data's workers' warnings would bury the stage's own lines)."""
     import ray
 
     if ray.is_initialized():
@@ -49,7 +53,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         # Ray gives its node 30 s to come up, which a loaded machine can miss; wait longer, and retry once
         os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-        kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+        kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": worker_logs}
         for attempt in (1, 2):
             try:
                 # address="local": always a new Ray; without it ray.init() joins any cluster `ray start` (or a test's
@@ -85,11 +89,11 @@ def check_actor_cpus(actors: int, cpus_each: float, fields: str) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(address: str | None = None, num_cpus: int | None = None, worker_logs: bool = False) -> Iterator[None]:
     """`init_ray` for the duration of a block; shuts Ray down only if this block started it."""
     import ray
 
-    started = init_ray(address, num_cpus)
+    started = init_ray(address, num_cpus, worker_logs)
     try:
         yield
     finally:

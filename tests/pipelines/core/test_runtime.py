@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 
 def test_embedded_ray_is_always_a_new_one(monkeypatch):
     """A plain ray.init() joins RAY_ADDRESS, /tmp/ray/ray_current_cluster or any running GCS (another user's `ray
@@ -20,3 +24,32 @@ def test_embedded_ray_is_always_a_new_one(monkeypatch):
     calls.clear()
     runtime.init_ray("10.0.0.1:6379")
     assert calls[0]["address"] == "10.0.0.1:6379"
+
+
+WORKER_PRINTS = """
+import sys, time
+import ray
+from pipelines.core.runtime import ray_session
+
+with ray_session(num_cpus=1, worker_logs=sys.argv[1] == "on"):
+    ray.get(ray.remote(lambda: print("engine-start-line", flush=True)).remote())
+    time.sleep(2)  # Ray forwards worker output in the background
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_local_ray_forwards_worker_output_when_asked():
+    """The vLLM backend's progress is its engine actor's log (start, graph capture, tokens/s): on a local Ray synth
+    and rephrase ask for the workers' output, which a cluster forwards anyway; other stages keep it off."""
+    import subprocess
+    import sys
+
+    def printed(mode: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", WORKER_PRINTS, mode], capture_output=True, text=True, timeout=100, env=os.environ
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout + proc.stderr
+
+    assert "engine-start-line" in printed("on")
+    assert "engine-start-line" not in printed("off")
