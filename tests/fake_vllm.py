@@ -7,10 +7,11 @@ runs `nanoforge synth --backend vllm` with it on a fresh local Ray and prints th
 (a subprocess: the stage's four actors need more logical CPUs than a test session's Ray has).
 
 `install()` swaps only the engine: `build_processor` still builds ray.data.llm's real ChatTemplate -> Tokenize ->
-vLLMEngine -> Detokenize stages (the engine stage with its real `udf`, `max_concurrency` and actor pool), but the
-stage's `llm` is `FakeEngine`, which takes at most `max_pending_requests` requests (ray.data.llm's rule: 1.1 x
-`max_num_seqs` unless the config sets it; `vLLMEngineWrapper` holds the rest back), runs at most `max_num_seqs` of
-them at once, each for `fake_request_s` seconds, and answers with a few of the prompt's own tokens. Its actor asks
+vLLMEngine stages (the engine stage with its real `udf`, `max_concurrency` and actor pool), but the stage's `llm` is
+`FakeEngine`, which takes at most `max_pending_requests` requests (ray.data.llm's rule: 1.1 x `max_num_seqs` unless
+the config sets it; `vLLMEngineWrapper` holds the rest back), runs at most `max_num_seqs` of them at once, each for
+`fake_request_s` seconds, and answers with a few of the prompt's own tokens and their text, as vLLM answers with
+tokens and text. Its actor asks
 for no GPU. The engine kwargs `fake_request_s` and `fake_stats_path` (a JSON file the actor rewrites after each
 batch) configure it; the file holds the in-flight counts over time (`in_flight_stats` summarises them).
 """
@@ -48,6 +49,7 @@ class FakeEngine:
         limited = max_pending_requests > 0
         self.pending = asyncio.Semaphore(max_pending_requests) if limited else contextlib.nullcontext()
         self.request_id = 0
+        self.tokenizer = None  # set by FakeEngineUDF: the model's, for the completion's text
         self.batches = self.requests = 0
         self.t0 = time.time()
         # (seconds since start, batches in the actor, requests in the engine: past the pending limit, running or
@@ -96,6 +98,7 @@ class FakeEngine:
             prompt_token_ids=tokens,
             num_input_tokens=len(tokens),
             generated_tokens=tokens[:8],
+            generated_text=self.tokenizer.decode(tokens[:8], skip_special_tokens=True),
             num_generated_tokens=len(tokens[:8]),
         )
         return request, out.model_dump(), time.perf_counter() - t
@@ -119,6 +122,9 @@ class FakeEngineUDF(real.vLLMEngineStageUDF):
             kw.get("max_pending_requests"),
         )
         self.max_pending_requests = self.llm.max_pending_requests
+        from transformers import AutoTokenizer
+
+        self.llm.tokenizer = AutoTokenizer.from_pretrained(model)  # vLLM returns text as well as tokens
 
     async def udf(self, batch):
         self.llm._event(batches=1)
@@ -196,7 +202,10 @@ def run_synth(argv: list[str], max_num_seqs: int, request_s: float, cpus: int, s
     from pipelines.synth import parse_args, synthesize
 
     install()
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    # address="local": a new Ray, never one that a `ray start` (another test, another user) left on this machine
+    ray.init(
+        address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+    )
     first = _FirstShard()
     synth_log = logging.getLogger("pipelines.synth")
     synth_log.addHandler(first)

@@ -10,7 +10,8 @@ returns it with four more columns:
     error                 str | None   why the row failed; failures are recorded, never fatal to the run
 
 - `vllm`: `ray.data.llm` vLLM engine processor (GPU). One row per sample because the processor keeps only one
-  output when `n > 1` (ray#53396); truncation inferred from token counts (the processor has no finish_reason);
+  output when `n > 1` (ray#53396); the completion is vLLM's own text (no detokenize stage after the engine);
+  truncation inferred from token counts (the processor has no finish_reason);
   fed one block per batch (`batch_blocks`, as the two below), else the engine holds 4 batches, whatever
   `max_concurrent_batches` says.
 - `transformers`: batched `model.generate` in a Ray Data actor pool (CPU by default), any local HF causal LM; each
@@ -328,6 +329,9 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
         max_pending_requests=batches * cfg.batch_size,
         accelerator_type=cfg.accelerator_type,
         should_continue_on_error=True,  # failed rows come back with __inference_error__ instead of killing the run
+        # vLLM returns each completion's text (its own detokenizer, as raw vLLM's); ray.data.llm's detokenize stage
+        # would decode every generated token again, in one more actor between the engine and the writer
+        detokenize_stage=False,
         # vLLM 0.26's Ray metrics hook fails to import in the engine actor (RayPrometheusMetric ImportError, seen on
         # the H100); the stage reports its own throughput
         log_engine_metrics=False,

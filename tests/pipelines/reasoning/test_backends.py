@@ -289,6 +289,33 @@ def test_vllm_engine_defaults_are_vllm_llms_and_a_hybrid_keeps_every_batch_size_
     assert vllm_engine_kwargs(cfg(dense, max_num_batched_tokens=4096))["max_num_batched_tokens"] == 4096
 
 
+@pytest.mark.timeout(120)
+def test_the_vllm_stage_takes_the_engines_own_text(ray_local, tiny_base):
+    """vLLM returns each completion's text with its tokens (raw vLLM's text comes from the same detokenizer):
+    ray.data.llm's detokenize stage would decode every generated token again, in one more actor between the engine
+    and the writer. The stage's plan: chat template and tokenize actors before the engine, none after it."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from pipelines.reasoning.backends import vllm
+
+    cfg = SimpleNamespace(
+        model_name_or_path=str(tiny_base), max_prompt_tokens=None, max_new_tokens=16, engine_kwargs={},
+        batch_size=8, num_workers=1, accelerator_type=None, model_revision=None,
+    )  # fmt: skip
+    op, names = vllm(ray.data.from_items([{"id": 0}]), cfg)._logical_plan.dag, []
+    while op is not None:
+        names.append(op.name)
+        op = op.input_dependencies[0] if op.input_dependencies else None
+    udfs = [n for n in reversed(names) if n.endswith("UDF)")]
+    assert udfs == [
+        "MapBatches(ChatTemplateUDF)",
+        "MapBatches(TokenizeUDF)",
+        "MapBatches(FinalOnlyvLLMEngineStageUDF)",
+    ]
+
+
 def test_enough_batches_in_flight_to_keep_the_engine_full():
     from pipelines.reasoning.backends import max_concurrent_batches
 
@@ -453,6 +480,12 @@ def test_vllm_stage_keeps_its_concurrent_batches_in_the_engine_and_streams_shard
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     assert read_manifest(out)["counts"]["samples"] == 256 and stats["shard_files"] == 8
+    # the completions are the engine's own text (no detokenize stage after it): the fake's 8 tokens, decoded
+    from pipelines.reasoning.traces import read_shards
+
+    traces = read_shards(out / "traces", ["messages", "reasoning", "error"]).to_pylist()
+    assert len(traces) == 256 and not any(t["error"] for t in traces)
+    assert all(t["messages"][-1]["content"] != assistant_content("", t["reasoning"]) for t in traces)
     assert stats["max_batches"] >= 8
     assert stats["max_requests"] > 71  # the engine full (64) and as many again queued in it, not 71 in all
     assert stats["avg_batches"] >= 6  # over the engine's whole run (4 at most before)
