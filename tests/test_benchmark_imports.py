@@ -59,6 +59,15 @@ def test_gpu_report_pairs_each_synth_run_with_its_raw_vllm_run():
 
 
 @pytest.mark.timeout(60)
+def test_gpu_report_says_how_far_a_cut_off_stage_got():
+    from benchmarks.gpu.report import report_lines
+
+    cut = {"model": "dense", "batch_size": 64, "status": "cut off", "process_s": 553.2, "written": 13504}
+    line = report_lines("synth-4k-dense-attached", cut | {"planned": 16384}, {})[0]
+    assert "cut off at its step limit, 553 s from process start: 13,504 of 16,384 samples written" in line
+
+
+@pytest.mark.timeout(60)
 def test_the_lease_script_parses():
     import subprocess
 
@@ -85,3 +94,43 @@ def test_gpu_report_shows_where_the_stage_start_up_goes():
     lines = report_lines("startup-build", {"build": [{"result": build}, {"error": "Traceback: boom"}]})
     assert "Ray ready 5.8 s, imports joined 9.1 s, stages built in 1.2 s (vLLM not loaded)" in lines[0]
     assert "Traceback: boom" in lines[1]
+
+
+CUT_OFF = """
+import sys, time
+from pathlib import Path
+import pyarrow as pa, pyarrow.parquet as pq
+import pipelines.synth as synth
+from benchmarks.gpu import generation
+
+def synthesize(cfg):  # a stage that has written one shard of 3 samples and goes on generating
+    traces = Path(cfg.output_dir).parent / f".{Path(cfg.output_dir).name}.partial" / "traces"
+    traces.mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a", "b", "c"]}), traces / "00000.parquet")
+    print("generating", flush=True)
+    time.sleep(60)
+
+synth.synthesize = synthesize
+generation.main(["synth", "--model", "dense", "--prompts", "4", "--samples", "2", "--label", "cut"])
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_synth_run_cut_off_by_its_step_limit_saves_how_far_it_got(tmp_path):
+    """The thirteenth lease's stage ran past its step's `timeout` and came back with no result at all: the SIGTERM
+    now saves its time and the samples its shards hold before Ray's shutdown can outlast the step's grace."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "models" / "dense").mkdir(parents=True)
+    env = os.environ | {"NF_WORK": str(tmp_path), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", CUT_OFF], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"generating", proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and b"cut off by signal" in err
+    result = json.loads((tmp_path / "results" / "cut.json").read_text())
+    assert result["status"] == "cut off" and result["written"] == 3 and result["planned"] == 8

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import time
@@ -271,6 +272,15 @@ def bench_synth_raw(a) -> None:
     save(label, result)
 
 
+def _rows(parquet: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(parquet).num_rows
+    except Exception:  # a shard still being written
+        return 0
+
+
 def bench_synth(a) -> None:
     """Our synth stage end to end (Ray Data + ray.data.llm vLLM backend + verify + shards). Shard writes are
     timestamped (file modification times); the engine's readiness is read off its log line, so the generation
@@ -285,6 +295,16 @@ def bench_synth(a) -> None:
     cfg = synth.parse_args(["--config", str(synth_config(a, out_dir))])
     t0 = time.time()
     result = {"model": a.model, "batch_size": a.batch_size, "engine_kwargs": ENGINES[a.model], "t0": t0}
+    result["planned"] = a.prompts * a.samples
+
+    def cut_off(signum, frame):  # the step's `timeout`: save how far the stage got before Ray's shutdown can stall
+        partial = Path(out_dir).parent / f".{Path(out_dir).name}.partial"  # Artifact.writing's directory
+        written = sum(_rows(f) for f in partial.glob("*/*.parquet"))
+        result.update(status="cut off", wall_s=time.time() - t0, process_s=process_seconds(), written=written)
+        save(label, result)
+        raise SystemExit(f"cut off by signal {signum} after {result['wall_s']:.0f} s: {written} samples written")
+
+    signal.signal(signal.SIGTERM, cut_off)
     try:
         path = synth.synthesize(cfg)
         result["wall_s"] = time.time() - t0

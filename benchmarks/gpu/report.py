@@ -121,6 +121,11 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
                 f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
                 f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |"
             )
+        elif r.get("status") == "cut off":  # the step's time limit stopped it (bench_synth's SIGTERM handler)
+            lines.append(
+                f"| {name} | batch_size={r['batch_size']} | cut off at its step limit, {r['process_s']:.0f} s from "
+                f"process start: {r['written']:,} of {r['planned']:,} samples written |"
+            )
         else:
             lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
     elif name.startswith("sft"):
