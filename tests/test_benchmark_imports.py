@@ -134,3 +134,30 @@ def test_a_synth_run_cut_off_by_its_step_limit_saves_how_far_it_got(tmp_path):
     assert proc.returncode != 0 and b"cut off by signal" in err
     result = json.loads((tmp_path / "results" / "cut.json").read_text())
     assert result["status"] == "cut off" and result["written"] == 3 and result["planned"] == 8
+
+
+@pytest.mark.timeout(60)
+def test_gpu_report_reads_each_engines_start_off_its_steps_log(tmp_path, capsys):
+    """A synth pair's rows say when each engine resolved the model and was ready, from process start: read off
+    vLLM's own log lines (stamped to the second, UTC) in the step's log that the result names."""
+    import datetime as dt
+    import json
+    from types import SimpleNamespace
+
+    from benchmarks.gpu.report import report
+
+    start = dt.datetime(2026, 12, 3, 4, 11, 13, tzinfo=dt.UTC).timestamp()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "synth_raw-dense.log").write_text(
+        "INFO 12-03 04:11:39 [model.py:623] Resolved architecture: LlamaForCausalLM\n"
+        "INFO 12-03 04:12:13 [model_runner.py:747] Graph capturing finished in 24 secs, took 0.44 GiB\n"
+        "(EngineCore pid=1) INFO 12-03 04:12:14 [core.py:347] init engine (profile, create kv cache, warmup model) "
+        "took 27.44 s\n"
+    )
+    raw = {"model": "dense", "process_s": 447.0, "process_start": start, "log": "/tmp/nfb/logs/synth_raw-dense.log"}
+    raw["runs"] = [{"seeded": True, "seconds": 386.0, "gen_tokens": 16_000_000, "tokens_per_s": 42_000.0}]
+    (tmp_path / "results" / "synth_raw-4k-dense.json").write_text(json.dumps(raw))
+    report(SimpleNamespace(dir=str(tmp_path / "results")))
+    out = capsys.readouterr().out
+    assert "from process start: model resolved 26 s, engine ready 61 s (init 27 s, graphs 24 s)" in out

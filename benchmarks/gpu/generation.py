@@ -241,6 +241,7 @@ def bench_synth_raw(a) -> None:
         "prompt_tokens_mean": statistics.mean(map(len, ids)),
         "engine_kwargs": ENGINES[a.model],
         "runs": [],
+        **step_log(),
     }
     t0 = time.perf_counter()
     engine = with_graphs(Path(cfg.model_name_or_path), dict(ENGINES[a.model]))
@@ -272,6 +273,12 @@ def bench_synth_raw(a) -> None:
     save(label, result)
 
 
+def step_log() -> dict:
+    """The process's start (epoch seconds) and its step's log (`lease.sh` sets NF_STEP_LOG): `report` reads the
+    engine's start off the log against it."""
+    return {"process_start": time.time() - process_seconds(), "log": os.environ.get("NF_STEP_LOG")}
+
+
 def _rows(parquet: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -295,7 +302,7 @@ def bench_synth(a) -> None:
     cfg = synth.parse_args(["--config", str(synth_config(a, out_dir))])
     t0 = time.time()
     result = {"model": a.model, "batch_size": a.batch_size, "engine_kwargs": ENGINES[a.model], "t0": t0}
-    result["planned"] = a.prompts * a.samples
+    result |= {"planned": a.prompts * a.samples, **step_log()}
 
     def cut_off(signum, frame):  # the step's `timeout`: save how far the stage got before Ray's shutdown can stall
         partial = Path(out_dir).parent / f".{Path(out_dir).name}.partial"  # Artifact.writing's directory

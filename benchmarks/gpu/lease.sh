@@ -43,7 +43,7 @@ step() { # step NAME MAX_SECONDS CMD...: run within what is left of the budget; 
     return 0
   fi
   local t0=$(date +%s)
-  timeout -k 10 "$t" "$@" >"$W/logs/$name.log" 2>&1
+  NF_STEP_LOG="$W/logs/$name.log" timeout -k 10 "$t" "$@" >"$W/logs/$name.log" 2>&1
   local rc=$?
   python3 -m ray.scripts.scripts stop --force >/dev/null 2>&1 || true # a stage's local Ray must not hold the GPU
   local mem=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader | tr -d ' ')

@@ -30,12 +30,53 @@ def report(a) -> None:
             "",
         ]
     lines += ["| benchmark | setting | result |", "|---|---|---|"]
+    for r in res.values():  # synth runs name their step's log: when their engine resolved the model, was ready
+        log = d.parent / "logs" / Path(str(r.get("log"))).name if isinstance(r, dict) and r.get("log") else None
+        if log and log.is_file() and r.get("process_start"):
+            r["timeline"] = engine_timeline(log.read_text(errors="replace"), r["process_start"])
     for name, r in res.items():
         try:
             lines += report_lines(name, r, res)
         except (KeyError, TypeError, ValueError) as e:
             lines.append(f"| {name} | | unreadable result ({e!r}) |")
     print("\n".join(lines))
+
+
+VLLM_TIME = r"(\d\d-\d\d \d\d:\d\d:\d\d)"  # vLLM's log lines: "INFO 12-03 04:11:39 [model.py:623] ..."
+
+
+def engine_timeline(log: str, process_start: float) -> dict[str, float]:
+    """From a step's log (raw vLLM's, or the stage's with its engine actor's lines): seconds from the process's start
+    to the engine resolving the model and to its being ready, its init and graph capture. vLLM stamps its lines to
+    the second, in UTC on the lent machines."""
+    import datetime as dt
+    import re
+
+    year = dt.datetime.fromtimestamp(process_start, dt.UTC).year
+
+    def since_start(stamp: str) -> float:
+        t = dt.datetime.strptime(f"{year}-{stamp}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+        return t.timestamp() - process_start
+
+    out = {}
+    if m := re.search(VLLM_TIME + r" \[model\.py:\d+\] Resolved architecture", log):
+        out["resolved_s"] = since_start(m[1])
+    if m := re.search(VLLM_TIME + r" \[core\.py:\d+\] init engine \(profile.*?\) took ([\d.]+) s", log):
+        out["engine_ready_s"], out["init_s"] = since_start(m[1]), float(m[2])
+    if m := re.search(r"Graph capturing finished in (\d+) secs", log):
+        out["graphs_s"] = float(m[1])
+    return out
+
+
+def timeline_text(r: dict) -> str:
+    t = r.get("timeline") or {}
+    if "engine_ready_s" not in t:
+        return ""
+    text = f"; from process start: model resolved {t.get('resolved_s', float('nan')):.0f} s, engine ready "
+    text += f"{t['engine_ready_s']:.0f} s (init {t['init_s']:.0f} s" + (
+        f", graphs {t['graphs_s']:.0f} s)" if "graphs_s" in t else ")"
+    )
+    return text
 
 
 def cell(text: object, limit: int = 300) -> str:
@@ -97,7 +138,8 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             setting = ", ".join(f"{k}={run[k]}" for k in ("n", "batch", "prompt_len", "gen_len", "seeded") if k in run)
             val = f"{run['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in run else cell(run.get("error", "?"))
             val += f" (roofline {rl:,.0f}, {run['tokens_per_s'] / rl:.0%})" if rl and "tokens_per_s" in run else ""
-            lines.append(f"| {name} | {setting} | {val}" + (f"; engine start {start:.0f} s" if start else "") + " |")
+            start_text = f"; engine start {start:.0f} s" if start else ""
+            lines.append(f"| {name} | {setting} | {val}{start_text}{timeline_text(r)} |")
         if not r.get("runs"):  # stopped before its first run: how far it got
             got = f"; engine started in {start:.0f} s, stopped before the first run ended" if start else ""
             lines.append(f"| {name} | | {r.get('status')}{got} {cell(r.get('error', ''), 200)} |")
@@ -117,9 +159,11 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
                     f"; raw vLLM {raw['wall_incl_start_s']:.0f} s incl. engine start (not its imports), stage / raw "
                     f"{r['wall_s'] / raw['wall_incl_start_s']:.2f}x time"
                 )
+            ready = (r.get("timeline") or {}).get("engine_ready_s")
+            generating = f", then ~{r['process_s'] - ready:.0f} s generating" if ready and r.get("process_s") else ""
             lines.append(
                 f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
-                f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio} |"
+                f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio}{timeline_text(r)}{generating} |"
             )
         elif r.get("status") == "cut off":  # the step's time limit stopped it (bench_synth's SIGTERM handler)
             lines.append(
