@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{2,3,4}k-raw-{dense,hybrid}|synth-{2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|startup|startup-build|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{2,3,4}k-raw-{dense,hybrid}|synth-{2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -67,14 +67,15 @@ sys.exit(not any(r.get("model") == sys.argv[2] and "engine_kwargs" in r and done
 PY
 }
 
-warm_up() { # warm_up [MODEL]: vLLM's first run of a model on a machine fills its caches (model inspection, Triton
-  # kernels, the page cache): eleventh lease, 8 prompts through the stage on a new machine took 116 s. Raw and the
-  # stage each run once on 8 prompts, so that neither side of a pair starts cold
-  local m=${1:-dense}
+warm_up() { # warm_up [MODEL [SIDES]]: vLLM's first run of a model on a machine fills its caches (model inspection,
+  # Triton kernels, the page cache): eleventh lease, 8 prompts through the stage on a new machine took 116 s. Raw and
+  # the stage each run once on 8 prompts, so that neither side of a pair starts cold; SIDES=raw runs raw's alone (92 s
+  # saved), enough for a pair run raw first: raw's warm-up fills the caches that both sides read
+  local m=${1:-dense} sides=${2:-raw stage}
   vllm_warm $m && return 0
-  step warmup-raw-$m 150 $G synth_raw --model $m --prompts 8 --samples 1 --max_new 16 --unseeded false \
+  [[ $sides == *raw* ]] && step warmup-raw-$m 150 $G synth_raw --model $m --prompts 8 --samples 1 --max_new 16 --unseeded false \
     --label warmup-raw-$m
-  step warmup-stage-$m 120 $G synth --model $m --prompts 8 --samples 1 --max_new 16 --batch_size 8 \
+  [[ $sides == *stage* ]] && step warmup-stage-$m 120 $G synth --model $m --prompts 8 --samples 1 --max_new 16 --batch_size 8 \
     --label warmup-stage-$m
 }
 
@@ -269,6 +270,12 @@ startup) # where the stage's ~27 s of start-up before vLLM's engine goes: the dr
 startup-build) # synth's driver alone building the vLLM stage, profiled (thirteenth lease: ~10 s after its imports)
   models
   step startup-build 150 python3 -m benchmarks.gpu.startup --build $W/models/dense --label startup-build
+  ;;
+warmup-raw | warmup-raw-hybrid) # raw's warm-up alone, before a pair run raw first: `lease.sh warmup-raw
+  # synth-3k-raw-dense` in one call (fourteenth lease: a machine lost between calls took its warm-up with it)
+  models
+  m=${plan#warmup-raw}
+  warm_up ${m#-} raw
   ;;
 warmup | warmup-hybrid) # models and both warm-ups alone (~200 s on a new machine), so that a pair's calls each fit
   # one call's budget: the eleventh lease's first call (models, the stage's warm-up, then raw at 4k) ran out of its
