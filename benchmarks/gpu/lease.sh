@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{2,3,4}k-raw-{dense,hybrid}|synth-{2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -231,9 +231,10 @@ synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 p
   step synth_raw-$m 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --label synth_raw-big-$m
   step synth-$m 300 $G synth --model $m --prompts 512 --samples 4 --max_new 1024 --batch_size 64 --label synth-big-$m
   ;;
-synth-[234]k-dense | synth-[234]k-hybrid | synth-[234]k-raw-dense | synth-[234]k-raw-hybrid)
-  # item 1 (and 4: the hybrid) at minutes of generation per side, one call each (the stage joins a Ray started before it: ATTACHED below): 2,048, 3,072 or 4,096 prompts x 4 samples x up to
-  # 1,024 tokens (8.4M, 12.6M or 16.8M tokens). Raw at 4k took 447-532 s (35-43k tok/s seeded) and the thirteenth
+synth-[1234]k-dense | synth-[1234]k-hybrid | synth-[1234]k-raw-dense | synth-[1234]k-raw-hybrid)
+  # item 1 (and 4: the hybrid) at minutes of generation per side, one call each (the stage joins a Ray started
+  # before it: ATTACHED below): 1,024, 2,048, 3,072 or 4,096 prompts x 4 samples x up to 1,024 tokens (4.2M, 8.4M,
+  # 12.6M or 16.8M tokens); 1k when a lease has ~700 s left (fourteenth: the hybrid's pair after two failed starts). Raw at 4k took 447-532 s (35-43k tok/s seeded) and the thirteenth
   # lease's stage at 4k ran past its 545 s limit on a slow machine: 3k fits a call with room. The issue's 4,096 x 4 x
   # 2,048 (~15 min per side) fits no 10-minute call. A machine new to vLLM first warms both sides up (warm_up): on
   # a new machine run `lease.sh warmup` (or warmup-hybrid) as a call of its own first, or raw outruns the call
