@@ -243,6 +243,16 @@ def bench_synth_raw(a) -> None:
         "runs": [],
         **step_log(),
     }
+
+    def cut_off(signum, frame):  # the step's `timeout`: say so, with the time it ran (vLLM counts no finished rows)
+        if result["runs"]:  # the run is done and saved: the engine's shutdown outran the step (fourteenth lease)
+            result["cut_off_in_shutdown_s"] = process_seconds()
+        else:
+            result.update(status="cut off", process_s=process_seconds())
+        save(label, result)
+        raise SystemExit(f"cut off by signal {signum} after {result['process_s']:.0f} s from process start")
+
+    signal.signal(signal.SIGTERM, cut_off)
     t0 = time.perf_counter()
     engine = with_graphs(Path(cfg.model_name_or_path), dict(ENGINES[a.model]))
     result["engine_kwargs"] = engine
@@ -271,6 +281,16 @@ def bench_synth_raw(a) -> None:
         save(label, result)
     result["wall_incl_start_s"] = result["engine_start_s"] + result["runs"][0]["seconds"]
     save(label, result)
+
+
+def keep_sigterm_handler(handler) -> None:
+    """Install `handler` for SIGTERM (the step's `timeout`) and keep it there: `ray.init` replaces any SIGTERM
+    handler with its own `sys.exit` (fourteenth lease: the stage's cut-off handler never ran, and the cut-off run
+    came back with no result). Ours saves the result, then exits as Ray's would."""
+    import ray._private.utils as ray_utils
+
+    signal.signal(signal.SIGTERM, handler)
+    ray_utils.set_sigterm_handler = lambda _ray_handler: None
 
 
 def step_log() -> dict:
@@ -311,7 +331,7 @@ def bench_synth(a) -> None:
         save(label, result)
         raise SystemExit(f"cut off by signal {signum} after {result['wall_s']:.0f} s: {written} samples written")
 
-    signal.signal(signal.SIGTERM, cut_off)
+    keep_sigterm_handler(cut_off)
     try:
         path = synth.synthesize(cfg)
         result["wall_s"] = time.time() - t0
