@@ -166,3 +166,20 @@ def test_gpu_report_reads_each_engines_start_off_its_steps_log(tmp_path, capsys)
     report(SimpleNamespace(dir=str(tmp_path / "results")))
     out = capsys.readouterr().out
     assert "from process start: model resolved 26 s, engine ready 61 s (init 27 s, graphs 24 s)" in out
+
+
+@pytest.mark.timeout(120)
+def test_startup_build_times_the_drivers_background_imports_module_by_module():
+    """`lease.sh startup-build` also runs the driver's background imports alone under `python -X importtime`: the
+    modules that cost most, real figures from this machine (torch and transformers are among them), vLLM not loaded,
+    and the report's line for them."""
+    from benchmarks.gpu.report import report_lines
+    from benchmarks.gpu.startup import import_times
+
+    run = import_times(top=10)
+    assert run["rc"] == 0 and not run["vllm_imported"] and len(run["top"]) == 10
+    seconds = [float(t.split()[0]) for t in run["top"]]
+    assert seconds == sorted(seconds, reverse=True) and 0 < seconds[0] < run["s"]
+    assert {"torch", "transformers"} <= {t.split()[-1] for t in run["top"]}
+    line = report_lines("startup-build", {"import_times": [run]})[0]
+    assert "background imports, pass 1" in line and "vLLM not imported" in line and "torch" in line

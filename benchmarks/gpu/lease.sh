@@ -268,7 +268,8 @@ startup) # where the stage's ~27 s of start-up before vLLM's engine goes: the dr
   # actor with a runtime env of its own, empty and importing the engine stage's module (~60 s)
   step startup 150 python3 -m benchmarks.gpu.startup --label startup
   ;;
-startup-build) # synth's driver alone building the vLLM stage, profiled (thirteenth lease: ~10 s after its imports)
+startup-build) # synth's driver alone building the vLLM stage, profiled, and its background imports under
+  # `python -X importtime` (fourteenth lease: they joined 18.6 s after the hybrid stage's start, Ray ready at 6.5 s)
   models
   step startup-build 150 python3 -m benchmarks.gpu.startup --build $W/models/dense --label startup-build
   ;;

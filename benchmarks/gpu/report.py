@@ -121,6 +121,11 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             lines.append(
                 f"| {name} | actor with its own runtime env, pass {i + 1} | {cell(ready or run.get('error'))} |"
             )
+        for i, run in enumerate(r.get("import_times", [])):  # startup.py --build: the background imports alone
+            top = "; ".join(t.strip() for t in run["top"][:6])
+            vllm = "vLLM imported" if run["vllm_imported"] else "vLLM not imported"
+            text = f"{run['s']:.1f} s in a fresh process ({vllm}); most cumulative: {top}"
+            lines.append(f"| {name} | the driver's background imports, pass {i + 1} | {cell(text, 600)} |")
         for i, run in enumerate(r.get("build", [])):  # startup.py --build: synth's driver building the vLLM stage
             b = run.get("result") or {}
             built = (
