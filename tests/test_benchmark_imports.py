@@ -65,6 +65,9 @@ def test_gpu_report_says_how_far_a_cut_off_stage_got():
     cut = {"model": "dense", "batch_size": 64, "status": "cut off", "process_s": 553.2, "written": 13504}
     line = report_lines("synth-4k-dense-attached", cut | {"planned": 16384}, {})[0]
     assert "cut off at its step limit, 553 s from process start: 13,504 of 16,384 samples written" in line
+    timeline = {"resolved_s": 49.2, "engine_ready_s": 101.0, "init_s": 42.0, "graphs_s": 38.0}
+    line = report_lines("synth-4k-dense-attached", cut | {"planned": 16384, "timeline": timeline}, {})[0]
+    assert "samples written; from process start: model resolved 49 s, engine ready 101 s (init 42 s" in line
 
 
 @pytest.mark.timeout(60)

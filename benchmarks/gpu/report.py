@@ -173,7 +173,7 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
         elif r.get("status") == "cut off":  # the step's time limit stopped it (bench_synth's SIGTERM handler)
             lines.append(
                 f"| {name} | batch_size={r['batch_size']} | cut off at its step limit, {r['process_s']:.0f} s from "
-                f"process start: {r['written']:,} of {r['planned']:,} samples written |"
+                f"process start: {r['written']:,} of {r['planned']:,} samples written{timeline_text(r)} |"
             )
         else:
             lines.append(f"| {name} | | {r.get('status')}: {cell(r.get('error', ''))} |")
