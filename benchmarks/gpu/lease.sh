@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|parity-v2|seeds-hybrid|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -291,6 +291,20 @@ parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught 
   # then eager (eighth lease: eager 44/44 argmax equal, breakable graphs 10/44), one taught model for both
   step parity-ours 300 python3 -m benchmarks.gpu.vllm_parity --graphs ours
   step parity-eager 200 python3 -m benchmarks.gpu.vllm_parity --graphs eager
+  ;;
+seeds-hybrid) # what per-request seeds cost the hybrid, on vLLM's V1 runner (its default for hybrids: seeded noise
+  # drawn request by request) and V2 (one kernel for all): raw vLLM, 256 prompts x 4 x up to 1,024 tokens, seeded then
+  # unseeded on one engine per runner (fourteenth lease: 10.8k tok/s seeded on V1 at 1,024 sequences)
+  models
+  warm_up hybrid raw
+  for runner in 0 1; do
+    VLLM_USE_V2_MODEL_RUNNER=$runner step synth_raw-seeds-runner$runner-hybrid 230 $G synth_raw --model hybrid \
+      --prompts 256 --samples 4 --max_new 1024 --unseeded true --label synth_raw-seeds-v$((runner + 1))-hybrid
+  done
+  ;;
+parity-v2) # vLLM's V2 model runner on the hybrid against transformers, as `parity` does for V1 (the stages' graphs)
+  VLLM_USE_V2_MODEL_RUNNER=1 step parity-v2 400 python3 -m benchmarks.gpu.vllm_parity --graphs ours \
+    --label parity-ours-v2
   ;;
 synth)
   models

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         help="ours: the stages' rule for hybrids (pipelines/reasoning/vllm_graphs.py); eager; breakable: "
         "VLLM_USE_BREAKABLE_CUDAGRAPH=1 (wrong for hybrids on vLLM 0.26)",
     )
+    ap.add_argument("--label", help="the report's file name (default parity-<graphs>), e.g. for another runner")
     a = ap.parse_args(argv)
     os.environ["VLLM_USE_BREAKABLE_CUDAGRAPH"] = "1" if a.graphs == "breakable" else "0"  # before vLLM reads it
     import torch
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "vllm_top": v_top,
         "hf_top": hf_top,
     }
-    (out / f"parity-{a.graphs}.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / f"{a.label or 'parity-' + a.graphs}.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps(report, indent=1, default=str))
     return 0
 
