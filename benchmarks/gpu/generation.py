@@ -250,7 +250,7 @@ def bench_synth_raw(a) -> None:
         else:
             result.update(status="cut off", process_s=process_seconds())
         save(label, result)
-        raise SystemExit(f"cut off by signal {signum} after {result['process_s']:.0f} s from process start")
+        raise SystemExit(f"cut off by signal {signum} after {process_seconds():.0f} s from process start")
 
     signal.signal(signal.SIGTERM, cut_off)
     t0 = time.perf_counter()
