@@ -294,7 +294,8 @@ parity) # issue 16 item 5: vLLM's NemotronH against transformers' on the taught 
   ;;
 seeds-hybrid) # what per-request seeds cost the hybrid, on vLLM's V1 runner (its default for hybrids: seeded noise
   # drawn request by request) and V2 (one kernel for all): raw vLLM, 256 prompts x 4 x up to 1,024 tokens, seeded then
-  # unseeded on one engine per runner (fourteenth lease: 10.8k tok/s seeded on V1 at 1,024 sequences)
+  # unseeded on one engine per runner (fourteenth lease: 10.8k tok/s seeded on V1 at 1,024 sequences). ~220 s per
+  # runner: on a new machine, `lease.sh warmup-raw-hybrid` as a call of its own first, or the second runner is cut
   models
   warm_up hybrid raw
   for runner in 0 1; do
