@@ -242,7 +242,9 @@ def write_buckets(cfg: QualityConfig, scored: str, thresholds: dict, tmp: str) -
         keys = pc.binary_join_element_wise(table["stage"], table["reason"], ":")
         counted = [(c["values"], c["counts"]) for c in keys.value_counts().to_pylist()]
         reasons = dict(sorted(counted, key=lambda kv: (-kv[1], kv[0])))
-    kept = sum(storage.parquet_metadata(f).num_rows for f in storage.glob(storage.join(tmp, "documents", "*.parquet")))
+    kept = sum(
+        m.num_rows for m in storage.parquet_metadata_many(storage.glob(storage.join(tmp, "documents", "*.parquet")))
+    )
     return kept, reasons
 
 
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import ray
 
-    if sum(storage.parquet_metadata(f).num_rows for f in storage.glob(storage.join(docs_dir, "*.parquet"))) == 0:
+    if sum(m.num_rows for m in storage.parquet_metadata_many(storage.glob(storage.join(docs_dir, "*.parquet")))) == 0:
         with art.writing() as tmp:
             write_empty(cfg, docs_dir, names, str(tmp))
             by_label = {label: 0 for _, label in LABELS}

@@ -140,10 +140,12 @@ def data_configs(artifact: str | Path) -> list[dict[str, Any]]:
     name is `train`. Row counts and schemas come from Parquet footers (no data is read).
     """
     by_dir: dict[str, list[Path]] = {}
-    footers = {}
-    for rel, full in find(artifact, "*.parquet"):
+    found = list(find(artifact, "*.parquet"))
+    for rel, _ in found:
         by_dir.setdefault(Path(rel).parent.as_posix(), []).append(Path(rel))
-        footers[rel] = storage.parquet_metadata(full)
+    # one round trip or two each on an object store: read together
+    metas = storage.parquet_metadata_many([full for _, full in found])
+    footers = {rel: meta for (rel, _), meta in zip(found, metas, strict=True)}
     configs = []
     for d, files in by_dir.items():
         rows = {rel.as_posix(): footers[rel.as_posix()].num_rows for rel in files}
