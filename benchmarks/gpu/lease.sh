@@ -73,10 +73,11 @@ warm_up() { # warm_up [MODEL [SIDES]]: vLLM's first run of a model on a machine 
   # saved), enough for a pair run raw first: raw's warm-up fills the caches that both sides read
   local m=${1:-dense} sides=${2:-raw stage}
   vllm_warm $m && return 0
-  [[ $sides == *raw* ]] && step warmup-raw-$m 150 $G synth_raw --model $m --prompts 8 --samples 1 --max_new 16 --unseeded false \
-    --label warmup-raw-$m
-  [[ $sides == *stage* ]] && step warmup-stage-$m 120 $G synth --model $m --prompts 8 --samples 1 --max_new 16 --batch_size 8 \
-    --label warmup-stage-$m
+  [[ $sides == *raw* ]] && step warmup-raw-$m 150 $G synth_raw --model $m --prompts 8 --samples 1 --max_new 16 \
+    --unseeded false --label warmup-raw-$m
+  [[ $sides == *stage* ]] && step warmup-stage-$m 120 $G synth --model $m --prompts 8 --samples 1 --max_new 16 \
+    --batch_size 8 --label warmup-stage-$m
+  return 0
 }
 
 G="python3 -m benchmarks.gpu.generation"
@@ -234,8 +235,9 @@ synth-big-dense | synth-big-hybrid) # issue 16 item 1 at a job of minutes: 512 p
 synth-[1234]k-dense | synth-[1234]k-hybrid | synth-[1234]k-raw-dense | synth-[1234]k-raw-hybrid)
   # item 1 (and 4: the hybrid) at minutes of generation per side, one call each (the stage joins a Ray started
   # before it: ATTACHED below): 1,024, 2,048, 3,072 or 4,096 prompts x 4 samples x up to 1,024 tokens (4.2M, 8.4M,
-  # 12.6M or 16.8M tokens); 1k when a lease has ~700 s left (fourteenth: the hybrid's pair after two failed starts). Raw at 4k took 447-532 s (35-43k tok/s seeded) and the thirteenth
-  # lease's stage at 4k ran past its 545 s limit on a slow machine: 3k fits a call with room. The issue's 4,096 x 4 x
+  # 12.6M or 16.8M tokens); 1k when a lease has ~700 s left (fourteenth: the hybrid's pair after two failed
+  # starts). Raw at 4k took 447-532 s (35-43k tok/s seeded) and the thirteenth lease's stage at 4k ran past its
+  # 545 s limit on a slow machine: 3k fits a call with room. The issue's 4,096 x 4 x
   # 2,048 (~15 min per side) fits no 10-minute call. A machine new to vLLM first warms both sides up (warm_up): on
   # a new machine run `lease.sh warmup` (or warmup-hybrid) as a call of its own first, or raw outruns the call
   models

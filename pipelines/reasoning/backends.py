@@ -349,7 +349,7 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 # (`spawn` undoes `engine_core_forked`), and the model runner. vLLM 0.26 runs dense models on its V2 runner, whose
 # sampler draws every request's seeded noise in one kernel, and hybrids on V1, which loops over seeded requests one
 # by one (fourteenth lease: 10.8k tok/s for the 1B hybrid at 1,024 seeded sequences); `VLLM_USE_V2_MODEL_RUNNER=1`
-# asks for V2 on a hybrid too (`lease.sh runner-v2-hybrid` measures it), `0` keeps V1 for all.
+# asks for V2 on a hybrid too (`lease.sh parity-v2` and `seeds-hybrid` check and time it), `0` keeps V1 for all.
 CALLER_VLLM_ENV = ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_V2_MODEL_RUNNER")
 
 
