@@ -115,7 +115,7 @@ def colocated_engine_kwargs(script_args: GRPOScriptArgs, model_args: ModelConfig
 
     kwargs = dict(script_args.vllm_engine_kwargs)
     if is_hybrid(model_args.model_name_or_path):
-        kwargs = hybrid_engine_in_this_process(kwargs)
+        kwargs = hybrid_engine_in_this_process(kwargs, v2_runner=False)  # TRL's weight swaps and sleep: V1 tried
     llm = getattr(vg.LLM, "func", vg.LLM)  # a second build in the same process starts from TRL's own class
     vg.LLM = functools.partial(llm, **kwargs) if kwargs else llm
     return kwargs

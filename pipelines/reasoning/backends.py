@@ -266,16 +266,19 @@ def _is_nemotron_h(model: str) -> bool:
 
 
 def import_in_background(backend: str) -> threading.Thread | None:
-    """vllm: import in a thread what `build_processor` imports in the driver (torch, transformers, ray.data.llm's
-    stages), so that it overlaps Ray's start (on a 2-core CPU machine the stream then starts 0.7 s after Ray is ready
-    instead of 3.4-3.9 s). vLLM itself is not among them (`ray_llm_errors_without_vllm`). None otherwise."""
+    """vllm: import in a thread what `build_processor` imports in the driver (torch, transformers' AutoConfig,
+    ray.data.llm's stages), so that it overlaps Ray's start (on a 2-core CPU machine the stream then starts 0.7 s
+    after Ray is ready instead of 3.4-3.9 s). vLLM itself is not among them (`ray_llm_errors_without_vllm`), nor
+    AutoTokenizer, which the driver never uses: with transformers 5.17 it loaded `auto_factory` and torch.distributed's
+    tensor modules, 4.8 s of the 12.4 s these imports took on the H200 (fifteenth lease, `python -X importtime`).
+    None otherwise."""
     if backend != "vllm":
         return None
 
     def warm() -> None:
         with contextlib.suppress(Exception):  # only a head start: the build imports them again and reports errors
             import torch  # noqa: F401
-            from transformers import AutoConfig, AutoTokenizer  # noqa: F401 (lazy: this loads their modules)
+            from transformers import AutoConfig  # noqa: F401 (lazy: this loads its modules)
 
             ray_llm_errors_without_vllm()
             from ray.data.llm import build_processor  # noqa: F401
@@ -346,10 +349,8 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
 
 
 # vLLM settings of the caller's environment that the engine actors get as they are: the process start method
-# (`spawn` undoes `engine_core_forked`), and the model runner. vLLM 0.26 runs dense models on its V2 runner, whose
-# sampler draws every request's seeded noise in one kernel, and hybrids on V1, which loops over seeded requests one
-# by one (fourteenth lease: 10.8k tok/s for the 1B hybrid at 1,024 seeded sequences); `VLLM_USE_V2_MODEL_RUNNER=1`
-# asks for V2 on a hybrid too (`lease.sh parity-v2` and `seeds-hybrid` check and time it), `0` keeps V1 for all.
+# (`spawn` undoes `engine_core_forked`), and the model runner (`vllm_graphs` gives a hybrid V2 by default; `0` keeps
+# V1, `1` asks for V2 where vLLM would not pick it).
 CALLER_VLLM_ENV = ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_V2_MODEL_RUNNER")
 
 

@@ -404,20 +404,25 @@ def test_a_single_gpu_engine_forks_its_engine_core_in_the_actor(tiny_base, monke
     assert system_utils.get_mp_context() == "spawn"  # vLLM's check is back once the engine has started
 
 
-def test_the_engine_actors_get_the_callers_process_start_method_and_model_runner(tiny_base, monkeypatch):
+def test_the_engine_actors_get_the_callers_process_start_method_and_model_runner(tiny_base, tmp_path, monkeypatch):
     """A user who wants vLLM's spawn back sets VLLM_WORKER_MULTIPROC_METHOD=spawn where they submit, and one who wants
-    vLLM's V2 model runner on a hybrid sets VLLM_USE_V2_MODEL_RUNNER=1; Ray workers on a cluster do not inherit that
-    environment, so the stage passes both on to the engine actors, and nothing where the caller set neither."""
+    vLLM's V1 model runner back on a hybrid sets VLLM_USE_V2_MODEL_RUNNER=0; Ray workers on a cluster do not inherit
+    that environment, so the stage passes both on to the engine actors. A hybrid gets V2 where the caller says
+    nothing; a dense model gets no runner setting (vLLM picks V2 for it)."""
     from pipelines.reasoning.backends import engine_actor_env
     from pipelines.reasoning.vllm_graphs import BREAKABLE
 
     for name in (BREAKABLE, "VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_V2_MODEL_RUNNER"):
         monkeypatch.delenv(name, raising=False)
-    assert engine_actor_env(str(tiny_base)) == {BREAKABLE: "0"}  # the tiny base is a Nemotron-H
+    v2 = {BREAKABLE: "0", "VLLM_USE_V2_MODEL_RUNNER": "1"}
+    assert engine_actor_env(str(tiny_base)) == v2  # the tiny base is a Nemotron-H
     monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-    assert engine_actor_env(str(tiny_base)) == {BREAKABLE: "0", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
-    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
-    assert engine_actor_env(str(tiny_base))["VLLM_USE_V2_MODEL_RUNNER"] == "1"
+    assert engine_actor_env(str(tiny_base)) == v2 | {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "0")
+    assert engine_actor_env(str(tiny_base))["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER")
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    assert engine_actor_env(str(tmp_path)) == {BREAKABLE: "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
 
 
 DRIVER_IMPORTS = """

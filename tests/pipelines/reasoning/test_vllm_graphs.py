@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import types
 
 import pytest
 
 from pipelines.reasoning import vllm_graphs
-from pipelines.reasoning.vllm_graphs import BREAKABLE, HYBRID_COMPILATION, engine_env, hybrid_engine_kwargs
+from pipelines.reasoning.vllm_graphs import BREAKABLE, HYBRID_COMPILATION, RUNNER, engine_env, hybrid_engine_kwargs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,23 +33,29 @@ def test_a_hybrid_gets_full_decode_graphs_float32_state_and_the_users_keys_win()
     assert "compilation_config" not in hybrid_engine_kwargs({"enforce_eager": True})  # eager: no graphs to set
 
 
-def test_engine_env_never_gives_a_hybrid_breakable_graphs(monkeypatch, caplog):
+def test_engine_env_never_gives_a_hybrid_breakable_graphs_and_gives_it_the_v2_runner(monkeypatch, caplog):
     monkeypatch.delenv(BREAKABLE, raising=False)
-    assert engine_env(hybrid=False) == {BREAKABLE: "1"}
-    assert engine_env(hybrid=True) == {BREAKABLE: "0"}
+    monkeypatch.delenv(RUNNER, raising=False)
+    assert engine_env(hybrid=False) == {BREAKABLE: "1"}  # the runner is vLLM's choice for a dense model (V2)
+    assert engine_env(hybrid=True) == {BREAKABLE: "0", RUNNER: "1"}
     monkeypatch.setenv(BREAKABLE, "0")  # the caller's choice for a dense model
     assert engine_env(hybrid=False) == {BREAKABLE: "0"}
     monkeypatch.setenv(BREAKABLE, "1")
+    monkeypatch.delenv(RUNNER, raising=False)  # set again by the code under test; restored after
+    monkeypatch.setenv(RUNNER, "0")  # the caller's choice of runner stands
     with caplog.at_level(logging.WARNING, logger=vllm_graphs.__name__):
-        assert engine_env(hybrid=True) == {BREAKABLE: "0"}
+        assert engine_env(hybrid=True) == {BREAKABLE: "0", RUNNER: "0"}
     assert f"{BREAKABLE}=1 ignored for a hybrid" in caplog.text
 
 
 def test_an_in_process_hybrid_engine_turns_breakable_graphs_off_and_says_so(monkeypatch, caplog):
     monkeypatch.setenv(BREAKABLE, "1")
+    monkeypatch.delenv(RUNNER, raising=False)  # set again by the code under test; restored after
+    kwargs = vllm_graphs.hybrid_engine_in_this_process({"max_num_seqs": 8}, max_num_seqs=8, v2_runner=False)
+    assert RUNNER not in vllm_graphs.os.environ  # GRPO's: the runner left to vLLM
     with caplog.at_level(logging.WARNING, logger=vllm_graphs.__name__):
         kwargs = vllm_graphs.hybrid_engine_in_this_process({"max_num_seqs": 8}, max_num_seqs=8)
-    assert vllm_graphs.os.environ[BREAKABLE] == "0"
+    assert vllm_graphs.os.environ[BREAKABLE] == "0" and vllm_graphs.os.environ[RUNNER] == "1"
     assert kwargs == hybrid_engine_kwargs({"max_num_seqs": 8}, max_num_seqs=8)
     assert f"{BREAKABLE}=1 ignored for a hybrid" in caplog.text
 
@@ -72,6 +79,7 @@ def test_synth_engine_kwargs_and_actor_env_for_a_hybrid(tmp_path, monkeypatch):
         raise Processor
 
     monkeypatch.setenv(BREAKABLE, "1")
+    monkeypatch.delenv(RUNNER, raising=False)  # set again by the code under test; restored after
     monkeypatch.setattr("ray.data.llm.build_processor", build_processor)
     cfg = SimpleNamespace(
         model_name_or_path=str(tmp_path),
@@ -84,7 +92,7 @@ def test_synth_engine_kwargs_and_actor_env_for_a_hybrid(tmp_path, monkeypatch):
     )
     with pytest.raises(Processor):
         backends.vllm(None, cfg)
-    assert seen["env"] == {BREAKABLE: "0"}
+    assert seen["env"] == {BREAKABLE: "0", RUNNER: "1"}
 
 
 class FakeLLM:
@@ -94,7 +102,7 @@ class FakeLLM:
     built: list[dict] = []
 
     def __init__(self, **kwargs):
-        FakeLLM.built.append(kwargs | {"env": vllm_graphs.os.environ.get(BREAKABLE)})
+        FakeLLM.built.append(kwargs | {"env": vllm_graphs.os.environ.get(BREAKABLE), "runner": os.environ.get(RUNNER)})
 
 
 def test_eval_builds_a_hybrids_engine_with_full_decode_graphs(tiny_base, monkeypatch):
@@ -105,12 +113,13 @@ def test_eval_builds_a_hybrids_engine_with_full_decode_graphs(tiny_base, monkeyp
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=dict))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 2**30, 80 * 2**30))
     monkeypatch.setenv(BREAKABLE, "1")
+    monkeypatch.delenv(RUNNER, raising=False)  # set again by the code under test; restored after
     FakeLLM.built.clear()
     evaluate.vllm_generator(evaluate.EvalConfig(model=str(tiny_base), vllm_engine_kwargs={"max_num_seqs": 8}))
     (built,) = FakeLLM.built
     assert built["compilation_config"] == HYBRID_COMPILATION | {"max_cudagraph_capture_size": 8}
     assert built["mamba_ssm_cache_dtype"] == "float32" and built["max_num_seqs"] == 8
-    assert built["enable_prefix_caching"] is False and built["env"] == "0"
+    assert built["enable_prefix_caching"] is False and built["env"] == "0" and built["runner"] == "1"
 
 
 def test_grpo_colocated_rollouts_of_a_hybrid_get_full_decode_graphs(tiny_base, monkeypatch):
@@ -121,9 +130,10 @@ def test_grpo_colocated_rollouts_of_a_hybrid_get_full_decode_graphs(tiny_base, m
 
     monkeypatch.setattr(vg, "LLM", FakeLLM, raising=False)  # set only where vLLM is installed
     monkeypatch.setenv(BREAKABLE, "1")
+    monkeypatch.delenv(RUNNER, raising=False)  # set again by the code under test; restored after
     FakeLLM.built.clear()
     colocated_engine_kwargs(GRPOScriptArgs(), ModelConfig(model_name_or_path=str(tiny_base)))
     vg.LLM(model="m")  # as TRL builds it
     (built,) = FakeLLM.built
     assert built["compilation_config"] == HYBRID_COMPILATION and built["mamba_ssm_cache_dtype"] == "float32"
-    assert built["env"] == "0"
+    assert built["env"] == "0" and built["runner"] is None  # TRL's weight swaps untried on V2: vLLM's choice (V1)
