@@ -104,6 +104,28 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             val += f" (roofline {rl:,.0f}, {p['tokens_per_s'] / rl:.0%})" if rl else ""
             lines.append(f"| {name} | {p['prompt']} in x {p['gen']} out | {val} |")
         return lines
+    if name.startswith("sidecar"):  # benchmarks/gpu/sidecar.py: a run's engine processes, sampled beside it
+        if r.get("error"):
+            return [f"| {name} | | {cell(r['error'])} |"]
+        gpu = r.get("gpu_utilization") or {}
+        if gpu.get("mean") is not None:
+            lines.append(
+                f"| {name} | GPU, {r['seconds']:.0f} s from {r['after_s']:.0f} s after the engine appeared |"
+                f" utilization {gpu['mean']:.0f}% mean, {gpu['min']}% min ({gpu['samples']} samples) |"
+            )
+        for role in ("engine", "frontend"):
+            p = r[role]
+            busy = ", ".join(f"{t['name']} {t['cpu']:.0%}" for t in p["busiest_threads"][:4])
+            env = ", ".join(f"{k}={v}" for k, v in p["env"].items() if v is not None and "VISIBLE" not in k)
+            text = f"threads: {busy}; CPUs {p['cpus_allowed']}; {env or 'no thread settings'}"
+            st = p.get("stacks") or {}
+            if st.get("samples"):
+                own = "; ".join(f"{n} {v:.0%}" for n, v in st["own"][:6])
+                text += f"; py-spy {st['samples']} samples, own time: {own}"
+            elif st.get("error"):
+                text += f"; py-spy: {st['error'][:120]}"
+            lines.append(f"| {name} | {role} (pid {p['pid']}) | {cell(text, 700)} |")
+        return lines
     if name.startswith("startup"):  # benchmarks/gpu/startup.py: each pass in a fresh process, the last one warm
         for i, run in enumerate(r.get("imports", [])):
             steps = [
