@@ -1,4 +1,4 @@
-"""Which CUDA graphs a vLLM engine gets: one rule for synth's engines, the eval's and GRPO's colocated rollouts.
+"""Which CUDA graphs and model runner a vLLM engine gets: one rule for synth's engines, the eval's and GRPO's rollouts.
 
 - **Dense models: breakable graphs** (`VLLM_USE_BREAKABLE_CUDAGRAPH=1`): piecewise graphs without torch.compile, which
   break capture at attention ops and run those eagerly. 1.6-2.0x eager decode on the H100, and a start of ~30 s where
