@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|parity-v2|seeds-hybrid|profile-hybrid|profile-dense|profile-hybrid-omp|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|synth-1k-pair-hybrid|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|parity-v2|seeds-hybrid|profile-hybrid|profile-dense|profile-hybrid-omp|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -253,6 +253,16 @@ synth-[1234]k-dense | synth-[1234]k-hybrid | synth-[1234]k-raw-dense | synth-[12
     step synth-$m-attached 560 bash -c "$ATTACHED" _ $G synth --model $m --prompts $prompts --samples 4 \
       --max_new 1024 --batch_size 64 --label synth-$n-$m-attached
   fi
+  ;;
+synth-1k-pair-hybrid) # item 4 in one call on one machine (sixteenth lease: raw and the stage on separate calls had
+  # swapped places between leases): raw's warm-up, raw vLLM, then the stage on a Ray started before it, 1,024 prompts x
+  # 4 x up to 1,024 tokens (~4.1M tokens); ~530 s on a new machine
+  models
+  warm_up hybrid raw
+  step synth_raw-hybrid 300 $G synth_raw --model hybrid --prompts 1024 --samples 4 --max_new 1024 --unseeded false \
+    --label synth_raw-1k-hybrid
+  step synth-hybrid-attached 300 bash -c "$ATTACHED" _ $G synth --model hybrid --prompts 1024 --samples 4 \
+    --max_new 1024 --batch_size 64 --label synth-1k-hybrid-attached
   ;;
 synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on a Ray started before it, 1,024
   # prompts x 4 samples x up to 1,024 tokens (~4.1M tokens; raw 129 s of generation, the stage ~156 s with ~4 of 16
