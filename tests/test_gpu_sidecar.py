@@ -1,5 +1,6 @@
 """The GPU benchmarks' sidecar (benchmarks/gpu/sidecar.py) against a real process standing in for vLLM's EngineCore:
-it must find the process and its parent, see which thread burns the CPU, and (py-spy) in which function."""
+it must find the process and its parent, see which thread burns the CPU, and (py-spy) in which function; see a thread
+held back by another on its CPU; and keep what it saw of an engine that ends inside its window."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from benchmarks.gpu import report, sidecar
 pytestmark = pytest.mark.timeout(120)
 
 SPINNER = """
-import threading, time
+import os, sys, threading, time
+if len(sys.argv) > 2:
+    os.sched_setaffinity(0, {int(sys.argv[2])})
 def spin_forever():
     x = 0
     while True:
         x += 1
 threading.Thread(target=spin_forever, daemon=True).start()
-time.sleep(90)
+time.sleep(float(os.environ.get("STANDIN_SECONDS", "90")))
 """
 
 
@@ -78,3 +81,51 @@ def test_stacks_are_summarized_by_function_whatever_the_line():
     assert s["threads"] == [["thread (0x2)", 0.6], ["thread (0x1)", 0.4]]
     assert s["own"] == [["send (zmq.py)", 0.6], ["execute (runner.py)", 0.3], ["step (core.py)", 0.1]]
     assert dict(map(tuple, s["total"]))["step (core.py)"] == 0.4  # both lines of step: one function
+
+
+def test_the_sidecar_sees_a_thread_held_back_by_another_on_its_cpu(tmp_path, monkeypatch):
+    """The engine's spinner and a neighbour's pinned to one CPU: each runs about half the time and waits, runnable,
+    the other half; the sidecar says so, and on which CPU (what the sixteenth lease's 2x swing needs looked at)."""
+    monkeypatch.setenv("NF_WORK", str(tmp_path))
+    cpu = min(os.sched_getaffinity(0))
+    procs = [subprocess.Popen([sys.executable, "-c", SPINNER, name, str(cpu)]) for name in ("EngineCore-pinned", "x")]
+    try:
+        r = sidecar.sample("t", after=0.5, seconds=3, pattern="EngineCore-pinned", wait=20)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    spinner = r["engine"]["busiest_threads"][0]
+    assert 0.25 < spinner["cpu"] < 0.75 and spinner["runqueue_wait"] > 0.25, spinner
+    assert spinner["cpus"] == {cpu: 1.0} and spinner["involuntary_per_s"] > 1
+    assert spinner["mhz"] is None or spinner["mhz"] > 100
+    row = report.report_lines("sidecar-t", r)[0]
+    assert f"runnable but waiting {spinner['runqueue_wait']:.0%}" in row and f"on CPU {cpu} 100%" in row
+
+
+def test_an_engine_that_ends_inside_the_window_keeps_what_was_seen_of_it(tmp_path, monkeypatch):
+    """Short runs end before the window does (sixteenth lease: three of five samples lost to FileNotFoundError)."""
+    monkeypatch.setenv("NF_WORK", str(tmp_path))
+    env = os.environ | {"STANDIN_SECONDS": "2.5"}
+    proc = subprocess.Popen([sys.executable, "-c", SPINNER, "EngineCore-brief"], env=env)
+    try:
+        r = sidecar.sample("t", after=0.5, seconds=6, pattern="EngineCore-brief", wait=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    engine = r["engine"]
+    assert 0.5 < engine["ended_s"] < 4.5 and engine["watched_s"] <= engine["ended_s"]
+    assert engine["busiest_threads"][0]["cpu"] > 0.5  # its spinner, over the time it was there
+    assert "ended_s" not in r["frontend"] and r["frontend"]["watched_s"] >= 5
+    assert "ended" in report.report_lines("sidecar-t", r)[0]
+
+
+def test_an_engine_gone_before_the_window_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("NF_WORK", str(tmp_path))
+    env = os.environ | {"STANDIN_SECONDS": "0.5"}
+    proc = subprocess.Popen([sys.executable, "-c", SPINNER, "EngineCore-gone"], env=env)
+    try:
+        r = sidecar.sample("t", after=3, seconds=1, pattern="EngineCore-gone", wait=20)
+    finally:
+        proc.wait()
+    assert f"the engine (pid {proc.pid}) ended within 3 s" in r["error"]

@@ -87,6 +87,21 @@ def cell(text: object, limit: int = 300) -> str:
     return " ".join(text.replace("|", "/").split())[:limit]
 
 
+def slowed_by(threads: list[dict]) -> str:
+    """What held back the busiest thread (a sidecar's ThreadWatch row): ` (runnable but waiting 3%, ...)`."""
+    t = threads[0] if threads else {}
+    if "runqueue_wait" not in t:  # a sidecar from before the sixteenth lease
+        return ""
+    parts = [f"runnable but waiting {t['runqueue_wait']:.0%}", f"{t['involuntary_per_s']:.0f} preemptions/s"]
+    parts.append("on CPU " + ", ".join(f"{c} {v:.0%}" for c, v in t["cpus"].items()))
+    for key, label in (("sibling_busy", "SMT sibling busy"), ("steal", "steal")):
+        if t.get(key) is not None:
+            parts.append(f"{label} {t[key]:.0%}")
+    if t.get("mhz"):
+        parts.append(f"{t['mhz']:,.0f} MHz")
+    return f" ({'; '.join(parts)})"
+
+
 def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
     lines = []
     if name in ("env", "build"):
@@ -117,7 +132,8 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             p = r[role]
             busy = ", ".join(f"{t['name']} {t['cpu']:.0%}" for t in p["busiest_threads"][:4])
             env = ", ".join(f"{k}={v}" for k, v in p["env"].items() if v is not None and "VISIBLE" not in k)
-            text = f"threads: {busy}; CPUs {p['cpus_allowed']}; {env or 'no thread settings'}"
+            text = f"threads: {busy}{slowed_by(p['busiest_threads'])}; CPUs {p['cpus_allowed']}"
+            text += f"; {env or 'no thread settings'}" + (f"; ended {p['ended_s']} s in" if "ended_s" in p else "")
             st = p.get("stacks") or {}
             if st.get("samples"):
                 own = "; ".join(f"{n} {v:.0%}" for n, v in st["own"][:6])

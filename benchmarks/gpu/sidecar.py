@@ -4,7 +4,10 @@ dense model's stage had kept pace with raw). Started next to a run, it waits for
 run reach its steady state, then for `--seconds` at once:
 
 - each thread's CPU use in the EngineCore and in its parent (vLLM's frontend: raw's own process, or the stage's Ray
-  actor), from /proc, with the settings that bound them (OMP_NUM_THREADS and friends, the CPUs each may run on);
+  actor), from /proc, with the settings that bound them (OMP_NUM_THREADS and friends, the CPUs each may run on), and
+  what slowed it: time runnable but waiting for a CPU (schedstat), involuntary switches, the CPUs it ran on, how
+  busy their SMT siblings were, the hypervisor's steal on them and their clock (sixteenth lease: the stage's engine
+  generated at 37k tok/s on one machine and 18k on the next, with the same settings; raw's at 22-25k on both);
 - where their Python threads spend the time, by `py-spy record --nonblocking` where py-spy is found (`py_spy`):
   the costliest functions of each, by their own samples and with their callees;
 - the GPU's utilisation, from nvidia-smi every 200 ms.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from benchmarks.gpu.common import save
 
-ENV_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "VLLM_USE_V2_MODEL_RUNNER")
+ENV_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "VLLM_USE_V2_MODEL_RUNNER", "LD_PRELOAD")
 PY_SPY = ("py-spy", "/root/carry/py-spy")
 
 
@@ -58,6 +61,14 @@ def find_engine(pattern: str = "EngineCore", timeout: float = 600, log: str | No
     return None
 
 
+def alive(pid: int) -> bool:
+    """Running still: neither gone nor a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
@@ -79,25 +90,145 @@ def settings(pid: int) -> dict:
     }
 
 
-def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
-    """tid -> (thread name, user + system clock ticks so far)."""
+def thread_stats(pid: int) -> dict[int, dict]:
+    """tid -> the thread's name, CPU clock ticks (user + system), nanoseconds run and runnable-but-waiting
+    (/proc/.../schedstat), involuntary context switches, and the CPU it last ran on. Threads gone meanwhile are left
+    out; a process gone has none."""
     out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[int(task.name)] = ((task / "comm").read_text().strip(), int(fields[11]) + int(fields[12]))
+            run_ns, wait_ns = (int(v) for v in (task / "schedstat").read_text().split()[:2])
+            switches = (task / "status").read_text().split("nonvoluntary_ctxt_switches:")[1].split()[0]
+            out[int(task.name)] = {
+                "name": (task / "comm").read_text().strip(),
+                "ticks": int(fields[11]) + int(fields[12]),
+                "run_ns": run_ns,
+                "wait_ns": wait_ns,
+                "involuntary": int(switches),
+                "cpu": int(fields[36]),
+            }
         except (OSError, IndexError, ValueError):
             continue
     return out
 
 
-def busiest_threads(before: dict, after: dict, seconds: float, top: int = 8) -> list[dict]:
-    hz = os.sysconf("SC_CLK_TCK")
-    rows = [
-        {"tid": tid, "name": name, "cpu": (ticks - before.get(tid, (name, 0))[1]) / hz / seconds}
-        for tid, (name, ticks) in after.items()
-    ]
-    return sorted(rows, key=lambda r: -r["cpu"])[:top]
+def cpu_times() -> dict[int, tuple[int, int, int]]:
+    """cpu -> (busy, steal, total) jiffies from /proc/stat (busy excludes idle, iowait and steal)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            v = [int(x) for x in values]
+            idle, steal = v[3] + (v[4] if len(v) > 4 else 0), v[7] if len(v) > 7 else 0
+            out[int(name[3:])] = (sum(v[:8]) - idle - steal, steal, sum(v[:8]))
+    return out
+
+
+def cpu_mhz() -> dict[int, float]:
+    """cpu -> its clock now, from /proc/cpuinfo (x86; other machines have no `cpu MHz` lines: empty)."""
+    out, cpu = {}, None
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "processor":
+            cpu = int(value)
+        elif key.strip() == "cpu MHz" and cpu is not None:
+            out[cpu] = float(value)
+    return out
+
+
+def smt_siblings() -> dict[int, list[int]]:
+    """cpu -> the other hardware threads of its core (empty without SMT, or where sysfs does not say)."""
+    out = {}
+    for topo in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology/thread_siblings_list"):
+        cpu = int(topo.parent.parent.name[3:])
+        listed = set()
+        for part in topo.read_text().strip().split(","):
+            lo, _, hi = part.partition("-")
+            listed.update(range(int(lo), int(hi or lo) + 1))
+        out[cpu] = sorted(listed - {cpu})
+    return out
+
+
+class ThreadWatch:
+    """The threads of some processes followed through a window, sample by sample: what each used and what slowed it.
+    A process that ends inside the window keeps what was seen of it until then (`ended_s`)."""
+
+    def __init__(self, procs: dict[str, int]):
+        self.procs, self.siblings = procs, smt_siblings()
+        self.first: dict[str, tuple[float, dict]] = {}  # role -> (when, its threads) at its first and last sample
+        self.last: dict[str, tuple[float, dict]] = {}
+        self.ended: dict[str, float] = {}
+        self.where: dict[str, dict[int, collections.Counter]] = {role: {} for role in procs}
+        self.context: dict[str, dict[int, collections.defaultdict]] = {role: {} for role in procs}
+        self.t0, self.cpus = time.monotonic(), cpu_times()
+        self.sample()
+
+    def sample(self) -> bool:
+        """One sample of every process still running; False once none is."""
+        now, cpus, mhz = time.monotonic(), cpu_times(), cpu_mhz()
+        share = {
+            c: [
+                (b - self.cpus[c][0]) / max(1, t - self.cpus[c][2]),
+                (st - self.cpus[c][1]) / max(1, t - self.cpus[c][2]),
+            ]
+            for c, (b, st, t) in cpus.items()
+            if c in self.cpus
+        }
+        for role, pid in self.procs.items():
+            if role in self.ended:
+                continue
+            threads = thread_stats(pid) if alive(pid) else {}
+            if not threads or not alive(pid):  # gone, or a zombie, while we read it
+                self.ended[role] = round(now - self.t0, 1)
+                continue
+            self.first.setdefault(role, (now, threads))
+            self.last[role] = (now, threads)
+            for tid, t in threads.items():
+                self.where[role].setdefault(tid, collections.Counter())[t["cpu"]] += 1
+                ctx = self.context[role].setdefault(tid, collections.defaultdict(list))
+                siblings = [share[s][0] for s in self.siblings.get(t["cpu"], []) if s in share]
+                if siblings:
+                    ctx["sibling_busy"].append(max(siblings))
+                if t["cpu"] in share:
+                    ctx["steal"].append(share[t["cpu"]][1])
+                if t["cpu"] in mhz:
+                    ctx["mhz"].append(mhz[t["cpu"]])
+        self.cpus = cpus
+        return len(self.ended) < len(self.procs)
+
+    def seconds(self, role: str) -> float:
+        """How long `role` was watched: first to last sample."""
+        return self.last[role][0] - self.first[role][0] if role in self.last else 0.0
+
+    def busiest(self, role: str, top: int = 8) -> list[dict]:
+        """The threads that used most CPU over the window, each with what slowed it (shares of the window)."""
+        first, last = self.first.get(role, (0, {}))[1], self.last.get(role, (0, {}))[1]
+        seconds = max(1e-9, self.seconds(role))
+        hz, mean = os.sysconf("SC_CLK_TCK"), lambda v: round(sum(v) / len(v), 3) if v else None  # noqa: E731
+        rows = []
+        for tid, t in last.items():
+            f = first.get(tid, {"ticks": 0, "wait_ns": 0, "involuntary": 0})
+            seen = self.where[role].get(tid, collections.Counter())
+            ctx = self.context[role].get(tid, {})
+            rows.append(
+                {
+                    "tid": tid,
+                    "name": t["name"],
+                    "cpu": (t["ticks"] - f["ticks"]) / hz / seconds,
+                    "runqueue_wait": round((t["wait_ns"] - f["wait_ns"]) / 1e9 / seconds, 3),
+                    "involuntary_per_s": round((t["involuntary"] - f["involuntary"]) / seconds, 1),
+                    "cpus": {c: round(n / sum(seen.values()), 2) for c, n in seen.most_common(4)},
+                    "sibling_busy": mean(ctx.get("sibling_busy", [])),
+                    "steal": mean(ctx.get("steal", [])),
+                    "mhz": mean(ctx.get("mhz", [])),
+                }
+            )
+        return sorted(rows, key=lambda r: -r["cpu"])[:top]
 
 
 def py_spy() -> str | None:
@@ -178,10 +309,14 @@ def sample(
         return {"label": label, "error": f"no process matching {pattern!r} within {wait:.0f} s"}
     found = time.monotonic() - t0
     time.sleep(after)
-    frontend = int(status(engine)["PPid"])
-    procs = {"engine": engine, "frontend": frontend}
     result = {"label": label, "engine_found_s": round(found, 1), "after_s": after, "seconds": seconds}
-    result |= {role: settings(pid) for role, pid in procs.items()}
+    try:
+        if not alive(engine):
+            raise ProcessLookupError(engine)
+        procs = {"engine": engine, "frontend": int(status(engine)["PPid"])}
+        result |= {role: settings(pid) for role, pid in procs.items()}
+    except OSError:  # the run was shorter than `after`
+        return result | {"error": f"the engine (pid {engine}) ended within {after:.0f} s of appearing"}
     binary, work = py_spy(), Path(os.environ.get("NF_WORK", "/tmp/nfbench")) / "logs"
     work.mkdir(parents=True, exist_ok=True)
     stacks, threads = {}, []
@@ -192,21 +327,26 @@ def sample(
                 target=lambda r=role, p=pid, o=out: stacks.update({r: record_stacks(p, seconds, o, binary)})
             )
         )
-    before = {role: thread_ticks(pid) for role, pid in procs.items()}
-    t = time.monotonic()
+    watch = ThreadWatch(procs)
     for th in threads:
         th.start()
-    gpu = gpu_utilization(seconds)
-    if gpu is None:
-        time.sleep(max(0.0, seconds - (time.monotonic() - t)))
-    cpu_window = time.monotonic() - t
-    for role, pid in procs.items():
-        result[role]["busiest_threads"] = busiest_threads(before[role], thread_ticks(pid), cpu_window)
+    gpu: dict = {}
+    probe = threading.Thread(target=lambda: gpu.update(gpu_utilization(seconds) or {}))
+    probe.start()
+    while time.monotonic() - watch.t0 < seconds and watch.sample():
+        time.sleep(0.5)
+    watch.sample()
+    for role in procs:
+        result[role]["busiest_threads"] = watch.busiest(role)
+        if role in watch.ended:
+            result[role]["ended_s"] = watch.ended[role]
+        result[role]["watched_s"] = round(watch.seconds(role), 1)
+    probe.join()
     for th in threads:
         th.join()
     for role in procs:
         result[role]["stacks"] = stacks.get(role)
-    result["gpu_utilization"] = gpu
+    result["gpu_utilization"] = gpu or None
     return result
 
 
