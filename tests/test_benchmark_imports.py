@@ -169,6 +169,11 @@ def test_gpu_report_reads_each_engines_start_off_its_steps_log(tmp_path, capsys)
     report(SimpleNamespace(dir=str(tmp_path / "results")))
     out = capsys.readouterr().out
     assert "from process start: model resolved 26 s, engine ready 61 s (init 27 s, graphs 24 s)" in out
+    # a run that started after that log was written (a later step of the same name rewrote it): no timeline from it
+    (tmp_path / "results" / "synth_raw-4k-dense.json").write_text(json.dumps(raw | {"process_start": start + 600}))
+    report(SimpleNamespace(dir=str(tmp_path / "results")))
+    out = capsys.readouterr().out
+    assert "42,000 tok/s" in out and "engine ready" not in out
 
 
 @pytest.mark.timeout(120)

@@ -129,3 +129,18 @@ def test_an_engine_gone_before_the_window_is_an_error_not_a_crash(tmp_path, monk
     finally:
         proc.wait()
     assert f"the engine (pid {proc.pid}) ended within 3 s" in r["error"]
+
+
+def test_a_run_says_how_busy_its_host_was():
+    """`common.HostLoad` around a run: this test's own spin shows as (at least most of) one core busy."""
+    import time
+
+    from benchmarks.gpu.common import HostLoad
+
+    host, t = HostLoad(), time.monotonic()
+    while time.monotonic() - t < 1.0:
+        pass
+    h = host.read()
+    assert h["seconds"] >= 1.0 and 0.8 <= h["cores_busy"] <= os.cpu_count() + 0.01 and 0 <= h["steal"] < 1
+    run = {"seeded": True, "tokens_per_s": 1000.0, "host": h}
+    assert f"host: {h['cores_busy']:.1f} cores busy" in report.report_lines("synth_raw-x", {"runs": [run]})[0]

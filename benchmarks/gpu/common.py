@@ -105,6 +105,36 @@ def process_seconds() -> float:
     return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
+def cpu_times() -> dict[int, tuple[int, int, int]]:
+    """cpu -> (busy, steal, total) jiffies from /proc/stat (busy excludes idle, iowait and steal)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            v = [int(x) for x in values]
+            idle, steal = v[3] + (v[4] if len(v) > 4 else 0), v[7] if len(v) > 7 else 0
+            out[int(name[3:])] = (sum(v[:8]) - idle - steal, steal, sum(v[:8]))
+    return out
+
+
+class HostLoad:
+    """What the whole machine's CPUs did over a span, from /proc/stat: cores busy on average, and the share of CPU
+    time the hypervisor took (steal). The sixteenth lease's hybrid engines ran 2x apart from one run to the next on
+    the same settings; each run now says what its host was doing meanwhile."""
+
+    def __init__(self):
+        self.t, self.start = time.monotonic(), cpu_times()
+
+    def read(self) -> dict:
+        now, end = time.monotonic(), cpu_times()
+        busy, steal, total = (sum(end[c][i] - self.start[c][i] for c in end if c in self.start) for i in range(3))
+        return {
+            "seconds": round(now - self.t, 1),
+            "cores_busy": round(len(end) * busy / total, 2) if total else None,
+            "steal": round(steal / total, 4) if total else None,
+        }
+
+
 def save(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))

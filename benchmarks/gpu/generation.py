@@ -24,7 +24,18 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.gpu.common import DATA, MODELS, WORK, load, process_seconds, roofline, save, sync, versions
+from benchmarks.gpu.common import (
+    DATA,
+    MODELS,
+    WORK,
+    HostLoad,
+    load,
+    process_seconds,
+    roofline,
+    save,
+    sync,
+    versions,
+)
 
 # --- vLLM raw generation ---------------------------------------------------------------------------------------------
 
@@ -272,11 +283,12 @@ def bench_synth_raw(a) -> None:
             for s in samples
         ]
         sync()
-        t = time.perf_counter()
+        t, host = time.perf_counter(), HostLoad()
         outs = llm.generate([tokens_prompt(i) for i in ids], params, use_tqdm=False)
         dt = time.perf_counter() - t
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-        result["runs"].append({"seeded": seeded, "seconds": dt, "gen_tokens": tokens, "tokens_per_s": tokens / dt})
+        run = {"seeded": seeded, "seconds": dt, "gen_tokens": tokens, "tokens_per_s": tokens / dt, "host": host.read()}
+        result["runs"].append(run)
         result.setdefault("process_s", process_seconds())  # process start -> the seeded run's last output
         save(label, result)
     result["wall_incl_start_s"] = result["engine_start_s"] + result["runs"][0]["seconds"]
@@ -332,9 +344,11 @@ def bench_synth(a) -> None:
         raise SystemExit(f"cut off by signal {signum} after {result['wall_s']:.0f} s: {written} samples written")
 
     keep_sigterm_handler(cut_off)
+    host = HostLoad()
     try:
         path = synth.synthesize(cfg)
         result["wall_s"] = time.time() - t0
+        result["host"] = host.read()
         result["process_s"] = process_seconds()
         manifest = json.loads((Path(path) / "manifest.json").read_text())
         result["counts"] = manifest.get("counts")

@@ -33,7 +33,9 @@ def report(a) -> None:
     for r in res.values():  # synth runs name their step's log: when their engine resolved the model, was ready
         log = d.parent / "logs" / Path(str(r.get("log"))).name if isinstance(r, dict) and r.get("log") else None
         if log and log.is_file() and r.get("process_start"):
-            r["timeline"] = engine_timeline(log.read_text(errors="replace"), r["process_start"])
+            t = engine_timeline(log.read_text(errors="replace"), r["process_start"])
+            # a later step of the same name rewrites the log (sixteenth lease: "engine ready 248 s" for a 93 s run)
+            r["timeline"] = t if 0 <= t.get("engine_ready_s", 0) <= r.get("process_s", float("inf")) else {}
     for name, r in res.items():
         try:
             lines += report_lines(name, r, res)
@@ -77,6 +79,14 @@ def timeline_text(r: dict) -> str:
         f", graphs {t['graphs_s']:.0f} s)" if "graphs_s" in t else ")"
     )
     return text
+
+
+def host_text(r: dict) -> str:
+    """The machine's CPUs over a run (`common.HostLoad`): `; host: 2.1 cores busy, steal 0.0%`."""
+    h = r.get("host") or {}
+    if h.get("cores_busy") is None:
+        return ""
+    return f"; host: {h['cores_busy']:.1f} cores busy, steal {h['steal']:.1%}"
 
 
 def cell(text: object, limit: int = 300) -> str:
@@ -182,7 +192,7 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             val = f"{run['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in run else cell(run.get("error", "?"))
             val += f" (roofline {rl:,.0f}, {run['tokens_per_s'] / rl:.0%})" if rl and "tokens_per_s" in run else ""
             start_text = f"; engine start {start:.0f} s" if start else ""
-            lines.append(f"| {name} | {setting} | {val}{start_text}{timeline_text(r)} |")
+            lines.append(f"| {name} | {setting} | {val}{start_text}{timeline_text(r)}{host_text(run)} |")
         if not r.get("runs"):  # stopped before its first run: how far it got
             got = f"; engine started in {start:.0f} s, stopped before the first run ended" if start else ""
             lines.append(f"| {name} | | {r.get('status')}{got} {cell(r.get('error', ''), 200)} |")
@@ -206,7 +216,7 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
             generating = f", then ~{r['process_s'] - ready:.0f} s generating" if ready and r.get("process_s") else ""
             lines.append(
                 f"| {name} | batch_size={r['batch_size']} | {r['gen_tokens']:,} tokens in {r['wall_s']:.0f} s wall"
-                f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio}{timeline_text(r)}{generating} |"
+                f" ({r['gen_tokens'] / r['wall_s']:,.0f} tok/s){ratio}{timeline_text(r)}{generating}{host_text(r)} |"
             )
         elif r.get("status") == "cut off":  # the step's time limit stopped it (bench_synth's SIGTERM handler)
             lines.append(

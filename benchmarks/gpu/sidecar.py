@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.gpu.common import save
+from benchmarks.gpu.common import cpu_times, save
 
 ENV_KEYS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "VLLM_USE_V2_MODEL_RUNNER", "LD_PRELOAD")
 PY_SPY = ("py-spy", "/root/carry/py-spy")
@@ -114,18 +114,6 @@ def thread_stats(pid: int) -> dict[int, dict]:
             }
         except (OSError, IndexError, ValueError):
             continue
-    return out
-
-
-def cpu_times() -> dict[int, tuple[int, int, int]]:
-    """cpu -> (busy, steal, total) jiffies from /proc/stat (busy excludes idle, iowait and steal)."""
-    out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
-            v = [int(x) for x in values]
-            idle, steal = v[3] + (v[4] if len(v) > 4 else 0), v[7] if len(v) > 7 else 0
-            out[int(name[3:])] = (sum(v[:8]) - idle - steal, steal, sum(v[:8]))
     return out
 
 
