@@ -1,6 +1,7 @@
 """The GPU benchmarks' sidecar (benchmarks/gpu/sidecar.py) against a real process standing in for vLLM's EngineCore:
 it must find the process and its parent, see which thread burns the CPU, and (py-spy) in which function; see a thread
-held back by another on its CPU; and keep what it saw of an engine that ends inside its window."""
+held back by another on its CPU, and give it a CPU of its own; and keep what it saw of an engine that ends inside its
+window."""
 
 from __future__ import annotations
 
@@ -144,3 +145,31 @@ def test_a_run_says_how_busy_its_host_was():
     assert h["seconds"] >= 1.0 and 0.8 <= h["cores_busy"] <= os.cpu_count() + 0.01 and 0 <= h["steal"] < 1
     run = {"seeded": True, "tokens_per_s": 1000.0, "host": h}
     assert f"host: {h['cores_busy']:.1f} cores busy" in report.report_lines("synth_raw-x", {"runs": [run]})[0]
+
+
+def test_isolating_the_engines_busy_thread_frees_it_from_its_neighbour_and_puts_everything_back(tmp_path, monkeypatch):
+    """`--isolate`: the engine's spinner, pinned with a neighbour's on one CPU, gets that CPU to itself (the neighbour
+    and every other thread moved off it) for as long as the engine runs; then each moved thread's CPUs are restored."""
+    monkeypatch.setenv("NF_WORK", str(tmp_path))
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("isolating a CPU needs two")
+    env = os.environ | {"STANDIN_SECONDS": "5"}
+    engine, neighbour = (
+        subprocess.Popen([sys.executable, "-c", SPINNER, name, str(cpus[0])], env=env)
+        for name in ("EngineCore-isolated", "neighbour")
+    )
+    try:
+        r = sidecar.sample("t", after=1.5, seconds=2, pattern="EngineCore-isolated", wait=20, isolated=True)
+        assert os.sched_getaffinity(neighbour.pid) == {cpus[0]}  # put back once the engine ended
+    finally:
+        for proc in (engine, neighbour):
+            proc.kill()
+            proc.wait()
+    done = r["isolated"]
+    if done["moved"] < 2:
+        pytest.skip(f"this container may not move other processes' threads: {done}")
+    assert done["cpu"] == cpus[0] and done["restored"] >= 1
+    spinner = r["engine"]["busiest_threads"][0]
+    assert spinner["tid"] == done["tid"] and spinner["cpu"] > 0.8 and spinner["runqueue_wait"] < 0.15, spinner
+    assert any(f"alone on CPU {cpus[0]}" in line for line in report.report_lines("sidecar-t", r))

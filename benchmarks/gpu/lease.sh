@@ -10,7 +10,7 @@
 # benchmarks.gpu.report` makes the tables. What past machines showed is in benchmarks/results/gpu.md.
 set -u
 shopt -s extglob # patterns such as @(a|b) below
-: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|synth-1k-pair-hybrid|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|parity-v2|seeds-hybrid|profile-hybrid|profile-dense|profile-hybrid-omp|variance-hybrid|synth}"
+: "${1:?plan(s): pytest|train|train2|train3|train4|train5|train6|train7|recipes|recipes-dpo|recipes-grpo|recipes-rl|gen|gen16k-hybrid|gen16k-dense|window-hybrid|window-hybrid-bf16|window-dense|window-hybrid-autotune|synth-big-dense|synth-big-hybrid|synth-{1,2,3,4}k-raw-{dense,hybrid}|synth-{1,2,3,4}k-{dense,hybrid}|synth-1k-pair|synth-1k-pair-hybrid|warmup|warmup-hybrid|warmup-raw|warmup-raw-hybrid|startup|startup-build|parity|parity-v2|seeds-hybrid|profile-hybrid|profile-dense|profile-hybrid-omp|variance-hybrid|variance-hybrid-isolated|synth}"
 START=$(date +%s)
 [[ -f /root/carry/install.sh ]] && bash /root/carry/install.sh
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -276,7 +276,7 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
   step synth-dense-attached 300 bash -c "$ATTACHED" _ $G synth --model dense --prompts 1024 --samples 4 \
     --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
   ;;
-profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid) # raw, then the stage, 512 prompts x 4 x up
+profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid | variance-hybrid-isolated) # raw, then the stage, 512 prompts x 4 x up
   # to 1,024 tokens, each with benchmarks/gpu/sidecar.py sampling its EngineCore and frontend (threads' CPU and what
   # held them back, py-spy stacks, GPU use) for 20 s from --after s after the engine process appears. Fifteenth lease:
   # the stage's engine at ~0.8x raw's rate on the hybrid; sixteenth: 1.5x raw's on one machine (three runs, 37k tok/s
@@ -284,28 +284,32 @@ profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid) # raw, th
   # profile-*: ~470 s with models and raw's warm-up (--after 40). profile-hybrid-omp: the stage alone with
   # OMP_NUM_THREADS=16 before Ray starts (sixteenth lease: no change; Ray gives an actor without num_cpus one thread
   # unless set, and the forked EngineCore inherits it). variance-hybrid: raw, stage, raw, stage on one machine
-  # (--after 25, the window inside each ~55-85 s of generation), ~520 s on a new machine
+  # (--after 25, the window inside each ~55-85 s of generation), ~520 s on a new machine. variance-hybrid-isolated:
+  # the same with each engine's busiest thread given a CPU of its own from when it appears (sidecar --isolate: every
+  # other thread on the machine kept off that core): if the slow runs were a shared core, all four run alike
   models
-  m=${plan#*-} sides="raw stage" tag=prof sfx= after=40
+  m=${plan#*-} sides="raw stage" tag=prof sfx= after=40 iso=
   case $plan in
   *-omp) m=${m%-omp} sides=stage tag=prof-omp16 sfx=-omp16 && export OMP_NUM_THREADS=16 ;;
+  variance-*-isolated) m=${m%-isolated} sides="raw stage raw stage" tag=iso after=25 iso=--isolate ;;
   variance-*) sides="raw stage raw stage" tag=var after=25 ;;
   esac
   warm_up $m raw
   i=0
   for side in $sides; do
     i=$((i + 1))
-    [[ $tag == var ]] && sfx=-$i
+    lab=$tag # labels: raw and the stage after it pair in the report (synth_raw-var1-hybrid, synth-var1-hybrid-attached)
+    [[ $tag == var || $tag == iso ]] && lab=$tag$(((i + 1) / 2)) sfx=-$tag$i
     if [[ $side == raw ]]; then name=synth_raw-$m$sfx; else name=synth-$m-attached$sfx; fi
     rm -f "$W/logs/$name.log" # a past step's log may name an engine long gone
-    python3 -m benchmarks.gpu.sidecar --label sidecar-$side-$m-$tag$sfx --after $after --seconds 20 --wait 200 \
+    python3 -m benchmarks.gpu.sidecar --label sidecar-$side-$m-$lab --after $after --seconds 20 --wait 200 $iso \
       --log "$W/logs/$name.log" >"$W/logs/sidecar-$side-$m$sfx.log" 2>&1 &
     if [[ $side == raw ]]; then
       step $name 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --unseeded false \
-        --label synth_raw-$tag$sfx-$m
+        --label synth_raw-$lab-$m
     else
       step $name 300 bash -c "$ATTACHED" _ $G synth --model $m --prompts 512 --samples 4 \
-        --max_new 1024 --batch_size 64 --label synth-$tag$sfx-$m-attached
+        --max_new 1024 --batch_size 64 --label synth-$lab-$m-attached
     fi
     wait
   done

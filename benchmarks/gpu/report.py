@@ -138,6 +138,13 @@ def report_lines(name: str, r: dict, res: dict | None = None) -> list[str]:
                 f"| {name} | GPU, {r['seconds']:.0f} s from {r['after_s']:.0f} s after the engine appeared |"
                 f" utilization {gpu['mean']:.0f}% mean, {gpu['min']}% min ({gpu['samples']} samples) |"
             )
+        if iso := r.get("isolated"):  # sidecar --isolate: the engine's busy thread given a core of its own
+            text = iso.get("error") or (
+                f"thread {iso['name']} ({iso['tid']}) alone on CPU {iso['cpu']} (kept free: "
+                f"{', '.join(map(str, iso['reserved']))}); {iso['moved']} threads moved off, "
+                f"{iso.get('restored')} put back"
+            )
+            lines.append(f"| {name} | isolated | {cell(text)} |")
         for role in ("engine", "frontend"):
             p = r[role]
             busy = ", ".join(f"{t['name']} {t['cpu']:.0%}" for t in p["busiest_threads"][:4])

@@ -13,6 +13,10 @@ run reach its steady state, then for `--seconds` at once:
 - the GPU's utilisation, from nvidia-smi every 200 ms.
 
     python -m benchmarks.gpu.sidecar --label sidecar-stage --after 40 --seconds 20   # <work>/results/<label>.json
+
+`--isolate` also gives the engine's busiest thread a CPU of its own from when it appears until it ends (every other
+thread on the machine kept off that core and its SMT siblings, then put back): the A/B for a loop slowed by a
+shared core.
 """
 
 from __future__ import annotations
@@ -140,6 +144,47 @@ def smt_siblings() -> dict[int, list[int]]:
             listed.update(range(int(lo), int(hi or lo) + 1))
         out[cpu] = sorted(listed - {cpu})
     return out
+
+
+def isolate(pid: int, settle: float = 0.5) -> tuple[dict, object]:
+    """Give the busiest thread of process `pid` (over `settle` seconds) a CPU of its own: it runs only there, and
+    every other thread on the machine anywhere but there and on that CPU's SMT siblings. For telling whether a
+    CPU-bound engine loop is slowed by what shares its core; a benchmark machine's tool, not the stages'. Returns
+    what it did and a function that puts every moved thread's CPUs back as they were (threads gone meanwhile are
+    skipped)."""
+    before = thread_stats(pid)
+    time.sleep(settle)
+    after = thread_stats(pid)
+    if not after:
+        return {"error": f"pid {pid} ended before it could be isolated"}, lambda: 0
+    tid = max(after, key=lambda t: after[t]["ticks"] - before.get(t, {"ticks": 0})["ticks"])
+    cpu = after[tid]["cpu"]
+    reserved = {cpu, *smt_siblings().get(cpu, [])}
+    others = set(cpu_times()) - reserved
+    moved: dict[int, set[int]] = {}
+    for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+        t = int(task.name)
+        try:
+            was = os.sched_getaffinity(t)
+            now = {cpu} if t == tid else (was - reserved or others)
+            if now != was:
+                os.sched_setaffinity(t, now)
+                moved[t] = was
+        except OSError:  # gone, or a kernel thread that may not move
+            continue
+
+    def restore() -> int:
+        back = 0
+        for t, was in moved.items():
+            try:
+                os.sched_setaffinity(t, was)
+                back += 1
+            except OSError:
+                continue
+        return back
+
+    done = {"tid": tid, "name": after[tid]["name"], "cpu": cpu, "reserved": sorted(reserved), "moved": len(moved)}
+    return done, restore
 
 
 class ThreadWatch:
@@ -289,14 +334,37 @@ def gpu_utilization(seconds: float) -> dict | None:
 
 
 def sample(
-    label: str, after: float, seconds: float, pattern: str = "EngineCore", wait: float = 600, log: str | None = None
+    label: str,
+    after: float,
+    seconds: float,
+    pattern: str = "EngineCore",
+    wait: float = 600,
+    log: str | None = None,
+    isolated: bool = False,
 ) -> dict:
+    """`isolated`: give the engine's busiest thread a CPU of its own (`isolate`) as soon as it appears, until the
+    engine ends (or `wait` seconds after the window)."""
     t0 = time.monotonic()
     engine = find_engine(pattern, wait, log)
     if engine is None:
         return {"label": label, "error": f"no process matching {pattern!r} within {wait:.0f} s"}
     found = time.monotonic() - t0
-    time.sleep(after)
+    if not isolated:
+        time.sleep(after)
+        return watch_engine(label, engine, found, after, seconds)
+    done, restore = isolate(engine)
+    try:
+        time.sleep(max(0.0, after - (time.monotonic() - t0 - found)))
+        result = watch_engine(label, engine, found, after, seconds)
+        end = time.monotonic() + wait
+        while alive(engine) and time.monotonic() < end:
+            time.sleep(1)
+    finally:
+        done["restored"] = restore()
+    return result | {"isolated": done}
+
+
+def watch_engine(label: str, engine: int, found: float, after: float, seconds: float) -> dict:
     result = {"label": label, "engine_found_s": round(found, 1), "after_s": after, "seconds": seconds}
     try:
         if not alive(engine):
@@ -346,8 +414,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pattern", default="EngineCore", help="what the engine process's command line or name holds")
     ap.add_argument("--wait", type=float, default=600, help="seconds to wait for the engine process")
     ap.add_argument("--log", help="a log where vLLM names the engine process: `(EngineCore pid=N)`")
+    ap.add_argument(
+        "--isolate",
+        action="store_true",
+        help="give the engine's busiest thread a CPU (and SMT siblings) of its own, every other thread on the "
+        "machine kept off them, from when it appears until it ends; then put them back",
+    )
     a = ap.parse_args(argv)
-    save(a.label, sample(a.label, a.after, a.seconds, a.pattern, a.wait, a.log))
+    save(a.label, sample(a.label, a.after, a.seconds, a.pattern, a.wait, a.log, isolated=a.isolate))
 
 
 if __name__ == "__main__":
