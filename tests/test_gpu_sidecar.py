@@ -5,9 +5,11 @@ window."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -26,6 +28,20 @@ def spin_forever():
 threading.Thread(target=spin_forever, daemon=True).start()
 time.sleep(float(os.environ.get("STANDIN_SECONDS", "90")))
 """
+
+
+@contextlib.contextmanager
+def standins(*names: str, seconds: float = 90, cpu: int | None = None):
+    """Spinner processes named `names` (the sidecar finds the engine by name), living `seconds`, pinned to `cpu`."""
+    env = os.environ | {"STANDIN_SECONDS": str(seconds)}
+    pinned = [str(cpu)] if cpu is not None else []
+    procs = [subprocess.Popen([sys.executable, "-c", SPINNER, name, *pinned], env=env) for name in names]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture
@@ -89,13 +105,8 @@ def test_the_sidecar_sees_a_thread_held_back_by_another_on_its_cpu(tmp_path, mon
     the other half; the sidecar says so, and on which CPU (what the sixteenth lease's 2x swing needs looked at)."""
     monkeypatch.setenv("NF_WORK", str(tmp_path))
     cpu = min(os.sched_getaffinity(0))
-    procs = [subprocess.Popen([sys.executable, "-c", SPINNER, name, str(cpu)]) for name in ("EngineCore-pinned", "x")]
-    try:
+    with standins("EngineCore-pinned", "x", cpu=cpu):
         r = sidecar.sample("t", after=0.5, seconds=3, pattern="EngineCore-pinned", wait=20)
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
     spinner = r["engine"]["busiest_threads"][0]
     assert 0.25 < spinner["cpu"] < 0.75 and spinner["runqueue_wait"] > 0.25, spinner
     assert spinner["cpus"] == {cpu: 1.0} and spinner["involuntary_per_s"] > 1
@@ -107,13 +118,8 @@ def test_the_sidecar_sees_a_thread_held_back_by_another_on_its_cpu(tmp_path, mon
 def test_an_engine_that_ends_inside_the_window_keeps_what_was_seen_of_it(tmp_path, monkeypatch):
     """Short runs end before the window does (sixteenth lease: three of five samples lost to FileNotFoundError)."""
     monkeypatch.setenv("NF_WORK", str(tmp_path))
-    env = os.environ | {"STANDIN_SECONDS": "2.5"}
-    proc = subprocess.Popen([sys.executable, "-c", SPINNER, "EngineCore-brief"], env=env)
-    try:
+    with standins("EngineCore-brief", seconds=2.5):
         r = sidecar.sample("t", after=0.5, seconds=6, pattern="EngineCore-brief", wait=20)
-    finally:
-        proc.kill()
-        proc.wait()
     engine = r["engine"]
     assert 0.5 < engine["ended_s"] < 4.5 and engine["watched_s"] <= engine["ended_s"]
     assert engine["busiest_threads"][0]["cpu"] > 0.5  # its spinner, over the time it was there
@@ -123,12 +129,8 @@ def test_an_engine_that_ends_inside_the_window_keeps_what_was_seen_of_it(tmp_pat
 
 def test_an_engine_gone_before_the_window_is_an_error_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setenv("NF_WORK", str(tmp_path))
-    env = os.environ | {"STANDIN_SECONDS": "0.5"}
-    proc = subprocess.Popen([sys.executable, "-c", SPINNER, "EngineCore-gone"], env=env)
-    try:
+    with standins("EngineCore-gone", seconds=0.5) as (proc,):
         r = sidecar.sample("t", after=3, seconds=1, pattern="EngineCore-gone", wait=20)
-    finally:
-        proc.wait()
     assert f"the engine (pid {proc.pid}) ended within 3 s" in r["error"]
 
 
@@ -154,18 +156,20 @@ def test_isolating_the_engines_busy_thread_frees_it_from_its_neighbour_and_puts_
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("isolating a CPU needs two")
-    env = os.environ | {"STANDIN_SECONDS": "5"}
-    engine, neighbour = (
-        subprocess.Popen([sys.executable, "-c", SPINNER, name, str(cpus[0])], env=env)
-        for name in ("EngineCore-isolated", "neighbour")
+    late = []  # a process started while the isolation holds inherits its narrowed CPUs: they are put back too
+    starter = threading.Timer(
+        2.5, lambda: late.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
     )
-    try:
+    with standins("EngineCore-isolated", "neighbour", seconds=5, cpu=cpus[0]) as (_, neighbour):
+        starter.start()
         r = sidecar.sample("t", after=1.5, seconds=2, pattern="EngineCore-isolated", wait=20, isolated=True)
-        assert os.sched_getaffinity(neighbour.pid) == {cpus[0]}  # put back once the engine ended
-    finally:
-        for proc in (engine, neighbour):
-            proc.kill()
-            proc.wait()
+        starter.join()
+        try:
+            assert os.sched_getaffinity(neighbour.pid) == {cpus[0]}  # put back once the engine ended
+            assert os.sched_getaffinity(late[0].pid) == os.sched_getaffinity(0) == set(cpus)
+        finally:
+            late[0].kill()
+            late[0].wait()
     done = r["isolated"]
     if done["moved"] < 2:
         pytest.skip(f"this container may not move other processes' threads: {done}")

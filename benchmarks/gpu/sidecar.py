@@ -165,8 +165,10 @@ def isolate(pid: int, settle: float = 0.5) -> tuple[dict, object]:
     reserved = {cpu, *smt_siblings().get(cpu, [])}
     others = set(cpu_times()) - reserved
     moved: dict[int, set[int]] = {}
+    seen = set()
     for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
         t = int(task.name)
+        seen.add(t)
         try:
             was = os.sched_getaffinity(t)
             now = {cpu} if t == tid else (was - reserved or others)
@@ -177,12 +179,21 @@ def isolate(pid: int, settle: float = 0.5) -> tuple[dict, object]:
             continue
 
     def restore() -> int:
+        """Each moved thread's CPUs as they were; a thread or process started meanwhile by a moved one inherited the
+        narrowed CPUs, and gets those of its process, or of the nearest ancestor that was there, if that was moved."""
         back = 0
-        for t, was in moved.items():
+        for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+            t, proc = int(task.name), int(task.parent.parent.name)
             try:
-                os.sched_setaffinity(t, was)
-                back += 1
-            except OSError:
+                was, ancestor = moved.get(t), proc
+                while t not in seen and ancestor not in seen and ancestor > 1:  # started meanwhile: up to one that
+                    ancestor = int(status(ancestor)["PPid"])  # was there, whose old CPUs it inherited (if moved)
+                if t not in seen:
+                    was = moved.get(ancestor)
+                if was is not None and os.sched_getaffinity(t) != was:
+                    os.sched_setaffinity(t, was)
+                    back += 1
+            except (OSError, KeyError, ValueError):
                 continue
         return back
 
