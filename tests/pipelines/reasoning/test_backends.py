@@ -634,3 +634,33 @@ def test_unseeded_vllm_requests_carry_no_seed_and_other_backends_refuse_them(tmp
     assert rephrase_args([*argv, "--backend", "vllm"]).seeded is False
     with pytest.raises(ConfigError, match="seeded: false is for the vllm backend"):
         rephrase_args([*argv, "--backend", "openai"])
+
+
+@pytest.mark.timeout(120)
+def test_building_the_vllm_stage_waits_on_no_ray_call_and_its_telemetry_still_arrives(
+    ray_local, tiny_base, monkeypatch
+):
+    """ray.data.llm's build `ray.get`s its usage telemetry, and so waits for a new actor's process to start (0.9 s of
+    a 1.0 s build here, 2.5-4.2 s on the H200 hosts) before the plan, and the engine actor, can start. The stage's
+    build sends the record and goes on; the record still reaches ray.data.llm's telemetry agent."""
+    from types import SimpleNamespace
+
+    import ray
+    from ray.llm._internal.batch.observability.usage_telemetry import usage
+
+    from pipelines.reasoning.backends import vllm
+
+    waited = []
+    real_get = ray.get
+    monkeypatch.setattr(ray, "get", lambda *a, **k: waited.append(a) or real_get(*a, **k))
+    cfg = SimpleNamespace(
+        model_name_or_path=str(tiny_base), max_prompt_tokens=None, max_new_tokens=16, engine_kwargs={},
+        batch_size=8, num_workers=1, accelerator_type=None, model_revision=None,
+    )  # fmt: skip
+    vllm(ray.data.from_items([{"id": 0}]), cfg)
+    assert waited == []
+    monkeypatch.undo()
+    agent = ray.get_actor(usage.LLM_BATCH_TELEMETRY_ACTOR_NAME, namespace=usage.LLM_BATCH_TELEMETRY_NAMESPACE)
+    report = ray.get(agent.generate_report.remote(), timeout=60)
+    assert "NemotronHForCausalLM" in report[usage.BatchTelemetryTags.LLM_BATCH_MODEL_ARCHITECTURE]
+    assert usage.TelemetryAgent.push_telemetry_report.__name__ == "push_telemetry_report"  # ray.data.llm's, back
