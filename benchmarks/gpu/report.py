@@ -102,7 +102,8 @@ def slowed_by(threads: list[dict]) -> str:
     t = threads[0] if threads else {}
     if "runqueue_wait" not in t:  # a sidecar from before the sixteenth lease
         return ""
-    parts = [f"runnable but waiting {t['runqueue_wait']:.0%}", f"{t['involuntary_per_s']:.0f} preemptions/s"]
+    waited = "?" if t["runqueue_wait"] is None else f"{t['runqueue_wait']:.0%}"  # no schedstat on that kernel
+    parts = [f"runnable but waiting {waited}", f"{t['involuntary_per_s']:.0f} preemptions/s"]
     parts.append("on CPU " + ", ".join(f"{c} {v:.0%}" for c, v in t["cpus"].items()))
     for key, label in (("sibling_busy", "SMT sibling busy"), ("steal", "steal")):
         if t.get(key) is not None:

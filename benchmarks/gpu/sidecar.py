@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.gpu.common import cpu_times, save
@@ -109,18 +110,20 @@ def thread_stats(pid: int) -> dict[int, dict]:
     for task in tasks:
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            run_ns, wait_ns = (int(v) for v in (task / "schedstat").read_text().split()[:2])
             switches = (task / "status").read_text().split("nonvoluntary_ctxt_switches:")[1].split()[0]
             out[int(task.name)] = {
                 "name": (task / "comm").read_text().strip(),
                 "ticks": int(fields[11]) + int(fields[12]),
-                "run_ns": run_ns,
-                "wait_ns": wait_ns,
                 "involuntary": int(switches),
                 "cpu": int(fields[36]),
             }
         except (OSError, IndexError, ValueError):
             continue
+        try:  # a kernel without CONFIG_SCHED_INFO has no schedstat: the rest still counts
+            run_ns, wait_ns = (int(v) for v in (task / "schedstat").read_text().split()[:2])
+            out[int(task.name)] |= {"run_ns": run_ns, "wait_ns": wait_ns}
+        except (OSError, ValueError):
+            pass
     return out
 
 
@@ -149,7 +152,7 @@ def smt_siblings() -> dict[int, list[int]]:
     return out
 
 
-def isolate(pid: int, settle: float = 0.5) -> tuple[dict, object]:
+def isolate(pid: int, settle: float = 0.5) -> tuple[dict, Callable[[], int]]:
     """Give the busiest thread of process `pid` (over `settle` seconds) a CPU of its own: it runs only there, and
     every other thread on the machine anywhere but there and on that CPU's SMT siblings. For telling whether a
     CPU-bound engine loop is slowed by what shares its core; a benchmark machine's tool, not the stages'. Returns
@@ -260,6 +263,7 @@ class ThreadWatch:
         rows = []
         for tid, t in last.items():
             f = first.get(tid, {"ticks": 0, "wait_ns": 0, "involuntary": 0})
+            waited = t["wait_ns"] - f.get("wait_ns", 0) if "wait_ns" in t else None
             seen = self.where[role].get(tid, collections.Counter())
             ctx = self.context[role].get(tid, {})
             rows.append(
@@ -267,7 +271,7 @@ class ThreadWatch:
                     "tid": tid,
                     "name": t["name"],
                     "cpu": (t["ticks"] - f["ticks"]) / hz / seconds,
-                    "runqueue_wait": round((t["wait_ns"] - f["wait_ns"]) / 1e9 / seconds, 3),
+                    "runqueue_wait": None if waited is None else round(waited / 1e9 / seconds, 3),
                     "involuntary_per_s": round((t["involuntary"] - f["involuntary"]) / seconds, 1),
                     "cpus": {c: round(n / sum(seen.values()), 2) for c, n in seen.most_common(4)},
                     "sibling_busy": mean(ctx.get("sibling_busy", [])),
