@@ -283,16 +283,17 @@ profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid | variance
   # against 24.6k) and ~0.8x on the next (18k against 21.7k), same settings: the sidecar now says what slowed them.
   # profile-*: ~470 s with models and raw's warm-up (--after 40). profile-hybrid-omp: the stage alone with
   # OMP_NUM_THREADS=16 before Ray starts (sixteenth lease: no change; Ray gives an actor without num_cpus one thread
-  # unless set, and the forked EngineCore inherits it). variance-hybrid: raw, stage, raw, stage on one machine
-  # (--after 25, the window inside each ~55-85 s of generation), ~520 s on a new machine. variance-hybrid-isolated:
+  # unless set, and the forked EngineCore inherits it). variance-hybrid: raw, stage, raw, stage on one machine at
+  # 384 prompts (--after 20: the window inside each ~40-65 s of generation), ~430-560 s on a new machine (A-like
+  # to B-like rates). variance-hybrid-isolated:
   # the same with each engine's busiest thread given a CPU of its own from when it appears (sidecar --isolate: every
   # other thread on the machine kept off that core): if the slow runs were a shared core, all four run alike
   models
-  m=${plan#*-} sides="raw stage" tag=prof sfx= after=40 iso=
+  m=${plan#*-} sides="raw stage" tag=prof sfx= after=40 iso= n=512
   case $plan in
   *-omp) m=${m%-omp} sides=stage tag=prof-omp16 sfx=-omp16 && export OMP_NUM_THREADS=16 ;;
-  variance-*-isolated) m=${m%-isolated} sides="raw stage raw stage" tag=iso after=25 iso=--isolate ;;
-  variance-*) sides="raw stage raw stage" tag=var after=25 ;;
+  variance-*-isolated) m=${m%-isolated} sides="raw stage raw stage" tag=iso after=20 iso=--isolate n=384 ;;
+  variance-*) sides="raw stage raw stage" tag=var after=20 n=384 ;;
   esac
   warm_up $m raw
   i=0
@@ -305,10 +306,10 @@ profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid | variance
     python3 -m benchmarks.gpu.sidecar --label sidecar-$side-$m-$lab --after $after --seconds 20 --wait 200 $iso \
       --log "$W/logs/$name.log" >"$W/logs/sidecar-$side-$m$sfx.log" 2>&1 &
     if [[ $side == raw ]]; then
-      step $name 250 $G synth_raw --model $m --prompts 512 --samples 4 --max_new 1024 --unseeded false \
+      step $name 250 $G synth_raw --model $m --prompts $n --samples 4 --max_new 1024 --unseeded false \
         --label synth_raw-$lab-$m
     else
-      step $name 300 bash -c "$ATTACHED" _ $G synth --model $m --prompts 512 --samples 4 \
+      step $name 300 bash -c "$ATTACHED" _ $G synth --model $m --prompts $n --samples 4 \
         --max_new 1024 --batch_size 64 --label synth-$lab-$m-attached
     fi
     wait
