@@ -10,6 +10,9 @@ CUDA graphs as the stages get them (`pipelines/reasoning/vllm_graphs.py`), unles
 the dense model (`VLLM_USE_BREAKABLE_CUDAGRAPH=1`, from lease.sh: piecewise graphs, no torch.compile; the full compile
 did not start within 6 minutes on the H100), full decode-only graphs for the hybrid. Hybrid figures before
 2026-12-02 ran breakable graphs, whose prefill was wrong for its Mamba layers (decode steps ran as captured).
+
+Length (~405 lines): raw vLLM, HF `generate` and the stage-vs-raw pair share the prompts, the engines' settings and
+the result format that `report` reads; a lease copies the one module.
 """
 
 from __future__ import annotations
@@ -24,18 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.gpu.common import (
-    DATA,
-    MODELS,
-    WORK,
-    HostLoad,
-    load,
-    process_seconds,
-    roofline,
-    save,
-    sync,
-    versions,
-)
+from benchmarks.gpu.common import DATA, MODELS, WORK, HostLoad, load, process_seconds, roofline, save, sync, versions
 
 # --- vLLM raw generation ---------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ run reach its steady state, then for `--seconds` at once:
 thread on the machine kept off that core and its SMT siblings, then put back): the A/B for a loop slowed by a
 shared core.
 
-Length (~420 lines): one tool run beside one engine; its /proc readings, the thread watch, py-spy's summary and the
+Length (~445 lines): one tool run beside one engine; its /proc readings, the thread watch, py-spy's summary and the
 isolation read the same processes' threads, and the lease copies it as one file.
 """
 
