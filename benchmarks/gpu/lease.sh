@@ -329,7 +329,7 @@ warmup-raw | warmup-raw-hybrid) # raw's warm-up alone, before a pair run raw fir
   # synth-3k-raw-dense` in one call (fourteenth lease: a machine lost between calls took its warm-up with it)
   models
   m=${plan#warmup-raw}
-  warm_up ${m#-} raw
+  warm_up "${m#-}" raw # quoted: unquoted, an empty name vanished and `raw` became the model (seventeenth lease)
   ;;
 warmup | warmup-hybrid) # models and both warm-ups alone (~200 s on a new machine), so that a pair's calls each fit
   # one call's budget: the eleventh lease's first call (models, the stage's warm-up, then raw at 4k) ran out of its

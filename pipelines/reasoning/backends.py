@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -345,7 +346,7 @@ def vllm(ds: ray.data.Dataset, cfg) -> ray.data.Dataset:
     # which never waits for a CPU the actors hold (the map before the stages keeps its CPU: at zero, Ray Data starts
     # a task, and so a worker process, for every batch at once)
     light = dict(num_cpus=0)
-    with telemetry_not_awaited():
+    with telemetry_not_awaited(), architecture_read_alone():
         processor = build_processor(config, preprocess=vllm_request, postprocess_map_kwargs=light)
     final_outputs_only(processor)
     return processor(batch_blocks(ds, cfg.batch_size)).map(from_vllm, **light)
@@ -393,6 +394,32 @@ def telemetry_not_awaited():
         yield
     finally:
         TelemetryAgent.push_telemetry_report = push
+
+
+@contextlib.contextmanager
+def architecture_read_alone():
+    """While ray.data.llm builds its stages, `AutoConfig.from_pretrained` in the driver reads the model's config.json
+    and makes no config class: what the build reads of it is `architectures`, for its usage telemetry.
+
+    With transformers 5.17 (the GPU image's), making the model's config class imports its module, whose docstring
+    decorator imports `modeling_auto`, and so transformers' generation utilities, accelerate, scikit-learn, SciPy and
+    torch._dynamo: the driver's build took 8.7-9.7 s on the H200 host (seventeenth lease, `benchmarks.gpu.startup
+    --build`; 1.6 s -> 0.05 s on a 2-core CPU machine with 5.17), all of it before the engine actor, which reads the
+    config for real, can start. A config the build cannot read is the build's to report, as before (it logs it and
+    goes on)."""
+    import transformers
+
+    def architectures_only(model_path, **_):
+        config = transformers.PretrainedConfig.get_config_dict(model_path)[0]
+        return SimpleNamespace(architectures=config.get("architectures") or [])
+
+    auto = transformers.AutoConfig
+    own = vars(auto)["from_pretrained"]
+    auto.from_pretrained = staticmethod(architectures_only)
+    try:
+        yield
+    finally:
+        auto.from_pretrained = own
 
 
 def final_outputs_only(processor) -> None:

@@ -637,28 +637,35 @@ def test_unseeded_vllm_requests_carry_no_seed_and_other_backends_refuse_them(tmp
 
 
 @pytest.mark.timeout(120)
-def test_building_the_vllm_stage_waits_on_no_ray_call_and_its_telemetry_still_arrives(
+def test_building_the_vllm_stage_waits_on_no_ray_call_makes_no_config_and_its_telemetry_still_arrives(
     ray_local, tiny_base, monkeypatch
 ):
     """ray.data.llm's build `ray.get`s its usage telemetry, and so waits for a new actor's process to start (0.9 s of
-    a 1.0 s build here, 2.5-4.2 s on the H200 hosts) before the plan, and the engine actor, can start. The stage's
-    build sends the record and goes on; the record still reaches ray.data.llm's telemetry agent."""
+    a 1.0 s build here, 2.5-4.2 s on the H200 hosts) before the plan, and the engine actor, can start; and it makes
+    the model's config for the telemetry's architecture, which with transformers 5.17 imports transformers' modeling
+    and generation modules (1.6 s here, 8.7-9.7 s on the H200 host). The stage's build sends the record and goes
+    on, reads the architecture from config.json, and the record still reaches ray.data.llm's telemetry agent."""
     from types import SimpleNamespace
 
     import ray
+    import transformers
     from ray.llm._internal.batch.observability.usage_telemetry import usage
 
     from pipelines.reasoning.backends import vllm
 
-    waited = []
+    waited, configs = [], []
     real_get = ray.get
     monkeypatch.setattr(ray, "get", lambda *a, **k: waited.append(a) or real_get(*a, **k))
+    made = classmethod(lambda cls, *a, **k: configs.append(a) or SimpleNamespace(architectures=["Made"]))
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", made)
     cfg = SimpleNamespace(
         model_name_or_path=str(tiny_base), max_prompt_tokens=None, max_new_tokens=16, engine_kwargs={},
         batch_size=8, num_workers=1, accelerator_type=None, model_revision=None,
     )  # fmt: skip
     vllm(ray.data.from_items([{"id": 0}]), cfg)
     assert waited == []
+    assert configs == []
+    assert vars(transformers.AutoConfig)["from_pretrained"] is made  # put back after the build
     monkeypatch.undo()
     agent = ray.get_actor(usage.LLM_BATCH_TELEMETRY_ACTOR_NAME, namespace=usage.LLM_BATCH_TELEMETRY_NAMESPACE)
     report = ray.get(agent.generate_report.remote(), timeout=60)
