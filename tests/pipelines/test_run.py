@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -103,10 +104,14 @@ def test_recipe_errors_name_the_problem(tmp_path):
         run.parse_args([str(bad), "--only", "zzz"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: each socket stays bound until all are chosen (ports asked for one at a time can repeat:
+    a CI run's head got the same port for two of its agents and would not start)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 AGENT_PORTS = (
@@ -129,7 +134,7 @@ def ray_cluster():
     token = secrets.token_hex(16)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    port, dash = free_port(), free_port()
+    port, dash, *agents = free_ports(2 + len(AGENT_PORTS))
     temp_dir = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     start = [
         str(bin_dir / "ray"),
@@ -148,7 +153,7 @@ def ray_cluster():
         "2",
         # The agents' default ports are taken while the embedded Ray of other tests runs; the head's job agent
         # would then never come up ("No available agent to submit job").
-        *(f"--{name}={free_port()}" for name in AGENT_PORTS),
+        *(f"--{name}={p}" for name, p in zip(AGENT_PORTS, agents, strict=True)),
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]
