@@ -367,6 +367,18 @@ def engine_actor_env(model: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def swapped(owner, name: str, value):
+    """`owner.name` is `value` inside the block, and what it was after (as defined on `owner`: a class's classmethod
+    comes back a classmethod). The vLLM stage's few changes to ray.data.llm's and vLLM's behaviour are made so."""
+    own = vars(owner)[name]
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, own)
+
+
+@contextlib.contextmanager
 def telemetry_not_awaited():
     """While ray.data.llm builds its stages, its usage telemetry goes to its agent actor without the driver waiting
     for the answer.
@@ -388,12 +400,8 @@ def telemetry_not_awaited():
             except Exception:  # as theirs: telemetry never breaks the build
                 log.exception("Failed to push LLM batch telemetry")
 
-    push = TelemetryAgent.push_telemetry_report
-    TelemetryAgent.push_telemetry_report = send
-    try:
+    with swapped(TelemetryAgent, "push_telemetry_report", send):
         yield
-    finally:
-        TelemetryAgent.push_telemetry_report = push
 
 
 @contextlib.contextmanager
@@ -413,13 +421,8 @@ def architecture_read_alone():
         config = transformers.PretrainedConfig.get_config_dict(model_path)[0]
         return SimpleNamespace(architectures=config.get("architectures") or [])
 
-    auto = transformers.AutoConfig
-    own = vars(auto)["from_pretrained"]
-    auto.from_pretrained = staticmethod(architectures_only)
-    try:
+    with swapped(transformers.AutoConfig, "from_pretrained", staticmethod(architectures_only)):
         yield
-    finally:
-        auto.from_pretrained = own
 
 
 def final_outputs_only(processor) -> None:
@@ -472,12 +475,8 @@ def engine_core_forked(engine_kwargs: dict):
     except ImportError:  # a vLLM without the check (or a test's stand-in engine)
         yield
         return
-    in_ray_actor = system_utils.is_in_ray_actor
-    system_utils.is_in_ray_actor = lambda: False  # the check `_maybe_force_spawn` makes; CUDA's stays
-    try:
+    with swapped(system_utils, "is_in_ray_actor", lambda: False):  # the check `_maybe_force_spawn` makes; CUDA's stays
         yield
-    finally:
-        system_utils.is_in_ray_actor = in_ray_actor
 
 
 def final_only_generate(generate):
