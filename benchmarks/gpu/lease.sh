@@ -276,18 +276,18 @@ synth-1k-pair) # item 1 in one call (seventh lease): raw vLLM, then the stage on
   step synth-dense-attached 300 bash -c "$ATTACHED" _ $G synth --model dense --prompts 1024 --samples 4 \
     --max_new 1024 --batch_size 64 --label synth-2k-dense-attached
   ;;
-profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid | variance-hybrid-isolated) # raw, then the stage, 512 prompts x 4 x up
-  # to 1,024 tokens, each with benchmarks/gpu/sidecar.py sampling its EngineCore and frontend (threads' CPU and what
-  # held them back, py-spy stacks, GPU use) for 20 s from --after s after the engine process appears. Fifteenth lease:
-  # the stage's engine at ~0.8x raw's rate on the hybrid; sixteenth: 1.5x raw's on one machine (three runs, 37k tok/s
-  # against 24.6k) and ~0.8x on the next (18k against 21.7k), same settings: the sidecar now says what slowed them.
-  # profile-*: ~470 s with models and raw's warm-up (--after 40). profile-hybrid-omp: the stage alone with
-  # OMP_NUM_THREADS=16 before Ray starts (sixteenth lease: no change; Ray gives an actor without num_cpus one thread
-  # unless set, and the forked EngineCore inherits it). variance-hybrid: raw, stage, raw, stage on one machine at
-  # 384 prompts (--after 20: the window inside each ~40-65 s of generation), ~430-560 s on a new machine (A-like
-  # to B-like rates). variance-hybrid-isolated:
-  # the same with each engine's busiest thread given a CPU of its own from when it appears (sidecar --isolate: every
-  # other thread on the machine kept off that core): if the slow runs were a shared core, all four run alike
+profile-hybrid | profile-dense | profile-hybrid-omp | variance-hybrid | variance-hybrid-isolated)
+  # raw, then the stage, 512 prompts x 4 x up to 1,024 tokens, each with benchmarks/gpu/sidecar.py sampling its
+  # EngineCore and frontend (threads' CPU and what held them back, py-spy stacks, GPU use) for 20 s from --after s
+  # after the engine process appears. Fifteenth lease: the stage's engine at ~0.8x raw's rate on the hybrid;
+  # sixteenth: 1.5x raw's on one machine (three runs, 37k tok/s against 24.6k) and ~0.8x on the next (18k against
+  # 21.7k), same settings: the sidecar now says what slowed them. profile-*: ~470 s with models and raw's warm-up
+  # (--after 40). profile-hybrid-omp: the stage alone with OMP_NUM_THREADS=16 before Ray starts (sixteenth lease: no
+  # change; Ray gives an actor without num_cpus one thread unless set, and the forked EngineCore inherits it).
+  # variance-hybrid: raw, stage, raw, stage on one machine at 384 prompts (--after 20: the window inside each ~40-65 s
+  # of generation), ~430-560 s on a new machine (A-like to B-like rates). variance-hybrid-isolated: the same with each
+  # engine's busiest thread given a CPU of its own from when it appears (sidecar --isolate: every other thread on the
+  # machine kept off that core): if the slow runs were a shared core, all four run alike
   models
   m=${plan#*-} sides="raw stage" tag=prof sfx= after=40 iso= n=512
   case $plan in
